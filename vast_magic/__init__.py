@@ -1,0 +1,43 @@
+"""vast_magic: Vast.ai Serverless deployments native to Jupyter.
+
+Public names only; see DESIGN.md for the contract.
+"""
+from __future__ import annotations
+
+from .errors import (
+    BackendError, BundleError, CallTimeoutError, CaptureError, ConfigError, DeployError,
+    OverloadedError, RemoteError, VastMagicError, WorkerLostError,
+)
+from .reports import Bundle, DeploymentStatus, DeployReport, Fingerprint, LogLine, WorkerInfo
+from .secret import Secret
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Deployment", "Secret", "Image", "DeployReport", "Fingerprint", "WorkerInfo", "Bundle",
+    "DeploymentStatus", "LogLine", "VastMagicError", "ConfigError", "CaptureError", "BundleError",
+    "BackendError", "DeployError", "CallTimeoutError", "OverloadedError", "WorkerLostError", "RemoteError",
+    "load_ipython_extension", "unload_ipython_extension",
+]
+
+
+def __getattr__(name: str):
+    # Deployment pulls in capture/bundle/backends: import it only when asked.
+    if name == "Deployment":
+        from .deployment import Deployment
+        return Deployment
+    if name == "Image":
+        from .image import Image
+        return Image
+    raise AttributeError(f"module 'vast_magic' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext vast_magic``."""
+    from .notebook.magics import load_ipython_extension as load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .notebook.magics import unload_ipython_extension as unload
+    unload(ipython)

@@ -1,0 +1,45 @@
+"""What is registered on a deployment, as plain data.
+
+``Deployment`` builds these from ``@app.remote`` / ``@app.context``; the
+manifest digests them, the bundle writes them (``to_dict``) into
+``vast_magic_registry.pkl`` and the worker runtime reads those dicts back.
+Functions are referred to by their global name in the generated module.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    name: str
+    is_async: bool
+    benchmark_dataset: tuple[dict, ...] | None = None
+    benchmark_generator: str | None = None      # name of a shipped function returning/yielding payload dicts
+    benchmark_runs: int = 10
+    workload_calculator: str | None = None      # name of a shipped function
+    workload_mode: str | None = None            # "params" (same parameters as the function) | "payload" (one dict)
+    allow_parallel_requests: bool = True
+    max_queue_time: float = 30.0
+    retries: int = 0
+    timeout: float = 600.0
+
+    @property
+    def has_benchmark(self) -> bool:
+        return self.benchmark_dataset is not None or self.benchmark_generator is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["benchmark_dataset"] = list(self.benchmark_dataset) if self.benchmark_dataset is not None else None
+        return data
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    name: str                                   # the class's global name in the generated module
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "args": list(self.args), "kwargs": dict(self.kwargs)}

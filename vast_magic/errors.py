@@ -1,0 +1,136 @@
+"""The one error tree of vast_magic.
+
+Every error a user can see derives from ``VastMagicError`` so that
+``except VastMagicError`` catches everything we raise on purpose::
+
+    VastMagicError
+     ├── ConfigError        bad settings, arguments, queries, autoscaling, images
+     ├── CaptureError       code or values that cannot be shipped to a worker
+     ├── BundleError        the bundle cannot be built or read
+     ├── BackendError       the engine / Vast API failed or refused
+     │    ├── DeployError       a deployment did not become ready (carries the report)
+     │    ├── CallTimeoutError  a call took longer than its timeout (also a TimeoutError)
+     │    ├── OverloadedError   the queue is longer than the function's max_queue_time
+     │    └── WorkerLostError   the worker died while running the call
+     └── RemoteError        the remote function raised; see ``remote_error_type``
+
+A remote ``ValueError`` is raised as a class deriving from both ``RemoteError``
+and ``ValueError`` so ``except ValueError`` keeps working in user code.
+"""
+from __future__ import annotations
+
+import builtins
+import importlib
+from typing import Any
+
+
+class VastMagicError(Exception):
+    """Root of every error vast_magic raises on purpose."""
+
+
+class ConfigError(VastMagicError):
+    """Something the user configured is invalid; the message says how to fix it."""
+
+
+class CaptureError(VastMagicError):
+    """Code or a value reachable from a remote function cannot be shipped."""
+
+
+class BundleError(VastMagicError):
+    """The bundle could not be built, written or read."""
+
+
+class BackendError(VastMagicError):
+    """The local engine or the Vast API failed, refused or could not be reached."""
+
+
+class DeployError(BackendError):
+    """A deployment did not become ready; ``report`` holds what was reached."""
+
+    def __init__(self, message: str, report: Any = None):
+        super().__init__(message)
+        self.report = report
+
+
+class CallTimeoutError(BackendError, TimeoutError):
+    """A remote call did not finish within its ``timeout``."""
+
+
+class OverloadedError(BackendError):
+    """The function's queue is longer than its ``max_queue_time``; retry later or scale up."""
+
+
+class WorkerLostError(BackendError):
+    """The worker running a call died; ``log_tail`` holds its last log lines."""
+
+    def __init__(self, message: str, log_tail: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.log_tail = tuple(log_tail)
+
+
+class RemoteError(VastMagicError):
+    """The remote function raised. Carries the remote type, message and traceback."""
+
+    remote_type: str = ""
+    remote_message: str = ""
+    remote_traceback: str = ""
+
+    def __init__(self, remote_type: str, remote_message: str, remote_traceback: str = ""):
+        super().__init__(f"{remote_type}: {remote_message}" if remote_message else remote_type)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self):
+        return (_rebuild_remote_error, (self.remote_type, self.remote_message, self.remote_traceback))
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython calls this instead of showing our own (uninteresting) frames."""
+        lines = ["Remote traceback (most recent call last, on the worker):"]
+        lines += self.remote_traceback.rstrip("\n").splitlines() or [f"{self.remote_type}: {self.remote_message}"]
+        return lines
+
+
+_REMOTE_CLASSES: dict[type, type] = {}
+
+
+def _resolve_type(qualified: str) -> type | None:
+    """``"builtins.ValueError"`` or ``"pkg.mod.Err"`` -> the class, if importable."""
+    module, _, qualname = qualified.rpartition(".")
+    try:
+        obj: Any = builtins if module in ("", "builtins") else importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return None
+    return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
+
+
+def remote_error_type(qualified_type: str) -> type[RemoteError]:
+    """The class to raise for a remote exception of type ``qualified_type``.
+
+    It subclasses both ``RemoteError`` and the original type when that type is
+    importable here and can be mixed in (plain ``Exception`` subclasses);
+    otherwise plain ``RemoteError``.
+    """
+    original = _resolve_type(qualified_type)
+    if original is None or not issubclass(original, Exception) or issubclass(original, RemoteError):
+        return RemoteError
+    cached = _REMOTE_CLASSES.get(original)
+    if cached is not None:
+        return cached
+    try:
+        cls = type(f"Remote{original.__name__}", (RemoteError, original), {"__module__": __name__})
+    except TypeError:  # layout conflicts (e.g. OSError subclasses with slots)
+        return RemoteError
+    _REMOTE_CLASSES[original] = cls
+    return cls
+
+
+def make_remote_error(qualified_type: str, message: str, traceback_text: str = "") -> RemoteError:
+    """Build the exception the caller sees for a failure on the worker."""
+    return remote_error_type(qualified_type)(qualified_type.removeprefix("builtins."), message, traceback_text)
+
+
+def _rebuild_remote_error(remote_type: str, message: str, tb: str) -> RemoteError:
+    return make_remote_error(remote_type if "." in remote_type else f"builtins.{remote_type}", message, tb)

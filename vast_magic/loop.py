@@ -1,0 +1,95 @@
+"""The one private background event loop.
+
+Jupyter already runs an asyncio loop in the kernel thread, so library code can
+never call ``asyncio.run`` there, and we do not patch loops (nest-asyncio is
+archived). Instead every sync entry point hands its coroutine to a single loop
+running in a daemon thread and waits for it. Network state (connections to the
+engine and to workers) lives on that loop, so it is shared by sync and async
+callers alike.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Awaitable, Coroutine, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(started.set)
+    loop.run_forever()
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """The background loop, started on first use (and again after a fork)."""
+    global _loop, _thread
+    with _lock:
+        if _loop is None or _thread is None or not _thread.is_alive():
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+            thread = threading.Thread(target=_run_forever, args=(loop, started), name="vast-magic-loop", daemon=True)
+            thread.start()
+            started.wait()
+            _loop, _thread = loop, thread
+        return _loop
+
+
+def on_loop_thread() -> bool:
+    """True when the caller is running on the background loop's own thread."""
+    return _thread is not None and threading.current_thread() is _thread
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on the background loop; returns a thread-safe future."""
+    return asyncio.run_coroutine_threadsafe(coro, get_loop())
+
+
+def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run ``coro`` on the background loop and block until it finishes.
+
+    Works whether or not the calling thread has a running loop (a Jupyter cell,
+    a script, a thread). On KeyboardInterrupt the coroutine is cancelled and the
+    interrupt propagates, so Ctrl-C in a notebook stops waiting cleanly.
+    """
+    if on_loop_thread():
+        coro.close()
+        raise RuntimeError(
+            "run_sync() was called on vast_magic's own event loop thread, which would deadlock; "
+            "use the async API (await ...) from code running on that loop."
+        )
+    future = submit(coro)
+    try:
+        return future.result(timeout)
+    except KeyboardInterrupt:
+        future.cancel()
+        raise
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise
+
+
+async def run_on_loop(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` on the background loop from any other running loop.
+
+    Async entry points (``await f(x)`` in a Jupyter cell) use this so that the
+    connections they touch always belong to the background loop.
+    """
+    if on_loop_thread():
+        return await awaitable
+    future = asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), get_loop())
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable

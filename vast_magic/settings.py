@@ -1,0 +1,116 @@
+"""The one place settings are resolved.
+
+Precedence, highest first: an explicit argument, ``%config VastMagic.<name>``
+(installed by the notebook layer through ``set_config_source``), the
+environment variable ``VAST_MAGIC_<NAME>``, ``[tool.vast_magic]`` in the
+nearest ``pyproject.toml`` above the working directory, then the default.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - 3.10
+    tomllib = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return text
+    return parse
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("expected a positive number of seconds")
+    return number
+
+
+def _path(value: Any) -> str:
+    return str(Path(os.path.expanduser(str(value))).absolute())
+
+
+SETTINGS: dict[str, SettingSpec] = {
+    spec.name: spec
+    for spec in (
+        SettingSpec("backend", "local", _choice("local", "vast"), "where deployments run: local | vast"),
+        SettingSpec("display", "auto", _choice("auto", "widget", "text"), "progress display: auto | widget | text"),
+        SettingSpec("home", "~/.vast_magic", _path, "state directory of the local engine"),
+        SettingSpec("deploy_timeout", 600.0, _positive_float, "seconds ensure_ready waits for workers"),
+        SettingSpec("call_timeout", 600.0, _positive_float, "default per-call timeout in seconds"),
+        SettingSpec("engine_idle_timeout", 600.0, _positive_float, "seconds an engine with no deployment stays up"),
+    )
+}
+
+ConfigSource = Callable[[str], Any]
+_config_source: ConfigSource | None = None
+
+
+def set_config_source(source: ConfigSource | None) -> None:
+    """Install the ``%config VastMagic`` lookup (returns None when a name is unset)."""
+    global _config_source
+    _config_source = source
+
+
+def _pyproject_table(start: Path) -> Mapping[str, Any]:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            if tomllib is None:
+                return {}
+            try:
+                data = tomllib.loads(candidate.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"{candidate} is not valid TOML ({exc}); fix it or remove [tool.vast_magic].") from exc
+            return data.get("tool", {}).get("vast_magic", {})
+    return {}
+
+
+def resolve(name: str, explicit: Any = None) -> Any:
+    """The effective value of setting ``name`` following the documented precedence."""
+    spec = SETTINGS.get(name)
+    if spec is None:
+        raise ConfigError(f"Unknown setting {name!r}; known settings: {', '.join(SETTINGS)}.")
+    candidates = (
+        ("argument", lambda: explicit),
+        ("%config VastMagic", lambda: _config_source(name) if _config_source else None),
+        (f"VAST_MAGIC_{name.upper()}", lambda: os.environ.get(f"VAST_MAGIC_{name.upper()}") or None),
+        ("pyproject.toml [tool.vast_magic]", lambda: _pyproject_table(Path.cwd()).get(name)),
+    )
+    for origin, read in candidates:
+        value = read()
+        if value is not None:
+            try:
+                return spec.parse(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"Setting {name}={value!r} from {origin} is invalid: {exc}.") from exc
+    return spec.parse(spec.default)
+
+
+def home(explicit: str | None = None) -> Path:
+    """``VAST_MAGIC_HOME``, created 0700 on first use."""
+    path = Path(resolve("home", explicit))
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"Cannot use {path} as VAST_MAGIC_HOME ({exc.strerror}); set VAST_MAGIC_HOME to a writable folder.") from exc
+    return path
