@@ -1,0 +1,237 @@
+"""The one way through: capture -> manifest -> tier -> bundle -> backend.apply.
+
+CPU work (capture, manifest) runs in the calling thread; backend I/O runs on
+the private background loop. Events produced on the loop travel through a
+queue back to the calling thread, which renders them, so nothing on the
+background loop ever writes to the notebook's output.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import queue
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import loop, settings
+from .backends import get_backend
+from .backends.base import CallOutcome, CallSpec, DeployPlan
+from .bundle import build_manifest, decide_tier, secret_key, write_bundle
+from .capture import capture_code
+from .errors import ConfigError
+from .events import Event, Packaging, Ready, TierDecided
+from .reports import Bundle, DeployReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .deployment import Deployment
+    from .remote import RemoteFunction
+
+_BACKENDS: dict[tuple, Any] = {}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything captured from the live session for one deploy."""
+
+    backend: str
+    name: str
+    tag: str
+    image: Any
+    code: Any
+    remotes: tuple
+    contexts: tuple
+    manifest: Any
+    class_refs: dict = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What calls need after a successful ensure_ready in this process."""
+
+    backend: Any
+    name: str
+    tag: str
+    functions: frozenset
+    class_refs: dict
+
+
+class DeployFlow:
+    def __init__(self, app: "Deployment"):
+        self.app = app
+        self._deployed: Deployed | None = None
+
+    # -- preparing (calling thread) ---------------------------------------------
+    def prepare(self, backend_kind: str, require_benchmark: bool = False) -> Prepared:
+        app = self.app
+        if not app._remotes:
+            raise ConfigError(f"{app!r} has no remote functions: decorate one with @app.remote (or use %%vast_remote).")
+        remotes = tuple(fn.spec() for _, fn in sorted(app._remotes.items()))
+        if require_benchmark:
+            _check_one_benchmark(remotes)
+        contexts = tuple(spec for _, (_, spec) in sorted(app._contexts.items()))
+        roots = [*app._remotes.values(), *(cls for cls, _ in app._contexts.values()), *_helper_roots(app)]
+        forbidden = [key for key in [app.api_key()] if key] if backend_kind == "vast" else []
+        code = capture_code(roots, backend=backend_kind, forbidden_strings=forbidden)
+        image = app.image_or_default().spec()
+        manifest = build_manifest(name=app.effective_name, tag=app.tag, image=image, autoscaling=app.autoscaling,
+                                  code=code, remotes=remotes, contexts=contexts,
+                                  secret_key=secret_key(settings.home()))
+        class_refs = {obj: name for name, obj in getattr(code, "class_objects", ())}
+        return Prepared(backend_kind, app.effective_name, app.tag, image, code, remotes, contexts, manifest, class_refs)
+
+    def write_bundle(self, prepared: Prepared, path: Path) -> Bundle:
+        return write_bundle(path, manifest=prepared.manifest, code=prepared.code, remotes=prepared.remotes,
+                            contexts=prepared.contexts, image=prepared.image, backend=prepared.backend)
+
+    def _cached_bundle(self, prepared: Prepared) -> tuple[Path, int, int]:
+        """Bundles are content-addressed under the home, so an unchanged deploy writes nothing."""
+        digest = hashlib.sha256(prepared.manifest.to_json().encode()).hexdigest()[:32]
+        folder = settings.home() / "bundles"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path, meta = folder / f"{digest}.tar.gz", folder / f"{digest}.json"
+        if not (path.is_file() and meta.is_file()):
+            bundle = self.write_bundle(prepared, path)
+            meta.write_text(json.dumps({"files": len(bundle.files)}))
+        return path, path.stat().st_size, json.loads(meta.read_text())["files"]
+
+    def _dry_bundle(self, prepared: Prepared) -> tuple[int, int]:
+        folder = tempfile.mkdtemp(prefix="vast-magic-dry-")
+        try:
+            bundle = self.write_bundle(prepared, Path(folder) / "bundle.tar.gz")
+            return Path(bundle.path).stat().st_size, len(bundle.files)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # -- deploying (background loop) --------------------------------------------
+    def backend(self, kind: str | None = None):
+        kind = kind or self.app.effective_backend
+        home = str(settings.home())
+        key = (kind, home, self.app.api_key() if kind == "vast" else None)
+        if key not in _BACKENDS:
+            _BACKENDS[key] = get_backend(kind, home=home, api_key=key[2])
+        return _BACKENDS[key]
+
+    async def deploy(self, prepared: Prepared, *, dry_run: bool, wait: bool, timeout: float | None,
+                     emit: Callable[[Event], None]) -> DeployReport:
+        started = time.perf_counter()
+        backend = self.backend(prepared.backend)
+        previous = await backend.previous_manifest(prepared.name, prepared.tag)
+        decision = decide_tier(previous, prepared.manifest)
+        if dry_run:
+            size, files = await asyncio.to_thread(self._dry_bundle, prepared)
+            emit(Packaging(files, size))
+            emit(TierDecided(decision.tier, decision.reasons))
+            return self._report(prepared, decision, size, files, dry_run=True)
+        path, size, files = await asyncio.to_thread(self._cached_bundle, prepared)
+        emit(Packaging(files, size))
+        emit(TierDecided(decision.tier, decision.reasons))
+        result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), emit)
+        emit(Ready(result.endpoint, time.perf_counter() - started))
+        self._deployed = Deployed(backend, prepared.name, prepared.tag,
+                                  frozenset(r.name for r in prepared.remotes), prepared.class_refs)
+        return self._report(prepared, decision, size, files, dry_run=False, result=result)
+
+    def _plan(self, prepared: Prepared, decision: Any, path: Path, wait: bool, timeout: float | None) -> DeployPlan:
+        image = prepared.image
+        return DeployPlan(
+            name=prepared.name, tag=prepared.tag, tier=decision.tier, reasons=decision.reasons,
+            manifest=prepared.manifest, bundle_path=str(path), env=tuple(image.plain_env()),
+            secrets=tuple((k, v.reveal()) for k, v in image.secret_env()),
+            autoscaling=self.app.autoscaling.set_fields(),
+            image=image, ttl=self.app.ttl, version_label=self.app.version_label, wait=wait,
+            timeout=timeout if timeout is not None else settings.resolve("deploy_timeout"),
+        )
+
+    @staticmethod
+    def _report(prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool, result: Any = None) -> DeployReport:
+        return DeployReport(
+            tier=decision.tier, reasons=tuple(decision.reasons), fingerprint=prepared.manifest.fingerprint(),
+            bundle_size=size, files=files, endpoint=result.endpoint if result else None,
+            workers=tuple(result.workers) if result else (), benchmark=result.benchmark if result else None,
+            dry_run=dry_run, backend_action=result.backend_action if result else None,
+        )
+
+    # -- entry points ---------------------------------------------------------------
+    def run_sync(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
+        prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
+        progress = _open_progress(prepared.name)
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        future = loop.submit(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=events.put))
+        try:
+            while not (future.done() and events.empty()):
+                try:
+                    progress.emit(events.get(timeout=0.05))
+                except queue.Empty:
+                    pass
+            report = future.result()
+        except BaseException as exc:
+            future.cancel()
+            progress.close(exc)
+            raise
+        progress.close(None)
+        return report
+
+    async def run_async(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
+        prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
+        progress = _open_progress(prepared.name)
+        caller = asyncio.get_running_loop()
+        emit = lambda event: caller.call_soon_threadsafe(progress.emit, event)  # noqa: E731
+        try:
+            report = await loop.run_on_loop(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=emit))
+        except BaseException as exc:
+            await asyncio.sleep(0)  # let queued events render before the failure
+            progress.close(exc)
+            raise
+        await asyncio.sleep(0)
+        progress.close(None)
+        return report
+
+    def forget_ready(self) -> None:
+        self._deployed = None
+
+    async def call(self, fn: "RemoteFunction", args: tuple, kwargs: dict, cost: float, timeout: float | None) -> CallOutcome:
+        deployed = self._deployed
+        if deployed is None:
+            raise ConfigError(f"{fn.__name__}() was called before {self.app!r} was deployed in this process; "
+                              "run app.ensure_ready() (or %vast_deploy) first.")
+        if fn.__name__ not in deployed.functions:
+            raise ConfigError(f"{fn.__name__} is not part of the deployed version; run app.ensure_ready() again to deploy it.")
+        opts = fn.options
+        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=fn.__name__,
+                        timeout=timeout if timeout is not None else opts.timeout,
+                        max_queue_time=opts.max_queue_time, retries=opts.retries, cost=cost)
+        return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+
+
+def _check_one_benchmark(remotes: tuple) -> None:
+    with_benchmark = [r.name for r in remotes if r.has_benchmark]
+    if len(with_benchmark) != 1:
+        found = ", ".join(with_benchmark) or "none"
+        raise ConfigError(f"Exactly one remote function must define benchmark_dataset or benchmark_generator "
+                          f"(found: {found}); workers measure their speed with it before they take calls.")
+
+
+def _helper_roots(app: "Deployment") -> list:
+    """Benchmark generators and workload calculators ship with the code too."""
+    roots = []
+    for fn in app._remotes.values():
+        roots += [f for f in (fn.options.benchmark_generator, fn.options.workload_calculator) if f is not None]
+    return roots
+
+
+class _SilentProgress:
+    def emit(self, event: Event) -> None: ...
+    def close(self, error: BaseException | None = None) -> None: ...
+
+
+def _open_progress(name: str):
+    try:
+        from .display import open_progress
+    except ImportError:
+        return _SilentProgress()
+    return open_progress(name)

@@ -1,0 +1,187 @@
+"""``Deployment``: what a user declares, and the one way it gets deployed.
+
+Declaring (``image``, ``remote``, ``context``, ``configure_autoscaling``)
+only records data. ``ensure_ready`` runs the one path of DESIGN.md:
+capture -> manifest -> decide_tier -> bundle -> backend.apply, emitting
+events that the progress display renders in the calling thread.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from . import loop, settings
+from .autoscaling import AutoscalingConfig
+from .bundle.registry_spec import ContextSpec
+from .deploy_flow import DeployFlow
+from .errors import ConfigError
+from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image
+from .remote import RemoteFunction, validate_options
+from .reports import Bundle, DeploymentStatus, DeployReport, LogLine
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def _check_name(kind: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or not set(value) <= _NAME_CHARS or len(value) > 100:
+        raise ConfigError(f"Deployment {kind} {value!r} is invalid: use 1-100 letters, digits, '-', '_' or '.'.")
+    return value
+
+
+def _default_name() -> str:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return Path(path).stem if path else "notebook"
+
+
+class Deployment:
+    """A Vast.ai Serverless deployment: functions, contexts, an image and autoscaling."""
+
+    __vast_magic_deployment__ = True
+
+    def __init__(self, *, name: str | None = None, tag: str = "default", version_label: str | None = None,
+                 api_key: str | None = None, ttl: float | None = None, backend: str | None = None):
+        self.name = _check_name("name", name) if name is not None else None
+        self.tag = _check_name("tag", tag)
+        self.version_label = version_label
+        self.ttl = self._check_ttl(ttl)
+        self.backend = settings.resolve("backend", backend) if backend is not None else None
+        self._api_key = api_key
+        self._image: Image | None = None
+        self._autoscaling = AutoscalingConfig()
+        self._autoscaling_configured = False
+        self._remotes: dict[str, RemoteFunction] = {}
+        self._contexts: dict[str, tuple[type, ContextSpec]] = {}
+        self._flow = DeployFlow(self)
+
+    @staticmethod
+    def _check_ttl(ttl: Any) -> float | None:
+        if ttl is None:
+            return None
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}.")
+        return float(ttl)
+
+    def __repr__(self) -> str:
+        return f"Deployment(name={self.effective_name!r}, tag={self.tag!r}, backend={self.effective_backend!r})"
+
+    # -- declaring ---------------------------------------------------------------
+    @property
+    def effective_name(self) -> str:
+        return self.name or _default_name()
+
+    @property
+    def effective_backend(self) -> str:
+        return self.backend or settings.resolve("backend")
+
+    def image(self, from_image: str = DEFAULT_IMAGE, storage: float = DEFAULT_STORAGE, **docker_login: Any) -> Image:
+        """Set the worker image (replacing any earlier one) and return it for chaining."""
+        self._image = Image(from_image, storage, **docker_login)
+        return self._image
+
+    def image_or_default(self) -> Image:
+        return self._image if self._image is not None else Image(DEFAULT_IMAGE, DEFAULT_STORAGE)
+
+    def configure_autoscaling(self, **params: Any) -> AutoscalingConfig:
+        """Merge autoscaling parameters into the ones set before (never replaces them)."""
+        self._autoscaling = self._autoscaling.merged(**params)
+        self._autoscaling_configured = True
+        return self._autoscaling
+
+    @property
+    def autoscaling(self) -> AutoscalingConfig:
+        return self._autoscaling
+
+    def remote(self, fn: Callable | None = None, /, **options: Any):
+        """Register a function to run on workers: ``@app.remote`` or ``@app.remote(benchmark_dataset=...)``."""
+        def register(function: Callable) -> RemoteFunction:
+            function = getattr(function, "__vast_magic_wrapped__", function)
+            proxy = RemoteFunction(self, function, validate_options(function, **dict(options)))
+            self._remotes[function.__name__] = proxy
+            return proxy
+        return register(fn) if fn is not None else register
+
+    def context(self, *args: Any, **kwargs: Any) -> Callable[[type], type]:
+        """Register an async context-manager class, instantiated with these arguments on each worker."""
+        if len(args) == 1 and not kwargs and inspect.isclass(args[0]) and hasattr(args[0], "__aenter__"):
+            return self.context()(args[0])  # bare @app.context
+
+        def register(cls: type) -> type:
+            if not inspect.isclass(cls):
+                raise ConfigError(f"@app.context decorates a class; got {type(cls).__name__}.")
+            missing = [m for m in ("__aenter__", "__aexit__") if not hasattr(cls, m)]
+            if missing:
+                raise ConfigError(f"Context class {cls.__name__} must define {' and '.join(missing)} "
+                                  "(an async context manager: `async def __aenter__(self): return self`).")
+            self._contexts[cls.__name__] = (cls, ContextSpec(cls.__name__, tuple(args), tuple(sorted(kwargs.items()))))
+            return cls
+        return register
+
+    def get_context(self, cls: type) -> Any:
+        """On a worker this returns the entered context; in the client there is none."""
+        raise ConfigError(f"get_context({getattr(cls, '__name__', cls)}) works only inside a remote function running "
+                          "on a worker; contexts are never instantiated in the notebook. Call the function remotely "
+                          "(await f(...)) instead of f.local(...).")
+
+    @property
+    def functions(self) -> dict[str, RemoteFunction]:
+        return dict(self._remotes)
+
+    @property
+    def contexts(self) -> dict[str, type]:
+        return {name: cls for name, (cls, _) in self._contexts.items()}
+
+    # -- deploying ---------------------------------------------------------------
+    def manifest(self):
+        """The Manifest that would be deployed now (what decide_tier compares)."""
+        return self._flow.prepare(self.effective_backend).manifest
+
+    def build_bundle(self, path: str | os.PathLike) -> Bundle:
+        """Write the bundle tarball to ``path`` and return what it holds."""
+        return self._flow.write_bundle(self._flow.prepare(self.effective_backend), Path(path))
+
+    def ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
+        """Deploy what changed and wait for workers; works inside Jupyter's running loop."""
+        return self._flow.run_sync(dry_run=dry_run, wait=wait, timeout=timeout)
+
+    async def async_ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
+        return await self._flow.run_async(dry_run=dry_run, wait=wait, timeout=timeout)
+
+    ensure_ready_async = async_ensure_ready
+
+    def status(self) -> DeploymentStatus:
+        return loop.run_sync(self._flow.backend().status(self.effective_name, self.tag))
+
+    def logs(self, function: str | None = None, tail: int = 200) -> list[LogLine]:
+        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
+            raise ConfigError(f"tail must be a whole number >= 1, got {tail!r}.")
+        return loop.run_sync(self._flow.backend().logs(self.effective_name, self.tag, function, tail))
+
+    def teardown(self, all_tags: bool = False) -> None:
+        """Stop this deployment's workers (every tag with ``all_tags``); safe to call twice."""
+        loop.run_sync(self._flow.backend().teardown(self.effective_name, None if all_tags else self.tag))
+        self._flow.forget_ready()
+
+    async def _remote_call(self, fn: RemoteFunction, args: tuple, kwargs: dict, cost: float, timeout: float | None):
+        return await self._flow.call(fn, args, kwargs, cost, timeout)
+
+    def api_key(self) -> str | None:
+        """The Vast API key (argument, env, then the official CLI key files), never printed."""
+        if self._api_key:
+            return self._api_key
+        if os.environ.get("VAST_API_KEY"):
+            return os.environ["VAST_API_KEY"]
+        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        for candidate in (config_home / "vastai" / "vast_api_key", Path.home() / ".vast_api_key"):
+            try:
+                key = candidate.read_text().strip()
+            except OSError:
+                continue
+            if key:
+                return key
+        return None
+
+

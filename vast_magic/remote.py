@@ -1,0 +1,257 @@
+"""``RemoteFunction``: the proxy ``@app.remote`` puts where the function was.
+
+Calling it binds the arguments to the real signature locally (a ``TypeError``
+before anything is sent), routes the call through the deployment's backend on
+the background loop, writes what the worker printed into the caller's output,
+and returns the value or raises the remote error.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import math
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from . import loop
+from .bundle.registry_spec import RemoteSpec
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .deployment import Deployment
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """The validated keyword options of ``@app.remote(...)``."""
+
+    benchmark_dataset: tuple[dict, ...] | None = None
+    benchmark_generator: Callable | None = None
+    benchmark_runs: int = 10
+    workload_calculator: Callable | None = None
+    workload_mode: str | None = None
+    allow_parallel_requests: bool = True
+    max_queue_time: float = 30.0
+    retries: int = 0
+    timeout: float = 600.0
+
+
+def _check_dataset(fn: Callable, dataset: Any) -> tuple[dict, ...]:
+    name = fn.__name__
+    if isinstance(dataset, (str, bytes, dict)) or not isinstance(dataset, Iterable):
+        raise ConfigError(f"benchmark_dataset for {name} must be a list of dicts of {name}'s parameters, "
+                          f"e.g. [{{'x': 2}}]; got {type(dataset).__name__}.")
+    items = tuple(dataset)
+    if not items:
+        raise ConfigError(f"benchmark_dataset for {name} is empty; give at least one dict of arguments.")
+    sig = inspect.signature(fn)
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(f"benchmark_dataset[{index}] for {name} must be a dict of parameters, got {type(item).__name__}.")
+        try:
+            sig.bind(**item)
+        except TypeError as exc:
+            raise ConfigError(f"benchmark_dataset[{index}] = {item!r} does not match {name}{sig}: {exc}. "
+                              "Use the function's parameter names as keys.") from None
+    return items
+
+
+def _workload_mode(fn: Callable, calculator: Callable) -> str:
+    """'params' when the calculator takes the function's parameters, 'payload' for one dict."""
+    fn_params = list(inspect.signature(fn).parameters)
+    calc_params = inspect.signature(calculator).parameters
+    if list(calc_params) == fn_params:
+        return "params"
+    positional = [p for p in calc_params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in calc_params.values() if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if len(positional) >= 1 and len(required) <= 1:
+        return "payload"
+    raise ConfigError(f"workload_calculator {calculator.__name__}{inspect.signature(calculator)} fits neither "
+                      f"{fn.__name__}'s parameters {tuple(fn_params)} nor a single `payload` dict; "
+                      f"define it as `def {calculator.__name__}({', '.join(fn_params)})` or `def {calculator.__name__}(payload)`.")
+
+
+def validate_options(fn: Callable, **options: Any) -> RemoteOptions:
+    """Check ``@app.remote`` options against the function; errors say how to fix them."""
+    if not callable(fn) or inspect.isclass(fn):
+        raise ConfigError(f"@app.remote decorates a function; got {type(fn).__name__}.")
+    dataset, generator = options.pop("benchmark_dataset", None), options.pop("benchmark_generator", None)
+    if dataset is not None and generator is not None:
+        raise ConfigError(f"{fn.__name__}: give benchmark_dataset or benchmark_generator, not both.")
+    if generator is not None and not callable(generator):
+        raise ConfigError(f"{fn.__name__}: benchmark_generator must be a function returning or yielding dicts of arguments.")
+    runs = options.pop("benchmark_runs", 10)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ConfigError(f"{fn.__name__}: benchmark_runs must be a whole number >= 1, got {runs!r}.")
+    calculator = options.pop("workload_calculator", None)
+    mode = _workload_mode(fn, calculator) if calculator is not None else None
+    retries = options.pop("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"{fn.__name__}: retries must be a whole number >= 0, got {retries!r}.")
+    numbers = {key: options.pop(key, default) for key, default in (("max_queue_time", 30.0), ("timeout", 600.0))}
+    for key, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+            raise ConfigError(f"{fn.__name__}: {key} must be a positive number of seconds, got {value!r}.")
+    parallel = options.pop("allow_parallel_requests", True)
+    if options:
+        raise ConfigError(f"@app.remote got unknown option(s) {', '.join(sorted(options))}; known: benchmark_dataset, "
+                          "benchmark_generator, benchmark_runs, workload_calculator, allow_parallel_requests, "
+                          "max_queue_time, retries, timeout.")
+    return RemoteOptions(
+        benchmark_dataset=_check_dataset(fn, dataset) if dataset is not None else None,
+        benchmark_generator=generator, benchmark_runs=runs, workload_calculator=calculator, workload_mode=mode,
+        allow_parallel_requests=bool(parallel), retries=retries,
+        max_queue_time=float(numbers["max_queue_time"]), timeout=float(numbers["timeout"]),
+    )
+
+
+def write_output(output: Iterable[tuple[str, str]]) -> None:
+    """Write what the worker printed into this cell's stdout/stderr."""
+    for stream, text in output:
+        (sys.stderr if stream == "stderr" else sys.stdout).write(text)
+    sys.stdout.flush()
+
+
+class RemoteFunction:
+    """A function registered on a Deployment; calling it runs it on a worker."""
+
+    def __init__(self, app: "Deployment", fn: Callable, options: RemoteOptions):
+        functools.update_wrapper(self, fn)
+        self.__vast_magic_wrapped__ = fn
+        self.local = fn
+        self.options = options
+        self._app = app
+        self._signature = inspect.signature(fn)
+
+    def __repr__(self) -> str:
+        return f"<remote function {self.__name__}{self._signature} on {self._app!r}>"
+
+    def spec(self) -> RemoteSpec:
+        """The plain-data registration the bundle and manifest use."""
+        opts = self.options
+        return RemoteSpec(
+            name=self.__name__, is_async=inspect.iscoroutinefunction(self.local),
+            benchmark_dataset=opts.benchmark_dataset,
+            benchmark_generator=opts.benchmark_generator.__name__ if opts.benchmark_generator else None,
+            benchmark_runs=opts.benchmark_runs,
+            workload_calculator=opts.workload_calculator.__name__ if opts.workload_calculator else None,
+            workload_mode=opts.workload_mode, allow_parallel_requests=opts.allow_parallel_requests,
+            max_queue_time=opts.max_queue_time, retries=opts.retries, timeout=opts.timeout,
+        )
+
+    def _bind(self, args: tuple, kwargs: dict) -> inspect.BoundArguments:
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.__name__}{self._signature}: {exc}") from None
+        bound.apply_defaults()
+        return bound
+
+    def _cost(self, bound: inspect.BoundArguments) -> float:
+        calculator = self.options.workload_calculator
+        if calculator is None:
+            return 100.0
+        try:
+            value = calculator(*bound.args, **bound.kwargs) if self.options.workload_mode == "params" \
+                else calculator(dict(bound.arguments))
+            value = float(value)
+        except Exception:
+            return 100.0
+        return value if math.isfinite(value) and value >= 0 else 100.0
+
+    async def _call(self, args: tuple, kwargs: dict, timeout: float | None = None) -> Any:
+        bound = self._bind(args, kwargs)
+        outcome = await loop.run_on_loop(self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), timeout))
+        write_output(outcome.output)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        """``await f(x)``: binds now (TypeError at once), runs when awaited."""
+        self._bind(args, kwargs)
+        return self._call(args, kwargs)
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Blocking call, usable from sync code and inside Jupyter cells."""
+        bound = self._bind(args, kwargs)
+        outcome = loop.run_sync(self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), None))
+        write_output(outcome.output)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+
+    def with_timeout(self, seconds: float) -> Callable[..., Any]:
+        """``await f.with_timeout(5)(x)``: one call with its own timeout."""
+        return lambda *args, **kwargs: self._call(args, kwargs, timeout=seconds)
+
+    async def _gather(self, calls: list[inspect.BoundArguments], counter: list[int]) -> list:
+        """Run every call concurrently on the background loop; count finished ones."""
+        async def one(bound: inspect.BoundArguments):
+            try:
+                return await self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), None)
+            finally:
+                counter[0] += 1
+
+        return await asyncio.gather(*(one(b) for b in calls), return_exceptions=True)
+
+    def _calls(self, iterables: tuple[Iterable, ...]) -> list[inspect.BoundArguments]:
+        return [self._bind(tuple(items), {}) for items in zip(*iterables)]
+
+    async def map_async(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
+        """Concurrent calls over zipped iterables, results in input order."""
+        calls, counter = self._calls(iterables), [0]
+        bar = _map_progress(len(calls))
+        task = asyncio.ensure_future(loop.run_on_loop(self._gather(calls, counter)))
+        while not task.done():
+            await asyncio.wait([task], timeout=0.1)
+            bar.update(counter[0], 0)
+        bar.close()
+        return self._collect(task.result(), return_exceptions)
+
+    def map(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
+        """Blocking ``map``: ``square.map([1, 2, 3]) -> [1, 4, 9]``, progress shown in the calling cell."""
+        calls, counter = self._calls(iterables), [0]
+        bar = _map_progress(len(calls))
+        future = loop.submit(self._gather(calls, counter))
+        try:
+            while not future.done():
+                concurrent.futures.wait([future], timeout=0.1)
+                bar.update(counter[0], 0)
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+        finally:
+            bar.close()
+        return self._collect(future.result(), return_exceptions)
+
+    def _collect(self, outcomes: list, return_exceptions: bool) -> list:
+        """Write each call's output in order, then return values or raise the first error."""
+        results = []
+        for outcome in outcomes:
+            error = outcome if isinstance(outcome, BaseException) else outcome.error
+            if not isinstance(outcome, BaseException):
+                write_output(outcome.output)
+            if error is not None and not return_exceptions:
+                raise error
+            results.append(error if error is not None else outcome.value)
+        return results
+
+
+class _NoProgress:
+    def update(self, done: int, failed: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _map_progress(total: int):
+    """A map progress bar from the display layer, or nothing when it is unavailable."""
+    try:
+        from .display import MapProgress
+    except ImportError:
+        return _NoProgress()
+    return MapProgress(total, None)
