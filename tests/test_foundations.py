@@ -1,0 +1,161 @@
+"""The foundations every part uses: loop bridge, settings precedence, error tree, events, Secret."""
+from __future__ import annotations
+
+import asyncio
+import pickle
+import threading
+
+import pytest
+
+from vast_magic import errors, events, loop, settings
+from vast_magic.errors import ConfigError, RemoteError, make_remote_error
+from vast_magic.reports import LogLine
+from vast_magic.secret import Secret
+
+
+# -- loop ---------------------------------------------------------------------
+async def _answer(x):
+    await asyncio.sleep(0)
+    return x, threading.current_thread().name
+
+
+def test_run_sync_without_a_running_loop():
+    assert loop.run_sync(_answer(42)) == (42, "vast-magic-loop")
+
+
+def test_run_sync_inside_a_running_loop_like_jupyter():
+    async def cell():
+        return loop.run_sync(_answer(7))  # a sync entry point called from a running loop
+    assert asyncio.run(cell()) == (7, "vast-magic-loop")
+
+
+def test_run_on_loop_from_another_loop():
+    async def cell():
+        return await loop.run_on_loop(_answer(3))
+    assert asyncio.run(cell()) == (3, "vast-magic-loop")
+
+
+def test_run_sync_on_the_loop_thread_is_a_clear_error():
+    async def nested():
+        return loop.run_sync(_answer(1))
+    with pytest.raises(RuntimeError, match="would deadlock"):
+        loop.run_sync(nested())
+
+
+def test_run_sync_propagates_exceptions():
+    async def boom():
+        raise KeyError("x")
+    with pytest.raises(KeyError):
+        loop.run_sync(boom())
+
+
+# -- settings -------------------------------------------------------------------
+@pytest.fixture
+def clean_settings(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VAST_MAGIC_BACKEND", raising=False)
+    settings.set_config_source(None)
+    yield tmp_path
+    settings.set_config_source(None)
+
+
+@pytest.mark.parametrize("explicit, config, env, pyproject, expected", [
+    (None, None, None, None, "local"),
+    (None, None, None, "vast", "vast"),
+    (None, None, "vast", "local", "vast"),
+    (None, "local", "vast", "vast", "local"),
+    ("vast", "local", "local", "local", "vast"),
+])
+def test_settings_precedence(clean_settings, monkeypatch, explicit, config, env, pyproject, expected):
+    if pyproject:
+        (clean_settings / "pyproject.toml").write_text(f'[tool.vast_magic]\nbackend = "{pyproject}"\n')
+    if env:
+        monkeypatch.setenv("VAST_MAGIC_BACKEND", env)
+    if config:
+        settings.set_config_source(lambda name: config if name == "backend" else None)
+    assert settings.resolve("backend", explicit) == expected
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("backend", "cloud", "Setting backend='cloud' from argument is invalid: expected one of local, vast"),
+    ("display", "html", "expected one of auto, widget, text"),
+    ("deploy_timeout", "-1", "expected a positive number of seconds"),
+    ("nonsense", None, "Unknown setting 'nonsense'"),
+])
+def test_settings_bad_values(clean_settings, name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        settings.resolve(name, value)
+
+
+def test_settings_home_is_private(clean_settings, monkeypatch):
+    monkeypatch.setenv("VAST_MAGIC_HOME", str(clean_settings / "h"))
+    home = settings.home()
+    assert home == clean_settings / "h" and (home.stat().st_mode & 0o777) == 0o700
+
+
+# -- errors ---------------------------------------------------------------------
+def test_remote_value_error_is_both_remote_and_value_error():
+    exc = make_remote_error("builtins.ValueError", "boom", "Traceback ...\nValueError: boom\n")
+    assert isinstance(exc, RemoteError) and isinstance(exc, ValueError)
+    assert (exc.remote_type, exc.remote_message) == ("ValueError", "boom")
+    assert exc._render_traceback_()[-1] == "ValueError: boom"
+    assert isinstance(pickle.loads(pickle.dumps(exc)), ValueError)
+
+
+def test_remote_error_of_an_unknown_type_is_plain_remote_error():
+    exc = make_remote_error("nowhere.CustomError", "bad", "")
+    assert type(exc) is RemoteError and str(exc) == "nowhere.CustomError: bad"
+
+
+def test_error_tree():
+    assert issubclass(errors.CallTimeoutError, TimeoutError) and issubclass(errors.CallTimeoutError, errors.BackendError)
+    for cls in (errors.ConfigError, errors.CaptureError, errors.BundleError, errors.BackendError, errors.RemoteError):
+        assert issubclass(cls, errors.VastMagicError)
+
+
+# -- events -----------------------------------------------------------------------
+def _fold(sequence):
+    state = events.DeployState(name="demo")
+    for event in sequence:
+        state = events.apply_event(state, event)
+    return state
+
+
+def test_format_status_of_a_successful_deploy():
+    state = _fold([events.Packaging(7, 2048), events.TierDecided(2, ("code: square changed",)),
+                   events.WorkerState("w1", "contexts"), events.BenchmarkScored("w1", 1234.5),
+                   events.WorkerState("w1", "ready", perf=1234.5), events.Ready("local://demo/default", 1.25)])
+    assert events.format_status(state).splitlines() == [
+        "vast_magic deploy demo: ready", "packaged 7 files, 2.0 KiB", "tier 2: code: square changed",
+        "worker w1: ready perf=1,234.5/s", "ready at local://demo/default in 1.25s"]
+
+
+def test_failure_is_sticky_and_shows_last_error_line():
+    state = _fold([events.WorkerState("w1", "failed", error="Traceback\nRuntimeError: no GPU"),
+                   events.Failed("worker w1 failed")])
+    text = events.format_status(state)
+    assert state.phase == "failed" and "error: RuntimeError: no GPU" in text and text.endswith("FAILED: worker w1 failed")
+
+
+def test_format_event_covers_every_event_type():
+    samples = [events.Packaging(1, 10), events.TierDecided(0, ()), events.WorkerState("w", "ready"),
+               events.BenchmarkScored("w", 1.0), events.Ready(None, 0.1), events.Retry("PUT", 1, 3, 0.5, "HTTP 503"),
+               events.Failed("x"), LogLine(0.0, "w", "stdout", "hi")]
+    assert all(events.format_event(e) for e in samples)
+
+
+# -- Secret -----------------------------------------------------------------------
+def test_secret_never_renders(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_supersecret")
+    secret = Secret.from_env("HF_TOKEN")
+    for text in (repr(secret), str(secret), f"{secret}", repr([secret]), repr({"k": secret})):
+        assert "hf_supersecret" not in text
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(secret)
+    assert secret.digest(b"k1") != secret.digest(b"k2") and "hf_supersecret" not in secret.digest(b"k1")
+
+
+def test_secret_from_missing_env_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="environment variable NOPE_TOKEN is not set"):
+        Secret.from_env("NOPE_TOKEN")

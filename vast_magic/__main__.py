@@ -1,0 +1,6 @@
+"""``python -m vast_magic`` is the ``vast-magic`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
