@@ -106,8 +106,13 @@ def cmd_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_notebook(args: argparse.Namespace) -> int:
+    from .notebook.runner import run_notebook
+    return 1 if run_notebook(args.notebook, timeout=args.timeout) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vast-magic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vast-magic", description="Vast.ai Serverless deployments from notebooks and scripts; local engine by default.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("bundle", help="build the bundle of a .py file that defines a Deployment")
     p.add_argument("file"), p.add_argument("-o", "--output", required=True), p.add_argument("--app")
@@ -127,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "teardown":
             p.add_argument("--all-tags", action="store_true")
         p.set_defaults(run=run)
+    p = sub.add_parser("run-notebook", help="run a notebook headless on the local engine and print its outputs")
+    p.add_argument("notebook"), p.add_argument("--timeout", type=float, default=600.0)
+    p.set_defaults(run=cmd_run_notebook)
     p = sub.add_parser("engine", help="start, stop or inspect the local engine daemon")
     p.add_argument("action", choices=("start", "stop", "status"))
     p.set_defaults(run=cmd_engine)
