@@ -1,0 +1,189 @@
+"""The worker's life, top to bottom: connect, install, load, enter contexts, benchmark, serve, stop.
+
+Run as ``python -m vast_magic_runtime.serve`` (``python -m vast_magic.runtime.serve``
+in the repository) with the extracted bundle as the working directory and:
+
+- ``VAST_MAGIC_ENGINE``: ``host:port`` of the engine (loopback)
+- ``VAST_MAGIC_TOKEN_FILE``: file holding the token (for the engine and for callers)
+- ``VAST_MAGIC_WORKER_ID``: the id every message carries
+- ``VAST_MAGIC_SKIP_BENCHMARK_PERF`` (optional float): use this perf, skip the benchmark
+
+Every step reports a state to the engine; any failure reports ``failed`` with
+the traceback and exits non-zero. Losing the engine, its ``stop`` message or
+SIGTERM stop the worker gracefully, within 2 s unless the engine granted more grace.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+
+if __package__ in (None, ""):                # pragma: no cover - only for `python serve.py` by mistake
+    sys.exit("run this as a module: python -m vast_magic_runtime.serve")
+
+from . import benchmark, contexts, executor, output, registry, setup
+from .engine_link import EngineLink
+from .server import CallServer
+
+SIGTERM_GRACE = 0.5
+LOAD_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    engine: str
+    token: str
+    worker_id: str
+    bundle_dir: str
+    fixed_perf: float | None
+
+    @classmethod
+    def from_environ(cls) -> "WorkerEnv":
+        missing = [k for k in ("VAST_MAGIC_ENGINE", "VAST_MAGIC_TOKEN_FILE", "VAST_MAGIC_WORKER_ID")
+                   if not os.environ.get(k)]
+        if missing:
+            raise RuntimeError(f"the worker needs these environment variables: {', '.join(missing)}")
+        with open(os.environ["VAST_MAGIC_TOKEN_FILE"], encoding="utf-8") as fh:
+            token = fh.read().strip()
+        fixed = os.environ.get("VAST_MAGIC_SKIP_BENCHMARK_PERF")
+        return cls(os.environ["VAST_MAGIC_ENGINE"], token, os.environ["VAST_MAGIC_WORKER_ID"],
+                   os.getcwd(), float(fixed) if fixed else None)
+
+
+class Worker:
+    """What has been started so far, so stopping undoes exactly that."""
+
+    def __init__(self, env: WorkerEnv, link: EngineLink):
+        self.env, self.link = env, link
+        self.app: registry.LoadedApp | None = None
+        self.entered: contexts.EnteredContexts | None = None
+        self.server: CallServer | None = None
+
+    async def start(self) -> None:
+        """The start-up checklist; each step is announced before it runs."""
+        await self.link.state("starting")
+        config = setup.read_config(self.env.bundle_dir)
+        await self.link.state("installing")
+        await setup.run_commands(config.get("runs"), self.env.bundle_dir)
+        setup.apply_envs(config.get("envs"))
+        self.app = await asyncio.to_thread(registry.load_bundle, self.env.bundle_dir)
+        await self.link.state("contexts")
+        self.entered = await contexts.enter_all(self.app)
+        perf, median, per_function = await self.benchmark()
+        self.server = CallServer(executor.Executor(self.app, per_function), self.env.token)
+        port = await self.server.start()
+        await self.link.state("ready", perf=perf, median=median, port=port)
+
+    async def benchmark(self) -> tuple[float | None, float | None, dict[str, float | None]]:
+        """Worker perf = the first benchmarked function's; functions without a benchmark share it."""
+        names = [n for n, e in self.app.remotes.items()
+                 if e.options.get("benchmark_dataset") is not None or e.benchmark_generator is not None]
+        if self.env.fixed_perf is not None or not names:
+            perf = self.env.fixed_perf
+            return perf, perf, {name: perf for name in self.app.remotes}
+        await self.link.state("benchmarking")
+        results = {}
+        for name in names:
+            entry = self.app.remotes[name]
+            results[name] = await benchmark.run_benchmark(entry, _captured_invoke(entry))
+            print(f"benchmark {name}: perf {results[name].perf:.6g}/s, median {results[name].median:.6g}/s")
+        first = results[names[0]]
+        return first.perf, first.median, {n: results[n].perf if n in results else first.perf
+                                          for n in self.app.remotes}
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let calls finish within ``grace``, cancel the rest, exit contexts."""
+        if self.server is not None:
+            await self.server.shutdown(grace)
+        if self.entered is not None:
+            for failure in await self.entered.exit_all(timeout=max(0.8, grace)):
+                print(failure, file=sys.stderr)
+
+    async def report_load(self) -> None:
+        """About once a second while busy (and once more when it becomes idle)."""
+        was_busy = False
+        while True:
+            await asyncio.sleep(LOAD_INTERVAL)
+            runner = self.server.executor if self.server else None
+            busy = bool(runner and runner.inflight_calls)
+            if busy or was_busy:
+                await self.link.send("load", inflight=runner.inflight_workload, calls=runner.inflight_calls)
+            was_busy = busy
+
+
+def _captured_invoke(entry: registry.RemoteEntry):
+    """Benchmark calls run like real calls; their output goes to the log, tagged with the function."""
+    async def run(payload: dict):
+        with output.capture(entry.name):
+            return await executor.invoke(entry, (), payload)
+    return run
+
+
+async def live() -> int:
+    """The whole life; returns the exit status."""
+    env = WorkerEnv.from_environ()
+    link = EngineLink(env.worker_id)
+    await link.connect(env.engine, env.token)
+    output.install()
+    output.set_log_sink(link.logs.write)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, link.request_stop, SIGTERM_GRACE)
+    background = [asyncio.ensure_future(c) for c in (link.listen(), link.ship_logs_forever())]
+    worker = Worker(env, link)
+    try:
+        return await _run(worker, link, background)
+    finally:
+        for task in background:
+            task.cancel()
+        await link.close()
+
+
+async def _run(worker: Worker, link: EngineLink, background: list) -> int:
+    startup = asyncio.ensure_future(worker.start())
+    stop_wait = asyncio.ensure_future(link.stop_requested.wait())
+    await asyncio.wait([startup, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    if not startup.done():                                   # stopped while starting
+        startup.cancel()
+        await asyncio.wait([startup], timeout=1.0)
+    elif startup.exception() is not None:
+        stop_wait.cancel()
+        await worker.stop(0.0)
+        await link.state("failed", error="".join(traceback.format_exception(startup.exception())))
+        return 1
+    else:
+        background.append(asyncio.ensure_future(worker.report_load()))
+        await stop_wait
+    await worker.stop(link.stop_grace)
+    await link.state("stopped")
+    return 0
+
+
+def main() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        code = loop.run_until_complete(live())
+    except BaseException:                      # no engine to tell: the log is all we have
+        traceback.print_exc()
+        code = 2
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    # os._exit, not sys.exit: a sync call still running in a to_thread worker would
+    # otherwise hold the interpreter open and break the "exit within 2 s" promise.
+    os._exit(code)
+
+
+def _alias_package() -> None:
+    """In the repository this runs as vast_magic.runtime; the generated app imports
+    vast_magic_runtime.registry. One module object for both names keeps one worker_app()."""
+    if __package__ != "vast_magic_runtime" and "vast_magic_runtime" not in sys.modules:
+        for name, module in list(sys.modules.items()):
+            if name == __package__ or name.startswith(__package__ + "."):
+                sys.modules["vast_magic_runtime" + name[len(__package__):]] = module
+
+
+if __name__ == "__main__":
+    _alias_package()
+    main()

@@ -1,0 +1,90 @@
+"""The call server: authenticated, persistent, multiplexed connections on 127.0.0.1.
+
+Only loopback, never all interfaces (the official worker listens everywhere). Each
+connection starts with the token hello; after it, request frames are answered
+concurrently and matched by ``id``, with one lock per connection so response
+frames never interleave. A response that cannot be pickled becomes an error
+response, so a caller always gets an answer for its id.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from . import framing, wire
+from .executor import Executor
+
+
+class CallServer:
+    def __init__(self, executor: Executor, token, host: str = "127.0.0.1"):
+        self.executor = executor
+        self._token = token
+        self._host = host
+        self._server: asyncio.base_events.Server | None = None
+        self._calls: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Listen on an ephemeral loopback port; return it."""
+        self._server = await asyncio.start_server(self._connection, self._host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let in-flight calls finish for ``grace`` s, cancel the rest, close."""
+        self.stop_accepting()
+        if self._calls:
+            await asyncio.wait(set(self._calls), timeout=max(grace, 0.0))
+        for task in set(self._calls):
+            task.cancel()
+        if self._calls:
+            await asyncio.wait(set(self._calls), timeout=0.5)
+        for writer in set(self._writers):
+            writer.close()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            if await framing.server_hello(reader, writer, self._token):
+                await self._serve(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass                                  # client went away; its calls' answers are dropped
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _serve(self, reader, writer) -> None:
+        lock = asyncio.Lock()
+        resolve = self.executor.app.classes
+        while True:
+            main, buffers = await framing.read_frame(reader)
+            try:
+                request = wire.loads(main, buffers, resolve)
+            except Exception as exc:
+                await self._send(writer, lock, {"id": None, "ok": False, "error": wire.error_envelope(exc),
+                                                "output": []})
+                continue
+            task = asyncio.ensure_future(self._answer(request, writer, lock))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _answer(self, request, writer, lock) -> None:
+        response = await self.executor.handle(request)
+        with contextlib.suppress(ConnectionError):
+            await self._send(writer, lock, response)
+
+    async def _send(self, writer, lock: asyncio.Lock, response: dict) -> None:
+        refs = self.executor.app.class_refs
+        try:
+            main, buffers = wire.dumps(response, refs)
+        except Exception as exc:                    # the value (or an output item) is not picklable
+            failure = {"id": response.get("id"), "ok": False, "output": response.get("output", []),
+                       "error": wire.error_envelope(TypeError(f"the result could not be pickled: {exc!r}"))}
+            main, buffers = wire.dumps(failure, refs)
+        async with lock:
+            await framing.write_frame(writer, main, buffers)
