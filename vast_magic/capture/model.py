@@ -8,7 +8,7 @@ hashes pickle bytes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class CapturedCode:
     modules: tuple[ModuleFile, ...] = ()
     deployment_names: tuple[str, ...] = ()   # globals bound to a Deployment: rebound to the worker registry
     warnings: tuple[str, ...] = ()
+    # every shipped class with its live object, so the wire pickles instances by reference to it
+    class_objects: tuple[tuple[str, type], ...] = field(default=(), compare=False, repr=False)
 
     def names(self) -> tuple[str, ...]:
         return tuple(item.name for group in (self.imports, self.values, self.sources) for item in group) + self.deployment_names

@@ -1,0 +1,48 @@
+"""Which worker a call goes to: least (in-flight + cost) / perf, and fail fast when all queues are long."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from vast_magic.backends.local.pool import DeploymentPool
+from vast_magic.errors import OverloadedError
+
+
+def _pool(workers: dict[str, tuple[float, float]]) -> DeploymentPool:
+    """workers: id -> (perf, in-flight workload)."""
+    pool = DeploymentPool("token")
+    pool.set_routes([(wid, 1000 + i, perf, "v1") for i, (wid, (perf, _)) in enumerate(workers.items())])
+    pool.connections = {wid: SimpleNamespace(inflight=load, alive=True) for wid, (_, load) in workers.items()}
+    return pool
+
+
+@pytest.mark.parametrize("workers, cost, max_queue, expected", [
+    ({"a": (100, 0), "b": (100, 0)}, 100, 30, "a"),
+    ({"a": (100, 500), "b": (100, 100)}, 100, 30, "b"),
+    ({"a": (1000, 500), "b": (100, 100)}, 100, 30, "a"),        # faster worker wins despite more work
+    ({"a": (100, 0), "b": (0, 0)}, 100, 30, "a"),               # unknown perf counts as 1/s
+    ({"a": (10, 250), "b": (10, 400)}, 50, 30, "a"),            # 30 s exactly is still admitted
+])
+def test_choose(workers, cost, max_queue, expected):
+    assert _pool(workers).choose(cost, max_queue).worker == expected
+
+
+def test_overloaded_when_every_queue_is_too_long():
+    with pytest.raises(OverloadedError, match="max_queue_time=2"):
+        _pool({"a": (10, 100), "b": (10, 200)}).choose(10, 2.0)
+
+
+def test_idle_worker_always_admits_a_big_call():
+    assert _pool({"a": (10, 0)}).choose(10_000, 1.0).worker == "a"
+
+
+def test_no_routes_and_route_updates():
+    pool = DeploymentPool("token")
+    assert pool.choose(1, 1) is None
+    pool.set_routes([("a", 1, 10.0, "v1")])
+    pool.connections["gone"] = SimpleNamespace(inflight=0)
+    pool.set_routes([("b", 2, 10.0, "v2")])                     # drained workers lose their connection entry
+    assert list(pool.routes) == ["b"] and "gone" not in pool.connections
+    pool.set_routes(None)                                       # engine connection lost: keep what we know
+    assert list(pool.routes) == ["b"]

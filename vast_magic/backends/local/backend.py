@@ -1,0 +1,241 @@
+"""``LocalBackend``: the backend protocol (backends/base.py) on the embedded local engine.
+
+Deploy, status, logs and teardown are requests to the daemon; calls go
+straight to workers through ``pool`` (the daemon only says which workers are
+ready). Everything here runs on vast_magic's background loop. A dry run
+(``previous_manifest``) reads the store read-only and never starts the daemon.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import site
+import sys
+from pathlib import Path
+from typing import Any
+
+from ... import events, settings
+from ...errors import CallTimeoutError, DeployError, OverloadedError, WorkerLostError, make_remote_error
+from ...reports import DeploymentStatus, LogLine, WorkerInfo
+from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
+from .client import EngineClient, EngineUnavailable
+from .daemon_control import has_deployments, load_token, running_engine
+from .pool import DeploymentPool, Route
+from .store import read_previous_manifest
+from .venvs import pip_args_from_env
+
+_EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.BenchmarkScored, "LogLine": LogLine}
+_WORKER_TIMEOUT_MARK = "did not finish within its timeout"
+
+
+#: image features the local engine cannot honour: (ImageSpec attribute names, description)
+_NOT_APPLIED = (
+    (("image", "name"), "image {} (workers run your own Python)"),
+    (("apt", "apt_gets", "apt_packages"), "apt packages: {}"),
+    (("venv", "python_mode"), "python environment {}"),
+    (("ports", "publish_ports"), "published ports: {}"),
+    (("search", "requirements", "require"), "GPU filters: {}"),
+    (("docker_login", "login"), "docker login (not used locally)"),
+)
+
+
+def not_applied_locally(image: Any) -> tuple[str, ...]:
+    """What of ``image`` is ignored locally, so status can say so instead of dropping it silently."""
+    found = []
+    for names, text in _NOT_APPLIED:
+        value = next((getattr(image, n) for n in names if getattr(image, n, None)), None)
+        if value:
+            shown = ", ".join(map(str, value)) if isinstance(value, (list, tuple, set, frozenset)) else str(value)
+            found.append(text.format(shown))
+    return tuple(found)
+
+
+class LocalBackend:
+    kind = "local"
+
+    def __init__(self, home: str | os.PathLike | None = None, **_: Any):
+        self.home = Path(home) if home is not None else settings.home()
+        self.engine = EngineClient(self.home)
+        self.pools: dict[tuple[str, str], DeploymentPool] = {}
+        self._ttl: dict[tuple[str, str], float] = {}
+        self._heartbeat: asyncio.Task | None = None
+
+    # -- deploy ---------------------------------------------------------------------------
+    async def previous_manifest(self, name: str, tag: str) -> Any | None:
+        return await asyncio.to_thread(read_previous_manifest, self.home, name, tag)
+
+    async def apply(self, plan: DeployPlan, emit: events.EventSink) -> ApplyResult:
+        not_applied = not_applied_locally(plan.image)
+
+        def on_event(event: tuple) -> None:
+            kind, data = event
+            if kind in _EVENT_TYPES:
+                emit(_EVENT_TYPES[kind](**data))
+
+        request = dict(
+            name=plan.name, tag=plan.tag, tier=plan.tier, reasons=list(plan.reasons), manifest=plan.manifest.to_json(),
+            version=plan.manifest.fingerprint().code, bundle_path=str(Path(plan.bundle_path).absolute()),
+            env=[list(p) for p in plan.env], secrets=[list(p) for p in plan.secrets], autoscaling=dict(plan.autoscaling),
+            ttl=plan.ttl, python=sys.executable, python_version=sys.version, site_packages=_site_packages(),
+            pip_args=pip_args_from_env(), not_applied=list(not_applied), wait=plan.wait, timeout=plan.timeout)
+        try:
+            result = await self.engine.request("apply", on_event=on_event, answer_timeout=plan.timeout + 120, **request)
+        except DeployError as exc:
+            emit(events.Failed(str(exc)))
+            raise
+        if plan.ttl:
+            self._keep_alive(plan.name, plan.tag, plan.ttl)
+        return ApplyResult(endpoint=result["endpoint"], workers=tuple(WorkerInfo(**w) for w in result["workers"]),
+                           benchmark=result["benchmark"], backend_action=None, not_applied=not_applied)
+
+    def _keep_alive(self, name: str, tag: str, ttl: float) -> None:
+        self._ttl[(name, tag)] = ttl
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.ensure_future(self._heartbeats())
+
+    async def _heartbeats(self) -> None:
+        """While this process lives, tell the engine its ttl deployments are still wanted."""
+        while self._ttl:
+            await asyncio.sleep(min(30.0, max(0.2, min(self._ttl.values()) / 3)))
+            for name, tag in list(self._ttl):
+                try:
+                    alive = await self.engine.request("heartbeat", autostart=False, answer_timeout=10, name=name, tag=tag)
+                except Exception:
+                    continue
+                if not alive:
+                    self._ttl.pop((name, tag), None)
+
+    # -- calls ------------------------------------------------------------------------------
+    async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
+        for attempt in range(spec.retries + 1):
+            try:
+                return await self._call_once(spec, args, kwargs, classes or {})
+            except WorkerLostError:
+                if attempt >= spec.retries:
+                    raise
+
+    async def _pool(self, name: str, tag: str) -> DeploymentPool:
+        key = (name, tag)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = DeploymentPool(load_token(self.home))
+            self.pools[key] = pool             # registered before any await: concurrent first calls share it
+            self.engine.route_handlers[key] = pool.set_routes
+            try:
+                autostart = running_engine(self.home) is None and await asyncio.to_thread(has_deployments, self.home)
+                pool.set_routes(await self.engine.request("subscribe", autostart=autostart, name=name, tag=tag))
+            except BaseException:
+                self.pools.pop(key, None)
+                self.engine.route_handlers.pop(key, None)
+                raise
+        return pool
+
+    async def _route(self, pool: DeploymentPool, spec: CallSpec, deadline: float) -> Route:
+        loop = asyncio.get_running_loop()
+        route = pool.choose(spec.cost, spec.max_queue_time)
+        while route is None:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise CallTimeoutError(f"no worker of {spec.name}/{spec.tag} became ready within the "
+                                       f"{spec.timeout:g}s timeout of {spec.function}; see app.status().")
+            pool.set_routes(await self.engine.request("route", name=spec.name, tag=spec.tag, wait=min(left, 5.0),
+                                                      cost=spec.cost, answer_timeout=left + 10))
+            route = pool.choose(spec.cost, spec.max_queue_time)
+        return route
+
+    async def _call_once(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + spec.timeout
+        pool = await self._pool(spec.name, spec.tag)
+        route = await self._route(pool, spec, deadline)
+        conn = await pool.connection(route)
+        call_id = pool.next_id()
+        request = {"op": "call", "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
+                   "cost": spec.cost, "timeout": spec.timeout}
+        conn.inflight += spec.cost
+        try:
+            future = await conn.call(request, classes)
+            response = await asyncio.wait_for(future, max(0.0, deadline - loop.time()) + 1.0)
+        except asyncio.TimeoutError:
+            conn.pending.pop(call_id, None)
+            raise CallTimeoutError(f"{spec.function} did not finish within its timeout of {spec.timeout:g}s; "
+                                   "pass a larger timeout= to @app.remote or check app.logs().") from None
+        except WorkerLostError as exc:
+            pool.drop(route.worker)
+            raise WorkerLostError(f"{exc}; the worker died while running {spec.function}. The engine replaces it; "
+                                  "retry, or set retries=N on @app.remote. Its last log lines are in .log_tail.",
+                                  await self._log_tail(route.worker)) from None
+        finally:
+            conn.inflight -= spec.cost
+        return _outcome(spec, response)
+
+    async def _log_tail(self, worker: str) -> tuple[str, ...]:
+        try:
+            lines = await self.engine.request("worker_log", autostart=False, answer_timeout=10, worker=worker, tail=20, settle=0.3)
+        except Exception:
+            return ()
+        return tuple(lines)
+
+    # -- status, logs, teardown -----------------------------------------------------------------
+    async def _engine_request(self, op: str, fallback: Any, **fields: Any) -> Any:
+        """Ask the engine; start it only when deployments are recorded (status must not start one for nothing)."""
+        autostart = await asyncio.to_thread(has_deployments, self.home)
+        try:
+            return await self.engine.request(op, autostart=autostart, answer_timeout=60, **fields)
+        except EngineUnavailable:
+            return fallback
+
+    async def status(self, name: str, tag: str) -> DeploymentStatus:
+        stopped = {"name": name, "tag": tag, "endpoint": None, "state": "stopped", "workers": [], "not_applied_locally": []}
+        return _status(await self._engine_request("status", stopped, name=name, tag=tag))
+
+    async def list_deployments(self) -> list[DeploymentStatus]:
+        return [_status(s) for s in await self._engine_request("list", [])]
+
+    async def logs(self, name: str, tag: str, function: str | None, tail: int) -> list[LogLine]:
+        lines = await self._engine_request("logs", [], name=name, tag=tag, function=function, tail=tail)
+        return [LogLine(**line) for line in lines]
+
+    async def teardown(self, name: str, tag: str | None) -> None:
+        await self._engine_request("teardown", 0, name=name, tag=tag)
+        for key in [k for k in self.pools if k[0] == name and (tag is None or k[1] == tag)]:
+            self.pools.pop(key).close()
+            self.engine.route_handlers.pop(key, None)
+            self._ttl.pop(key, None)
+
+    def close(self) -> None:
+        """Drop connections and stop heartbeating (ttl deployments then expire on the engine)."""
+        self._ttl.clear()
+        if self._heartbeat is not None:
+            self._heartbeat.get_loop().call_soon_threadsafe(self._heartbeat.cancel)
+        for pool in self.pools.values():
+            pool.close()
+        self.engine.close()
+
+
+def _outcome(spec: CallSpec, response: dict) -> CallOutcome:
+    output = tuple((str(s), str(t)) for s, t in response.get("output") or ())
+    if response.get("ok"):
+        return CallOutcome(value=response.get("value"), output=output)
+    if response.get("overloaded"):
+        raise OverloadedError(f"{spec.function}: {response.get('message')}; retry later or raise max_workers.")
+    env = response.get("error") or {}
+    kind, message = str(env.get("type") or "builtins.Exception"), str(env.get("message") or "")
+    if kind == "builtins.TimeoutError" and _WORKER_TIMEOUT_MARK in message:
+        raise CallTimeoutError(message)
+    return CallOutcome(error=make_remote_error(kind, message, str(env.get("traceback") or "")), output=output)
+
+
+def _status(data: dict) -> DeploymentStatus:
+    return DeploymentStatus(name=data["name"], tag=data["tag"], endpoint=data["endpoint"], state=data["state"],
+                            workers=tuple(WorkerInfo(**w) for w in data["workers"]),
+                            not_applied_locally=tuple(data["not_applied_locally"]))
+
+
+def _site_packages() -> list[str]:
+    """Where the client's packages live, for the venv's .pth (site dirs plus the user site)."""
+    paths = list(site.getsitepackages())
+    user = site.getusersitepackages()
+    if isinstance(user, str) and os.path.isdir(user):
+        paths.append(user)
+    return paths

@@ -1,0 +1,50 @@
+"""One message at a time over an authenticated stream, using the runtime's framing and wire.
+
+Both sides of the engine connection (daemon and client) and the client's
+worker connections send whole messages through ``Channel`` so concurrent
+senders never interleave frames.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Mapping
+
+from ...runtime import framing, wire
+
+
+class Channel:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 class_refs: Mapping[type, str] | None = None):
+        self.reader, self.writer = reader, writer
+        self.class_refs = dict(class_refs or {})
+        self.resolve = {name: cls for cls, name in self.class_refs.items()}
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def send(self, message: Any) -> None:
+        main, buffers = wire.dumps(message, self.class_refs)
+        async with self._lock:
+            await framing.write_frame(self.writer, main, buffers)
+
+    async def recv(self) -> Any:
+        main, buffers = await framing.read_frame(self.reader)
+        return wire.loads(main, buffers, self.resolve)
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.writer.close()
+        except Exception:  # the transport may already be gone
+            pass
+
+
+async def connect(port: int, token: str, class_refs: Mapping[type, str] | None = None,
+                  timeout: float = 10.0) -> Channel:
+    """Open an authenticated channel to 127.0.0.1:port (hello first, nothing pickled before)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), timeout)
+    try:
+        await framing.client_hello(reader, writer, token)
+    except BaseException:
+        writer.close()
+        raise
+    return Channel(reader, writer, class_refs)

@@ -1,0 +1,153 @@
+"""The engine's request protocol (client -> daemon), one function per op.
+
+A request is ``{"op": str, "id": int, ...}``; the answer is
+``{"id": id, "ok": True, "result": obj}`` or ``{"id": id, "ok": False,
+"error": {"kind": "DeployError", "message": str}}``. ``apply`` also streams
+``{"id": id, "event": (kind, fields)}`` before its answer. Subscribers get
+``{"push": "routes", "name", "tag", "routes": [(worker, port, perf, version)]}``
+whenever the ready workers of a deployment change. Every value is plain data.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+
+from ...errors import BackendError, ConfigError, DeployError, VastMagicError
+from . import rollout
+from .channel import Channel
+from .engine import Engine, status_of, tail_lines
+
+
+async def handle(engine: Engine, channel: Channel, req: dict) -> None:
+    """Answer one request; failures become error answers, never a dropped connection."""
+    engine.touch()
+    op, rid = req.get("op"), req.get("id")
+    handler = OPS.get(op)
+    try:
+        if handler is None:
+            raise BackendError(f"the engine does not know the operation {op!r}; restart it with `vast-magic engine stop`.")
+        answer = {"id": rid, "ok": True, "result": await handler(engine, channel, req)}
+    except VastMagicError as exc:
+        answer = {"id": rid, "ok": False, "error": {"kind": type(exc).__name__, "message": str(exc)}}
+    except Exception as exc:  # a bug in the engine: say so, keep serving
+        answer = {"id": rid, "ok": False, "error": {"kind": "BackendError",
+                                                     "message": f"engine error {type(exc).__name__}: {exc}"}}
+    engine.touch()
+    await asyncio.sleep(0)        # events queued by this request go out before its answer
+    try:
+        await channel.send(answer)
+    except (ConnectionError, OSError):
+        pass
+
+
+async def op_apply(engine: Engine, channel: Channel, req: dict):
+    rid = req.get("id")
+
+    def emit(kind: str, fields: dict) -> None:
+        engine.background(_send_quietly(channel, {"id": rid, "event": (kind, fields)}))
+
+    try:
+        return await rollout.apply(engine, req, emit)
+    except (VastMagicError, asyncio.CancelledError):
+        raise
+    except OSError as exc:
+        raise DeployError(f"deploying {req['name']}/{req['tag']} failed: {exc}; the previous version keeps serving.") from exc
+
+
+async def _send_quietly(channel: Channel, message: dict) -> None:
+    try:
+        await channel.send(message)
+    except (ConnectionError, OSError):
+        pass
+
+
+def _deployment(engine: Engine, req: dict):
+    dep = engine.deployments.get((req["name"], req["tag"]))
+    if dep is None or not dep.committed:
+        raise ConfigError(f"{req['name']}/{req['tag']} is not deployed on the local engine; run app.ensure_ready() first.")
+    return dep
+
+
+async def op_route(engine: Engine, channel: Channel, req: dict):
+    """The ready workers; when there are none, wait (counted as queued demand) up to ``wait`` s."""
+    dep = _deployment(engine, req)
+    deadline = time.monotonic() + float(req.get("wait") or 0.0)
+    if dep.routes() or time.monotonic() >= deadline:
+        return dep.routes()
+    cost = float(req.get("cost") or 0.0)
+    dep.waiting, dep.waiting_workload = dep.waiting + 1, dep.waiting_workload + cost
+    try:
+        while not dep.routes() and engine.deployments.get(dep.key) is dep:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(dep.routes_changed.wait(), min(left, 1.0))
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        dep.waiting, dep.waiting_workload = dep.waiting - 1, dep.waiting_workload - cost
+    return dep.routes()
+
+
+async def op_subscribe(engine: Engine, channel: Channel, req: dict):
+    engine.subscribers[(req["name"], req["tag"])].add(channel)
+    dep = engine.deployments.get((req["name"], req["tag"]))
+    return dep.routes() if dep is not None else []
+
+
+async def op_status(engine: Engine, channel: Channel, req: dict):
+    return status_of(engine.deployments.get((req["name"], req["tag"])), req["name"], req["tag"])
+
+
+async def op_list(engine: Engine, channel: Channel, req: dict):
+    return [status_of(dep, *key) for key, dep in sorted(engine.deployments.items())]
+
+
+async def op_logs(engine: Engine, channel: Channel, req: dict):
+    dep = engine.deployments.get((req["name"], req["tag"]))
+    if dep is None:
+        return []
+    function, tail = req.get("function"), int(req.get("tail") or 200)
+    lines = [asdict(line) for line in dep.logs if function is None or line.function == function]
+    return lines[-tail:] if tail > 0 else []
+
+
+async def op_worker_log(engine: Engine, channel: Channel, req: dict):
+    """The last lines a worker wrote (its log file holds its output and forwarded log lines)."""
+    worker_id = str(req["worker"])
+    if "/" in worker_id or worker_id.startswith("."):
+        raise ConfigError(f"invalid worker id {worker_id!r}")
+    await asyncio.sleep(float(req.get("settle") or 0.0))     # let a dying worker's last words land
+    return [line.rstrip("\n") for line in tail_lines(str(engine.home / "logs" / f"{worker_id}.log"), int(req.get("tail") or 20))]
+
+
+async def op_teardown(engine: Engine, channel: Channel, req: dict):
+    name, tag = req["name"], req.get("tag")
+    targets = [dep for key, dep in list(engine.deployments.items()) if key[0] == name and (tag is None or key[1] == tag)]
+    await asyncio.gather(*(engine.teardown(dep) for dep in targets))
+    stored = [d for d in engine.store.deployments() if d.name == name and (tag is None or d.tag == tag)]
+    for rec in stored:
+        engine.store.delete_deployment(rec.name, rec.tag)
+    return len(targets)
+
+
+async def op_heartbeat(engine: Engine, channel: Channel, req: dict):
+    dep = engine.deployments.get((req["name"], req["tag"]))
+    if dep is None or not dep.committed:
+        return False
+    dep.rec.last_heartbeat = time.time()
+    engine.store.set_heartbeat(req["name"], req["tag"], dep.rec.last_heartbeat)
+    return True
+
+
+async def op_ping(engine: Engine, channel: Channel, req: dict):
+    return {"port": engine.port, "deployments": len(engine.deployments)}
+
+
+OPS = {
+    "apply": op_apply, "route": op_route, "subscribe": op_subscribe, "status": op_status, "list": op_list,
+    "logs": op_logs, "worker_log": op_worker_log, "teardown": op_teardown, "heartbeat": op_heartbeat,
+    "ping": op_ping,
+}

@@ -1,0 +1,112 @@
+"""The local engine process: ``python -m vast_magic.backends.local.daemon --home DIR``.
+
+Its life: take the home's lock (a second daemon exits at once), reap the
+workers an earlier daemon left and restore stored deployments, listen on
+127.0.0.1 (port 0), announce pid/port in ``engine.json``, then serve clients
+and workers until SIGTERM or until it has had no deployment for the idle
+timeout. On the way out it stops every worker it started (by pid + start time).
+Every connection must pass the token hello before anything is unpickled.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ...runtime import framing
+from . import control
+from . import workers as procs
+from .channel import Channel
+from .daemon_control import load_token, token_path, write_json_atomic
+from .engine import Engine
+from .store import Store
+
+WORKER_OPS = {"state", "log", "load"}
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} engine[{os.getpid()}]: {message}", flush=True)
+
+
+async def _connection(engine: Engine, token: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    if not await framing.server_hello(reader, writer, token):
+        writer.close()
+        return
+    channel = Channel(reader, writer)
+    engine.channels.add(channel)
+    is_worker = False
+    try:
+        while True:
+            message = await channel.recv()
+            if not isinstance(message, dict):
+                continue
+            if message.get("op") in WORKER_OPS and "worker" in message:
+                is_worker = True
+                await engine.on_worker_message(message, channel)
+            else:
+                engine.background(control.handle(engine, channel, message))
+    except (asyncio.IncompleteReadError, ConnectionError, framing.FrameError, OSError, asyncio.CancelledError):
+        pass                                   # peer gone, or the engine is shutting down
+    finally:
+        engine.channels.discard(channel)
+        channel.close()
+        for subscribers in engine.subscribers.values():
+            subscribers.discard(channel)
+        if is_worker:
+            await engine.on_worker_disconnect(channel)
+
+
+async def serve(home: Path, idle_timeout: float) -> None:
+    token = load_token(home)
+    store = Store(home)
+    engine = Engine(home, store, token_path(home), idle_timeout)
+    engine.restore()
+    server = await asyncio.start_server(lambda r, w: _connection(engine, token, r, w), "127.0.0.1", 0, limit=1 << 20)
+    engine.port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, engine.stopping.set)
+    write_json_atomic(home / "engine.json", {"pid": os.getpid(), "start_time": procs.proc_start_time(os.getpid()),
+                                             "port": engine.port, "started": time.time()})
+    _log(f"listening on 127.0.0.1:{engine.port}, {len(engine.deployments)} deployment(s) restored")
+    reconciler = asyncio.ensure_future(engine.reconcile_forever())
+    await engine.stopping.wait()
+    _log("stopping")
+    server.close()
+    reconciler.cancel()
+    workers = [w for dep in engine.deployments.values() for w in dep.workers.values()]
+    await asyncio.gather(*(procs.stop(w.rec.pid, w.rec.start_time, 2.0, w.popen) for w in workers))
+    for worker in workers:
+        store.delete_worker(worker.rec.id)
+    for channel in list(engine.channels):
+        channel.close()
+    await asyncio.sleep(0.05)                  # let connection handlers see the close before the store goes
+    (home / "engine.json").unlink(missing_ok=True)
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="vast_magic local engine daemon")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--idle-timeout", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    home = Path(args.home)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = open(home / "engine.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _log("another engine holds the lock for this home; exiting")
+        return 0
+    asyncio.run(serve(home, args.idle_timeout))
+    _log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""The daemon's in-memory model: deployments, their workers, routes and logs.
+
+The store (SQLite) is the durable copy; this is the live one, with the
+process handles, engine connections and load reports. Everything runs on the
+daemon's single event loop, so no locks. ``reconcile`` is the engine's
+heartbeat: it notices dead workers, expires ttl deployments, applies the pure
+autoscaler policy and shuts an idle engine down.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+from ...reports import LogLine, WorkerInfo
+from . import workers as procs
+from .bundles import worker_dir
+from .channel import Channel
+from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
+from .store import DeploymentRecord, Store, WorkerRecord
+
+LOG_RING = 5000
+DRAIN_GRACE = 30.0           # seconds a drained worker may take to finish its in-flight calls
+LOAD_STALE = 3.0             # a load report older than this counts as idle
+
+
+@dataclass(frozen=True)
+class Version:
+    """What new workers of a deployment run."""
+
+    version: str
+    bundle_dir: str
+    python: str
+    env: tuple = ()
+    secrets: tuple = ()
+
+
+@dataclass(eq=False)
+class Worker:
+    rec: WorkerRecord
+    popen: Popen | None
+    role: str                                  # candidate | serving | draining
+    channel: Channel | None = None
+    load: float = 0.0
+    load_at: float = 0.0
+    settled: asyncio.Event = field(default_factory=asyncio.Event)   # ready, failed or gone
+
+    def info(self) -> WorkerInfo:
+        r = self.rec
+        return WorkerInfo(r.id, r.state, r.perf, r.pid, r.version, r.error)
+
+
+@dataclass(eq=False)
+class Deployment:
+    rec: DeploymentRecord
+    params: AutoscalingParams
+    committed: bool
+    workers: dict[str, Worker] = field(default_factory=dict)
+    policy: PolicyState = field(default_factory=PolicyState)
+    logs: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_RING))
+    watchers: set = field(default_factory=set)     # callables receiving (kind, fields) events
+    waiting: int = 0
+    waiting_workload: float = 0.0
+    routes_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    rollout: bool = False
+    failures: int = 0
+    next_spawn: float = 0.0
+    last_error: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.rec.name, self.rec.tag
+
+    def version(self) -> Version:
+        r = self.rec
+        return Version(r.version, r.bundle_dir, r.python, tuple(map(tuple, r.env)), tuple(map(tuple, r.secrets)))
+
+    def routes(self) -> list[tuple[str, int, float, str]]:
+        return [(w.rec.id, w.rec.port, w.rec.perf or 0.0, w.rec.version) for w in self.workers.values()
+                if w.role == "serving" and w.rec.state == "ready" and w.rec.port]
+
+    def notify(self, kind: str, **fields: Any) -> None:
+        for watcher in list(self.watchers):
+            watcher(kind, fields)
+
+
+def _safe_id(name: str, tag: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-{tag}")[:40]
+    return f"{stem}-{secrets.token_hex(4)}"
+
+
+class Engine:
+    def __init__(self, home: Path, store: Store, token_file: Path, idle_timeout: float):
+        self.home, self.store, self.token_file, self.idle_timeout = home, store, token_file, idle_timeout
+        self.port = 0
+        self.deployments: dict[tuple[str, str], Deployment] = {}
+        self.subscribers: dict[tuple[str, str], set[Channel]] = collections.defaultdict(set)
+        self.applying: set[tuple[str, str]] = set()      # new-version deploys in progress
+        self.channels: set[Channel] = set()               # every open connection, closed on shutdown
+        self.last_activity = time.monotonic()
+        self.stopping = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+
+    def background(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def find_worker(self, worker_id: str) -> tuple[Deployment, Worker] | tuple[None, None]:
+        for dep in self.deployments.values():
+            if worker_id in dep.workers:
+                return dep, dep.workers[worker_id]
+        return None, None
+
+    # -- deployments -------------------------------------------------------------------
+    def new_deployment(self, rec: DeploymentRecord, committed: bool) -> Deployment:
+        dep = Deployment(rec=rec, params=effective_params(rec.autoscaling), committed=committed)
+        self.deployments[dep.key] = dep
+        return dep
+
+    def commit(self, dep: Deployment, rec: DeploymentRecord) -> None:
+        dep.rec, dep.committed, dep.last_error = rec, True, None
+        dep.params = effective_params(rec.autoscaling)
+        self.store.put_deployment(rec)
+
+    def restore(self) -> None:
+        """At start-up: reap workers an earlier daemon left, then bring stored deployments back."""
+        for rec in self.store.workers():
+            procs.stop_now(rec.pid, rec.start_time, grace=2.0)
+            self.store.delete_worker(rec.id)
+            shutil.rmtree(rec.workdir, ignore_errors=True)
+        now = time.time()
+        for rec in self.store.deployments():
+            rec.last_heartbeat = now          # clients could not heartbeat while we were down
+            self.store.put_deployment(rec)
+            self.new_deployment(rec, committed=True)
+
+    async def teardown(self, dep: Deployment) -> None:
+        self.deployments.pop(dep.key, None)
+        self.store.delete_deployment(*dep.key)
+        await self.publish_routes(dep)
+        workers = list(dep.workers.values())
+        await asyncio.gather(*(self.stop_worker(w, grace=2.0) for w in workers))
+        for worker in workers:
+            self.forget_worker(dep, worker, "stopped", None)
+        self.touch()
+
+    async def publish_routes(self, dep: Deployment) -> None:
+        dep.routes_changed.set()
+        dep.routes_changed = asyncio.Event()
+        message = {"push": "routes", "name": dep.rec.name, "tag": dep.rec.tag, "routes": dep.routes()}
+        for channel in list(self.subscribers.get(dep.key, ())):
+            try:
+                await channel.send(message)
+            except (ConnectionError, OSError):
+                self.subscribers[dep.key].discard(channel)
+
+    # -- workers -------------------------------------------------------------------------
+    async def start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
+        wid = _safe_id(dep.rec.name, dep.rec.tag)
+        workdir = self.home / "workers" / wid
+        log_path = self.home / "logs" / f"{wid}.log"
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
+        env = {**os.environ, **dict(version.env), **dict(version.secrets),
+               "VAST_MAGIC_ENGINE": f"127.0.0.1:{self.port}", "VAST_MAGIC_TOKEN_FILE": str(self.token_file),
+               "VAST_MAGIC_WORKER_ID": wid}
+        popen = procs.spawn(version.python, workdir, env, log_path)
+        rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, procs.proc_start_time(popen.pid), None,
+                           "starting", None, version.version, None, str(workdir), str(log_path), time.time())
+        self.store.put_worker(rec)
+        worker = Worker(rec, popen, role)
+        dep.workers[wid] = worker
+        dep.notify("WorkerState", worker=wid, state="starting", pid=popen.pid, version=version.version)
+        return worker
+
+    async def drain(self, dep: Deployment, worker: Worker) -> None:
+        """Stop routing to ``worker``, let its in-flight calls finish, then stop it."""
+        worker.role = "draining"
+        await self.publish_routes(dep)
+        self.background(self._finish_drain(worker))
+
+    async def _finish_drain(self, worker: Worker) -> None:
+        await asyncio.sleep(0.5)              # clients switch to the new routes first
+        await self.stop_worker(worker, grace=DRAIN_GRACE)
+
+    async def stop_worker(self, worker: Worker, grace: float) -> None:
+        if worker.channel is not None:
+            try:
+                await worker.channel.send({"op": "stop", "grace": grace})
+            except (ConnectionError, OSError):
+                pass
+            deadline = time.monotonic() + grace + 2.0
+            while time.monotonic() < deadline and procs.is_running(worker.rec.pid, worker.rec.start_time):
+                worker.popen and worker.popen.poll()
+                await asyncio.sleep(0.05)
+        await procs.stop(worker.rec.pid, worker.rec.start_time, grace=2.0, popen=worker.popen)
+
+    def forget_worker(self, dep: Deployment, worker: Worker, state: str, error: str | None) -> None:
+        """The process is gone: record why, drop it everywhere, wake whoever waits on it."""
+        dep.workers.pop(worker.rec.id, None)
+        self.store.delete_worker(worker.rec.id)
+        shutil.rmtree(worker.rec.workdir, ignore_errors=True)
+        worker.rec.state, worker.rec.error = state, error
+        if worker.channel is not None:
+            worker.channel.close()
+        worker.settled.set()
+        dep.notify("WorkerState", worker=worker.rec.id, state=state, pid=worker.rec.pid,
+                   version=worker.rec.version, error=error)
+
+    # -- messages from workers -------------------------------------------------------------
+    async def on_worker_message(self, msg: dict, channel: Channel) -> None:
+        dep, worker = self.find_worker(str(msg.get("worker")))
+        if worker is None or self.stopping.is_set():
+            return
+        worker.channel = channel
+        op = msg.get("op")
+        if op == "state":
+            await self._on_state(dep, worker, msg)
+        elif op == "log":
+            self._on_log(dep, worker, msg.get("lines") or [])
+        elif op == "load":
+            worker.load, worker.load_at = float(msg.get("inflight") or 0.0), time.monotonic()
+
+    async def _on_state(self, dep: Deployment, worker: Worker, msg: dict) -> None:
+        rec = worker.rec
+        rec.state = str(msg.get("state"))
+        rec.perf = msg.get("perf") if msg.get("perf") is not None else rec.perf
+        rec.port = msg.get("port") or rec.port
+        rec.error = msg.get("error") or rec.error
+        self.store.put_worker(rec)
+        if rec.state == "ready" and rec.perf is not None:
+            dep.notify("BenchmarkScored", worker=rec.id, perf=rec.perf, median=msg.get("median"))
+        dep.notify("WorkerState", worker=rec.id, state=rec.state, perf=rec.perf, pid=rec.pid,
+                   version=rec.version, error=rec.error)
+        if rec.state == "failed" and worker.role != "draining":
+            dep.last_error = f"worker {rec.id} failed:\n{rec.error or 'no traceback'}"
+        if rec.state in ("ready", "failed"):
+            worker.settled.set()
+        if rec.state == "ready" and worker.role == "serving":
+            dep.failures = 0
+            await self.publish_routes(dep)
+
+    def _on_log(self, dep: Deployment, worker: Worker, lines: list) -> None:
+        with open(worker.rec.log_path, "a") as log:
+            for when, stream, text, function in lines:
+                line = LogLine(float(when), worker.rec.id, str(stream), str(text), function)
+                dep.logs.append(line)
+                log.write(text if str(text).endswith("\n") else f"{text}\n")
+                dep.notify("LogLine", **asdict(line))
+
+    async def on_worker_disconnect(self, channel: Channel) -> None:
+        for dep in list(self.deployments.values()):
+            for worker in list(dep.workers.values()):
+                if worker.channel is channel:
+                    worker.channel = None
+
+    # -- the engine's heartbeat ------------------------------------------------------------
+    async def reconcile_forever(self, period: float = 0.25) -> None:
+        ticks = 0
+        while not self.stopping.is_set():
+            await asyncio.sleep(period)
+            ticks += 1
+            for dep in list(self.deployments.values()):
+                await self._reap_exited(dep)
+                if dep.committed and dep.key in self.deployments:
+                    if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
+                        await self.teardown(dep)
+                    elif ticks % 4 == 0 and not dep.rollout:
+                        await self.autoscale(dep)
+            serving = any(dep.committed or dep.rollout for dep in self.deployments.values())
+            if not serving and time.monotonic() - self.last_activity > self.idle_timeout:
+                self.stopping.set()
+
+    async def _reap_exited(self, dep: Deployment) -> None:
+        for worker in list(dep.workers.values()):
+            code = worker.popen.poll() if worker.popen is not None else None
+            if code is None and procs.is_running(worker.rec.pid, worker.rec.start_time):
+                continue
+            was_routed = worker.role == "serving" and worker.rec.state == "ready"
+            if worker.role == "draining":
+                self.forget_worker(dep, worker, "stopped", None)
+            else:
+                error = worker.rec.error or f"worker exited with code {code}\n" + "".join(tail_lines(worker.rec.log_path, 20))
+                if worker.rec.state != "ready":
+                    dep.failures += 1
+                    dep.next_spawn = time.monotonic() + min(30.0, 0.5 * 2 ** dep.failures)
+                self.forget_worker(dep, worker, "failed", error)
+            if was_routed:
+                await self.publish_routes(dep)
+
+    async def autoscale(self, dep: Deployment) -> None:
+        """Apply the pure policy to this deployment's load; start or drain the difference."""
+        now = time.monotonic()
+        active = [w for w in dep.workers.values() if w.role == "serving"]
+        ready = [w for w in active if w.rec.state == "ready"]
+        load = LoadSnapshot(inflight=sum(w.load for w in ready if now - w.load_at < LOAD_STALE),
+                            waiting_calls=dep.waiting, waiting_workload=dep.waiting_workload,
+                            perfs=tuple(w.rec.perf or 0.0 for w in ready if w.rec.perf))
+        want, dep.policy = desired_workers(dep.params, load, now, PolicyState(len(active), dep.policy.last_needed))
+        if want > len(active) and now >= dep.next_spawn:
+            for _ in range(want - len(active)):
+                await self.start_worker(dep, dep.version(), "serving")
+        elif want < len(active):
+            idle_first = sorted(active, key=lambda w: (w.rec.state == "ready", w.load))
+            for worker in idle_first[: len(active) - want]:
+                await self.drain(dep, worker)
+
+
+def tail_lines(path: str, count: int) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            return [line.decode(errors="replace") + "\n" for line in handle.read().splitlines()[-count:]]
+    except OSError:
+        return []
+
+
+def status_of(dep: Deployment | None, name: str, tag: str) -> dict:
+    """A DeploymentStatus as a plain dict (sent to the client)."""
+    if dep is None:
+        return {"name": name, "tag": tag, "endpoint": None, "state": "stopped", "workers": [], "not_applied_locally": []}
+    infos = [asdict(w.info()) for w in dep.workers.values() if w.role != "draining"]
+    if any(w.role == "serving" and w.rec.state == "ready" for w in dep.workers.values()):
+        state = "ready"
+    elif dep.last_error and not dep.rollout:
+        state = "failed"
+    else:
+        state = "deploying"
+    return {"name": name, "tag": tag, "endpoint": dep.rec.endpoint, "state": state, "workers": infos,
+            "not_applied_locally": list(dep.rec.not_applied)}

@@ -1,0 +1,134 @@
+"""Client-side connections to workers and the choice of worker for each call.
+
+The engine says which workers are ready (routes, pushed whenever they change);
+calls then go straight to a worker over a persistent, authenticated,
+multiplexed connection: the engine is never in the data path. A call goes to
+the worker with the least in-flight workload per unit of perf (workload
+includes the new call); when even that worker's queue would exceed the
+function's ``max_queue_time``, the call fails fast with ``OverloadedError``.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import Mapping
+
+from ...errors import OverloadedError, WorkerLostError
+from .channel import Channel, connect
+
+
+@dataclass(frozen=True)
+class Route:
+    worker: str
+    port: int
+    perf: float
+    version: str
+
+
+class WorkerConnection:
+    """One persistent connection to one worker; responses matched to calls by id."""
+
+    def __init__(self, route: Route, channel: Channel):
+        self.route, self.channel = route, channel
+        self.inflight = 0.0
+        self.pending: dict[int, asyncio.Future] = {}
+        self.alive = True
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self.channel.recv()
+                future = self.pending.pop(message.get("id"), None) if isinstance(message, dict) else None
+                if future is not None and not future.done():
+                    future.set_result(message)
+        except Exception:
+            pass
+        finally:
+            self.alive = False
+            self.channel.close()
+            for future in self.pending.values():
+                if not future.done():
+                    future.set_exception(WorkerLostError(f"worker {self.route.worker} closed the connection mid-call"))
+            self.pending.clear()
+
+    async def call(self, request: dict, class_refs: Mapping[type, str]) -> asyncio.Future:
+        """Send ``request``; the returned future resolves to the worker's response dict."""
+        if not self.alive:
+            raise WorkerLostError(f"worker {self.route.worker} is gone")
+        future = asyncio.get_running_loop().create_future()
+        self.pending[request["id"]] = future
+        self.channel.class_refs = dict(class_refs)
+        self.channel.resolve = {name: cls for cls, name in class_refs.items()}
+        try:
+            await self.channel.send(request)
+        except (ConnectionError, OSError) as exc:
+            self.pending.pop(request["id"], None)
+            raise WorkerLostError(f"worker {self.route.worker} is unreachable ({exc})") from exc
+        return future
+
+
+class DeploymentPool:
+    """The routes and worker connections of one (name, tag) in this process."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.routes: dict[str, Route] = {}
+        self.connections: dict[str, WorkerConnection] = {}
+        self.known = asyncio.Event()           # routes received at least once
+        self.changed = asyncio.Event()
+        self._ids = itertools.count(1)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def set_routes(self, routes: list | None) -> None:
+        """Routes from the engine (None: the engine connection is gone; keep what we know)."""
+        if routes is None:
+            return
+        self.routes = {r[0]: Route(str(r[0]), int(r[1]), float(r[2] or 0.0), str(r[3])) for r in routes}
+        for worker in [w for w in self.connections if w not in self.routes]:
+            self.connections.pop(worker)            # drained: in-flight calls finish on their own
+        self.known.set()
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def drop(self, worker: str) -> None:
+        self.routes.pop(worker, None)
+        self.connections.pop(worker, None)
+
+    def choose(self, cost: float, max_queue_time: float) -> Route | None:
+        """The route with the least (in-flight + cost) / perf; OverloadedError when even it is too long."""
+        if not self.routes:
+            return None
+
+        def wait(route: Route) -> float:
+            conn = self.connections.get(route.worker)
+            return ((conn.inflight if conn else 0.0) + cost) / max(route.perf or 1.0, 1e-9)
+
+        best = min(self.routes.values(), key=wait)
+        conn = self.connections.get(best.worker)
+        if conn is not None and conn.inflight > 0 and wait(best) > max_queue_time:
+            raise OverloadedError(f"every worker's queue is longer than max_queue_time={max_queue_time:g}s "
+                                  f"(best: {wait(best):.1f}s on {best.worker}); retry later or raise max_workers.")
+        return best
+
+    async def connection(self, route: Route) -> WorkerConnection:
+        conn = self.connections.get(route.worker)
+        if conn is not None and conn.alive:
+            return conn
+        try:
+            channel = await connect(route.port, self.token, timeout=5.0)
+        except (OSError, PermissionError, asyncio.TimeoutError) as exc:
+            self.drop(route.worker)
+            raise WorkerLostError(f"cannot reach worker {route.worker} on port {route.port} ({exc})") from exc
+        conn = WorkerConnection(route, channel)
+        self.connections[route.worker] = conn
+        return conn
+
+    def close(self) -> None:
+        for conn in self.connections.values():
+            conn.channel.close()
+        self.connections.clear()
+

@@ -1,0 +1,107 @@
+"""Worker processes: spawn, identify (pid + start time), stop, reap.
+
+A pid alone is not an identity: after a crash the number can belong to an
+unrelated process. Every worker is recorded with its start time from
+``/proc/<pid>/stat`` and is only ever signalled when both still match, so a
+restarted daemon can reap what an earlier one left without hurting anyone else.
+Workers run in their own session (``start_new_session``), so the pid is also
+the process group: stopping the group takes any child a ``runs`` script left.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Mapping
+
+RUNTIME_MODULE = "vast_magic_runtime.serve"
+
+
+def proc_start_time(pid: int | None) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks since boot), None when the process is gone."""
+    if not pid:
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    if fields[0] == "Z":          # a zombie has finished: nothing left to stop
+        return None
+    return int(fields[19])
+
+
+def is_running(pid: int | None, start_time: int | None) -> bool:
+    """True when ``pid`` is alive and is the very process recorded with ``start_time``."""
+    current = proc_start_time(pid)
+    return current is not None and (start_time is None or current == start_time)
+
+
+def spawn(python: str, workdir: Path, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+    """Start ``python -m vast_magic_runtime.serve`` detached, output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [python, "-m", RUNTIME_MODULE], cwd=str(workdir), env=dict(env), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+        )
+
+
+def _signal(pid: int, start_time: int | None, sig: int) -> bool:
+    if not is_running(pid, start_time):
+        return False
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        os.kill(pid, sig)
+    return True
+
+
+def _reap(popen: subprocess.Popen | None) -> None:
+    if popen is not None:
+        popen.poll()
+
+
+def stop_now(pid: int | None, start_time: int | None, grace: float = 2.0,
+             popen: subprocess.Popen | None = None) -> None:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL (blocking; used at start-up and shutdown)."""
+    if not pid or not _signal(pid, start_time, signal.SIGTERM):
+        _reap(popen)
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(popen)
+        if not is_running(pid, start_time):
+            return
+        time.sleep(0.02)
+    _signal(pid, start_time, signal.SIGKILL)
+    _wait_gone(pid, start_time, popen, 5.0)
+
+
+def _wait_gone(pid: int, start_time: int | None, popen: subprocess.Popen | None, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        _reap(popen)
+        if not is_running(pid, start_time):
+            return
+        time.sleep(0.01)
+
+
+async def stop(pid: int | None, start_time: int | None, grace: float = 2.0,
+               popen: subprocess.Popen | None = None) -> None:
+    """The async form of ``stop_now`` for the daemon's loop."""
+    if not pid or not _signal(pid, start_time, signal.SIGTERM):
+        _reap(popen)
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(popen)
+        if not is_running(pid, start_time):
+            return
+        await asyncio.sleep(0.02)
+    _signal(pid, start_time, signal.SIGKILL)
+    await asyncio.to_thread(_wait_gone, pid, start_time, popen, 5.0)

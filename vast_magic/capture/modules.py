@@ -1,0 +1,98 @@
+"""Local modules: Python files next to the notebook that workers cannot pip-install.
+
+A module counts as local when its file lies outside the standard library,
+site-packages and the vast_magic package. It ships as files (a package as
+all its ``.py`` files) at the path its dotted name implies, so the generated
+module's plain ``import helpers`` works on the worker unchanged.
+"""
+from __future__ import annotations
+
+import functools
+import site
+import sys
+import sysconfig
+import types
+from pathlib import Path
+
+from ..errors import CaptureError
+from .digests import sha256_text, source_digest
+from .model import ModuleFile
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_roots() -> tuple[Path, ...]:
+    """Folders whose modules the worker gets from its own Python or pip, never from the bundle."""
+    paths = sysconfig.get_paths()
+    roots = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths]
+    roots += list(getattr(site, "getsitepackages", lambda: [])())
+    roots.append(site.getusersitepackages())
+    roots.append(str(Path(__file__).resolve().parent.parent))  # vast_magic itself
+    return tuple(Path(p).resolve() for p in roots if p)
+
+
+def is_local_module(module: types.ModuleType) -> bool:
+    """True for a ``.py`` module (or package) outside stdlib, site-packages and vast_magic."""
+    file = getattr(module, "__file__", None)
+    if not file or module.__name__ == "__main__" or not file.endswith(".py"):
+        return False
+    path = Path(file).resolve()
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        return False
+    return not any(path.is_relative_to(root) for root in _installed_roots())
+
+
+def top_level(module_name: str) -> types.ModuleType | None:
+    """The already-imported top-level module or package of a dotted name."""
+    return sys.modules.get(module_name.partition(".")[0])
+
+
+def module_files(module: types.ModuleType) -> list[ModuleFile]:
+    """The files shipping ``module``: its top-level package's ``.py`` files, or the single file."""
+    top = top_level(module.__name__) or module
+    file = Path(top.__file__).resolve()
+    if getattr(top, "__path__", None) is None:
+        return [_module_file(top.__name__, f"{top.__name__}.py", file)]
+    package_dir = file.parent
+    files = []
+    for path in sorted(package_dir.rglob("*.py")):
+        relative = path.relative_to(package_dir.parent)
+        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            continue
+        dotted = ".".join(relative.with_suffix("").parts).removesuffix(".__init__")
+        files.append(_module_file(dotted, relative.as_posix(), path))
+    return files
+
+
+def _module_file(dotted: str, relpath: str, path: Path) -> ModuleFile:
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise CaptureError(f"Cannot read local module {dotted!r} from {path} ({exc}); it must stay on disk "
+                           "while the deployment is built.") from None
+    return ModuleFile(module=dotted, relpath=relpath, content=content, digest=_file_digest(content))
+
+
+def _file_digest(content: bytes) -> str:
+    """Syntax-tree digest like cell code (comments do not count), raw bytes if it does not parse."""
+    try:
+        return source_digest(content.decode("utf-8"))
+    except (UnicodeDecodeError, SyntaxError, ValueError):
+        return sha256_text(content)
+
+
+def local_dependencies(module: types.ModuleType) -> list[types.ModuleType]:
+    """Other local modules that ``module`` uses at its top level (imports of modules or their objects)."""
+    found: dict[str, types.ModuleType] = {}
+    own_top = module.__name__.partition(".")[0]
+    for value in list(vars(module).values()):
+        target = value if isinstance(value, types.ModuleType) else sys.modules.get(_module_name_of(value))
+        if target is None or target.__name__.partition(".")[0] == own_top:
+            continue
+        if is_local_module(target):
+            found[target.__name__] = target
+    return [found[name] for name in sorted(found)]
+
+
+def _module_name_of(value: object) -> str:
+    name = getattr(value, "__module__", None) if isinstance(value, (type, types.FunctionType)) else None
+    return name if isinstance(name, str) else ""
