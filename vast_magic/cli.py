@@ -28,6 +28,7 @@ def load_deployment(path: str, app_name: str | None = None):
     sys.path.insert(0, str(file.parent.absolute()))
     spec = importlib.util.spec_from_file_location(SCRIPT_MODULE, file)
     module = importlib.util.module_from_spec(spec)
+    module.__vast_magic_session__ = True  # ship its functions as source, like __main__ (see capture)
     sys.modules[SCRIPT_MODULE] = module
     spec.loader.exec_module(module)
     found = {k: v for k, v in vars(module).items() if isinstance(v, Deployment)}

@@ -25,7 +25,7 @@ from .bundle import build_manifest, decide_tier, secret_key, write_bundle
 from .capture import capture_code
 from .errors import ConfigError
 from .events import Event, Packaging, Ready, TierDecided
-from .reports import Bundle, DeployReport
+from .reports import Bundle, DeployReport, LogLine
 
 if TYPE_CHECKING:  # pragma: no cover
     from .deployment import Deployment
@@ -130,7 +130,7 @@ class DeployFlow:
         path, size, files = await asyncio.to_thread(self._cached_bundle, prepared)
         emit(Packaging(files, size))
         emit(TierDecided(decision.tier, decision.reasons))
-        result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), emit)
+        result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
         emit(Ready(result.endpoint, time.perf_counter() - started))
         self._deployed = Deployed(backend, prepared.name, prepared.tag,
                                   frozenset(r.name for r in prepared.remotes), prepared.class_refs)
@@ -206,6 +206,14 @@ class DeployFlow:
                         timeout=timeout if timeout is not None else opts.timeout,
                         max_queue_time=opts.max_queue_time, retries=opts.retries, cost=cost)
         return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+
+
+def _progress_events(emit: Callable[[Event], None]) -> Callable[[Event], None]:
+    """Keep what functions print during the benchmark out of the progress view (it is in the logs)."""
+    def forward(event: Event) -> None:
+        if not (isinstance(event, LogLine) and event.function):
+            emit(event)
+    return forward
 
 
 def _check_one_benchmark(remotes: tuple) -> None:

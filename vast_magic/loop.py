@@ -10,6 +10,7 @@ callers alike.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import threading
 from typing import Any, Awaitable, Coroutine, TypeVar
@@ -39,6 +40,26 @@ def get_loop() -> asyncio.AbstractEventLoop:
             started.wait()
             _loop, _thread = loop, thread
         return _loop
+
+
+async def _cancel_everything() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=1.0) if tasks else None
+
+
+@atexit.register
+def _shutdown() -> None:
+    """Cancel background tasks at interpreter exit so connections close instead of being destroyed."""
+    loop = _loop
+    if loop is None or _thread is None or not _thread.is_alive() or loop.is_closed():
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(_cancel_everything(), loop).result(2.0)
+    except Exception:
+        pass
+    loop.call_soon_threadsafe(loop.stop)
 
 
 def on_loop_thread() -> bool:

@@ -21,7 +21,7 @@ from ..errors import CaptureError
 from .digests import sha256_text, source_digest, value_digest
 from .model import CapturedCode, ImportDef, ModuleFile, SourceDef, ValueDef
 from .modules import is_local_module, local_dependencies, module_files, top_level
-from .names import used_names
+from .names import is_session_module, used_names
 from .source import class_source, function_source, strip_decorators
 from .values import check_value, describe, modules_used_by, pickle_value
 
@@ -271,7 +271,7 @@ def _class_namespace(cls: type) -> dict:
 def _defined_in_session(obj: Any) -> bool:
     """Defined in ``__main__`` (a notebook cell or script) or in no importable module."""
     module = getattr(obj, "__module__", None)
-    return module == "__main__" or not isinstance(module, str) or module not in sys.modules
+    return not isinstance(module, str) or module not in sys.modules or is_session_module(module)
 
 
 def _session_kind(value: Any) -> str | None:
@@ -292,7 +292,7 @@ def _session_kind(value: Any) -> str | None:
 def _import_line(name: str, value: Any) -> str | None:
     """``from module import attr [as name]`` when ``value`` is reachable that way, else None."""
     module_name = getattr(value, "__module__", None)
-    if not isinstance(module_name, str) or module_name == "__main__" or module_name not in sys.modules:
+    if not isinstance(module_name, str) or module_name not in sys.modules or is_session_module(module_name):
         return None
     module = sys.modules[module_name]
     for attr in (getattr(value, "__qualname__", None), getattr(value, "__name__", None), name):

@@ -21,7 +21,7 @@ import tokenize
 import types
 from typing import Any
 
-from .names import code_globals
+from .names import code_globals, is_session_module
 from .source import class_source
 
 IGNORE_MARKER = "!VAST_IGNORE_CHANGES"
@@ -190,7 +190,7 @@ def _qualified(cls: type) -> str:
 
 def _type_id(cls: type) -> str:
     """Qualified name; for a notebook class also its source digest, since the class travels with the value."""
-    if cls.__module__ != "__main__":
+    if not is_session_module(cls.__module__):
         return _qualified(cls)
     try:
         return f"{_qualified(cls)}:{source_digest(class_source(cls, cls.__qualname__))}"

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import CaptureError
 from .digests import sha256_text, source_digest
 from .model import ModuleFile
+from .names import is_session_module
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,7 +34,7 @@ def _installed_roots() -> tuple[Path, ...]:
 def is_local_module(module: types.ModuleType) -> bool:
     """True for a ``.py`` module (or package) outside stdlib, site-packages and vast_magic."""
     file = getattr(module, "__file__", None)
-    if not file or module.__name__ == "__main__" or not file.endswith(".py"):
+    if not file or is_session_module(module.__name__) or not file.endswith(".py"):
         return False
     path = Path(file).resolve()
     if {"site-packages", "dist-packages"} & set(path.parts):

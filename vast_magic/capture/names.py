@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dis
 import inspect
+import sys
 import types
 from dataclasses import dataclass
 
@@ -83,3 +84,16 @@ def code_globals(code: types.CodeType) -> frozenset[str]:
         found.update(i.argval for i in dis.get_instructions(current) if i.opname in _LOADS)
         pending.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
     return frozenset(found)
+
+
+def is_session_module(name: object) -> bool:
+    """Code of ``__main__`` (cells, ``python app.py``) or of a script the CLI loaded ships as source.
+
+    A loader marks a script module with ``__vast_magic_session__ = True`` so it is
+    treated like ``__main__``: its functions travel as source, never as
+    ``from script import f`` (which would re-run the whole script on the worker).
+    """
+    if name == "__main__":
+        return True
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return bool(module is not None and getattr(module, "__vast_magic_session__", False))

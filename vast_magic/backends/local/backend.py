@@ -28,25 +28,19 @@ _EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.Ben
 _WORKER_TIMEOUT_MARK = "did not finish within its timeout"
 
 
-#: image features the local engine cannot honour: (ImageSpec attribute names, description)
-_NOT_APPLIED = (
-    (("image", "name"), "image {} (workers run your own Python)"),
-    (("apt", "apt_gets", "apt_packages"), "apt packages: {}"),
-    (("venv", "python_mode"), "python environment {}"),
-    (("ports", "publish_ports"), "published ports: {}"),
-    (("search", "requirements", "require"), "GPU filters: {}"),
-    (("docker_login", "login"), "docker login (not used locally)"),
-)
-
-
 def not_applied_locally(image: Any) -> tuple[str, ...]:
-    """What of ``image`` is ignored locally, so status can say so instead of dropping it silently."""
-    found = []
-    for names, text in _NOT_APPLIED:
-        value = next((getattr(image, n) for n in names if getattr(image, n, None)), None)
-        if value:
-            shown = ", ".join(map(str, value)) if isinstance(value, (list, tuple, set, frozenset)) else str(value)
-            found.append(text.format(shown))
+    """What of the ImageSpec is ignored locally, so status says so instead of dropping it silently."""
+    found = [f"image {image.from_image} (local workers run this machine's Python)"]
+    if image.apt:
+        found.append("apt packages: " + ", ".join(image.apt))
+    if image.python_mode != "default":
+        found.append(f"python mode {image.python_mode}")
+    if image.ports:
+        found.append("published ports: " + ", ".join(f"{number}/{kind}" for number, kind in image.ports))
+    if image.search:
+        found.append(f"GPU filters: {image.search}")
+    if image.docker_login:
+        found.append("docker login")
     return tuple(found)
 
 
