@@ -1,0 +1,53 @@
+"""Shared fixtures: an isolated VAST_MAGIC_HOME whose engine and workers are stopped by PID."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from vast_magic.backends.local import daemon_control, store
+from vast_magic.backends.local.workers import proc_start_time
+
+
+class EngineHome:
+    """A private home; remembers every engine/worker pid it saw and proves they are gone at the end."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pids: set[tuple[int, int | None]] = set()
+
+    def collect(self) -> None:
+        info = daemon_control.running_engine(self.path)
+        if info:
+            self.pids.add((info["pid"], info["start_time"]))
+        try:
+            for rec in store.read_only(self.path, "workers"):
+                self.pids.add((rec.pid, rec.start_time))
+        except Exception:  # no state yet
+            pass
+
+    def alive(self) -> list[int]:
+        return [pid for pid, start in self.pids if start is not None and proc_start_time(pid) == start]
+
+    def stop_everything(self) -> None:
+        self.collect()
+        daemon_control.engine_stop(self.path)
+        deadline = time.monotonic() + 10
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not self.alive(), f"orphan processes left: {self.alive()}"
+
+
+@pytest.fixture
+def engine_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("VAST_MAGIC_HOME", str(home))
+    monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
+    monkeypatch.setenv("VAST_MAGIC_ENGINE_IDLE_TIMEOUT", "120")
+    handle = EngineHome(home)
+    try:
+        yield handle
+    finally:
+        handle.stop_everything()
