@@ -1,0 +1,28 @@
+"""The README's `.py` example runs as written and prints what it says."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_script_example_runs(tmp_path, engine_home):
+    code = re.search(r"## In a `\.py` file\n\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    (tmp_path / "demo.py").write_text(code)
+    proc = subprocess.run([sys.executable, "demo.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "4 49"
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    text = README.read_text()
+    block = re.search(r"## Set up on a fresh machine\n\n```bash\n(.*?)```", text, re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert "run-notebook notebooks/quickstart.ipynb" in commands[0] and "pytest" in commands[1]
+    assert "python -m pytest" in (README.parent / ".ci" / "run").read_text()
