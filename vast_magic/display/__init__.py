@@ -1,0 +1,77 @@
+"""Progress and status display: one model, a widget view and a text view.
+
+``open_progress`` is what ``ensure_ready`` renders its events with,
+``MapProgress`` what ``f.map`` counts with, ``show_status`` what
+``%vast_status`` shows. The mode comes from the ``display`` setting:
+``auto`` means a widget inside a Jupyter kernel when ipywidgets imports, text
+everywhere else (terminals, scripts, CI with ``VAST_MAGIC_DISPLAY=text``).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from .. import settings
+from ..reports import DeploymentStatus
+from .progress import MapProgress, Progress, describe_error, format_deployment_status, format_map
+
+__all__ = ["open_progress", "Progress", "MapProgress", "resolve_display_mode", "show_status",
+           "format_deployment_status", "format_map", "describe_error"]
+
+
+def _in_jupyter_kernel() -> bool:
+    zmqshell = sys.modules.get("ipykernel.zmqshell")  # never import ipykernel just to ask
+    if zmqshell is None:
+        return False
+    from IPython import get_ipython
+    return isinstance(get_ipython(), zmqshell.ZMQInteractiveShell)
+
+
+def _widgets_available() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_display_mode(explicit: str | None = None) -> str:
+    """``"widget"`` or ``"text"``: the ``display`` setting, with ``auto`` decided here.
+
+    An explicit ``widget`` without ipywidgets degrades to text rather than
+    failing a deploy over how it is shown.
+    """
+    mode = settings.resolve("display", explicit)
+    if mode == "auto":
+        return "widget" if _in_jupyter_kernel() and _widgets_available() else "text"
+    if mode == "widget" and not _widgets_available():
+        return "text"
+    return mode
+
+
+def open_progress(name: str, mode: str | None = None) -> Progress:
+    """Start showing a deploy's progress in the calling cell."""
+    if resolve_display_mode(mode) == "widget":
+        from .widget import DeployWidget
+        return Progress(name, DeployWidget(name).show())
+    from .text import TextDeployView
+    return Progress(name, TextDeployView())
+
+
+def show_status(status: DeploymentStatus, mode: str | None = None,
+                refresh: Callable[[], DeploymentStatus] | None = None, interval: float = 2.0,
+                max_updates: int = 300):
+    """Show a status snapshot; in widget mode keep it fresh with ``refresh`` (background, bounded).
+
+    Returns the ``StatusWidget`` (``.stop()`` ends its refreshing) or None in text mode.
+    """
+    if resolve_display_mode(mode) == "widget":
+        from .widget import StatusWidget
+        view = StatusWidget(status)
+        view.show()
+        if refresh is not None and status.state != "stopped":
+            view.start_refresh(refresh, interval, max_updates)
+        return view
+    from .text import print_status
+    print_status(status)
+    return None
