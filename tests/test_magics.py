@@ -291,4 +291,5 @@ def test_vast_deploy_dry_run_returns_a_report_and_shows_progress(shell, app, cap
     assert (report.dry_run, report.tier, report.reasons, report.endpoint) == (True, 4, ("new deployment",), None)
     assert (app.tag, app.ttl) == ("t1", 60.0)
     lines = capsys.readouterr().out.splitlines()
-    assert lines == [f"packaged {report.files} files, {lines[0].split(', ')[1]}", "tier 4: new deployment"]
+    assert lines[:2] == [f"packaged {report.files} files, {lines[0].split(', ')[1]}", "tier 4: new deployment"]
+    assert len(lines) == 3 and lines[2].startswith("dry run: nothing changed or started (")

@@ -126,6 +126,7 @@ class DeployFlow:
             size, files = await asyncio.to_thread(self._dry_bundle, prepared)
             emit(Packaging(files, size))
             emit(TierDecided(decision.tier, decision.reasons))
+            emit(Ready(None, time.perf_counter() - started, dry_run=True))
             return self._report(prepared, decision, size, files, dry_run=True)
         path, size, files = await asyncio.to_thread(self._cached_bundle, prepared)
         emit(Packaging(files, size))

@@ -46,6 +46,7 @@ class BenchmarkScored:
 class Ready:
     endpoint: str | None
     elapsed: float
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class DeployState:
     error: str | None = None
     error_traceback: str | None = None
     done: bool = False
+    dry_run: bool = False
     logs: tuple[str, ...] = field(default=())
 
     @property
@@ -99,7 +101,7 @@ class DeployState:
         if self.error:
             return "failed"
         if self.done:
-            return "ready"
+            return "dry run" if self.dry_run else "ready"
         if self.tier is None:
             return "packaging"
         return "deploying"
@@ -128,7 +130,7 @@ def apply_event(state: DeployState, event: Event) -> DeployState:
     if isinstance(event, BenchmarkScored):
         return replace(state, workers=_upsert_worker(state.workers, event.worker, state="benchmarking", perf=event.perf))
     if isinstance(event, Ready):
-        return replace(state, endpoint=event.endpoint, elapsed=event.elapsed, done=True, retry=None)
+        return replace(state, endpoint=event.endpoint, elapsed=event.elapsed, done=True, dry_run=event.dry_run, retry=None)
     if isinstance(event, Retry):
         return replace(state, retry=f"{event.what}: retry {event.attempt}/{event.max_attempts} in {event.delay:.1f}s ({event.reason})")
     if isinstance(event, Failed):
@@ -163,7 +165,9 @@ def format_status(state: DeployState) -> str:
     lines += [format_worker(row) for row in state.workers]
     if state.retry:
         lines.append(state.retry)
-    if state.done:
+    if state.done and state.dry_run:
+        lines.append(f"dry run: nothing changed or started ({state.elapsed:.2f}s)")
+    elif state.done:
         lines.append(f"ready at {state.endpoint} in {state.elapsed:.2f}s" if state.endpoint else f"ready in {state.elapsed:.2f}s")
     if state.error:
         lines.append(f"FAILED: {state.error}")
@@ -181,6 +185,8 @@ def format_event(event: Event) -> str | None:
         return format_worker(WorkerRow(event.worker, event.state, event.perf, event.error))
     if isinstance(event, BenchmarkScored):
         return f"worker {event.worker}: benchmark {event.perf:,.1f}/s"
+    if isinstance(event, Ready) and event.dry_run:
+        return f"dry run: nothing changed or started ({event.elapsed:.2f}s)"
     if isinstance(event, Ready):
         return f"ready at {event.endpoint} in {event.elapsed:.2f}s" if event.endpoint else f"ready in {event.elapsed:.2f}s"
     if isinstance(event, Retry):

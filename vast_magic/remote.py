@@ -211,6 +211,7 @@ class RemoteFunction:
         while not task.done():
             await asyncio.wait([task], timeout=0.1)
             bar.update(counter[0], 0)
+        bar.update(counter[0], 0)
         bar.close()
         return self._collect(task.result(), return_exceptions)
 
@@ -223,6 +224,7 @@ class RemoteFunction:
             while not future.done():
                 concurrent.futures.wait([future], timeout=0.1)
                 bar.update(counter[0], 0)
+            bar.update(counter[0], 0)
         except KeyboardInterrupt:
             future.cancel()
             raise
