@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from test_engine_helpers import harness, make_bundle, pid_gone, plan  # noqa: F401  (fixture)
 from vast_magic import events
 from vast_magic.errors import RemoteError
+from vast_magic.image import Image
 
 
 def test_cold_deploy_then_call(harness):
     bundle = make_bundle(harness.folder)
     started = time.perf_counter()
-    result = harness.apply(plan(bundle, image=SimpleNamespace(image="vastai/base:1", apt=("ffmpeg",))))
+    result = harness.apply(plan(bundle, image=Image("vastai/base:1").apt_get("ffmpeg").spec()))
     assert harness.call("square", 7) == 49
     cold = time.perf_counter() - started
     print(f"cold deploy to first result: {cold:.2f}s")
@@ -30,8 +30,8 @@ def test_cold_deploy_then_call(harness):
     assert isinstance(info.value, RemoteError) and "bad input" in str(info.value)
     assert "raise ValueError" in info.value.remote_traceback
     status = harness.run(harness.backend.status("demo", "default"))
-    assert status.not_applied_locally == result.not_applied == (
-        "image vastai/base:1 (workers run your own Python)", "apt packages: ffmpeg")
+    assert status.not_applied_locally == result.not_applied
+    assert result.not_applied[:2] == ("image vastai/base:1 (local workers run this machine's Python)", "apt packages: ffmpeg")
 
 
 def test_tier0_and_tier1_keep_the_same_processes(harness):
@@ -140,8 +140,10 @@ def test_no_wait_returns_once_accepted(harness):
 
 def test_not_applied_locally_lists_image_features():
     from vast_magic.backends.local.backend import not_applied_locally
-    image = SimpleNamespace(image="vastai/base:1", apt=("ffmpeg",), ports=(8080,), search="gpu_ram>=24",
-                            venv=None, docker_login=None)
-    assert not_applied_locally(image) == ("image vastai/base:1 (workers run your own Python)", "apt packages: ffmpeg",
-                                          "published ports: 8080", "GPU filters: gpu_ram>=24")
-    assert not_applied_locally(None) == ()
+    from vast_magic.query import gpu_ram
+    image = Image("vastai/base:1").apt_get("ffmpeg").publish_port(8080).require(gpu_ram >= 24).venv("/venv/main")
+    assert not_applied_locally(image.spec()) == (
+        "image vastai/base:1 (local workers run this machine's Python)", "apt packages: ffmpeg",
+        "python mode venv:/venv/main", "published ports: 3000/tcp, 8080/tcp",
+        "GPU filters: gpu_ram>=24 rentable=true rented=false verified=true")
+    assert not_applied_locally(Image("vastai/base:1").spec())[0].startswith("image vastai/base:1")

@@ -142,9 +142,9 @@ def test_session_name_sources(user_ns, name):
 
 def test_unknown_notebook_name_warns_and_uses_notebook():
     shell = make_shell()
+    shell.run_line_magic("load_ext", "vast_magic")
     with pytest.warns(UserWarning, match="called 'notebook'.*--name"):
-        shell.run_line_magic("load_ext", "vast_magic")
-    assert get_session(shell).app.name == "notebook"
+        assert get_session(shell).app.name == "notebook"   # warned on first use, not on load
     shell.run_line_magic("unload_ext", "vast_magic")
 
 
@@ -293,3 +293,15 @@ def test_vast_deploy_dry_run_returns_a_report_and_shows_progress(shell, app, cap
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [f"packaged {report.files} files, {lines[0].split(', ')[1]}", "tier 4: new deployment"]
     assert len(lines) == 3 and lines[2].startswith("dry run: nothing changed or started (")
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("--app app   # deploy it", "--app app   "),
+    ("--env COLOR=#fff", "--env COLOR=#fff"),
+    ("--benchmark '[{\"x\": \"#1\"}]' # note", "--benchmark '[{\"x\": \"#1\"}]' "),
+    ("# only a comment", ""),
+    ('--name "a # b"', '--name "a # b"'),
+])
+def test_trailing_comments_are_not_arguments(line, expected):
+    from vast_magic.notebook.magics import strip_comment
+    assert strip_comment(line) == expected

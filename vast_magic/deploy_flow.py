@@ -159,6 +159,7 @@ class DeployFlow:
 
     # -- entry points ---------------------------------------------------------------
     def run_sync(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
+        self.backend()  # a missing Vast API key fails here, before any code is captured
         prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
         progress = _open_progress(prepared.name)
         events: queue.SimpleQueue = queue.SimpleQueue()
@@ -178,6 +179,7 @@ class DeployFlow:
         return report
 
     async def run_async(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
+        self.backend()
         prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
         progress = _open_progress(prepared.name)
         caller = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ class DeployPlan:
     manifest: Any                 # vast_magic.bundle.manifest.Manifest
     bundle_path: str              # the built tar.gz
     env: tuple[tuple[str, str], ...]       # plain env vars for workers (also in config.json)
-    secrets: tuple[tuple[str, str], ...]   # env vars from Secret values: never written to the bundle
+    secrets: tuple[tuple[str, str], ...] = field(repr=False)  # revealed Secret values: never in a bundle, log or repr
     autoscaling: dict             # effective autoscaling settings (only the keys the user set for Vast)
     image: Any                    # vast_magic.image.ImageSpec
     ttl: float | None = None

@@ -21,11 +21,24 @@ from .config import VastMagic
 APP_HELP = "a notebook variable holding the Deployment to use (default: the session deployment)"
 
 
+def strip_comment(line: str) -> str:
+    """Drop a trailing ``# comment``: a ``#`` that starts a word outside quotes (``A=#fff`` stays)."""
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1].isspace()):
+            return line[:index]
+    return line
+
+
 def parse(magic: Callable, line: str) -> Any:
     """Parse like ``parse_argstring``, but shell-like (quotes group words and are removed), and
     errors carry the magic's usage line."""
     try:
-        return magic.parser.parse_args(arg_split(line, posix=True))
+        return magic.parser.parse_args(arg_split(strip_comment(line), posix=True))
     except (UsageError, ValueError) as exc:  # ValueError: unbalanced quotes in the line
         usage = magic.parser.format_usage().strip()
         raise UsageError(f"{exc}\n{usage}") from None
@@ -109,7 +122,7 @@ class VastMagics(Magics):
         The class is instantiated with CALL ARGS on each worker (never in the
         notebook); remote functions reach it with app.get_context(Class).
         """
-        options, call = _app_and_call_args(line)
+        options, call = _app_and_call_args(strip_comment(line))
         args = parse(self.vast_context, options)
         ops.register_context_cell(self.shell, self.session.target(args.app), cell, call)
 

@@ -46,10 +46,16 @@ class NotebookSession:
     """What ``%load_ext vast_magic`` sets up: the shell and its session ``Deployment``."""
 
     def __init__(self, shell: Any):
-        from ..deployment import Deployment
-
         self.shell = shell
-        self.app = Deployment(name=notebook_name(shell.user_ns))
+        self._app = None
+
+    @property
+    def app(self):
+        """Created on first use, so a notebook that only uses ``--app VAR`` never sees the naming warning."""
+        if self._app is None:
+            from ..deployment import Deployment
+            self._app = Deployment(name=notebook_name(self.shell.user_ns))
+        return self._app
 
     def target(self, var: str | None = None):
         """The session deployment, or the ``Deployment`` held in notebook variable ``var``."""

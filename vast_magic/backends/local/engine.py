@@ -30,6 +30,7 @@ from .store import DeploymentRecord, Store, WorkerRecord
 LOG_RING = 5000
 DRAIN_GRACE = 30.0           # seconds a drained worker may take to finish its in-flight calls
 LOAD_STALE = 3.0             # a load report older than this counts as idle
+FAILED_SHOWN = 3             # failed workers status keeps showing (with their traceback) until a new commit
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Deployment:
     failures: int = 0
     next_spawn: float = 0.0
     last_error: str | None = None
+    failed: collections.deque = field(default_factory=lambda: collections.deque(maxlen=FAILED_SHOWN))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -132,6 +134,7 @@ class Engine:
 
     def commit(self, dep: Deployment, rec: DeploymentRecord) -> None:
         dep.rec, dep.committed, dep.last_error = rec, True, None
+        dep.failed.clear()
         dep.params = effective_params(rec.autoscaling)
         self.store.put_deployment(rec)
 
@@ -215,6 +218,8 @@ class Engine:
         self.store.delete_worker(worker.rec.id)
         shutil.rmtree(worker.rec.workdir, ignore_errors=True)
         worker.rec.state, worker.rec.error = state, error
+        if state == "failed":
+            dep.failed.append(worker.info())       # gone, but status keeps saying why
         if worker.channel is not None:
             worker.channel.close()
         worker.settled.set()
@@ -237,6 +242,7 @@ class Engine:
 
     async def _on_state(self, dep: Deployment, worker: Worker, msg: dict) -> None:
         rec = worker.rec
+        repeated = rec.state == str(msg.get("state")) and not msg.get("error")  # "starting": engine said it at spawn
         rec.state = str(msg.get("state"))
         rec.perf = msg.get("perf") if msg.get("perf") is not None else rec.perf
         rec.port = msg.get("port") or rec.port
@@ -244,8 +250,9 @@ class Engine:
         self.store.put_worker(rec)
         if rec.state == "ready" and rec.perf is not None:
             dep.notify("BenchmarkScored", worker=rec.id, perf=rec.perf, median=msg.get("median"))
-        dep.notify("WorkerState", worker=rec.id, state=rec.state, perf=rec.perf, pid=rec.pid,
-                   version=rec.version, error=rec.error)
+        if not repeated:
+            dep.notify("WorkerState", worker=rec.id, state=rec.state, perf=rec.perf, pid=rec.pid,
+                       version=rec.version, error=rec.error)
         if rec.state == "failed" and worker.role != "draining":
             dep.last_error = f"worker {rec.id} failed:\n{rec.error or 'no traceback'}"
         if rec.state in ("ready", "failed"):
@@ -335,6 +342,7 @@ def status_of(dep: Deployment | None, name: str, tag: str) -> dict:
     if dep is None:
         return {"name": name, "tag": tag, "endpoint": None, "state": "stopped", "workers": [], "not_applied_locally": []}
     infos = [asdict(w.info()) for w in dep.workers.values() if w.role != "draining"]
+    infos += [asdict(info) for info in dep.failed]
     if any(w.role == "serving" and w.rec.state == "ready" for w in dep.workers.values()):
         state = "ready"
     elif dep.last_error and not dep.rollout:

@@ -1,0 +1,1 @@
+"""The Vast.ai Serverless backend: ``VastBackend`` (backend.py) and ``preview_offers`` (offers.py)."""

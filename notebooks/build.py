@@ -1,0 +1,221 @@
+"""Write the shipped notebooks from their cell lists and run them to save real outputs.
+
+`python notebooks/build.py` regenerates quickstart/tiers/errors.ipynb, executes
+each on the local engine in a temporary VAST_MAGIC_HOME (text display, as CI
+runs them) and saves them with outputs. Cells whose output nbval compares carry
+`# NBVAL_CHECK_OUTPUT`; cells that raise on purpose carry the
+`raises-exception` tag.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+RAISES = "raises-exception"
+
+
+def md(text: str):
+    return nbformat.v4.new_markdown_cell(text.strip())
+
+
+def code(text: str, *tags: str):
+    cell = nbformat.v4.new_code_cell(text.strip())
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+SETUP = code('''
+%load_ext vast_magic
+from vast_magic import Deployment, Secret
+
+app = Deployment(name="{name}")
+app.image("vastai/base-image:@vastai-automatic-tag", storage=16).env(MODE="demo")
+app.configure_autoscaling(max_workers=2)
+''')
+
+CONTEXT = code('''
+%%vast_context --app app model_id="tiny-model"
+class Model:
+    """Loaded once per worker (think: model weights), never in the notebook."""
+    def __init__(self, model_id):
+        self.model_id = model_id
+
+    async def __aenter__(self):
+        self.scale = 1
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+''')
+
+
+def remote_cell(body: str) -> object:
+    return code(f'''
+%%vast_remote --app app --benchmark '[{{"x": 2}}, {{"x": 3}}]' --benchmark-runs 3
+def _shift(x):
+    return x  # a helper: shipped with square, not registered itself
+
+async def square(x):
+    model = app.get_context(Model)
+    print(f"worker squaring {{x}} with {{model.model_id}}")
+    {body}
+''')
+
+
+QUICKSTART = [
+    md('''
+# vast_magic quickstart
+
+Define a worker context and a remote function in cells, deploy them, call them.
+Everything runs on the embedded **local engine** (worker processes on this
+machine); the last section shows the same cells on Vast.ai.
+'''),
+    SETUP,
+    CONTEXT,
+    remote_cell("return _shift(x) * x * model.scale"),
+    md("Deploy: the cells' code is captured, bundled and hashed; a worker starts, enters `Model`, benchmarks `square`, and is ready."),
+    code('''
+report = %vast_deploy --app app
+print("tier", report.tier, report.reasons, "workers", len(report.workers))
+'''),
+    md("Call it like a local coroutine. What the function prints shows up here."),
+    code("# NBVAL_CHECK_OUTPUT\nawait square(5)"),
+    code("# NBVAL_CHECK_OUTPUT\nsquare.map([1, 2, 3, 4])"),
+    md("Edit the function and deploy again: only the code changed, so workers are replaced one by one (tier 2)."),
+    remote_cell("return _shift(x) * x * model.scale + 1000"),
+    code('''
+# NBVAL_CHECK_OUTPUT
+report = %vast_deploy --app app
+print("tier", report.tier, report.reasons)
+print(await square(5))
+'''),
+    md("An autoscaling change keeps the same workers (tier 1); an unchanged deploy does nothing (tier 0)."),
+    code('''
+# NBVAL_CHECK_OUTPUT
+app.configure_autoscaling(max_workers=3)
+scaled = %vast_deploy --app app
+unchanged = %vast_deploy --app app
+print("tier", scaled.tier, scaled.reasons)
+print("tier", unchanged.tier, unchanged.reasons)
+'''),
+    code("%vast_status --app app"),
+    code("%vast_teardown --app app"),
+    md('''
+## The same cells on Vast.ai
+
+Not executed here (it needs an account and GPUs). Set `VAST_API_KEY`, then only
+the deployment changes:
+
+```python
+app = Deployment(name="quickstart", backend="vast", ttl=3600)
+app.image("vastai/base-image:@vastai-automatic-tag", storage=32).require(gpu_ram >= 24)
+app.image_or_default().preview_offers()     # how many offers match, and their prices
+%vast_deploy --app app                       # PUT /api/v0/deployments/, upload, workers report in
+await square(5)                              # routed through Vast's autoscaler to a GPU worker
+%vast_teardown --app app
+```
+'''),
+]
+
+TIERS = [
+    md("# The five update tiers\n\n`%vast_deploy` deploys the smallest change that makes the workers run what the cells say."),
+    SETUP,
+    CONTEXT,
+    remote_cell("return x * x * model.scale"),
+    code('''
+# NBVAL_CHECK_OUTPUT
+def deploy():
+    report = %vast_deploy --app app
+    print("tier", report.tier, "|", "; ".join(report.reasons) or "no changes")
+
+deploy()   # tier 4: a new deployment
+'''),
+    code("# NBVAL_CHECK_OUTPUT\ndeploy()   # tier 0: nothing changed, nothing restarted"),
+    code("# NBVAL_CHECK_OUTPUT\napp.configure_autoscaling(max_workers=3)\ndeploy()   # tier 1: same workers, new scaling"),
+    remote_cell("return x * x * model.scale  # a comment-only edit is still tier 0"),
+    code("# NBVAL_CHECK_OUTPUT\ndeploy()"),
+    remote_cell("return x * x * model.scale + 1"),
+    code("# NBVAL_CHECK_OUTPUT\ndeploy()   # tier 2: code changed, rolling replacement\nprint(await square(3))"),
+    code('# NBVAL_CHECK_OUTPUT\napp.image_or_default().env(MODE="fast")\ndeploy()   # tier 3: environment changed, every worker replaced'),
+    code('# NBVAL_CHECK_OUTPUT\napp.tag = "v2"\ndeploy()   # tier 4: a new tag is a new endpoint; "default" keeps serving'),
+    code("%vast_teardown --app app --all-tags"),
+]
+
+ERRORS = [
+    md("# Common mistakes and what vast_magic says\n\nEach cell below fails on purpose; the message says how to fix it."),
+    SETUP,
+    code("import vast_magic.query as q\nq.gpu_rma >= 24   # a typo in a column name", RAISES),
+    code("from vast_magic.query import gpu_ram\napp.image_or_default().require(gpu_ram >= 'lots')", RAISES),
+    code("app.configure_autoscaling(target_util=1.5)", RAISES),
+    code("%%vast_remote --app app\nx = 1   # no function in this cell", RAISES),
+    code('''
+%%vast_remote --app app --benchmark '[{"x": 1}]'
+async def double(x):
+    return 2 * x
+'''),
+    code("await double(2)   # calling before the first deploy", RAISES),
+    code("double.call(1, 2)   # wrong arguments fail before anything is sent", RAISES),
+    code('''
+%%vast_remote --app app
+async def broken(x):
+    return x + undefined_thing
+'''),
+    code("%vast_deploy --app app   # undefined names are found before deploying", RAISES),
+    code('''
+%%vast_remote --app app
+async def broken(x):
+    if x < 0:
+        raise ValueError(f"x must be >= 0, got {x}")
+    return x
+'''),
+    code("report = %vast_deploy --app app"),
+    code("await broken(-1)   # the remote traceback is shown, and it is a ValueError", RAISES),
+    code('''
+# NBVAL_CHECK_OUTPUT
+try:
+    await broken(-2)
+except ValueError as exc:          # remote errors keep their type
+    print(type(exc).__name__, exc.remote_message)
+'''),
+    code("vast = Deployment(name='errors', backend='vast')\nvast.remote(benchmark_dataset=[{'x': 1}])(double.local)\nvast.ensure_ready(dry_run=True)   # no API key", RAISES),
+    code("%vast_teardown --app app"),
+]
+
+
+def write_and_run(name: str, cells: list, deployment: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [code(c.source.replace("{name}", deployment), *c.metadata.get("tags", [])) if c.cell_type == "code"
+                else c for c in cells]
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(HERE)}}).execute()
+    unexpected = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code" and RAISES not in
+                  c.metadata.get("tags", []) and any(o.output_type == "error" for o in c.outputs)]
+    missing = [c.source.splitlines()[0] for c in nb.cells if RAISES in c.metadata.get("tags", [])
+               and not any(o.output_type == "error" or "UsageError" in o.get("text", "") for o in c.outputs)]
+    nbformat.write(nb, HERE / f"{name}.ipynb")
+    print(f"{name}.ipynb: {len(nb.cells)} cells; unexpected errors {unexpected}; expected errors missing {missing}")
+
+
+def main() -> int:
+    os.environ["VAST_MAGIC_DISPLAY"] = "text"
+    with tempfile.TemporaryDirectory(prefix="vast-magic-nb-") as home:
+        os.environ["VAST_MAGIC_HOME"] = home
+        try:
+            for name, cells in (("quickstart", QUICKSTART), ("tiers", TIERS), ("errors", ERRORS)):
+                write_and_run(name, cells, name)
+        finally:
+            from vast_magic.backends.local import daemon_control
+            daemon_control.engine_stop(Path(home))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

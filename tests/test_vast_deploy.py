@@ -1,0 +1,111 @@
+"""The public API on backend="vast" against the fake Vast API: ensure_ready, tiers vs actions, calls, teardown."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from vast_magic.backends.vast import backend as vast_backend
+from vast_magic.backends.vast.fake import FakeVast
+from vast_magic.errors import ConfigError
+
+KEY = "user-key-0123456789"
+TOKEN = "hf-secret-token-42"
+CELLS = [
+    "from vast_magic import Deployment, Secret\nfrom vast_magic.query import RTX_4090, gpu_name, gpu_ram\n"
+    "app = Deployment(name='fake-e2e', api_key=KEY, backend='vast')\n"
+    "image = app.image('vastai/base-image:@vastai-automatic-tag', storage=16)\n"
+    "image.env(MODE='fast', HF_TOKEN=Secret(TOKEN)).publish_port(8080).require(gpu_ram >= 24, gpu_name.in_([RTX_4090]))\n"
+    "app.configure_autoscaling(max_workers=4, cold_workers=1)",
+    "FACTOR = 1",
+    "@app.remote(benchmark_dataset=[{'x': 2}])\nasync def square(x):\n    print('squaring', x)\n    return x * x * FACTOR",
+]
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAST_MAGIC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
+    fake = FakeVast(api_key=KEY, ready_after=0)
+    monkeypatch.setattr(vast_backend, "default_transport", fake.transport())
+    return fake
+
+
+@pytest.fixture
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    shell.user_ns.update(KEY=KEY, TOKEN=TOKEN)
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+def run(shell, *cells):
+    for cell in cells:
+        shell.run_cell(cell, store_history=True).raise_error()
+
+
+def make_app(shell, fake):
+    run(shell, *CELLS)
+    fake.functions["square"] = shell.user_ns["square"].local
+    return shell.user_ns["app"], shell.user_ns["square"]
+
+
+def uploaded_members(fake: FakeVast) -> dict[str, bytes]:
+    raw = fake.uploads[-1]["raw"]
+    start = raw.index(b"\x1f\x8b")   # the gzip part of the multipart body
+    with tarfile.open(fileobj=io.BytesIO(raw[start:]), mode="r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def test_ensure_ready_tiers_follow_vast_actions(fake, shell):
+    app, _ = make_app(shell, fake)
+    first = app.ensure_ready()
+    assert (first.tier, first.backend_action) == (4, "created") and first.endpoint.startswith("vast endpoint")
+    put = fake.sent("PUT", "/api/v0/deployments/")[0].body
+    assert put["search_params"] == "gpu_name in RTX_4090 gpu_ram>=24 rentable=true rented=false verified=true"
+    assert put["env"] == f"-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai -e HF_TOKEN={TOKEN}"
+    assert (put["max_workers"], put["cold_workers"], put["storage"]) == (4, 1, 16)
+    members = uploaded_members(fake)
+    assert json.loads(members["./config.json"])["envs"] == [["MODE", "fast"]]
+    assert not any(TOKEN.encode() in data for data in members.values())
+    assert "./deployment.py" in members and "./manifest.json" in members
+
+    assert (app.ensure_ready().tier, fake.sent("PUT")[-1].body == put) == (0, True)
+    assert app.ensure_ready().backend_action == "exists" and len(fake.uploads) == 1
+    app.configure_autoscaling(max_workers=8)
+    scaled = app.ensure_ready()
+    assert (scaled.tier, scaled.backend_action, len(fake.uploads)) == (1, "autoscale_update", 1)
+
+
+def test_code_change_is_a_soft_update(fake, shell):
+    app, _ = make_app(shell, fake)
+    app.ensure_ready()
+    run(shell, "FACTOR = 2")
+    report = app.ensure_ready()
+    assert (report.tier, report.backend_action, len(fake.uploads), len(fake.updates)) == (2, "soft_update", 2, 1)
+
+
+def test_calls_and_teardown(fake, shell, capsys):
+    app, remote = make_app(shell, fake)
+    app.ensure_ready()
+    assert remote.call(7) == 49
+    assert "squaring 7" in capsys.readouterr().out
+    assert app.status().state == "ready"
+    app.teardown()
+    app.teardown()
+    assert all(d.deleted for d in fake.deployments.values())
+
+
+def test_missing_key_fails_before_packaging(fake, shell, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("VAST_API_KEY", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    shell.user_ns["KEY"] = None
+    app, _ = make_app(shell, fake)
+
+    with pytest.raises(ConfigError, match="VAST_API_KEY"):
+        app.ensure_ready()
+    assert fake.requests == [] and not (tmp_path / "home" / "bundles").exists()

@@ -1,0 +1,54 @@
+"""preview_offers: POST /api/v0/bundles/ with the query dict (reference 5) and a readable summary."""
+from __future__ import annotations
+
+import pytest
+
+from vast_magic.backends.vast.errors import VastAuthError
+from vast_magic.backends.vast.fake import FakeVast
+from vast_magic.backends.vast.offers import OFFER_LIMIT, OfferPreview, preview_offers, summarize
+from test_vast_api import KEY, Image, Query
+
+
+def offer(gpu, dph):
+    return {"id": hash((gpu, dph)) % 10000, "gpu_name": gpu, "dph_total": dph, "num_gpus": 1}
+
+
+def test_request_body_and_summary():
+    fake = FakeVast(api_key=KEY, offers=[offer("RTX 4090", 0.45), offer("H100 SXM", 2.4), offer("RTX 4090", 0.31)])
+    spec = Image(storage=32, requirements=Query("gpu_ram>=24", {"gpu_ram": {"gte": 24000}, "verified": {"eq": True}}))
+    preview = preview_offers(spec, api_key=KEY, transport=fake.transport())
+    (sent,) = fake.sent("POST", "/api/v0/bundles/")
+    assert sent.headers["authorization"] == f"Bearer {KEY}" and sent.query == {"api_key": KEY}
+    assert sent.body == {"gpu_ram": {"gte": 24000}, "verified": {"eq": True}, "type": "on-demand",
+                         "order": [["score", "desc"]], "limit": OFFER_LIMIT, "allocated_storage": 32}
+    assert preview == OfferPreview(3, 0.31, 2.4, ("H100 SXM", "RTX 4090"))
+    assert str(preview) == "3 offers, $0.31\u2013$2.40/h: H100 SXM, RTX 4090"
+    assert repr(preview) == "<OfferPreview 3 offers, $0.31\u2013$2.40/h: H100 SXM, RTX 4090>"
+
+
+@pytest.mark.parametrize("offers, text", [
+    ([], "no offers match these requirements; loosen image.require(...)"),
+    ([offer("A100 SXM4", 1.0)], "1 offer, $1.00/h: A100 SXM4"),
+    ([{"gpu_name": "L4", "dph_total": None}, {"dph_total": "nan"}], "2 offers: L4"),
+    ([offer("L4", 0.2)] * OFFER_LIMIT, f"{OFFER_LIMIT}+ offers, $0.20/h: L4"),
+])
+def test_summary_text(offers, text):
+    assert str(summarize(offers)) == text
+
+
+def test_pretty_printer_uses_the_summary():
+    class Printer:
+        def __init__(self):
+            self.out = ""
+
+        def text(self, value):
+            self.out += value
+    printer = Printer()
+    summarize([offer("L4", 0.2)])._repr_pretty_(printer, False)
+    assert printer.out == "1 offer, $0.20/h: L4"
+
+
+def test_rejected_key():
+    fake = FakeVast(api_key="another-key")
+    with pytest.raises(VastAuthError, match="set VAST_API_KEY"):
+        preview_offers(Image(), api_key=KEY, transport=fake.transport())

@@ -1,0 +1,203 @@
+"""``VastBackend``: the backend protocol (backends/base.py) on Vast.ai Serverless.
+
+Deploying always sends the PUT; what follows depends on Vast's ``action``
+(upload when the answer carries upload fields, ``/update_workers/`` only on
+``soft_update``), and the report shows our predicted tier next to it. The
+Manifest last applied is remembered under ``home/vast/<name>/<tag>.json``.
+Everything runs on vast_magic's background loop; no key ever reaches a
+message, a log line or a repr.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import time
+from typing import Any
+
+import httpx
+
+from ... import settings
+from ...errors import BackendError
+from ...events import EventSink, Failed, TierDecided
+from ...reports import DeploymentStatus, LogLine, WorkerInfo
+from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
+from . import deploy, readiness, routing, state
+from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
+from .errors import VastNotFoundError
+from .heartbeat import Heartbeats
+from .keys import require_api_key
+
+AUTOSCALERS = {"prod": DEFAULT_AUTOSCALER, "alpha": "https://run-alpha.vast.ai",
+               "candidate": "https://run-candidate.vast.ai", "local": "http://localhost:8080"}
+#: used when VastBackend gets no ``transport``: None means the network; tests install ``FakeVast().transport()``
+default_transport: httpx.AsyncBaseTransport | None = None
+#: Vast's action -> the tier it corresponds to (DESIGN.md "Vast backend")
+ACTION_TIERS = {"exists": 0, "autoscale_update": 1, "soft_update": 2, "created": 4}
+
+
+def autoscaler_for(instance: str | None, url: str | None) -> str:
+    return url or AUTOSCALERS.get(instance or "prod", DEFAULT_AUTOSCALER)
+
+
+def tier_note(predicted: int, action: str) -> str | None:
+    """What to tell the user when Vast's action is not the tier we predicted (or the tier is 3)."""
+    expected = ACTION_TIERS.get(action)
+    if predicted == 3:
+        return f"image-level change: Vast answered {action!r}" + (
+            " and updates the workers in place" if action == "soft_update" else "")
+    if expected is None:
+        return f"Vast answered an unknown action {action!r}"
+    if expected != predicted:
+        return f"Vast answered {action!r} (tier {expected}), predicted tier {predicted}"
+    return None
+
+
+class VastBackend:
+    kind = "vast"
+
+    def __init__(self, home: str | os.PathLike | None = None, api_key: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None, webserver_url: str = DEFAULT_WEBSERVER,
+                 autoscaler_url: str | None = None, autoscaler_instance: str = "prod",
+                 poll_interval: float = 2.0, sleep: Any = None, **_: Any):
+        self.home = str(home) if home is not None else str(settings.home())
+        self.api = VastAPI(require_api_key(api_key), webserver_url=webserver_url,
+                           autoscaler_url=autoscaler_for(autoscaler_instance, autoscaler_url),
+                           transport=transport or default_transport, sleep=sleep)
+        self.router = routing.Router(self.api)
+        self.heartbeats = Heartbeats(self.api)
+        self.poll_interval = poll_interval
+        self._logs: dict[tuple[str, str], collections.deque] = {}
+
+    def __repr__(self) -> str:
+        return f"VastBackend(home={self.home!r}, webserver_url={self.api.webserver_url!r}, api_key='***')"
+
+    # -- deploy ------------------------------------------------------------------------------
+    async def previous_manifest(self, name: str, tag: str) -> Any | None:
+        record = state.read_record(self.home, name, tag)
+        if record is None or not record.manifest_json:
+            return None
+        from ...bundle.manifest import Manifest
+        return Manifest.from_json(record.manifest_json)
+
+    async def apply(self, plan: DeployPlan, emit: EventSink) -> ApplyResult:
+        try:
+            answer = await self._register(plan, emit)
+            note = tier_note(plan.tier, answer.action)
+            emit(TierDecided(plan.tier, plan.reasons + ((note,) if note else ()), answer.action))
+            if plan.ttl:
+                self.heartbeats.start(answer.deployment_id, plan.ttl)
+            workers: tuple[WorkerInfo, ...] = ()
+            if plan.wait and (plan.autoscaling or {}).get("cold_workers") == 0:
+                emit(LogLine(time.time(), "vast", "system", "cold_workers=0: workers start on the first call, "
+                                                            "so ensure_ready does not wait for one."))
+            elif plan.wait:
+                watch = readiness.ReadinessWatch(self.api, answer.endpoint_id, emit, interval=self.poll_interval,
+                                                 sleep=self.api.sleep)
+                workers = await watch.wait(plan.timeout)
+        except BackendError as exc:
+            emit(Failed(str(exc)))
+            raise
+        perfs = [w.perf for w in workers if w.state == "ready" and w.perf is not None]
+        return ApplyResult(endpoint=endpoint_label(answer.endpoint_id), workers=workers,
+                           benchmark=max(perfs) if perfs else None, backend_action=answer.action)
+
+    async def _register(self, plan: DeployPlan, emit: EventSink) -> deploy.PutAnswer:
+        """PUT, then upload and soft update as the answer asks; remember what was applied."""
+        for value in [v for _, v in plan.secrets] + list(deploy.docker_login_fields(plan.image).values()):
+            self.api.add_secret(value)   # so an error text that echoes the body cannot show them
+        env = deploy.compile_env(plan.image, plan.secrets, autoscaler_url=self.api.autoscaler_url,
+                                 webserver_url=self.api.webserver_url)
+        file_hash = await asyncio.to_thread(deploy.bundle_hash, plan.bundle_path)
+        body = deploy.put_body(plan, file_hash=file_hash, file_size=os.path.getsize(plan.bundle_path), env=env)
+        answer = await deploy.register(self.api, body, emit)
+        if answer.wants_upload:
+            await deploy.upload(self.api, answer, plan.bundle_path, emit)
+        if answer.action == "soft_update":
+            await deploy.soft_update(self.api, answer, emit)
+        previous = state.read_record(self.home, plan.name, plan.tag)
+        if previous is not None and previous.endpoint_id != answer.endpoint_id:
+            self.router.forget(previous.endpoint_id)
+        await asyncio.to_thread(state.write_record, self.home, state.DeployRecord(
+            plan.name, plan.tag, answer.deployment_id, answer.endpoint_id, plan.manifest.to_json(),
+            answer.action, plan.ttl))
+        return answer
+
+    # -- calls -------------------------------------------------------------------------------
+    async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
+        record = self._record(spec.name, spec.tag)
+        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {})
+        logs = self._logs.setdefault((spec.name, spec.tag), collections.deque(maxlen=2000))
+        now = time.time()
+        for stream, text in outcome.output:
+            logs.append(LogLine(now, f"endpoint {record.endpoint_id}", stream, text, spec.function))
+        return outcome
+
+    def _record(self, name: str, tag: str) -> state.DeployRecord:
+        record = state.read_record(self.home, name, tag)
+        if record is None:
+            raise BackendError(f"{name}/{tag} is not deployed on Vast from this machine; run app.ensure_ready() first.")
+        return record
+
+    # -- status, logs, teardown ----------------------------------------------------------------
+    async def status(self, name: str, tag: str) -> DeploymentStatus:
+        record = state.read_record(self.home, name, tag)
+        if record is None:
+            return DeploymentStatus(name, tag, None, "stopped", ())
+        try:
+            what = f"GET /api/v0/deployment/{record.deployment_id}/"
+            response = await self.api.request("GET", self.api.web(f"/api/v0/deployment/{record.deployment_id}/"),
+                                              what=what)
+        except VastNotFoundError:
+            return DeploymentStatus(name, tag, None, "stopped", ())
+        data = (self.api.json(response, what) or {}).get("deployment") or {}
+        workers = await readiness.endpoint_workers(self.api, record.endpoint_id)
+        return DeploymentStatus(name, tag, endpoint_label(record.endpoint_id),
+                                deployment_state(data, workers), workers)
+
+    async def list_deployments(self) -> list[DeploymentStatus]:
+        what = "GET /api/v0/deployments"
+        response = await self.api.request("GET", self.api.web("/api/v0/deployments"), what=what)
+        items = (self.api.json(response, what) or {}).get("deployments") or []
+        return [DeploymentStatus(str(d.get("name")), str(d.get("tag") or "default"),
+                                 endpoint_label(d.get("endpoint_id")), deployment_state(d, ()), ())
+                for d in items if isinstance(d, dict)]
+
+    async def logs(self, name: str, tag: str, function: str | None, tail: int) -> list[LogLine]:
+        """Output of calls made from this process (Vast has no log API for deployments in the SDK)."""
+        lines = [line for line in self._logs.get((name, tag), ()) if function is None or line.function == function]
+        return lines[-tail:]
+
+    async def teardown(self, name: str, tag: str | None) -> None:
+        records = state.records_for(self.home, name) if tag is None else \
+            [r for r in [state.read_record(self.home, name, tag)] if r is not None]
+        for record in records:
+            self.heartbeats.stop(record.deployment_id)
+            await self._delete(f"/api/v0/deployment/{record.deployment_id}/", None)
+            self.router.forget(record.endpoint_id)
+            await asyncio.to_thread(state.delete_record, self.home, record.name, record.tag)
+            self._logs.pop((record.name, record.tag), None)
+        if tag is None or not records:
+            body = {"name": name} if tag is None else {"name": name, "tag": tag}
+            await self._delete("/api/v0/deployments/", body)
+
+    async def _delete(self, path: str, body: dict | None) -> None:
+        try:
+            await self.api.request("DELETE", self.api.web(path), what=f"DELETE {path}", json=body)
+        except VastNotFoundError:
+            pass  # already gone: teardown is idempotent
+
+    def close(self) -> None:
+        self.heartbeats.stop_all()
+
+
+def endpoint_label(endpoint_id: Any) -> str | None:
+    return f"vast endpoint {endpoint_id}" if endpoint_id is not None else None
+
+
+def deployment_state(data: dict, workers: tuple[WorkerInfo, ...]) -> str:
+    if any(w.state == "ready" for w in workers):
+        return "ready"
+    if workers:
+        return "deploying"
+    return str(data.get("endpoint_state") or "deploying")

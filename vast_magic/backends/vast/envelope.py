@@ -1,0 +1,103 @@
+"""Our ``__vast_magic__`` envelope inside the official JSON wire (reference 3.1-3.3).
+
+The official worker passes every ``payload.kwargs`` value through its JSON wire
+format, which keeps a ``str`` as it is. So a call sends one extra keyword,
+``__vast_magic__``: the base64 text of a packed pickle-5 message (the runtime's
+``wire.dumps``: main pickle plus out-of-band buffers, laid out like a frame:
+``"!IQ"`` = (number of buffers, main length), one ``"!Q"`` per buffer, main,
+buffers). The request message is ``{"args": tuple, "kwargs": dict}``; the
+generated shim answers with the same kind of text holding
+``{"ok": True, "value": v, "output": [...]}`` or
+``{"ok": False, "error": ErrorEnvelope, "output": [...]}`` (docs/internals.md).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from typing import Any, Mapping
+
+from ...runtime import wire
+from ...errors import CallTimeoutError, OverloadedError, make_remote_error
+from ..base import CallOutcome
+
+PARAM = "__vast_magic__"
+_WORKER_TIMEOUT_MARK = "did not finish within its timeout"
+_HEADER = struct.Struct("!IQ")
+_LENGTH = struct.Struct("!Q")
+
+
+class EnvelopeError(ValueError):
+    """The worker's answer is not one of our envelopes."""
+
+
+def pack(main: bytes, buffers=()) -> bytes:
+    parts = [_HEADER.pack(len(buffers), len(main))]
+    parts += [_LENGTH.pack(memoryview(b).nbytes) for b in buffers]
+    parts.append(bytes(main))
+    parts += [bytes(memoryview(b).cast("B")) for b in buffers]
+    return b"".join(parts)
+
+
+def unpack(blob: bytes) -> tuple[bytes, list[memoryview]]:
+    view = memoryview(blob)
+    try:
+        count, size = _HEADER.unpack_from(view, 0)
+        offset = _HEADER.size
+        lengths = [_LENGTH.unpack_from(view, offset + i * _LENGTH.size)[0] for i in range(count)]
+    except struct.error as exc:
+        raise EnvelopeError(f"truncated envelope header ({exc})") from None
+    offset += count * _LENGTH.size
+    if offset + size + sum(lengths) != len(view):
+        raise EnvelopeError("envelope length does not match its header")
+    main = bytes(view[offset:offset + size])
+    offset += size
+    buffers = []
+    for length in lengths:
+        buffers.append(view[offset:offset + length])
+        offset += length
+    return main, buffers
+
+
+def encode(obj: Any, class_refs: Mapping[type, str] | None = None) -> str:
+    main, buffers = wire.dumps(obj, class_refs)
+    return base64.b64encode(pack(main, buffers)).decode("ascii")
+
+
+def decode(text: str, resolve_class: Mapping[str, type] | None = None) -> Any:
+    try:
+        blob = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, AttributeError) as exc:
+        raise EnvelopeError(f"not base64 ({exc})") from None
+    main, buffers = unpack(blob)
+    return wire.loads(main, buffers, resolve_class)
+
+
+def call_kwargs(args: tuple, kwargs: dict, class_refs: Mapping[type, str] | None = None) -> dict[str, str]:
+    """The ``payload.kwargs`` of a worker call: only our envelope."""
+    return {PARAM: encode({"args": tuple(args), "kwargs": dict(kwargs)}, class_refs)}
+
+
+def outcome_from_message(message: Any) -> CallOutcome:
+    """A decoded answer message -> CallOutcome (a remote exception becomes our RemoteError subclass).
+
+    The executor's own refusals are raised: overloaded -> OverloadedError, its
+    per-call timeout -> CallTimeoutError.
+    """
+    if not isinstance(message, dict) or "ok" not in message:
+        raise EnvelopeError(f"unexpected message of type {type(message).__name__}")
+    output = tuple((str(s), str(t)) for s, t in message.get("output") or ())
+    if message["ok"]:
+        return CallOutcome(value=message.get("value"), output=output)
+    if message.get("overloaded"):
+        raise OverloadedError(f"{message.get('message')}; retry later or raise max_workers.")
+    env = message.get("error") or {}
+    kind, text = str(env.get("type") or "builtins.Exception"), str(env.get("message") or "")
+    if kind == "builtins.TimeoutError" and _WORKER_TIMEOUT_MARK in text:
+        raise CallTimeoutError(f"{text}; pass a larger timeout= to @app.remote.")
+    return CallOutcome(error=make_remote_error(kind, text, str(env.get("traceback") or "")), output=output)
+
+
+def answer(message: dict, class_refs: Mapping[type, str] | None = None) -> str:
+    """Encode an answer message (what the worker-side shim returns; used by the fake Vast API too)."""
+    return encode(message, class_refs)

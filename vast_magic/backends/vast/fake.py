@@ -1,0 +1,310 @@
+"""A fake Vast.ai (webserver, autoscaler, presigned storage, workers) for tests: ``httpx.MockTransport``.
+
+Modelled on the reference (sections 1-4): deployments keyed by (name, tag)
+answer ``created`` / ``exists`` / ``autoscale_update`` / ``soft_update`` from
+what changed; endpoints carry their own key; workers come up after a scripted
+number of ``get_endpoint_workers`` polls; ``/route/`` makes callers wait a
+scripted number of times; worker calls run plain Python functions behind the
+same shim contract as the generated ``deployment.py`` (our envelope, or plain
+JSON). Knobs: ``fail(method, path, *outcomes)`` queues statuses or exceptions
+for matching requests; ``workergroups_visible``, ``put_workergroup``,
+``ready_after``, ``worker_error``, ``route_waits``. Every request is recorded.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import inspect
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from ...runtime import wire
+from . import envelope
+
+WEB = "https://console.vast.ai"
+AUTOSCALER = "https://run.vast.ai"
+STORAGE = "https://s3.fake-vast.test"
+WORKER = "https://worker-1.fake-vast.test:4000"
+IMAGE_FIELDS = ("image", "env", "search_params", "storage", "docker_login_user", "docker_login_pass",
+                "docker_login_repo")
+SCALING_FIELDS = ("cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",
+                  "max_queue_time", "target_queue_time", "inactivity_timeout", "autoscaler_instance", "ttl")
+AUTH_FIELDS = ("cost", "endpoint", "reqnum", "request_idx", "signature", "url")
+
+
+@dataclass
+class Recorded:
+    method: str
+    url: str
+    path: str
+    query: dict
+    headers: dict
+    body: Any
+    raw: bytes
+
+
+@dataclass
+class FakeDeployment:
+    id: int
+    name: str
+    tag: str
+    endpoint_id: int
+    workergroup_id: int
+    body: dict
+    uploaded: bool = False
+    heartbeats: int = 0
+    polls: int = 0
+    deleted: bool = False
+
+
+@dataclass
+class FakeVast:
+    api_key: str = "user-key-0123456789"
+    functions: dict[str, Callable] = field(default_factory=dict)
+    classes: dict[str, type] = field(default_factory=dict)   # the worker's shipped classes, by name
+    ready_after: int = 1            # get_endpoint_workers polls that show a starting worker first
+    worker_error: str | None = None
+    worker_perf: float = 1234.5
+    route_waits: int = 0
+    workergroups_visible: bool = True
+    put_workergroup: bool = True
+    offers: list = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
+    deployments: dict[int, FakeDeployment] = field(default_factory=dict)
+    uploads: list[dict] = field(default_factory=list)
+    updates: list[dict] = field(default_factory=list)
+    _failures: list[tuple[str, str, list]] = field(default_factory=list)
+    _next_id: int = 100
+
+    # -- knobs ---------------------------------------------------------------------------------
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def fail(self, method: str, path: str, *outcomes: int | Exception) -> None:
+        """The next matching requests get these statuses (or raise these exceptions), in order."""
+        self._failures.append((method.upper(), path, list(outcomes)))
+
+    def endpoint_key(self, endpoint_id: int) -> str:
+        return f"endpoint-key-{endpoint_id}"
+
+    def sent(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
+        return [r for r in self.requests if (method is None or r.method == method) and (path is None or r.path == path)]
+
+    def live(self, name: str, tag: str) -> FakeDeployment | None:
+        return next((d for d in self.deployments.values() if (d.name, d.tag) == (name, tag) and not d.deleted), None)
+
+    # -- dispatch ------------------------------------------------------------------------------
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        recorded = self._record(request)
+        for index, (method, path, outcomes) in enumerate(self._failures):
+            if method == recorded.method and path in recorded.path and outcomes:
+                outcome = outcomes.pop(0)
+                if not outcomes:
+                    self._failures.pop(index)
+                if isinstance(outcome, Exception):
+                    raise outcome
+                return httpx.Response(outcome, json={"error": f"injected HTTP {outcome}", "msg": "injected"})
+        host = f"{request.url.scheme}://{request.url.netloc.decode()}"
+        if host == WORKER:
+            return await self._worker(recorded)
+        handler = {WEB: self._web, AUTOSCALER: self._autoscaler, STORAGE: self._storage}.get(host)
+        if handler is None:
+            return httpx.Response(502, text=f"fake Vast: unknown host {host}")
+        return handler(recorded)
+
+    def _record(self, request: httpx.Request) -> Recorded:
+        raw = request.read()
+        try:
+            body = json.loads(raw) if raw and "json" in request.headers.get("content-type", "") else None
+        except ValueError:
+            body = None
+        split = urlsplit(str(request.url))
+        recorded = Recorded(request.method, str(request.url), split.path,
+                            {k: v[0] for k, v in parse_qs(split.query).items()}, dict(request.headers), body, raw)
+        self.requests.append(recorded)
+        return recorded
+
+    def _user_ok(self, r: Recorded, query: bool = True) -> bool:
+        bearer = r.headers.get("authorization") == f"Bearer {self.api_key}"
+        return bearer and (not query or r.query.get("api_key") == self.api_key)
+
+    # -- webserver -----------------------------------------------------------------------------
+    def _web(self, r: Recorded) -> httpx.Response:
+        heartbeat = r.path.endswith("/heartbeat/")
+        if not self._user_ok(r, query=not heartbeat):
+            return httpx.Response(401, json={"msg": "invalid api key"})
+        parts = [p for p in r.path.split("/") if p][2:]   # after /api/v0
+        if r.method == "PUT" and parts == ["deployments"]:
+            return self._put(r.body)
+        if r.method == "GET" and parts == ["deployments"]:
+            return httpx.Response(200, json={"deployments": [self._data(d) for d in self.deployments.values()
+                                                             if not d.deleted]})
+        if r.method == "DELETE" and parts == ["deployments"]:
+            return self._delete_by_name(r.body or {})
+        if parts[:1] == ["deployment"] and len(parts) >= 2:
+            return self._deployment(r, int(parts[1]), parts[2:])
+        if r.method == "GET" and parts == ["workergroups"]:
+            groups = [{"id": d.workergroup_id, "endpoint_id": d.endpoint_id} for d in self.deployments.values()]
+            return httpx.Response(200, json={"results": groups if self.workergroups_visible else []})
+        if r.method == "GET" and parts[:1] == ["endptjobs"]:
+            return self._endpoint(int(parts[1]))
+        if r.method == "POST" and parts == ["bundles"]:
+            return httpx.Response(200, json={"offers": self.offers})
+        return httpx.Response(404, json={"msg": f"fake Vast: no route {r.method} {r.path}"})
+
+    def _put(self, body: dict) -> httpx.Response:
+        missing = [k for k in ("name", "image", "file_hash", "file_size") if k not in (body or {})]
+        if missing:
+            return httpx.Response(422, json={"msg": f"missing fields: {', '.join(missing)}"})
+        current = self.live(body["name"], body.get("tag", "default"))
+        if current is None:
+            current, action = self._create(body), "created"
+        else:
+            action = self._action(current.body, body)
+            current.body = dict(body)
+        answer = {"success": True, "action": action, "deployment_id": current.id, "endpoint_id": current.endpoint_id}
+        if self.put_workergroup:
+            answer["workergroup_id"] = current.workergroup_id
+        if action in ("created", "soft_update"):
+            answer |= {"upload_url": f"{STORAGE}/upload", "upload_fields": {"key": f"bundles/{current.id}.tar.gz",
+                                                                            "policy": "p0l1cy", "x-amz-signature": "s1g"}}
+            current.uploaded, current.polls = False, 0
+        return httpx.Response(200, json=answer)
+
+    def _create(self, body: dict) -> FakeDeployment:
+        self._next_id += 1
+        d = FakeDeployment(self._next_id, body["name"], body.get("tag", "default"), self._next_id + 1000,
+                           self._next_id + 2000, dict(body))
+        self.deployments[d.id] = d
+        return d
+
+    @staticmethod
+    def _action(old: dict, new: dict) -> str:
+        if old.get("file_hash") != new.get("file_hash") or any(old.get(k) != new.get(k) for k in IMAGE_FIELDS):
+            return "soft_update"
+        if any(old.get(k) != new.get(k) for k in SCALING_FIELDS):
+            return "autoscale_update"
+        return "exists"
+
+    def _deployment(self, r: Recorded, deployment_id: int, rest: list[str]) -> httpx.Response:
+        d = self.deployments.get(deployment_id)
+        if d is None or d.deleted:
+            return httpx.Response(404, json={"msg": "deployment not found"})
+        if r.method == "POST" and rest == ["heartbeat"]:
+            d.heartbeats += 1
+            return httpx.Response(200, json={"success": True})
+        if r.method == "GET" and not rest:
+            return httpx.Response(200, json={"deployment": self._data(d)})
+        if r.method == "DELETE" and not rest:
+            d.deleted = True
+            return httpx.Response(200, json={"success": True})
+        return httpx.Response(404, json={"msg": "no such route"})
+
+    def _delete_by_name(self, body: dict) -> httpx.Response:
+        hits = [d for d in self.deployments.values() if d.name == body.get("name") and not d.deleted
+                and ("tag" not in body or d.tag == body["tag"])]
+        if not hits:
+            return httpx.Response(404, json={"msg": "no deployment with that name"})
+        for d in hits:
+            d.deleted = True
+        return httpx.Response(200, json={"success": True, "deleted": len(hits)})
+
+    def _data(self, d: FakeDeployment) -> dict:
+        return {"id": d.id, "name": d.name, "tag": d.tag, "endpoint_id": d.endpoint_id, "endpoint_state": "active",
+                "worker_count": 1, "file_hash": d.body.get("file_hash"), "ttl": d.body.get("ttl")}
+
+    def _endpoint(self, endpoint_id: int) -> httpx.Response:
+        if not any(d.endpoint_id == endpoint_id and not d.deleted for d in self.deployments.values()):
+            return httpx.Response(404, json={"msg": "endpoint not found"})
+        return httpx.Response(200, json={"result": {"id": endpoint_id, "endpoint_name": f"ep-{endpoint_id}",
+                                                    "api_key": self.endpoint_key(endpoint_id), "user_id": 7}})
+
+    # -- storage and autoscaler ----------------------------------------------------------------
+    def _storage(self, r: Recorded) -> httpx.Response:
+        if "authorization" in r.headers:
+            return httpx.Response(400, text="presigned POST must not carry Authorization")
+        self.uploads.append({"content_type": r.headers.get("content-type", ""), "raw": r.raw})
+        for d in self.deployments.values():
+            if not d.uploaded and f"bundles/{d.id}.tar.gz".encode() in r.raw:
+                d.uploaded = True
+        return httpx.Response(204)
+
+    def _autoscaler(self, r: Recorded) -> httpx.Response:
+        body = r.body or {}
+        if r.path == "/update_workers/":
+            if body.get("api_key") != self.api_key or not self._user_ok(r):
+                return httpx.Response(401, text="bad key")
+            self.updates.append(body)
+            return httpx.Response(200, json={"success": True})
+        if r.path == "/get_endpoint_workers/":
+            return self._workers(body)
+        if r.path == "/route/":
+            return self._route(r, body)
+        return httpx.Response(404, text="no such autoscaler route")
+
+    def _workers(self, body: dict) -> httpx.Response:
+        d = next((d for d in self.deployments.values() if d.endpoint_id == body.get("id") and not d.deleted), None)
+        if body.get("api_key") != self.api_key or d is None:
+            return httpx.Response(200, json={"error_msg": "authenticate_endpoint_apikey_by_id failed"})
+        d.polls += 1
+        loaded = d.polls > self.ready_after and self.worker_error is None
+        worker = {"id": d.id * 10, "status": "error" if self.worker_error else ("idle" if loaded else "loading"),
+                  "loadtime": 3.5 if loaded else 0.0, "error_msg": self.worker_error or "",
+                  "cur_perf": 0.0, "max_perf": self.worker_perf if loaded else 0.0}
+        return httpx.Response(200, json=[worker])
+
+    def _route(self, r: Recorded, body: dict) -> httpx.Response:
+        endpoint_id = int(str(body.get("endpoint", "ep-0")).removeprefix("ep-") or 0)
+        key = self.endpoint_key(endpoint_id)
+        if body.get("api_key") != key or r.headers.get("authorization") != f"Bearer {key}":
+            return httpx.Response(401, text="bad endpoint key")
+        if self.route_waits > 0:
+            self.route_waits -= 1
+            return httpx.Response(200, json={"request_idx": 41, "status": "waiting for workers"})
+        return httpx.Response(200, json={"url": WORKER, "request_idx": body.get("request_idx") or 42, "reqnum": 7,
+                                         "cost": body.get("cost"), "endpoint": body.get("endpoint"),
+                                         "signature": base64.b64encode(b"sig").decode()})
+
+    # -- the worker (the shim contract of the generated deployment.py) -------------------------
+    async def _worker(self, r: Recorded) -> httpx.Response:
+        body = r.body if isinstance(r.body, dict) else None
+        if body is None:
+            return httpx.Response(422, json={"error": "invalid JSON"})
+        auth = body.get("auth_data")
+        if not isinstance(auth, dict) or any(k not in auth for k in AUTH_FIELDS):
+            return httpx.Response(422, json={"auth_data": "field missing"})
+        if not isinstance(body.get("payload"), dict):
+            return httpx.Response(422, json={"payload": {"data": "payload must be a dictionary"}})
+        name = r.path.removeprefix("/remote/")
+        if name not in self.functions:
+            return httpx.Response(404, text="404: Not Found")
+        kwargs = dict(body["payload"].get("kwargs") or {})
+        if envelope.PARAM in kwargs:
+            return httpx.Response(200, json={"result": {"ok": await self._run_enveloped(name, kwargs[envelope.PARAM])}})
+        try:
+            return httpx.Response(200, json={"result": {"ok": await _maybe_await(self.functions[name](**kwargs))}})
+        except Exception as exc:  # the official wire: the message is lost (reference 3.3)
+            return httpx.Response(200, json={"result": {"err": {"type": "obj", "class": type(exc).__qualname__,
+                                                                "module": {"type": "absolute", "path": ["builtins"]},
+                                                                "contents": {}}}})
+
+    async def _run_enveloped(self, name: str, text: str) -> str:
+        request = envelope.decode(text, self.classes)
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                value = await _maybe_await(self.functions[name](*request["args"], **request["kwargs"]))
+            message = {"ok": True, "value": value}
+        except Exception as exc:
+            message = {"ok": False, "error": wire.error_envelope(exc)}
+        message["output"] = [(s, t) for s, t in (("stdout", out.getvalue()), ("stderr", err.getvalue())) if t]
+        return envelope.answer(message, {cls: name for name, cls in self.classes.items()})
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

@@ -1,0 +1,83 @@
+"""What this machine remembers about its Vast deployments: ``home/vast/<name>/<tag>.json``.
+
+One record per (name, tag), written after every successful PUT: the
+deployment and endpoint ids and the Manifest JSON that was applied, so the
+next deploy can decide its tier without asking Vast. Files are 0600, written
+atomically; the record holds no key or secret.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class DeployRecord:
+    name: str
+    tag: str
+    deployment_id: int
+    endpoint_id: int
+    manifest_json: str | None
+    action: str
+    ttl: float | None = None
+    updated: float = 0.0
+
+
+def _component(text: str) -> str:
+    """A file name for ``text``; names that needed changes get a digest so they never collide."""
+    safe = _UNSAFE.sub("_", text)
+    if safe == text and text not in ("", ".", ".."):
+        return text
+    return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def record_path(home: str | os.PathLike, name: str, tag: str) -> Path:
+    return Path(home) / "vast" / _component(name) / f"{_component(tag)}.json"
+
+
+def read_record(home: str | os.PathLike, name: str, tag: str) -> DeployRecord | None:
+    try:
+        data = json.loads(record_path(home, name, tag).read_text())
+        return DeployRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_record(home: str | os.PathLike, record: DeployRecord) -> None:
+    path = record_path(home, record.name, record.tag)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data = asdict(record) | {"updated": time.time()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".record-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def records_for(home: str | os.PathLike, name: str) -> list[DeployRecord]:
+    folder = Path(home) / "vast" / _component(name)
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = DeployRecord(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if record.name == name:
+            found.append(record)
+    return found
+
+
+def delete_record(home: str | os.PathLike, name: str, tag: str) -> None:
+    record_path(home, name, tag).unlink(missing_ok=True)
