@@ -69,6 +69,13 @@ async def square(x):
 ''')
 
 
+DEPLOY = code("report = %vast_deploy --app app")
+
+
+def check(source: str):
+    return code("# NBVAL_CHECK_OUTPUT\n" + source.strip())
+
+
 QUICKSTART = [
     md('''
 # vast_magic quickstart
@@ -86,25 +93,15 @@ report = %vast_deploy --app app
 print("tier", report.tier, report.reasons, "workers", len(report.workers))
 '''),
     md("Call it like a local coroutine. What the function prints shows up here."),
-    code("# NBVAL_CHECK_OUTPUT\nawait square(5)"),
-    code("# NBVAL_CHECK_OUTPUT\nsquare.map([1, 2, 3, 4])"),
+    check("await square(5)"),
+    check("square.map([1, 2, 3, 4])"),
     md("Edit the function and deploy again: only the code changed, so workers are replaced one by one (tier 2)."),
     remote_cell("return _shift(x) * x * model.scale + 1000"),
-    code('''
-# NBVAL_CHECK_OUTPUT
-report = %vast_deploy --app app
-print("tier", report.tier, report.reasons)
-print(await square(5))
-'''),
+    DEPLOY,
+    check('print("tier", report.tier, report.reasons)\nprint(await square(5))'),
     md("An autoscaling change keeps the same workers (tier 1); an unchanged deploy does nothing (tier 0)."),
-    code('''
-# NBVAL_CHECK_OUTPUT
-app.configure_autoscaling(max_workers=3)
-scaled = %vast_deploy --app app
-unchanged = %vast_deploy --app app
-print("tier", scaled.tier, scaled.reasons)
-print("tier", unchanged.tier, unchanged.reasons)
-'''),
+    code("app.configure_autoscaling(max_workers=3)\nscaled = %vast_deploy --app app\nunchanged = %vast_deploy --app app"),
+    check('print("tier", scaled.tier, scaled.reasons)\nprint("tier", unchanged.tier, unchanged.reasons)'),
     code("%vast_status --app app"),
     code("%vast_teardown --app app"),
     md('''
@@ -127,24 +124,21 @@ await square(5)                              # routed through Vast's autoscaler 
 TIERS = [
     md("# The five update tiers\n\n`%vast_deploy` deploys the smallest change that makes the workers run what the cells say."),
     SETUP,
+    code('def show(report):\n    print("tier", report.tier, "|", "; ".join(report.reasons) or "no changes")'),
     CONTEXT,
     remote_cell("return x * x * model.scale"),
-    code('''
-# NBVAL_CHECK_OUTPUT
-def deploy():
-    report = %vast_deploy --app app
-    print("tier", report.tier, "|", "; ".join(report.reasons) or "no changes")
-
-deploy()   # tier 4: a new deployment
-'''),
-    code("# NBVAL_CHECK_OUTPUT\ndeploy()   # tier 0: nothing changed, nothing restarted"),
-    code("# NBVAL_CHECK_OUTPUT\napp.configure_autoscaling(max_workers=3)\ndeploy()   # tier 1: same workers, new scaling"),
-    remote_cell("return x * x * model.scale  # a comment-only edit is still tier 0"),
-    code("# NBVAL_CHECK_OUTPUT\ndeploy()"),
+    DEPLOY, check("show(report)   # tier 4: a new deployment"),
+    DEPLOY, check("show(report)   # tier 0: nothing changed, nothing restarted"),
+    code("app.configure_autoscaling(max_workers=3)"),
+    DEPLOY, check("show(report)   # tier 1: same workers, new scaling"),
+    remote_cell("return x * x * model.scale  # a comment-only edit changes nothing"),
+    DEPLOY, check("show(report)   # still tier 0"),
     remote_cell("return x * x * model.scale + 1"),
-    code("# NBVAL_CHECK_OUTPUT\ndeploy()   # tier 2: code changed, rolling replacement\nprint(await square(3))"),
-    code('# NBVAL_CHECK_OUTPUT\napp.image_or_default().env(MODE="fast")\ndeploy()   # tier 3: environment changed, every worker replaced'),
-    code('# NBVAL_CHECK_OUTPUT\napp.tag = "v2"\ndeploy()   # tier 4: a new tag is a new endpoint; "default" keeps serving'),
+    DEPLOY, check("show(report)   # tier 2: code changed, rolling replacement\nprint(await square(3))"),
+    code('app.image_or_default().env(MODE="fast")'),
+    DEPLOY, check("show(report)   # tier 3: environment changed, every worker replaced"),
+    code('app.tag = "v2"'),
+    DEPLOY, check('show(report)   # tier 4: a new tag is a new endpoint; "default" keeps serving'),
     code("%vast_teardown --app app --all-tags"),
 ]
 

@@ -53,7 +53,8 @@ def _print_cells(notebook, out: TextIO, elapsed: float) -> int:
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
             continue
-        first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+        lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("# NBVAL")]
+        first_line = lines[0] if lines else ""
         print(f"--- cell {index}: {first_line}", file=out)
         for output in cell.get("outputs", []):
             print(_output_text(output), end="", file=out)
