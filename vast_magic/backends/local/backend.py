@@ -8,14 +8,16 @@ ready). Everything here runs on vast_magic's background loop. A dry run
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import pickle
 import site
 import sys
 from pathlib import Path
 from typing import Any
 
 from ... import events, settings
-from ...errors import CallTimeoutError, DeployError, OverloadedError, WorkerLostError, make_remote_error
+from ...errors import BackendError, CallTimeoutError, CaptureError, ConfigError, DeployError, OverloadedError, WorkerLostError, make_remote_error
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
 from .client import EngineClient, EngineUnavailable
@@ -30,6 +32,8 @@ _WORKER_TIMEOUT_MARK = "did not finish within its timeout"
 
 def not_applied_locally(image: Any) -> tuple[str, ...]:
     """What of the ImageSpec is ignored locally, so status says so instead of dropping it silently."""
+    if image is None:              # a plan without an image (engine-level callers): nothing to report
+        return ()
     found = [f"image {image.from_image} (local workers run this machine's Python)"]
     if image.apt:
         found.append("apt packages: " + ", ".join(image.apt))
@@ -77,10 +81,20 @@ class LocalBackend:
         except DeployError as exc:
             emit(events.Failed(str(exc)))
             raise
+        except asyncio.CancelledError:
+            await self._cancel_apply(plan.name, plan.tag)
+            raise
         if plan.ttl:
             self._keep_alive(plan.name, plan.tag, plan.ttl)
         return ApplyResult(endpoint=result["endpoint"], workers=tuple(WorkerInfo(**w) for w in result["workers"]),
                            benchmark=result["benchmark"], backend_action=None, not_applied=not_applied)
+
+    async def _cancel_apply(self, name: str, tag: str) -> None:
+        """Tell the engine we stopped waiting, so it does not keep rolling out a version nobody awaits."""
+        try:
+            await asyncio.wait_for(self.engine.request("cancel_apply", autostart=False, name=name, tag=tag), 15)
+        except (asyncio.TimeoutError, BackendError, ConnectionError, OSError):
+            pass
 
     def _keep_alive(self, name: str, tag: str, ttl: float) -> None:
         self._ttl[(name, tag)] = ttl
@@ -101,6 +115,10 @@ class LocalBackend:
 
     # -- calls ------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
+        timeout = spec.timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
+            raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
+                              f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
         for attempt in range(spec.retries + 1):
             try:
                 return await self._call_once(spec, args, kwargs, classes or {})
@@ -137,18 +155,30 @@ class LocalBackend:
             route = pool.choose(spec.cost, spec.max_queue_time)
         return route
 
+    async def _connect(self, pool: DeploymentPool, spec: CallSpec, deadline: float):
+        """A route and an open connection. A worker that cannot be reached never saw the call, so another
+        route is tried (routes can be stale after the engine restarted): never an error for this alone."""
+        while True:
+            route = await self._route(pool, spec, deadline)
+            try:
+                return route, await pool.connection(route)
+            except WorkerLostError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise CallTimeoutError(f"no worker of {spec.name}/{spec.tag} could be reached within the "
+                                           f"{spec.timeout:g}s timeout of {spec.function}; see app.status().") from None
+                await asyncio.sleep(0.05)          # pool.connection dropped the dead route; ask again
+
     async def _call_once(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + spec.timeout
         pool = await self._pool(spec.name, spec.tag)
-        route = await self._route(pool, spec, deadline)
-        conn = await pool.connection(route)
+        route, conn = await self._connect(pool, spec, deadline)
         call_id = pool.next_id()
         request = {"op": "call", "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
                    "cost": spec.cost, "timeout": spec.timeout}
         conn.inflight += spec.cost
         try:
-            future = await conn.call(request, classes)
+            future = await _send(conn, request, classes, spec.function)
             response = await asyncio.wait_for(future, max(0.0, deadline - loop.time()) + 1.0)
         except asyncio.TimeoutError:
             conn.pending.pop(call_id, None)
@@ -205,6 +235,17 @@ class LocalBackend:
         for pool in self.pools.values():
             pool.close()
         self.engine.close()
+
+
+async def _send(conn: Any, request: dict, classes: Any, function: str) -> asyncio.Future:
+    """Send one call; arguments that cannot be pickled are the caller's error, and nothing was sent."""
+    try:
+        return await conn.call(request, classes)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        conn.pending.pop(request["id"], None)
+        raise CaptureError(f"the arguments of {function} cannot be sent to a worker ({exc}); nothing was sent. "
+                           "Pass plain data (numbers, strings, lists, dicts, arrays, dataclasses) and create locks, "
+                           "files, sockets or clients inside the remote function.") from None
 
 
 def _outcome(spec: CallSpec, response: dict) -> CallOutcome:

@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 from ...errors import BackendError, ConfigError, DeployError, VastMagicError
 from . import rollout
+from .bundles import DISK_HINT, is_disk_error
 from .channel import Channel
 from .engine import Engine, status_of, tail_lines
 
@@ -47,12 +48,16 @@ async def op_apply(engine: Engine, channel: Channel, req: dict):
     def emit(kind: str, fields: dict) -> None:
         engine.background(_send_quietly(channel, {"id": rid, "event": (kind, fields)}))
 
+    key = (req.get("name"), req.get("tag"))
+    engine.apply_tasks[key] = asyncio.current_task()
     try:
         return await rollout.apply(engine, req, emit)
     except (VastMagicError, asyncio.CancelledError):
         raise
     except OSError as exc:
-        raise DeployError(f"deploying {req['name']}/{req['tag']} failed: {exc}; the previous version keeps serving.") from exc
+        hint = f"; {DISK_HINT}" if is_disk_error(exc) else ""
+        raise DeployError(f"deploying {req['name']}/{req['tag']} failed: {exc}{hint}; "
+                          "the previous version keeps serving.") from exc
 
 
 async def _send_quietly(channel: Channel, message: dict) -> None:
@@ -142,6 +147,16 @@ async def op_heartbeat(engine: Engine, channel: Channel, req: dict):
     return True
 
 
+async def op_cancel_apply(engine: Engine, channel: Channel, req: dict):
+    """The client gave up waiting (Ctrl-C): stop that deploy; what already served keeps serving."""
+    task = engine.apply_tasks.get((req["name"], req["tag"]))
+    if task is None or task.done():
+        return False
+    task.cancel()
+    await asyncio.wait([task], timeout=10)
+    return True
+
+
 async def op_ping(engine: Engine, channel: Channel, req: dict):
     return {"port": engine.port, "deployments": len(engine.deployments)}
 
@@ -149,5 +164,5 @@ async def op_ping(engine: Engine, channel: Channel, req: dict):
 OPS = {
     "apply": op_apply, "route": op_route, "subscribe": op_subscribe, "status": op_status, "list": op_list,
     "logs": op_logs, "worker_log": op_worker_log, "teardown": op_teardown, "heartbeat": op_heartbeat,
-    "ping": op_ping,
+    "ping": op_ping, "cancel_apply": op_cancel_apply,
 }

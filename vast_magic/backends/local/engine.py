@@ -106,6 +106,7 @@ class Engine:
         self.deployments: dict[tuple[str, str], Deployment] = {}
         self.subscribers: dict[tuple[str, str], set[Channel]] = collections.defaultdict(set)
         self.applying: set[tuple[str, str]] = set()      # new-version deploys in progress
+        self.apply_tasks: dict[tuple[str, str], asyncio.Task] = {}   # the request task of each apply, to cancel it
         self.channels: set[Channel] = set()               # every open connection, closed on shutdown
         self.last_activity = time.monotonic()
         self.stopping = asyncio.Event()
@@ -262,12 +263,16 @@ class Engine:
             await self.publish_routes(dep)
 
     def _on_log(self, dep: Deployment, worker: Worker, lines: list) -> None:
-        with open(worker.rec.log_path, "a") as log:
-            for when, stream, text, function in lines:
-                line = LogLine(float(when), worker.rec.id, str(stream), str(text), function)
-                dep.logs.append(line)
-                log.write(text if str(text).endswith("\n") else f"{text}\n")
-                dep.notify("LogLine", **asdict(line))
+        records = [LogLine(float(when), worker.rec.id, str(stream), str(text), function)
+                   for when, stream, text, function in lines]
+        for line in records:
+            dep.logs.append(line)
+            dep.notify("LogLine", **asdict(line))
+        try:                          # a full or read-only home loses the file copy, never the worker
+            with open(worker.rec.log_path, "a") as log:
+                log.writelines(line.text if line.text.endswith("\n") else f"{line.text}\n" for line in records)
+        except OSError as exc:
+            print(f"cannot append to {worker.rec.log_path}: {exc}", flush=True)
 
     async def on_worker_disconnect(self, channel: Channel) -> None:
         for dep in list(self.deployments.values()):

@@ -94,6 +94,8 @@ async def _roll_out(engine: Engine, dep: Deployment | None, req: dict, emit: Emi
     created = dep.rec.created if dep is not None else time.time()
     if dep is not None:
         dep.rollout = True
+    candidates: list[Worker] = []
+    committed = False
     try:
         version = await prepare_version(engine, req, emit)
         if dep is None:
@@ -102,9 +104,11 @@ async def _roll_out(engine: Engine, dep: Deployment | None, req: dict, emit: Emi
         dep.watchers.add(emit)
         old = [w for w in dep.workers.values() if w.role == "serving"]
         count = min(cap, max(1, cold, len(old)))
-        candidates = [await engine.start_worker(dep, version, "candidate") for _ in range(count)]
+        for _ in range(count):
+            candidates.append(await engine.start_worker(dep, version, "candidate"))
         await _first_ready(engine, dep, candidates, req["timeout"])
         engine.commit(dep, record_for(req, version, created))
+        committed = True
         task = engine.background(_promote(engine, dep, candidates, old))
         need = min(count, max(1, cold))
         await _wait_ready(dep, lambda w: w.rec.version == version.version and w.role == "serving", need,
@@ -114,6 +118,10 @@ async def _roll_out(engine: Engine, dep: Deployment | None, req: dict, emit: Emi
         if dep is not None:
             dep.rollout = False
             dep.last_error = dep.last_error or str(exc)
+            if isinstance(exc, asyncio.CancelledError) and not committed:
+                # an interrupted deploy (Ctrl-C in the notebook): the new version never served, so it goes
+                dep.last_error = "the deploy was interrupted; the previous version keeps serving"
+                await asyncio.shield(_abort(engine, dep, candidates))
         raise
     finally:
         engine.applying.discard((req["name"], req["tag"]))
