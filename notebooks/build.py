@@ -111,9 +111,12 @@ Not executed here (it needs an account and GPUs). Set `VAST_API_KEY`, then only
 the deployment changes:
 
 ```python
+from vast_magic.query import gpu_ram, gpu_name, RTX_4090, H100_SXM
+
 app = Deployment(name="quickstart", backend="vast", ttl=3600)
-app.image("vastai/base-image:@vastai-automatic-tag", storage=32).require(gpu_ram >= 24)
-app.image_or_default().preview_offers()     # how many offers match, and their prices
+image = app.image("vastai/base-image:@vastai-automatic-tag", storage=32)
+image.require(gpu_ram >= 24, gpu_name.in_([RTX_4090, H100_SXM]))
+image.preview_offers()                       # how many offers match, and their price range
 %vast_deploy --app app                       # PUT /api/v0/deployments/, upload, workers report in
 await square(5)                              # routed through Vast's autoscaler to a GPU worker
 %vast_teardown --app app
@@ -135,7 +138,7 @@ TIERS = [
     DEPLOY, check("show(report)   # still tier 0"),
     remote_cell("return x * x * model.scale + 1"),
     DEPLOY, check("show(report)   # tier 2: code changed, rolling replacement\nprint(await square(3))"),
-    code('app.image_or_default().env(MODE="fast")'),
+    code('app.image("vastai/base-image:@vastai-automatic-tag", storage=16).env(MODE="fast")'),
     DEPLOY, check("show(report)   # tier 3: environment changed, every worker replaced"),
     code('app.tag = "v2"'),
     DEPLOY, check('show(report)   # tier 4: a new tag is a new endpoint; "default" keeps serving'),
@@ -146,7 +149,7 @@ ERRORS = [
     md("# Common mistakes and what vast_magic says\n\nEach cell below fails on purpose; the message says how to fix it."),
     SETUP,
     code("import vast_magic.query as q\nq.gpu_rma >= 24   # a typo in a column name", RAISES),
-    code("from vast_magic.query import gpu_ram\napp.image_or_default().require(gpu_ram >= 'lots')", RAISES),
+    code("from vast_magic.query import gpu_ram\napp.image('vastai/base-image:@vastai-automatic-tag').require(gpu_ram >= 'lots')", RAISES),
     code("app.configure_autoscaling(target_util=1.5)", RAISES),
     code("%%vast_remote --app app\nx = 1   # no function in this cell", RAISES),
     code('''
