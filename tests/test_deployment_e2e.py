@@ -98,6 +98,7 @@ def test_deploy_call_and_every_tier(tmp_path, engine_home):
 
     tagged, _ = run_app(tmp_path, offset=100, MAX_WORKERS="3", TAG="v2")
     assert tagged["tier"] == 4 and tagged["endpoint"] == "local://e2e/v2"
+    assert tagged["reasons"] == ["new deployment"]  # a fresh process knows no earlier tag
     engine_home.collect()
 
 

@@ -23,7 +23,7 @@ from .backends import get_backend
 from .backends.base import CallOutcome, CallSpec, DeployPlan
 from .bundle import build_manifest, decide_tier, secret_key, write_bundle
 from .capture import capture_code
-from .errors import ConfigError
+from .errors import BundleError, ConfigError
 from .events import Event, Packaging, Ready, TierDecided
 from .reports import Bundle, DeployReport, LogLine
 
@@ -64,6 +64,7 @@ class DeployFlow:
     def __init__(self, app: "Deployment"):
         self.app = app
         self._deployed: Deployed | None = None
+        self._last_manifest = None
 
     # -- preparing (calling thread) ---------------------------------------------
     def prepare(self, backend_kind: str, require_benchmark: bool = False) -> Prepared:
@@ -92,12 +93,20 @@ class DeployFlow:
         """Bundles are content-addressed under the home, so an unchanged deploy writes nothing."""
         digest = hashlib.sha256(prepared.manifest.to_json().encode()).hexdigest()[:32]
         folder = settings.home() / "bundles"
-        folder.mkdir(mode=0o700, exist_ok=True)
         path, meta = folder / f"{digest}.tar.gz", folder / f"{digest}.json"
-        if not (path.is_file() and meta.is_file()):
-            bundle = self.write_bundle(prepared, path)
-            meta.write_text(json.dumps({"files": len(bundle.files)}))
-        return path, path.stat().st_size, json.loads(meta.read_text())["files"]
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            files = _cached_file_count(meta) if path.is_file() else None
+            if files is None:
+                files = len(self.write_bundle(prepared, path).files)
+                tmp = meta.with_suffix(".json.tmp")        # atomic: a full disk never leaves a half-written meta
+                tmp.write_text(json.dumps({"files": files}))
+                tmp.replace(meta)
+            return path, path.stat().st_size, files
+        except OSError as exc:
+            raise BundleError(f"cannot write the bundle under {folder} ({exc.strerror or exc}); free some space in "
+                              "VAST_MAGIC_HOME or point VAST_MAGIC_HOME at a writable folder. Nothing was deployed; "
+                              "the previous version keeps serving.") from exc
 
     def _dry_bundle(self, prepared: Prepared) -> tuple[int, int]:
         folder = tempfile.mkdtemp(prefix="vast-magic-dry-")
@@ -121,6 +130,8 @@ class DeployFlow:
         started = time.perf_counter()
         backend = self.backend(prepared.backend)
         previous = await backend.previous_manifest(prepared.name, prepared.tag)
+        if previous is None and self._last_manifest is not None and self._last_manifest.name == prepared.name:
+            previous = self._last_manifest  # another tag of this deployment: the reasons say "tag: a -> b"
         decision = decide_tier(previous, prepared.manifest)
         if dry_run:
             size, files = await asyncio.to_thread(self._dry_bundle, prepared)
@@ -133,6 +144,7 @@ class DeployFlow:
         emit(TierDecided(decision.tier, decision.reasons))
         result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
         emit(Ready(result.endpoint, time.perf_counter() - started))
+        self._last_manifest = prepared.manifest
         self._deployed = Deployed(backend, prepared.name, prepared.tag,
                                   frozenset(r.name for r in prepared.remotes), prepared.class_refs)
         return self._report(prepared, decision, size, files, dry_run=False, result=result)
@@ -209,6 +221,13 @@ class DeployFlow:
                         timeout=timeout if timeout is not None else opts.timeout,
                         max_queue_time=opts.max_queue_time, retries=opts.retries, cost=cost)
         return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+
+
+def _cached_file_count(meta: Path) -> int | None:
+    try:
+        return int(json.loads(meta.read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _progress_events(emit: Callable[[Event], None]) -> Callable[[Event], None]:
