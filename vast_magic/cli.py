@@ -72,8 +72,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_status(name: str, tag: str):
+    """The status of a recorded deployment; an unknown name is an error that says where to look."""
+    status = loop.run_sync(_local_backend().status(name, tag))
+    if status.endpoint is None and status.state == "stopped":
+        raise ConfigError(f"there is no local deployment {name}/{tag}; `vast-magic ls` lists the deployments "
+                          "(pass --tag T for another tag).")
+    return status
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    status = loop.run_sync(_local_backend().status(args.name, args.tag))
+    status = _known_status(args.name, args.tag)
     print(f"{status.name}/{status.tag}: {status.state} at {status.endpoint or '-'}")
     for worker in status.workers:
         print(f"  worker {worker.id}: {worker.state} perf={worker.perf} pid={worker.pid}")
@@ -83,6 +92,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    _known_status(args.name, args.tag)
     for line in loop.run_sync(_local_backend().logs(args.name, args.tag, args.function, args.tail)):
         print(f"[{line.worker}] {line.text.rstrip()}")
     return 0

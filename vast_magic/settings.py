@@ -110,7 +110,8 @@ def home(explicit: str | None = None) -> Path:
     path = Path(resolve("home", explicit))
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        if os.stat(path).st_mode & 0o777 != 0o700:     # only when needed: a read-only home still serves calls
+            os.chmod(path, 0o700)
     except OSError as exc:
         raise ConfigError(f"Cannot use {path} as VAST_MAGIC_HOME ({exc.strerror}); set VAST_MAGIC_HOME to a writable folder.") from exc
     return path

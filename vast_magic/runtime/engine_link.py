@@ -16,7 +16,7 @@ from . import framing, wire
 
 LOG_FLUSH_SECONDS = 0.2
 MAX_PENDING_LOG_LINES = 10_000
-DROP_GRACE = 0.3            # engine gone: nobody waits for in-flight answers, leave fast
+DROP_GRACE = 0.9            # engine gone: finish short in-flight calls (clients talk to us directly), still exit within 2 s
 
 
 class EngineLink:

@@ -10,6 +10,7 @@ worker's (and the cached) file. Bundles are small, so a real copy is cheap.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -22,6 +23,15 @@ from ...errors import BundleError
 
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_TOTAL_BYTES = 8 * 1024**3
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """A full, read-only or forbidden disk (the user fixes the home), not a broken bundle."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS
+
+
+DISK_HINT = "free some space in VAST_MAGIC_HOME or point VAST_MAGIC_HOME at a writable folder"
 
 
 def _check_member(member: tarfile.TarInfo, root: Path, max_member: int) -> None:
@@ -55,7 +65,12 @@ def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *, max_me
                 raise BundleError(f"bundle unpacks to {total} bytes, above the {max_total}-byte limit.")
             root.mkdir(parents=True, exist_ok=True)
             tar.extractall(root, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except OSError as exc:
+        if is_disk_error(exc):
+            raise BundleError(f"cannot unpack the bundle into {root}: {exc.strerror}; {DISK_HINT}. "
+                              "The previous version keeps serving.") from exc
+        raise BundleError(f"cannot read bundle {tar_path}: {exc}; rebuild it with app.build_bundle().") from exc
+    except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"cannot read bundle {tar_path}: {exc}; rebuild it with app.build_bundle().") from exc
     return root
 

@@ -44,7 +44,11 @@ def load_token(home: Path) -> str:
                 pass                       # another process created it first: use theirs
         finally:
             os.unlink(tmp)
-    return path.read_text().strip()
+    token = path.read_text(errors="replace").strip()
+    if len(token) < 32 or not token.isalnum():
+        raise BackendError(f"the engine token {path} is empty or corrupt. Run `vast-magic engine stop`, delete the "
+                           "file and retry: a new token is created (running clients then reconnect).")
+    return token
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -135,7 +139,11 @@ def engine_stop(home: Path, timeout: float = 15.0) -> dict:
 
 
 def _reap_recorded_workers(home: Path) -> None:
-    for rec in read_only(home, "workers"):
+    try:
+        recorded = read_only(home, "workers")
+    except BackendError:               # a corrupt state file: `engine stop` must still work (the daemon is down)
+        return
+    for rec in recorded:
         procs.stop_now(rec.pid, rec.start_time, grace=2.0)
 
 

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ...errors import BackendError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
     name TEXT NOT NULL, tag TEXT NOT NULL, endpoint TEXT NOT NULL, version TEXT NOT NULL,
@@ -85,9 +87,13 @@ class Store:
         os.close(fd)
         os.chmod(path, 0o600)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise corrupt_state(path, exc) from None
 
     def close(self) -> None:
         self.db.close()
@@ -162,8 +168,16 @@ def read_only(home: Path, table: str, where: str = "1", params: tuple = ()) -> l
         return _select(db, table, where, params)
     except sqlite3.OperationalError:   # schema not created yet
         return []
+    except sqlite3.DatabaseError as exc:
+        raise corrupt_state(path, exc) from None
     finally:
         db.close()
+
+
+def corrupt_state(path: Path, exc: Exception) -> BackendError:
+    return BackendError(f"{path} is not a readable vast_magic state database ({exc}). Run `vast-magic engine stop`, "
+                        f"move the file aside (mv {path} {path}.broken) and deploy again; the deployments it "
+                        "recorded must then be deployed anew.")
 
 
 def read_previous_manifest(home: Path, name: str, tag: str) -> Any | None:

@@ -42,7 +42,8 @@ def is_running(pid: int | None, start_time: int | None) -> bool:
 
 def spawn(python: str, workdir: Path, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
     """Start ``python -m vast_magic_runtime.serve`` detached, output appended to ``log_path``."""
-    with open(log_path, "ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)   # what user code prints is private
+    with os.fdopen(fd, "ab") as log:
         return subprocess.Popen(
             [python, "-m", RUNTIME_MODULE], cwd=str(workdir), env=dict(env), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
