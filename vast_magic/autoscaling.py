@@ -87,7 +87,7 @@ class AutoscalingConfig:
 
 def describe_changes(old: AutoscalingConfig, new: AutoscalingConfig) -> tuple[str, ...]:
     """Tier reasons such as ``"autoscaling: max_workers 4 -> 8"``, sorted by key."""
-    return tuple(f"autoscaling: {name} {_show(getattr(old, name))} -> {_show(getattr(new, name))}"
+    return tuple(f"autoscaling: {name} {show_value(getattr(old, name))} -> {show_value(getattr(new, name))}"
                  for name in sorted(_field_names()) if getattr(old, name) != getattr(new, name))
 
 
@@ -100,7 +100,8 @@ def _suggestion(name: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A setting as tier reasons print it: ``unset`` for None, ``8`` rather than ``8.0``."""
     if value is None:
         return "unset"
     if isinstance(value, float) and value.is_integer():

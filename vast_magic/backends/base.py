@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..errors import CallTimeoutError, OverloadedError, make_remote_error
 from ..events import EventSink
 from ..reports import DeploymentStatus, LogLine, WorkerInfo
 
@@ -58,6 +59,31 @@ class CallOutcome:
     value: Any = None
     error: BaseException | None = None
     output: tuple[tuple[str, str], ...] = field(default=())   # (stream, text) printed on the worker
+
+
+#: how the runtime executor words its own per-call timeout (runtime/executor.py)
+WORKER_TIMEOUT_MARK = "did not finish within its timeout"
+
+
+def outcome_from_response(response: dict, function: str | None = None) -> CallOutcome:
+    """A worker's answer (docs/internals.md, "Worker call protocol") -> CallOutcome.
+
+    Both backends receive the same answer dict, so it is decoded here once: a
+    remote exception becomes our RemoteError subclass; the worker's own
+    refusals are raised (overloaded -> OverloadedError, its per-call timeout ->
+    CallTimeoutError).
+    """
+    output = tuple((str(stream), str(text)) for stream, text in response.get("output") or ())
+    if response.get("ok"):
+        return CallOutcome(value=response.get("value"), output=output)
+    prefix = f"{function}: " if function else ""
+    if response.get("overloaded"):
+        raise OverloadedError(f"{prefix}{response.get('message')}; retry later or raise max_workers.")
+    envelope = response.get("error") or {}
+    kind, text = str(envelope.get("type") or "builtins.Exception"), str(envelope.get("message") or "")
+    if kind == "builtins.TimeoutError" and WORKER_TIMEOUT_MARK in text:
+        raise CallTimeoutError(f"{text}; pass a larger timeout= to @app.remote.")
+    return CallOutcome(error=make_remote_error(kind, text, str(envelope.get("traceback") or "")), output=output)
 
 
 class Backend(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..autoscaling import AutoscalingConfig, describe_changes, show_value
 from .manifest import Manifest
 
 
@@ -59,9 +60,7 @@ def _image_reasons(old: Manifest, new: Manifest) -> list[str]:
 
 
 def _autoscaling_reasons(old: Manifest, new: Manifest) -> list[str]:
-    before, after = dict(old.autoscaling), dict(new.autoscaling)
-    return [f"autoscaling: {key} {_show(before.get(key))} -> {_show(after.get(key))}"
-            for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    return list(describe_changes(AutoscalingConfig(**dict(old.autoscaling)), AutoscalingConfig(**dict(new.autoscaling))))
 
 
 def _short_names(pairs: tuple) -> dict[str, str]:
@@ -92,12 +91,4 @@ def _listed(label: str, before: tuple[str, ...], after: tuple[str, ...]) -> list
 
 
 def _changed(label: str, before: Any, after: Any) -> list[str]:
-    return [] if before == after else [f"{label}: {_show(before)} -> {_show(after)}"]
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    return [] if before == after else [f"{label}: {show_value(before)} -> {show_value(after)}"]

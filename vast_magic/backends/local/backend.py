@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ... import events, settings
-from ...errors import BackendError, CallTimeoutError, CaptureError, ConfigError, DeployError, OverloadedError, WorkerLostError, make_remote_error
+from ...errors import BackendError, CallTimeoutError, CaptureError, ConfigError, DeployError, WorkerLostError
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
-from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
+from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response
 from .client import EngineClient, EngineUnavailable
 from .daemon_control import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
@@ -27,7 +27,6 @@ from .store import read_previous_manifest
 from .venvs import pip_args_from_env
 
 _EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.BenchmarkScored, "LogLine": LogLine}
-_WORKER_TIMEOUT_MARK = "did not finish within its timeout"
 
 
 def not_applied_locally(image: Any) -> tuple[str, ...]:
@@ -191,7 +190,7 @@ class LocalBackend:
                                   await self._log_tail(route.worker)) from None
         finally:
             conn.inflight -= spec.cost
-        return _outcome(spec, response)
+        return outcome_from_response(response, spec.function)
 
     async def _log_tail(self, worker: str) -> tuple[str, ...]:
         try:
@@ -246,19 +245,6 @@ async def _send(conn: Any, request: dict, classes: Any, function: str) -> asynci
         raise CaptureError(f"the arguments of {function} cannot be sent to a worker ({exc}); nothing was sent. "
                            "Pass plain data (numbers, strings, lists, dicts, arrays, dataclasses) and create locks, "
                            "files, sockets or clients inside the remote function.") from None
-
-
-def _outcome(spec: CallSpec, response: dict) -> CallOutcome:
-    output = tuple((str(s), str(t)) for s, t in response.get("output") or ())
-    if response.get("ok"):
-        return CallOutcome(value=response.get("value"), output=output)
-    if response.get("overloaded"):
-        raise OverloadedError(f"{spec.function}: {response.get('message')}; retry later or raise max_workers.")
-    env = response.get("error") or {}
-    kind, message = str(env.get("type") or "builtins.Exception"), str(env.get("message") or "")
-    if kind == "builtins.TimeoutError" and _WORKER_TIMEOUT_MARK in message:
-        raise CallTimeoutError(message)
-    return CallOutcome(error=make_remote_error(kind, message, str(env.get("traceback") or "")), output=output)
 
 
 def _status(data: dict) -> DeploymentStatus:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 RUNTIME_MODULE = "vast_magic_runtime.serve"
 
@@ -67,42 +67,35 @@ def _reap(popen: subprocess.Popen | None) -> None:
         popen.poll()
 
 
-def stop_now(pid: int | None, start_time: int | None, grace: float = 2.0,
-             popen: subprocess.Popen | None = None) -> None:
-    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL (blocking; used at start-up and shutdown)."""
+def _stop_steps(pid: int | None, start_time: int | None, grace: float,
+                popen: subprocess.Popen | None) -> Iterator[float]:
+    """The stop sequence, as the pauses between its checks: SIGTERM, up to ``grace`` s, SIGKILL, up to 5 s.
+
+    The sync and async forms only differ in how they sleep, so the sequence lives here once.
+    """
     if not pid or not _signal(pid, start_time, signal.SIGTERM):
         _reap(popen)
         return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        _reap(popen)
-        if not is_running(pid, start_time):
-            return
-        time.sleep(0.02)
-    _signal(pid, start_time, signal.SIGKILL)
-    _wait_gone(pid, start_time, popen, 5.0)
+    for limit, pause, final in ((grace, 0.02, False), (5.0, 0.01, True)):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            _reap(popen)
+            if not is_running(pid, start_time):
+                return
+            yield pause
+        if not final:
+            _signal(pid, start_time, signal.SIGKILL)
 
 
-def _wait_gone(pid: int, start_time: int | None, popen: subprocess.Popen | None, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        _reap(popen)
-        if not is_running(pid, start_time):
-            return
-        time.sleep(0.01)
+def stop_now(pid: int | None, start_time: int | None, grace: float = 2.0,
+             popen: subprocess.Popen | None = None) -> None:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL (blocking; used at start-up and shutdown)."""
+    for pause in _stop_steps(pid, start_time, grace, popen):
+        time.sleep(pause)
 
 
 async def stop(pid: int | None, start_time: int | None, grace: float = 2.0,
                popen: subprocess.Popen | None = None) -> None:
     """The async form of ``stop_now`` for the daemon's loop."""
-    if not pid or not _signal(pid, start_time, signal.SIGTERM):
-        _reap(popen)
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        _reap(popen)
-        if not is_running(pid, start_time):
-            return
-        await asyncio.sleep(0.02)
-    _signal(pid, start_time, signal.SIGKILL)
-    await asyncio.to_thread(_wait_gone, pid, start_time, popen, 5.0)
+    for pause in _stop_steps(pid, start_time, grace, popen):
+        await asyncio.sleep(pause)

@@ -18,11 +18,9 @@ import struct
 from typing import Any, Mapping
 
 from ...runtime import wire
-from ...errors import CallTimeoutError, OverloadedError, make_remote_error
-from ..base import CallOutcome
+from ..base import CallOutcome, outcome_from_response
 
 PARAM = "__vast_magic__"
-_WORKER_TIMEOUT_MARK = "did not finish within its timeout"
 _HEADER = struct.Struct("!IQ")
 _LENGTH = struct.Struct("!Q")
 
@@ -86,16 +84,7 @@ def outcome_from_message(message: Any) -> CallOutcome:
     """
     if not isinstance(message, dict) or "ok" not in message:
         raise EnvelopeError(f"unexpected message of type {type(message).__name__}")
-    output = tuple((str(s), str(t)) for s, t in message.get("output") or ())
-    if message["ok"]:
-        return CallOutcome(value=message.get("value"), output=output)
-    if message.get("overloaded"):
-        raise OverloadedError(f"{message.get('message')}; retry later or raise max_workers.")
-    env = message.get("error") or {}
-    kind, text = str(env.get("type") or "builtins.Exception"), str(env.get("message") or "")
-    if kind == "builtins.TimeoutError" and _WORKER_TIMEOUT_MARK in text:
-        raise CallTimeoutError(f"{text}; pass a larger timeout= to @app.remote.")
-    return CallOutcome(error=make_remote_error(kind, text, str(env.get("traceback") or "")), output=output)
+    return outcome_from_response(message)
 
 
 def answer(message: dict, class_refs: Mapping[type, str] | None = None) -> str:
