@@ -1,11 +1,12 @@
 """Which worker a call goes to: least (in-flight + cost) / perf, and fail fast when all queues are long."""
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import pytest
 
-from vast_magic.backends.local.pool import DeploymentPool
+from vast_magic.backends.local.pool import DeploymentPool, Route, WorkerConnection
 from vast_magic.errors import OverloadedError
 
 
@@ -41,8 +42,47 @@ def test_no_routes_and_route_updates():
     pool = DeploymentPool("token")
     assert pool.choose(1, 1) is None
     pool.set_routes([("a", 1, 10.0, "v1")])
-    pool.connections["gone"] = SimpleNamespace(inflight=0)
-    pool.set_routes([("b", 2, 10.0, "v2")])                     # drained workers lose their connection entry
-    assert list(pool.routes) == ["b"] and "gone" not in pool.connections
+    retired = []
+    pool.connections["gone"] = SimpleNamespace(inflight=0, retire=lambda: retired.append("gone"))
+    pool.set_routes([("b", 2, 10.0, "v2")])                     # drained workers lose their entry and are retired
+    assert list(pool.routes) == ["b"] and "gone" not in pool.connections and retired == ["gone"]
     pool.set_routes(None)                                       # engine connection lost: keep what we know
     assert list(pool.routes) == ["b"]
+
+
+class _QueueChannel:
+    """A channel whose answers the test feeds by hand; records whether it was closed."""
+
+    def __init__(self):
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.closed = False
+        self.class_refs, self.resolve = {}, {}
+
+    async def recv(self):
+        return await self.inbox.get()
+
+    async def send(self, message):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_retired_connection_closes_after_its_last_answer():
+    async def scenario():
+        channel = _QueueChannel()
+        conn = WorkerConnection(Route("w", 1, 1.0, "v1"), channel)
+        answer = await conn.call({"id": 7}, {})
+        conn.retire()                                          # drained while one call is in flight
+        assert not channel.closed
+        channel.inbox.put_nowait({"id": 7, "ok": True})
+        assert (await asyncio.wait_for(answer, 1))["ok"]
+        await asyncio.wait_for(conn._reader, 1)                # the reader ends by itself: nothing left to the GC
+        assert channel.closed and not conn.alive
+
+        idle = WorkerConnection(Route("x", 2, 1.0, "v1"), _QueueChannel())
+        idle.retire()                                          # nothing in flight: closed at once
+        await asyncio.sleep(0)
+        assert idle.channel.closed and idle._reader.done()
+
+    asyncio.run(scenario())

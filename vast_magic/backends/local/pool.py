@@ -34,7 +34,20 @@ class WorkerConnection:
         self.inflight = 0.0
         self.pending: dict[int, asyncio.Future] = {}
         self.alive = True
+        self.retired = False
         self._reader = asyncio.ensure_future(self._read())
+
+    def retire(self) -> None:
+        """The worker left the routes: close once its in-flight calls have answered."""
+        self.retired = True
+        if not self.pending:
+            self.close()
+
+    def close(self) -> None:
+        self.alive = False
+        self.channel.close()
+        if not self._reader.done():
+            self._reader.cancel()
 
     async def _read(self) -> None:
         try:
@@ -43,6 +56,8 @@ class WorkerConnection:
                 future = self.pending.pop(message.get("id"), None) if isinstance(message, dict) else None
                 if future is not None and not future.done():
                     future.set_result(message)
+                if self.retired and not self.pending:
+                    return
         except Exception:
             pass
         finally:
@@ -79,6 +94,7 @@ class DeploymentPool:
         self.known = asyncio.Event()           # routes received at least once
         self.changed = asyncio.Event()
         self._ids = itertools.count(1)
+        self._opening: dict[str, asyncio.Future] = {}   # one connect per worker, shared by concurrent first calls
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -89,14 +105,16 @@ class DeploymentPool:
             return
         self.routes = {r[0]: Route(str(r[0]), int(r[1]), float(r[2] or 0.0), str(r[3])) for r in routes}
         for worker in [w for w in self.connections if w not in self.routes]:
-            self.connections.pop(worker)            # drained: in-flight calls finish on their own
+            self.connections.pop(worker).retire()   # drained: in-flight calls finish, then it closes
         self.known.set()
         self.changed.set()
         self.changed = asyncio.Event()
 
     def drop(self, worker: str) -> None:
         self.routes.pop(worker, None)
-        self.connections.pop(worker, None)
+        conn = self.connections.pop(worker, None)
+        if conn is not None:
+            conn.close()
 
     def choose(self, cost: float, max_queue_time: float) -> Route | None:
         """The route with the least (in-flight + cost) / perf; OverloadedError when even it is too long."""
@@ -118,6 +136,14 @@ class DeploymentPool:
         conn = self.connections.get(route.worker)
         if conn is not None and conn.alive:
             return conn
+        opening = self._opening.get(route.worker)
+        if opening is None:
+            opening = asyncio.ensure_future(self._open(route))
+            self._opening[route.worker] = opening
+            opening.add_done_callback(lambda _: self._opening.pop(route.worker, None))
+        return await asyncio.shield(opening)
+
+    async def _open(self, route: Route) -> WorkerConnection:
         try:
             channel = await connect(route.port, self.token, timeout=5.0)
         except (OSError, PermissionError, asyncio.TimeoutError) as exc:
@@ -129,6 +155,6 @@ class DeploymentPool:
 
     def close(self) -> None:
         for conn in self.connections.values():
-            conn.channel.close()
+            conn.close()
         self.connections.clear()
 
