@@ -23,6 +23,7 @@ from vast_magic.backends.base import DeployPlan
 from vast_magic.backends.local import daemon_control, store
 from vast_magic.backends.local.backend import LocalBackend
 from vast_magic.backends.local.workers import proc_start_time
+from vast_magic.runtime import shm
 
 APP = '''
 import asyncio, os
@@ -165,6 +166,10 @@ class Harness:
             time.sleep(0.05)
             alive = self.alive()
         assert not alive, f"orphan processes left: {alive}"
+        segments = shm.segment_dir(self.home)
+        left = os.listdir(segments) if segments and os.path.isdir(segments) else []
+        shm.remove_dir(segments)
+        assert not left, f"shared-memory segments nobody attached: {left}"
 
     def alive(self) -> list[int]:
         return [pid for pid, start in self.pids if start is not None and proc_start_time(pid) == start]

@@ -60,11 +60,10 @@ def break_disk():
     if MODE == "full-engine":          # the client's bundle cache already holds v2: the engine is the one to fail
         app2._flow._cached_bundle(app2._flow.prepare("local"))
     if MODE.startswith("full"):
-        with open(HOME / "filler", "wb") as filler:
+        with open(HOME / "filler", "wb", buffering=0) as filler:   # unbuffered: nothing left to flush at close
             try:
                 for _ in range(4096):                  # bounded: the tmpfs is a few MiB
                     filler.write(b"\0" * 65536)
-                    filler.flush()
             except OSError:
                 pass
     else:

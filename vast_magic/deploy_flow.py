@@ -176,12 +176,11 @@ class DeployFlow:
         progress = _open_progress(prepared.name)
         events: queue.SimpleQueue = queue.SimpleQueue()
         future = loop.submit(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=events.put))
+        future.add_done_callback(lambda _: events.put(_FINISHED))   # wakes the wait below at once
         try:
-            while not (future.done() and events.empty()):
-                try:
-                    progress.emit(events.get(timeout=0.05))
-                except queue.Empty:
-                    pass
+            while (event := _next_event(events)) is not _FINISHED:
+                if event is not None:
+                    progress.emit(event)
             report = future.result()
         except BaseException as exc:
             future.cancel()
@@ -221,6 +220,17 @@ class DeployFlow:
                         timeout=timeout if timeout is not None else opts.timeout,
                         max_queue_time=opts.max_queue_time, retries=opts.retries, cost=cost)
         return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+
+
+_FINISHED = object()
+
+
+def _next_event(events: queue.SimpleQueue) -> Any:
+    """The next event, or None after a short wait, so Ctrl-C is seen while nothing happens."""
+    try:
+        return events.get(timeout=0.1)
+    except queue.Empty:
+        return None
 
 
 def _cached_file_count(meta: Path) -> int | None:

@@ -7,7 +7,9 @@ nearest ``pyproject.toml`` above the working directory, then the default.
 """
 from __future__ import annotations
 
+import functools
 import os
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -76,12 +78,18 @@ def _pyproject_table(start: Path) -> Mapping[str, Any]:
         if candidate.is_file():
             if tomllib is None:
                 return {}
-            try:
-                data = tomllib.loads(candidate.read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{candidate} is not valid TOML ({exc}); fix it or remove [tool.vast_magic].") from exc
-            return data.get("tool", {}).get("vast_magic", {})
+            return _parsed_table(candidate, candidate.stat().st_mtime_ns)
     return {}
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_table(candidate: Path, mtime_ns: int) -> Mapping[str, Any]:
+    """Parsed once per file version: a deploy resolves several settings, each must stay cheap."""
+    try:
+        data = tomllib.loads(candidate.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{candidate} is not valid TOML ({exc}); fix it or remove [tool.vast_magic].") from exc
+    return types.MappingProxyType(data.get("tool", {}).get("vast_magic", {}))
 
 
 def resolve(name: str, explicit: Any = None) -> Any:

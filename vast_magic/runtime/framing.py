@@ -3,7 +3,9 @@
 A frame is ``struct "!IQ"`` (number of out-of-band buffers, length of the main
 part), one ``"!Q"`` per buffer, the main bytes, then each buffer (docs/internals.md).
 Big buffers are read into preallocated bytearrays and written in bounded chunks,
-so a 100 MiB array costs one copy per side, never a join of the whole frame.
+so a 100 MiB array costs one copy per side, never a join of the whole frame;
+between a client and a local worker such buffers go through shared memory
+instead (``shm``: the length's top bit set, the segment's name in the stream).
 Every length is checked before anything is allocated, and the hello is plain
 bytes compared with ``hmac.compare_digest``: nothing is unpickled for a peer
 that has not proved it holds the token.
@@ -14,6 +16,8 @@ import asyncio
 import hmac
 import struct
 
+from . import shm
+
 HEADER = struct.Struct("!IQ")
 LENGTH = struct.Struct("!Q")
 HELLO_PREFIX = b"VMAG1 "
@@ -23,6 +27,7 @@ MAX_FRAME_BYTES = 4 << 30          # 4 GiB: more is a bug or an attack, not a pa
 MAX_HELLO_BYTES = 1024
 HELLO_TIMEOUT = 10.0
 _CHUNK = 4 << 20                   # read/write granularity for big buffers
+SHARED = 1 << 63                   # length flag: the buffer is a shared-memory segment (see shm.py)
 
 
 class FrameError(ConnectionError):
@@ -30,16 +35,32 @@ class FrameError(ConnectionError):
 
 
 async def read_frame(reader: asyncio.StreamReader, *, max_bytes: int = MAX_FRAME_BYTES,
-                     max_buffers: int = MAX_BUFFERS) -> tuple[bytes, list[bytearray]]:
-    """Read one frame; refuse absurd headers before allocating anything."""
+                     max_buffers: int = MAX_BUFFERS, segments=None) -> tuple[bytes, list]:
+    """Read one frame; refuse absurd headers before allocating anything.
+
+    A buffer whose length has the ``SHARED`` bit travels as a shared-memory
+    segment name (``shm``); only connections given ``segments`` accept one.
+    """
     count, main_len = HEADER.unpack(await reader.readexactly(HEADER.size))
     if count > max_buffers:
         raise FrameError(f"frame announces {count} buffers (limit {max_buffers})")
     lengths = [LENGTH.unpack(await reader.readexactly(LENGTH.size))[0] for _ in range(count)]
-    if main_len + sum(lengths) > max_bytes:
-        raise FrameError(f"frame announces {main_len + sum(lengths)} bytes (limit {max_bytes})")
+    if any(n & SHARED for n in lengths) and segments is None:
+        raise FrameError("frame announces a shared-memory buffer on a connection that does not take them")
+    if main_len + sum(n & ~SHARED for n in lengths) > max_bytes:
+        raise FrameError(f"frame announces {main_len + sum(n & ~SHARED for n in lengths)} bytes (limit {max_bytes})")
     main = await reader.readexactly(main_len) if main_len else b""
-    return main, [await _read_into(reader, n) for n in lengths]
+    return main, [await _read_buffer(reader, n, segments) for n in lengths]
+
+
+async def _read_buffer(reader: asyncio.StreamReader, length: int, segments):
+    if not length & SHARED:
+        return await _read_into(reader, length)
+    name = await reader.readexactly(shm.NAME_BYTES)
+    try:
+        return segments.attach(name, length & ~SHARED)
+    except (OSError, ValueError) as exc:
+        raise FrameError(f"cannot attach the shared-memory buffer ({exc})") from exc
 
 
 async def _read_into(reader: asyncio.StreamReader, size: int) -> bytearray:
@@ -56,16 +77,31 @@ async def _read_into(reader: asyncio.StreamReader, size: int) -> bytearray:
     return buf
 
 
-async def write_frame(writer: asyncio.StreamWriter, main: bytes, buffers=()) -> None:
-    """Write one frame. Callers sharing a writer must serialize calls (frames must not interleave)."""
+async def write_frame(writer: asyncio.StreamWriter, main: bytes, buffers=(), segments=None) -> None:
+    """Write one frame. Callers sharing a writer must serialize calls (frames must not interleave).
+
+    With ``segments``, buffers of at least ``shm.MIN_BYTES`` go through shared
+    memory and the frame carries their names; otherwise bytes go inline.
+    """
     views = [memoryview(b).cast("B") for b in buffers]
-    head = HEADER.pack(len(views), len(main)) + b"".join(LENGTH.pack(v.nbytes) for v in views)
-    writer.writelines([head, main])
-    await writer.drain()
-    for view in views:
-        for start in range(0, view.nbytes, _CHUNK):
-            writer.write(view[start:start + _CHUNK])
-            await writer.drain()
+    names = [segments.export(v) if segments is not None and v.nbytes >= shm.MIN_BYTES else None for v in views]
+    lengths = [v.nbytes | SHARED if name else v.nbytes for v, name in zip(views, names)]
+    head = HEADER.pack(len(views), len(main)) + b"".join(LENGTH.pack(n) for n in lengths)
+    try:
+        writer.writelines([head, main])
+        await writer.drain()
+        for view, name in zip(views, names):
+            if name:
+                writer.write(name)
+                continue
+            for start in range(0, view.nbytes, _CHUNK):
+                writer.write(view[start:start + _CHUNK])
+                await writer.drain()
+        await writer.drain()
+    except BaseException:
+        for name in filter(None, names):
+            segments.discard(name)                 # no-op for those the receiver already attached
+        raise
 
 
 async def client_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token) -> None:

@@ -7,6 +7,7 @@ in the repository) with the extracted bundle as the working directory and:
 - ``VAST_MAGIC_TOKEN_FILE``: file holding the token (for the engine and for callers)
 - ``VAST_MAGIC_WORKER_ID``: the id every message carries
 - ``VAST_MAGIC_SKIP_BENCHMARK_PERF`` (optional float): use this perf, skip the benchmark
+- ``VAST_MAGIC_SHM_DIR`` (optional): take and send big buffers through shared memory there
 
 Every step reports a state to the engine; any failure reports ``failed`` with
 the traceback and exits non-zero. Losing the engine, its ``stop`` message or
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 if __package__ in (None, ""):                # pragma: no cover - only for `python serve.py` by mistake
     sys.exit("run this as a module: python -m vast_magic_runtime.serve")
 
-from . import benchmark, contexts, executor, output, registry, setup
+from . import benchmark, contexts, executor, output, registry, setup, shm
 from .engine_link import EngineLink
 from .server import CallServer
 
@@ -39,6 +40,7 @@ class WorkerEnv:
     worker_id: str
     bundle_dir: str
     fixed_perf: float | None
+    shm_dir: str | None = None
 
     @classmethod
     def from_environ(cls) -> "WorkerEnv":
@@ -50,7 +52,7 @@ class WorkerEnv:
             token = fh.read().strip()
         fixed = os.environ.get("VAST_MAGIC_SKIP_BENCHMARK_PERF")
         return cls(os.environ["VAST_MAGIC_ENGINE"], token, os.environ["VAST_MAGIC_WORKER_ID"],
-                   os.getcwd(), float(fixed) if fixed else None)
+                   os.getcwd(), float(fixed) if fixed else None, os.environ.get("VAST_MAGIC_SHM_DIR") or None)
 
 
 class Worker:
@@ -73,7 +75,8 @@ class Worker:
         await self.link.state("contexts")
         self.entered = await contexts.enter_all(self.app)
         perf, median, per_function = await self.benchmark()
-        self.server = CallServer(executor.Executor(self.app, per_function), self.env.token)
+        self.server = CallServer(executor.Executor(self.app, per_function), self.env.token,
+                                 segments=shm.Segments(self.env.shm_dir) if self.env.shm_dir else None)
         port = await self.server.start()
         await self.link.state("ready", perf=perf, median=median, port=port)
 

@@ -16,8 +16,9 @@ from .executor import Executor
 
 
 class CallServer:
-    def __init__(self, executor: Executor, token, host: str = "127.0.0.1"):
+    def __init__(self, executor: Executor, token, host: str = "127.0.0.1", segments=None):
         self.executor = executor
+        self._segments = segments                  # shm.Segments: big buffers via shared memory (local workers)
         self._token = token
         self._host = host
         self._server: asyncio.base_events.Server | None = None
@@ -62,7 +63,7 @@ class CallServer:
         lock = asyncio.Lock()
         resolve = self.executor.app.classes
         while True:
-            main, buffers = await framing.read_frame(reader)
+            main, buffers = await framing.read_frame(reader, segments=self._segments)
             try:
                 request = wire.loads(main, buffers, resolve)
             except Exception as exc:
@@ -87,4 +88,4 @@ class CallServer:
                        "error": wire.error_envelope(TypeError(f"the result could not be pickled: {exc!r}"))}
             main, buffers = wire.dumps(failure, refs)
         async with lock:
-            await framing.write_frame(writer, main, buffers)
+            await framing.write_frame(writer, main, buffers, self._segments)

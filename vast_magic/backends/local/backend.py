@@ -19,6 +19,7 @@ from typing import Any
 from ... import events, settings
 from ...errors import BackendError, CallTimeoutError, CaptureError, ConfigError, DeployError, WorkerLostError
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
+from ...runtime import shm
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response
 from .client import EngineClient, EngineUnavailable
 from .daemon_control import has_deployments, load_token, running_engine
@@ -129,7 +130,7 @@ class LocalBackend:
         key = (name, tag)
         pool = self.pools.get(key)
         if pool is None:
-            pool = DeploymentPool(load_token(self.home))
+            pool = DeploymentPool(load_token(self.home), _segments(self.home))
             self.pools[key] = pool             # registered before any await: concurrent first calls share it
             self.engine.route_handlers[key] = pool.set_routes
             try:
@@ -260,3 +261,9 @@ def _site_packages() -> list[str]:
     if isinstance(user, str) and os.path.isdir(user):
         paths.append(user)
     return paths
+
+
+def _segments(home: Path) -> shm.Segments | None:
+    """Workers of the local engine share this machine's /dev/shm: big buffers skip the socket."""
+    directory = shm.segment_dir(home)
+    return shm.Segments(directory) if directory else None

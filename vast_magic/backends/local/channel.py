@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Mapping
 
-from ...runtime import framing, wire
+from ...runtime import framing, shm, wire
 
 
 class Channel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 class_refs: Mapping[type, str] | None = None):
+                 class_refs: Mapping[type, str] | None = None, segments: shm.Segments | None = None):
         self.reader, self.writer = reader, writer
+        self.segments = segments               # set on worker connections: big buffers via shared memory
         self.class_refs = dict(class_refs or {})
         self.resolve = {name: cls for cls, name in self.class_refs.items()}
         self._lock = asyncio.Lock()
@@ -24,10 +25,10 @@ class Channel:
     async def send(self, message: Any) -> None:
         main, buffers = wire.dumps(message, self.class_refs)
         async with self._lock:
-            await framing.write_frame(self.writer, main, buffers)
+            await framing.write_frame(self.writer, main, buffers, self.segments)
 
     async def recv(self) -> Any:
-        main, buffers = await framing.read_frame(self.reader)
+        main, buffers = await framing.read_frame(self.reader, segments=self.segments)
         return wire.loads(main, buffers, self.resolve)
 
     def close(self) -> None:
@@ -39,7 +40,7 @@ class Channel:
 
 
 async def connect(port: int, token: str, class_refs: Mapping[type, str] | None = None,
-                  timeout: float = 10.0) -> Channel:
+                  timeout: float = 10.0, segments: shm.Segments | None = None) -> Channel:
     """Open an authenticated channel to 127.0.0.1:port (hello first, nothing pickled before)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), timeout)
     try:
@@ -47,4 +48,4 @@ async def connect(port: int, token: str, class_refs: Mapping[type, str] | None =
     except BaseException:
         writer.close()
         raise
-    return Channel(reader, writer, class_refs)
+    return Channel(reader, writer, class_refs, segments)

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ...runtime import framing
+from ...runtime import framing, shm
 from . import control
 from . import workers as procs
 from .channel import Channel
@@ -75,10 +75,12 @@ async def serve(home: Path, idle_timeout: float) -> None:
                                              "port": engine.port, "started": time.time()})
     _log(f"listening on 127.0.0.1:{engine.port}, {len(engine.deployments)} deployment(s) restored")
     reconciler = asyncio.ensure_future(engine.reconcile_forever())
+    janitor = asyncio.ensure_future(_sweep_segments_forever(shm.segment_dir(home)))
     await engine.stopping.wait()
     _log("stopping")
     server.close()
     reconciler.cancel()
+    janitor.cancel()
     workers = [w for dep in engine.deployments.values() for w in dep.workers.values()]
     await asyncio.gather(*(procs.stop(w.rec.pid, w.rec.start_time, 2.0, w.popen) for w in workers))
     for worker in workers:
@@ -87,7 +89,17 @@ async def serve(home: Path, idle_timeout: float) -> None:
         channel.close()
     await asyncio.sleep(0.05)                  # let connection handlers see the close before the store goes
     (home / "engine.json").unlink(missing_ok=True)
+    shm.remove_dir(shm.segment_dir(home))     # no worker left to attach what is still there
     store.close()
+
+
+async def _sweep_segments_forever(directory: str | None, every: float = 60.0, older_than: float = 300.0) -> None:
+    """Shared-memory segments normally vanish when attached; remove those whose receiver died first."""
+    while True:
+        removed = await asyncio.to_thread(shm.sweep, directory, older_than)
+        if removed:
+            _log(f"removed {removed} shared-memory segment(s) nobody attached")
+        await asyncio.sleep(every)
 
 
 def main(argv: list[str] | None = None) -> int:

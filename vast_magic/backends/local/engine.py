@@ -21,6 +21,7 @@ from subprocess import Popen
 from typing import Any
 
 from ...reports import LogLine, WorkerInfo
+from ...runtime import shm
 from . import workers as procs
 from .bundles import worker_dir
 from .channel import Channel
@@ -181,7 +182,7 @@ class Engine:
         await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
         env = {**os.environ, **dict(version.env), **dict(version.secrets),
                "VAST_MAGIC_ENGINE": f"127.0.0.1:{self.port}", "VAST_MAGIC_TOKEN_FILE": str(self.token_file),
-               "VAST_MAGIC_WORKER_ID": wid}
+               "VAST_MAGIC_WORKER_ID": wid, "VAST_MAGIC_SHM_DIR": shm.segment_dir(self.home) or ""}
         popen = procs.spawn(version.python, workdir, env, log_path)
         rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, procs.proc_start_time(popen.pid), None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())

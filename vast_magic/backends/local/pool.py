@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ...errors import OverloadedError, WorkerLostError
+from ...runtime import shm
 from .channel import Channel, connect
 
 
@@ -87,8 +88,9 @@ class WorkerConnection:
 class DeploymentPool:
     """The routes and worker connections of one (name, tag) in this process."""
 
-    def __init__(self, token: str):
+    def __init__(self, token: str, segments: shm.Segments | None = None):
         self.token = token
+        self.segments = segments
         self.routes: dict[str, Route] = {}
         self.connections: dict[str, WorkerConnection] = {}
         self.known = asyncio.Event()           # routes received at least once
@@ -145,7 +147,7 @@ class DeploymentPool:
 
     async def _open(self, route: Route) -> WorkerConnection:
         try:
-            channel = await connect(route.port, self.token, timeout=5.0)
+            channel = await connect(route.port, self.token, timeout=5.0, segments=self.segments)
         except (OSError, PermissionError, asyncio.TimeoutError) as exc:
             self.drop(route.worker)
             raise WorkerLostError(f"cannot reach worker {route.worker} on port {route.port} ({exc})") from exc

@@ -1,0 +1,114 @@
+"""The benchmark table: one pure function from measurements to rows, and two renderers.
+
+Each row names what it compares against: a peer (Ray) measured in the same
+run, the machine's floor, or an absolute goal from the performance issue.
+``passed`` is None where a row has no target or its reference is missing.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    unit: str
+    vast: float | None
+    ray: float | None = None
+    ipp: float | None = None
+    floor: float | None = None
+    ratio: float | None = None
+    target: str = ""
+    passed: bool | None = None
+
+
+def _get(results: dict, *path: str) -> float | None:
+    value = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value)
+
+
+def _relative(metric, unit, vast, ref, limit: float, ref_name: str, higher_is_better=False, **others) -> Row:
+    """A row whose target is a multiple of a reference measured in the same run."""
+    ratio = vast / ref if vast is not None and ref else None
+    ok = None if ratio is None else (ratio >= limit if higher_is_better else ratio <= limit)
+    sign = ">=" if higher_is_better else "<="
+    return Row(metric, unit, vast, ratio=ratio, target=f"{sign} {limit:g}x {ref_name}", passed=ok, **others)
+
+
+def _absolute(metric, unit, vast, limit: float, **others) -> Row:
+    return Row(metric, unit, vast, target=f"<= {limit:g} {unit}", passed=None if vast is None else vast <= limit,
+               **others)
+
+
+def build_rows(r: dict) -> list[Row]:
+    """Rows in the order of the performance issue; missing measurements stay empty, never invented."""
+    ms = lambda *p: None if _get(r, *p) is None else _get(r, *p) * 1000   # noqa: E731
+    peers: Callable[..., dict] = lambda *p: {"ray": _get(r, "ray", *p), "ipp": _get(r, "ipyparallel", *p)}  # noqa: E731
+    return [
+        _relative("no-op call p50", "ms", _get(r, "vast_calls", "latency", "p50"), _get(r, "ray", "latency", "p50"),
+                  0.5, "Ray", floor=_get(r, "floor", "latency", "p50"), **peers("latency", "p50")),
+        _relative("no-op call p99", "ms", _get(r, "vast_calls", "latency", "p99"), _get(r, "ray", "latency", "p99"),
+                  1.0, "Ray", floor=_get(r, "floor", "latency", "p99"), **peers("latency", "p99")),
+        _relative("throughput, concurrency 64, 2 workers", "calls/s", _get(r, "vast_calls", "throughput"),
+                  _get(r, "ray", "throughput"), 1.5, "Ray", higher_is_better=True, **peers("throughput")),
+        _relative("100 MiB array round trip", "s", _get(r, "vast_calls", "array_s"), _get(r, "floor", "array_s"),
+                  1.5, "floor", floor=_get(r, "floor", "array_s"), **peers("array_s")),
+        _absolute("cold deploy to first result", "s", _get(r, "lifecycle", "cold_s"), 1.5, **peers("cold_s")),
+        _absolute("Tier-0 %vast_deploy (unchanged)", "ms", ms("lifecycle", "tier0_s"), 50),
+        _absolute("reconnect after kernel restart to first result", "ms", ms("lifecycle", "reconnect_s"), 200),
+        _absolute("cell edit redeployed (tier 2) and serving", "s", _get(r, "lifecycle", "tier2_s"), 1.0),
+        _absolute("capture + bundle, 50-function notebook", "ms", _get(r, "bundle", "capture_bundle_ms"), 100),
+        _absolute("engine daemon idle RSS", "MiB", _get(r, "lifecycle", "engine_rss"), 60, **peers("engine_rss")),
+        Row("RSS per idle worker", "MiB", _get(r, "lifecycle", "worker_rss"), **peers("worker_rss")),
+        _absolute("autoscaler simulation, 10,000 workers, 1M requests", "s", _get(r, "sim", "seconds"), 10),
+    ]
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _cells(row: Row) -> list[str]:
+    verdict = {True: "pass", False: "FAIL", None: ""}[row.passed]
+    return [f"{row.metric} ({row.unit})", _fmt(row.vast), _fmt(row.ray), _fmt(row.ipp), _fmt(row.floor),
+            "-" if row.ratio is None else f"{row.ratio:.2f}x", row.target, verdict]
+
+
+HEADERS = ["metric", "vast_magic", "Ray", "ipyparallel", "floor", "ratio", "target", "result"]
+
+
+def _machine_line(info: dict) -> str:
+    return (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, {info['os']}, Python {info['python']}; "
+            f"Ray {info['ray']}, ipyparallel {info['ipyparallel']}; {info['mode']} run on {info['date']} "
+            f"in {info['minutes']} min")
+
+
+def render_text(rows: list[Row], info: dict, failures: dict) -> str:
+    table = [HEADERS, *(_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+             for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += ["", _machine_line(info)] + [f"{name} failed: {text}" for name, text in failures.items()]
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[Row], info: dict, failures: dict, results: dict) -> str:
+    out = ["# Benchmark results", "", f"Machine: {_machine_line(info)}.", "",
+           "Written by `python -m benchmarks` (see benchmarks/README.md for what each row measures).", "",
+           "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    out += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    if failures:
+        out += ["", "## Failed measurements", ""] + [f"- {name}: `{text.splitlines()[0]}`" for name, text in failures.items()]
+    out += ["", "## Raw measurements", "", "```json", json.dumps(results, indent=1, sort_keys=True), "```", ""]
+    return "\n".join(out)

@@ -1,0 +1,69 @@
+"""vast_magic call metrics: no-op latency, throughput at concurrency 64 on 2 workers, 100 MiB round trip.
+
+Run by the driver as ``python -m benchmarks.vast_calls --home DIR [--quick]``
+in the project interpreter, with a private ``VAST_MAGIC_HOME``. This module is
+``__main__`` then, so the remote functions below are captured as notebook-style
+source, like a user's script. Prints one ``RESULT {json}`` line.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+import numpy as np
+
+from benchmarks.measure import emit, latency_ms, median_of, throughput
+from vast_magic import Deployment
+
+app = Deployment(name="bench-calls")
+app.configure_autoscaling(cold_workers=2, max_workers=2)
+
+
+@app.remote(benchmark_dataset=[{}], benchmark_runs=2)
+async def noop():
+    return None
+
+
+@app.remote
+async def echo(value):
+    return value
+
+
+def array_round_trip_s(array: np.ndarray) -> float:
+    """One call out and back; checks the array really came back (wrong data must not look fast)."""
+    started = time.perf_counter()
+    back = echo.call(array)
+    elapsed = time.perf_counter() - started
+    if back.shape != array.shape or back[-1] != array[-1] or back[0] != array[0]:
+        raise AssertionError("the 100 MiB array came back different")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default="latency,throughput,array")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    scale = 0.2 if args.quick else 1.0
+    report = app.ensure_ready()
+    result: dict = {"workers": len(report.workers), "pid": os.getpid()}
+    try:
+        if "latency" in only:
+            result["latency"] = latency_ms(noop.call, warmup=200, runs=int(3000 * scale))
+        if "throughput" in only:
+            asyncio.run(throughput(noop, 64, 640))                       # warm both connections
+            result["throughput"] = median_of(lambda: asyncio.run(throughput(noop, 64, int(10240 * scale))), 3)
+        if "array" in only:
+            array = np.random.default_rng(0).random((100 << 20) // 8)
+            array_round_trip_s(array)
+            result["array_s"] = median_of(lambda: array_round_trip_s(array), 3 if args.quick else 7)
+    finally:
+        app.teardown()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

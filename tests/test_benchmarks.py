@@ -1,0 +1,38 @@
+"""The benchmark table never invents a verdict, and the autoscaler simulation holds its promises."""
+from __future__ import annotations
+
+from benchmarks.autoscaler_sim import PARAMS, simulate
+from benchmarks.table import build_rows, render_markdown, render_text
+
+
+def _rows(results):
+    return {row.metric: row for row in build_rows(results)}
+
+
+def test_ratios_and_verdicts_come_from_the_same_run():
+    rows = _rows({"vast_calls": {"latency": {"p50": 0.4, "p99": 2.0}, "throughput": 3000.0, "array_s": 0.3},
+                  "ray": {"latency": {"p50": 1.0, "p99": 1.5}, "throughput": 1500.0},
+                  "floor": {"array_s": 0.25, "latency": {"p50": 0.1, "p99": 0.2}}})
+    assert (rows["no-op call p50"].ratio, rows["no-op call p50"].passed) == (0.4, True)
+    assert rows["no-op call p99"].passed is False                        # 2.0 ms > Ray's 1.5 ms
+    assert (rows["throughput, concurrency 64, 2 workers"].ratio, rows["throughput, concurrency 64, 2 workers"].passed) == (2.0, True)
+    assert rows["100 MiB array round trip"].ratio == 1.2 and rows["100 MiB array round trip"].passed
+
+
+def test_missing_measurements_stay_empty_without_a_verdict():
+    rows = _rows({"vast_calls": {"latency": {"p50": 0.4, "p99": 0.5}}, "lifecycle": {"tier0_s": 0.08}})
+    assert rows["no-op call p50"].ratio is None and rows["no-op call p50"].passed is None   # no Ray: no verdict
+    assert rows["Tier-0 %vast_deploy (unchanged)"].vast == 80 and rows["Tier-0 %vast_deploy (unchanged)"].passed is False
+    assert rows["cold deploy to first result"].vast is None and rows["cold deploy to first result"].passed is None
+    info = {"cpu": "cpu", "cores": 2, "memory_gib": 4, "os": "Linux", "python": "3.11", "ray": "n/a",
+            "ipyparallel": "n/a", "mode": "quick", "date": "2026-11-25", "minutes": 1}
+    text = render_text(build_rows({}), info, {"ray": "boom"})
+    assert "ray failed: boom" in text and "FAIL" not in text
+    assert "| no-op call p50 (ms) | - |" in render_markdown(build_rows({}), info, {}, {})
+
+
+def test_autoscaler_simulation_serves_everything_within_bounds():
+    result = simulate(seed=1)
+    assert result["requests"] == 1_000_000
+    assert result["peak_workers"] == PARAMS.max_workers                 # the burst is far above capacity
+    assert result["final_workers"] == PARAMS.cold_workers               # scaled back after inactivity_timeout
