@@ -39,8 +39,8 @@ CALLS, CONCURRENCY, KILL_AFTER = 1000, 32, 300
 CALL_TIMEOUT = 20.0
 
 
-async def _storm(backend, retries: int, victim: int) -> list[tuple[int, str, object, float]]:
-    """CALLS echo calls at CONCURRENCY; SIGKILL ``victim`` once KILL_AFTER have finished."""
+async def _storm(backend, retries: int, victim: int, notes: list) -> list[tuple[int, str, object, float]]:
+    """CALLS echo calls at CONCURRENCY; SIGKILL ``victim`` once KILL_AFTER have finished; retry notes into ``notes``."""
     loop, gate, finished = asyncio.get_running_loop(), asyncio.Semaphore(CONCURRENCY), [0]
     spec = CallSpec("demo", "default", "echo", timeout=CALL_TIMEOUT, max_queue_time=1e6, retries=retries, cost=1.0)
 
@@ -50,6 +50,7 @@ async def _storm(backend, retries: int, victim: int) -> list[tuple[int, str, obj
             try:
                 outcome = await backend.call(spec, (i, 0.01), {}, {})
                 kind, value = ("ok", outcome.value) if outcome.error is None else ("remote", outcome.error)
+                notes.extend(text for _, text in outcome.output if "[vast_magic]" in text)
             except WorkerLostError as exc:
                 kind, value = "lost", exc
             except Exception as exc:           # anything else is a finding: recorded, asserted on below
@@ -69,7 +70,8 @@ def test_worker_sigkilled_during_a_thousand_concurrent_calls(harness, retries):
     serving = {w.pid for w in harness.workers() if w.state == "ready"}
     assert len(serving) == 2
     victim = min(serving)
-    results = harness.run(_storm(harness.backend, retries, victim), timeout=150)
+    notes: list[str] = []
+    results = harness.run(_storm(harness.backend, retries, victim, notes), timeout=150)
 
     harness.wait_for(lambda: len({w.pid for w in harness.workers() if w.state == "ready"} - {victim}) == 2,
                      timeout=30, what="a replacement worker, ready by itself")
@@ -83,9 +85,11 @@ def test_worker_sigkilled_during_a_thousand_concurrent_calls(harness, retries):
     print(f"retries={retries}: {CALLS} calls, {len(lost)} WorkerLostError, slowest {slowest:.2f}s")
     assert slowest < CALL_TIMEOUT + 2.0                              # nothing hung past its timeout
     if retries:
-        assert lost == []                                            # retried transparently
+        assert lost == []                                            # retried transparently,
+        assert notes and all("retrying (attempt 2 of 3)" in n and "echo" in n for n in notes)   # and said so in the cell
     else:
         assert lost, "the kill hit no call in flight: the test proved nothing"
+        assert notes == []
         assert all("retries=N" in str(exc) and "echo" in str(exc) for exc in lost)
     assert {harness.call("echo", 7, 0.0)[0] for _ in range(10)} == {7}
 

@@ -8,6 +8,7 @@ ready). Everything here runs on vast_magic's background loop. A dry run
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import pickle
@@ -119,12 +120,17 @@ class LocalBackend:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
             raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
                               f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
+        notes: list[tuple[str, str]] = []
         for attempt in range(spec.retries + 1):
             try:
-                return await self._call_once(spec, args, kwargs, classes or {})
-            except WorkerLostError:
+                outcome = await self._call_once(spec, args, kwargs, classes or {})
+            except WorkerLostError as exc:
                 if attempt >= spec.retries:
                     raise
+                notes.append(("stderr", f"[vast_magic] {spec.function}: {str(exc).split(';')[0]}; retrying "
+                                        f"(attempt {attempt + 2} of {spec.retries + 1})\n"))
+                continue
+            return dataclasses.replace(outcome, output=(*notes, *outcome.output)) if notes else outcome
 
     async def _pool(self, name: str, tag: str) -> DeploymentPool:
         key = (name, tag)
