@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.table import Row, build_rows, render_markdown, render_text
+from benchmarks.table import Row, build_rows, render_markdown, render_text, render_transports
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_VENV = ROOT / "benchmarks" / ".peers"
-PEER_PACKAGES = ("ray==2.60.0", "ipyparallel==9.2.0", "numpy")
+PEER_PACKAGES = ("ray==2.60.0", "ipyparallel==9.2.0", "numpy", "aiohttp", "httpx")
 
 
 def run_result(argv: list[str], *, env: dict | None = None, timeout: float = 600) -> dict:
@@ -58,7 +58,7 @@ def run_vast(module: str, quick: bool, extra: tuple[str, ...] = ()) -> dict:
 def peers_python() -> Path:
     """The peers venv's interpreter, made (and filled from the package index) when missing."""
     python = PEERS_VENV / "bin" / "python"
-    probe = [str(python), "-c", "import ray, ipyparallel, numpy"]
+    probe = [str(python), "-c", "import ray, ipyparallel, numpy, aiohttp, httpx"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
     print(f"making the peers venv in {PEERS_VENV.relative_to(ROOT)} (Ray, ipyparallel; once)...", flush=True)
@@ -78,10 +78,13 @@ def measure_all(args) -> tuple[dict, dict]:
         "sim": lambda: run_result([sys.executable, "-m", "benchmarks.autoscaler_sim"]),
     }
     if not args.no_peers:
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
         for peer in ("ray", "ipyparallel"):
             steps[peer] = lambda peer=peer: run_result(
                 [str(peers_python()), "-m", "benchmarks.peers", "--peer", peer, *(["--quick"] * args.quick)],
-                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}, timeout=900)
+                env=env, timeout=900)
+        steps["transports"] = lambda: run_result(
+            [str(peers_python()), "-m", "benchmarks.transports", *(["--quick"] * args.quick)], env=env)
     results, failures = {}, {}
     for name, step in steps.items():
         started = time.perf_counter()
@@ -119,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             "ray": results.get("ray", {}).get("version", "n/a"),
             "ipyparallel": results.get("ipyparallel", {}).get("version", "n/a")}
     print(render_text(rows, info, failures))
+    print(render_transports(results.get("transports")))
     if args.output != "-":
-        Path(args.output).write_text(render_markdown(rows, info, failures, results))
+        Path(args.output).write_text(render_markdown(rows, info, failures, results)
+                                     + render_transports(results.get("transports"), markdown=True))
     return 0 if all(row.passed is not False for row in rows) and not failures else 1
 
 

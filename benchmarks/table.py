@@ -112,3 +112,18 @@ def render_markdown(rows: list[Row], info: dict, failures: dict, results: dict) 
         out += ["", "## Failed measurements", ""] + [f"- {name}: `{text.splitlines()[0]}`" for name, text in failures.items()]
     out += ["", "## Raw measurements", "", "```json", json.dumps(results, indent=1, sort_keys=True), "```", ""]
     return "\n".join(out)
+
+
+def render_transports(transports: dict | None, markdown: bool = False) -> str:
+    """The evidence behind the worker protocol: one small echo over each client stack."""
+    if not transports:
+        return ""
+    head = ["transport (64-byte echo, loopback)", "p50 ms", "p99 ms", "calls/s at concurrency 64"]
+    rows = [[name, f"{r['p50']:.3f}", f"{r['p99']:.3f}", f"{r['throughput']:,.0f}"] for name, r in transports.items()]
+    if markdown:
+        return "\n".join(["", "## Transport choice", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                          *("| " + " | ".join(row) + " |" for row in rows), ""])
+    widths = [max(len(line[i]) for line in [head, *rows]) for i in range(len(head))]
+    return "\n".join(["", *("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+                            for line in [head, *rows])])
+
