@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import re
 import secrets
@@ -100,6 +101,15 @@ def _safe_id(name: str, tag: str) -> str:
     return f"{stem}-{secrets.token_hex(4)}"
 
 
+KEEP_WORKER_LOGS = 200     # logs of stopped workers kept for `vast-magic logs` and post-mortems
+
+
+def logs_to_prune(entries: list[tuple[str, float]], live: set[str], keep: int) -> list[str]:
+    """Of (file name, mtime) pairs, the logs to delete: stopped workers' beyond the ``keep`` newest."""
+    stopped = sorted((e for e in entries if e[0] not in live), key=lambda e: e[1], reverse=True)
+    return [name for name, _ in stopped[keep:]]
+
+
 class Engine:
     def __init__(self, home: Path, store: Store, token_file: Path, idle_timeout: float):
         self.home, self.store, self.token_file, self.idle_timeout = home, store, token_file, idle_timeout
@@ -121,6 +131,17 @@ class Engine:
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
+
+    def prune_logs(self) -> None:
+        """Drop the logs of long-gone workers so a busy home does not grow without end."""
+        live = {f"{wid}.log" for dep in self.deployments.values() for wid in dep.workers}
+        try:
+            entries = [(e.name, e.stat().st_mtime) for e in os.scandir(self.home / "logs") if e.name.endswith(".log")]
+        except OSError:
+            return
+        for name in logs_to_prune(entries, live, KEEP_WORKER_LOGS):
+            with contextlib.suppress(OSError):
+                (self.home / "logs" / name).unlink()
 
     def find_worker(self, worker_id: str) -> tuple[Deployment, Worker] | tuple[None, None]:
         for dep in self.deployments.values():
@@ -178,6 +199,7 @@ class Engine:
         workdir = self.home / "workers" / wid
         log_path = self.home / "logs" / f"{wid}.log"
         log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(self.prune_logs)
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
         env = {**os.environ, **dict(version.env), **dict(version.secrets),
