@@ -305,3 +305,21 @@ def test_vast_deploy_dry_run_returns_a_report_and_shows_progress(shell, app, cap
 def test_trailing_comments_are_not_arguments(line, expected):
     from vast_magic.notebook.magics import strip_comment
     assert strip_comment(line) == expected
+
+
+def test_vast_image_offers_shows_the_preview_from_the_api(shell, app, monkeypatch, capsys):
+    """--offers asks Vast (faked at the transport) with the session's key and displays the summary."""
+    from vast_magic.backends.vast import offers
+    from vast_magic.backends.vast.fake import FakeVast
+    key = "k" * 64
+    fake = FakeVast(api_key=key, offers=[{"id": 1, "gpu_name": "RTX 4090", "dph_total": 0.4, "num_gpus": 1}])
+    real = offers.preview_offers
+    monkeypatch.setattr(offers, "preview_offers", lambda spec, api_key=None: real(spec, api_key, transport=fake.transport()))
+    monkeypatch.setenv("VAST_API_KEY", key)
+    shell.run_line_magic("vast_image", 'vastai/base --require "gpu_ram >= 24"')
+    capsys.readouterr()
+    shell.run_line_magic("vast_image", 'vastai/base --require "gpu_ram >= 24" --offers')
+    assert "1 offer, $0.40/h: RTX 4090" in capsys.readouterr().out
+    (sent,) = fake.sent("POST", "/api/v0/bundles/")
+    assert sent.body["gpu_ram"] == {"gte": 24000.0} or sent.body["gpu_ram"] == {"gte": 24000}
+    assert key not in repr(app) and key not in repr(app.image_or_default())
