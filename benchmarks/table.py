@@ -64,6 +64,7 @@ def build_rows(r: dict) -> list[Row]:
         _absolute("reconnect after kernel restart to first result", "ms", ms("lifecycle", "reconnect_s"), 200),
         _absolute("cell edit redeployed (tier 2) and serving", "s", _get(r, "lifecycle", "tier2_s"), 1.0),
         _absolute("capture + bundle, 50-function notebook", "ms", _get(r, "bundle", "capture_bundle_ms"), 100),
+        _absolute("same, unchanged redeploy (source caches warm)", "ms", _get(r, "bundle", "capture_bundle_warm_ms"), 100),
         _absolute("engine daemon idle RSS", "MiB", _get(r, "lifecycle", "engine_rss"), 60, **peers("engine_rss")),
         Row("RSS per idle worker", "MiB", _get(r, "lifecycle", "worker_rss"), **peers("worker_rss")),
         _absolute("autoscaler simulation, 10,000 workers, 1M requests", "s", _get(r, "sim", "seconds"), 10),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import enum
 import hashlib
 import inspect
@@ -58,8 +59,9 @@ def _comments(text: str) -> list[tuple[int, str]]:
     return found
 
 
+@functools.lru_cache(maxsize=4096)
 def source_digest(source: str) -> str:
-    """Digest of the code's syntax tree: comment-only and formatting edits keep it."""
+    """Digest of the code's syntax tree: comment-only and formatting edits keep it (cached by text)."""
     tree = ast.parse(filter_ignored_lines(textwrap.dedent(source)))
     return sha256_text(ast.dump(tree))
 

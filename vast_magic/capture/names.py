@@ -8,6 +8,7 @@ rule, and it describes the code the worker will actually run.
 from __future__ import annotations
 
 import dis
+import functools
 import inspect
 import sys
 import types
@@ -38,8 +39,12 @@ class UsedNames:
     assigned: frozenset[str]
 
 
+@functools.lru_cache(maxsize=4096)
 def used_names(source: str, filename: str = "<vast_magic capture>") -> UsedNames:
-    """Compile ``source`` (one top-level def or class) and collect the global names it reads."""
+    """Compile ``source`` (one top-level def or class) and collect the global names it reads.
+
+    Cached by text (the result is immutable): a redeploy re-captures mostly unchanged functions.
+    """
     everything: set[str] = set()
     at_definition: set[str] = set()
     assigned: set[str] = set()
