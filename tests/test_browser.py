@@ -1,15 +1,13 @@
-"""The deploy progress widget must really render in a browser, in a real JupyterLab.
+"""The quickstart notebook in a real JupyterLab in a real browser: the deploy widget must render.
 
 nbval and nbclient only see the messages a kernel sends; whether ipywidgets
-actually draws our ``%vast_deploy`` widget (rather than "Loading widget...",
-"Error displaying widget" or the plain-text fallback) only shows in a browser.
-This test starts JupyterLab on 127.0.0.1 with a random token, private Jupyter
-dirs and a private ``VAST_MAGIC_HOME`` (the ``engine_home`` fixture, which
-stops the engine and workers by PID and asserts none are left), writes a small
-notebook that deploys ``square`` to the local engine, runs every cell in Debian's
-Chromium driven by Playwright, and checks that ``await square(7)`` shows 49 and
-that the deploy cell shows a rendered widget saying "ready". The screenshot
-``deploy.png`` is left in the test's temp dir. Skipped only when Chromium,
+really draws our progress widget (rather than "Loading widget..." or a plain
+text fallback) only shows in a browser. This test starts JupyterLab on
+127.0.0.1 with a private token and a private ``VAST_MAGIC_HOME``, opens
+``notebooks/quickstart.ipynb`` (outputs cleared) in Debian's Chromium driven by
+Playwright, runs every cell through the app's command registry, and checks the
+first ``%vast_deploy`` cell shows a rendered widget that says "ready". The
+screenshot is saved next to the test's temp files. Skipped only when Chromium,
 Playwright or JupyterLab are not installed (``.ci/install-browser.sh`` installs them).
 """
 from __future__ import annotations
@@ -28,25 +26,17 @@ import httpx
 import nbformat
 import pytest
 
-pytestmark = pytest.mark.browser
-
+ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-RUN_TIMEOUT_MS = 120_000
-DEPLOY_CELL = "%vast_deploy --app app"
-CELLS = [
-    "%load_ext vast_magic",
-    'from vast_magic import Deployment\napp = Deployment(name="browser-test")',
-    "%%vast_remote --app app --benchmark '[{\"x\": 2}, {\"x\": 3}]' --benchmark-runs 3\n"
-    "async def square(x):\n    return x * x",
-    DEPLOY_CELL,
-    "await square(7)",
-]
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps"]
+RUN_TIMEOUT_MS = 180_000
+
+pytestmark = pytest.mark.browser
 
 
 def _require_tools() -> None:
-    missing = [name for name, ok in (("chromium", os.path.exists(CHROMIUM)),
+    missing = [what for what, ok in (("chromium", os.path.exists(CHROMIUM)),
                                      ("playwright", _importable("playwright.sync_api")),
                                      ("jupyterlab", _importable("jupyterlab"))) if not ok]
     if missing:
@@ -67,155 +57,133 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _write_notebook(folder: Path) -> str:
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, folder / "browser_test.ipynb")
-    return "browser_test.ipynb"
+def _notebook_without_outputs(folder: Path) -> Path:
+    notebook = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    path = folder / "quickstart.ipynb"
+    nbformat.write(notebook, path)
+    return path
+
+
+def _settings_without_popups(folder: Path) -> Path:
+    """User settings that keep JupyterLab from asking about news and updates (no toast over the screenshot)."""
+    settings = folder / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                           "checkForUpdates": False}))
+    return folder / "lab-settings"
 
 
 class JupyterLab:
-    """A JupyterLab server of this test only (own port, token and Jupyter dirs), stopped by PID."""
+    """A JupyterLab server of this test only, stopped by PID."""
 
     def __init__(self, folder: Path, vast_home: Path):
         self.port, self.token = _free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
-        root, jupyter = folder / "root", folder / "jupyter"
-        root.mkdir()
-        self.root = root
-        settings = jupyter / "lab-settings" / "@jupyterlab" / "apputils-extension"
-        settings.mkdir(parents=True)  # no news/update toast over the notebook
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        env = {k: v for k, v in os.environ.items() if k != "VAST_MAGIC_DISPLAY"}  # the real widget
-        env.update(VAST_MAGIC_HOME=str(vast_home), JUPYTER_CONFIG_DIR=str(jupyter / "config"),
-                   JUPYTER_DATA_DIR=str(jupyter / "data"), JUPYTER_RUNTIME_DIR=str(jupyter / "runtime"),
-                   JUPYTERLAB_SETTINGS_DIR=str(jupyter / "lab-settings"),
-                   JUPYTERLAB_WORKSPACES_DIR=str(jupyter / "workspaces"))
-        self.log_path = folder / "jupyter.log"
-        self._log = open(self.log_path, "wb")
+        env = {k: v for k, v in os.environ.items() if k != "VAST_MAGIC_DISPLAY"}    # the real widget, please
+        env.update(VAST_MAGIC_HOME=str(vast_home), JUPYTER_CONFIG_DIR=str(folder / "config"),
+                   JUPYTER_RUNTIME_DIR=str(folder / "runtime"), JUPYTERLAB_WORKSPACES_DIR=str(folder / "workspaces"),
+                   JUPYTERLAB_SETTINGS_DIR=str(_settings_without_popups(folder)))
+        self.log = open(folder / "jupyter.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-             f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True"],
-            env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def api(self, method: str, path: str, timeout: float = 5.0) -> httpx.Response:
-        return httpx.request(method, f"{self.url}/api/{path}", params={"token": self.token}, timeout=timeout)
+             f"--port={self.port}", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={folder}",
+             "--LabApp.expose_app_in_browser=True", "--ServerApp.port_retries=0"],
+            env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"jupyter lab exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise AssertionError(f"jupyter lab exited with {self.proc.returncode}; see {self.log.name}")
             try:
-                if self.api("GET", "status", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/api/status", params={"token": self.token}, timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        raise AssertionError(f"jupyter lab did not answer within {timeout:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-chars:]
+        raise AssertionError(f"jupyter lab did not answer within {timeout:.0f}s; see {self.log.name}")
 
     def stop(self) -> None:
-        """Shut the kernels down through the REST API, then the server by its PID."""
+        """Shut the kernels down through the API (they stop their own engine clients), then the server."""
         try:
-            for kernel in self.api("GET", "kernels").json():
-                self.api("DELETE", f"kernels/{kernel['id']}", timeout=15)
+            kernels = httpx.get(f"{self.url}/api/kernels", params={"token": self.token}, timeout=5).json()
+            for kernel in kernels:
+                httpx.delete(f"{self.url}/api/kernels/{kernel['id']}", params={"token": self.token}, timeout=15)
         except (httpx.HTTPError, ValueError):
-            pass  # the server is already gone: its kernels went with it
+            pass
         self.proc.terminate()
         try:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-        self._log.close()
+        self.log.close()
 
 
 KERNEL_IDLE = """() => {
   const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const kernel = panel && panel.sessionContext && panel.sessionContext.session
-                 && panel.sessionContext.session.kernel;
+  const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
   return !!kernel && kernel.status === 'idle';
 }"""
-# Resolves to "done" once the last cell shows 49 and the kernel is idle, or to the first error output.
-RUN_FINISHED = """() => {
+ALL_CELLS_RAN = """() => {
   const panel = window.jupyterapp.shell.currentWidget;
   const cells = panel.content.widgets.filter(c => c.model.type === 'code');
-  for (const [i, cell] of cells.entries()) {
-    const error = cell.model.outputs.toJSON().find(o => o.output_type === 'error');
-    if (error) return `cell ${i + 1} failed: ${error.ename}: ${error.evalue}`;
-  }
-  const last = cells[cells.length - 1];
-  const shown = last.outputArea.node.innerText.split('\\n').some(line => line.trim() === '49');
-  return shown && panel.sessionContext.session.kernel.status === 'idle' ? 'done' : false;
+  const kernel = panel.sessionContext.session.kernel;
+  return cells.every(c => c.model.executionCount !== null) && kernel.status === 'idle';
 }"""
 
 
-def _run_all_cells(page, lab: JupyterLab, notebook: str) -> None:
-    page.goto(f"{lab.url}/lab/tree/{notebook}?token={lab.token}", timeout=60_000)
-    page.wait_for_function(KERNEL_IDLE, timeout=60_000, polling=250)
-    commands = page.evaluate("window.jupyterapp.commands.listCommands()")
-    command = next((c for c in ("notebook:run-all-cells", "runmenu:run-all") if c in commands), None)
-    assert command, "JupyterLab has no run-all command"
-    page.evaluate(f"window.jupyterapp.commands.execute('{command}')")
-    outcome = page.wait_for_function(RUN_FINISHED, timeout=RUN_TIMEOUT_MS, polling=250).json_value()
-    assert outcome == "done", outcome
+def _run_all_cells(page, lab: JupyterLab) -> None:
+    page.goto(f"{lab.url}/lab/tree/quickstart.ipynb?token={lab.token}")
+    page.wait_for_function(KERNEL_IDLE, timeout=RUN_TIMEOUT_MS)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=250)
 
 
-def _save_failure(page, lab: JupyterLab, folder: Path) -> None:
-    """What the page and the server showed when the test failed (printed with the failure)."""
-    try:
-        page.screenshot(path=str(folder / "failure.png"), timeout=10_000)
-        print(f"failure screenshot: {folder / 'failure.png'}")
-    except Exception as exc:  # the failure itself matters more than its picture
-        print(f"no failure screenshot: {exc}")
-    print(f"jupyter log tail:\n{lab.log_tail()}")
+def _close_popups(page) -> None:
+    page.keyboard.press("Escape")
+    for button in page.locator(".jp-Notification-Toast-close, .Toastify__close-button").all():
+        button.click()
 
 
-def test_deploy_widget_renders_in_jupyterlab(tmp_path, engine_home):
+def test_quickstart_deploy_widget_renders_in_jupyterlab(tmp_path, engine_home):
     _require_tools()
-    from playwright.sync_api import expect, sync_playwright
-
+    from playwright.sync_api import sync_playwright
+    _notebook_without_outputs(tmp_path)
     lab = JupyterLab(tmp_path, engine_home.path)
-    notebook = _write_notebook(lab.root)
     try:
         lab.wait_ready()
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = None
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                try:
-                    _run_all_cells(page, lab, notebook)
-                finally:
-                    engine_home.collect()  # remember engine and worker PIDs for the fixture's orphan check
-                cell = page.locator(".jp-CodeCell").filter(
-                    has=page.locator(".jp-InputArea", has_text=DEPLOY_CELL)).last
-                output = cell.locator(".jp-OutputArea")
-                widget = output.locator(".jupyter-widgets.widget-vbox")
-                expect(widget).to_have_count(1, timeout=10_000)
-                expect(widget).to_contain_text("vast_magic deploy browser-test: ready", timeout=10_000)
-                expect(widget).to_contain_text("ready at local://browser-test/default")
-                expect(widget).to_be_visible()
-                shown = output.inner_text()
-                assert "Loading widget" not in shown and "Error displaying widget" not in shown, shown
-                border = widget.evaluate("node => getComputedStyle(node).borderTopColor")
-                assert border == "rgb(21, 128, 61)", border  # PHASE_COLORS["ready"]: the widget's styles applied
-                page.keyboard.press("Escape")
-                cell.scroll_into_view_if_needed()
-                shot = tmp_path / "deploy.png"
-                cell.screenshot(path=str(shot))
-                assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 2_000
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                _run_all_cells(page, lab)
+                engine_home.collect()
+                errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
+                assert errors.count() == 0, errors.first.inner_text()
+                deploy_cell = page.locator(".jp-CodeCell").filter(has_text="report = %vast_deploy --app app").first
+                output = deploy_cell.locator(".jp-OutputArea")
+                widget = output.locator(".widget-vbox")
+                assert widget.count() == 1, output.inner_html()[:2000]
+                text = widget.inner_text()
+                assert "ready at local://quickstart/default" in text, text
+                assert "tier 4" in text and "worker" in text, text
+                border = widget.evaluate("el => getComputedStyle(el).borderTopColor")
+                assert border == "rgb(21, 128, 61)", border               # the "ready" green: our styling applied
+                assert "Loading widget" not in output.inner_text()
+                assert "Error displaying widget" not in output.inner_text()
+                answer = page.locator(".jp-CodeCell").filter(has_text="await square(5)").first
+                assert answer.locator(".jp-OutputArea").inner_text().strip().endswith("25")
+                _close_popups(page)
+                deploy_cell.scroll_into_view_if_needed()
+                shot = tmp_path / "quickstart-deploy.png"
+                deploy_cell.screenshot(path=str(shot))
+                page.screenshot(path=str(tmp_path / "quickstart-page.png"))
+                assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
                 print(f"screenshot: {shot}")
-            except BaseException:
-                if page is not None:
-                    _save_failure(page, lab, tmp_path)
-                raise
             finally:
                 browser.close()
     finally:
