@@ -12,24 +12,12 @@ import signal
 import pytest
 
 from runtime_helpers import remote_spec
-from test_engine_helpers import harness, make_bundle, plan  # noqa: F401  (fixture)
+from test_engine_helpers import APP as ENGINE_APP, harness, make_bundle, plan  # noqa: F401  (fixture)
 from vast_magic import events
 from vast_magic.backends.base import CallSpec
 from vast_magic.errors import DeployError, WorkerLostError
 
-APP = '''
-import asyncio, os
-
-class Model:
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        return False
-
-async def square(x):
-    return x * x
-
+APP = ENGINE_APP.format(version="v1") + '''
 async def echo(i, delay):
     await asyncio.sleep(delay)
     return (i, os.getpid())

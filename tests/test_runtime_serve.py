@@ -117,6 +117,16 @@ def _run(coro, timeout: float = 60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+async def _start_until_failed(bundle, workers: list):
+    """Start one worker on ``bundle`` against a fake engine; its first final state, exit code, and the worker."""
+    engine = await FakeEngine().start()
+    workers.append(worker := spawn_worker(bundle, engine.port))
+    failed = await engine.wait_state("failed", "ready", timeout=30)
+    code = await asyncio.to_thread(worker.wait, 5)
+    await engine.close()
+    return failed, code, worker
+
+
 def _check_call_results(results: list[dict]) -> None:
     """Values, envelopes and per-call output of the calls made in the end-to-end test."""
     add, mul, fails, ctx, point, is_point, slow, unknown, bad_args, exits = results
@@ -219,15 +229,7 @@ class Broken:
     contexts = CONTEXTS[1:] + [{"name": "Broken", "args": [], "kwargs": {}}]
     bundle = write_bundle(tmp_path / "bundle", app, remotes=REMOTES, contexts=contexts, config=CONFIG)
 
-    async def scenario():
-        engine = await FakeEngine().start()
-        workers.append(worker := spawn_worker(bundle, engine.port))
-        failed = await engine.wait_state("failed", "ready", timeout=30)
-        code = await asyncio.to_thread(worker.wait, 5)
-        await engine.close()
-        return failed, code, worker
-
-    failed, code, worker = _run(scenario())
+    failed, code, worker = _run(_start_until_failed(bundle, workers))
     assert failed["state"] == "failed" and failed["port"] is None
     assert "RuntimeError: no GPU here" in failed["error"] and "__aenter__" in failed["error"]
     assert code not in (0, None)
@@ -243,15 +245,7 @@ class Broken:
 def test_start_up_failures_report_failed(tmp_path: Path, workers, config, remotes, expected):
     bundle = write_bundle(tmp_path / "bundle", APP, remotes=remotes, config=config)
 
-    async def scenario():
-        engine = await FakeEngine().start()
-        workers.append(worker := spawn_worker(bundle, engine.port))
-        failed = await engine.wait_state("failed", "ready", timeout=30)
-        code = await asyncio.to_thread(worker.wait, 5)
-        await engine.close()
-        return failed, code
-
-    failed, code = _run(scenario())
+    failed, code, _ = _run(_start_until_failed(bundle, workers))
     assert failed["state"] == "failed" and code not in (0, None)
     for text in expected:
         assert text in failed["error"]

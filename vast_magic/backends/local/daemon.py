@@ -75,7 +75,8 @@ async def serve(home: Path, idle_timeout: float) -> None:
                                              "port": engine.port, "started": time.time()})
     _log(f"listening on 127.0.0.1:{engine.port}, {len(engine.deployments)} deployment(s) restored")
     reconciler = asyncio.ensure_future(engine.reconcile_forever())
-    janitor = asyncio.ensure_future(_sweep_segments_forever(shm.segment_dir(home)))
+    segments = shm.segment_dir(home)
+    janitor = asyncio.ensure_future(_sweep_segments_forever(segments))
     await engine.stopping.wait()
     _log("stopping")
     server.close()
@@ -89,7 +90,7 @@ async def serve(home: Path, idle_timeout: float) -> None:
         channel.close()
     await asyncio.sleep(0.05)                  # let connection handlers see the close before the store goes
     (home / "engine.json").unlink(missing_ok=True)
-    shm.remove_dir(shm.segment_dir(home))     # no worker left to attach what is still there
+    shm.remove_dir(segments)                   # no worker left to attach what is still there
     store.close()
 
 
