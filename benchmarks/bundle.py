@@ -96,7 +96,9 @@ def median_ms(action, runs: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--emit", action="store_true", help="also print one RESULT {json} line (for python -m benchmarks)")
+    parser.add_argument("--emit", action="store_true",
+                        help="also print one RESULT {json} line and exit 0 once measured: python -m benchmarks "
+                             "judges the goals in its table, so a slow run is a FAIL row, not a failed measurement")
     args = parser.parse_args()
     runs = args.runs
     namespace = notebook()
@@ -121,7 +123,7 @@ def main() -> int:
     if args.emit:
         emit({"capture_bundle_ms": results["capture + manifest + bundle"],
               "capture_bundle_warm_ms": results["  same, source caches warm"], "decide_tier_ms": results["decide_tier"]})
-    return 1 if failed else 0
+    return 1 if failed and not args.emit else 0
 
 
 if __name__ == "__main__":
