@@ -52,7 +52,6 @@ class Deployment:
         self._api_key = api_key
         self._image: Image | None = None
         self._autoscaling = AutoscalingConfig()
-        self._autoscaling_configured = False
         self._remotes: dict[str, RemoteFunction] = {}
         self._contexts: dict[str, tuple[type, ContextSpec]] = {}
         self._flow = DeployFlow(self)
@@ -88,7 +87,6 @@ class Deployment:
     def configure_autoscaling(self, **params: Any) -> AutoscalingConfig:
         """Merge autoscaling parameters into the ones set before (never replaces them)."""
         self._autoscaling = self._autoscaling.merged(**params)
-        self._autoscaling_configured = True
         return self._autoscaling
 
     @property

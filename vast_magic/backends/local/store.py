@@ -115,9 +115,6 @@ class Store:
     def set_heartbeat(self, name: str, tag: str, when: float) -> None:
         self.db.execute("UPDATE deployments SET last_heartbeat = ? WHERE name = ? AND tag = ?", (when, name, tag))
 
-    def set_deployment_state(self, name: str, tag: str, state: str) -> None:
-        self.db.execute("UPDATE deployments SET state = ? WHERE name = ? AND tag = ?", (state, name, tag))
-
     # -- workers ---------------------------------------------------------------------
     def put_worker(self, rec: WorkerRecord) -> None:
         self._insert("workers", asdict(rec))

@@ -48,7 +48,6 @@ class Router:
         self.sleep = sleep or api.sleep
         self.jitter = jitter
         self._endpoints: dict[int, Endpoint] = {}
-        self.route_polls = 0
 
     async def endpoint(self, endpoint_id: int) -> Endpoint:
         cached = self._endpoints.get(endpoint_id)
@@ -82,7 +81,6 @@ class Router:
             response = await self.api.request("POST", self.api.autoscaler("/route/"), what="POST /route/", json=body,
                                               key=endpoint.key, timeout=min(ROUTE_TIMEOUT, left), attempts=1)
             answer = self.api.json(response, "POST /route/")
-            self.route_polls += 1
             if isinstance(answer, dict) and answer.get("url"):
                 return answer
             if isinstance(answer, dict) and answer.get("request_idx") is not None:
