@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from vast_magic import settings
-from vast_magic.display import MapProgress, format_deployment_status, open_progress, resolve_display_mode, show_status
+from vast_magic.display import (format_deployment_status, open_map_progress, open_progress, resolve_display_mode,
+                                show_status)
 from vast_magic.display.progress import describe_error
 from vast_magic.display.widget import PHASE_COLORS, StatusWidget, html_lines
 from vast_magic.errors import ConfigError, DeployError
@@ -172,7 +173,7 @@ def test_resolve_display_mode_rejects_unknown_modes(monkeypatch):
 
 
 def test_map_progress_text_prints_one_final_line(capsys):
-    bar = MapProgress(5, "text")
+    bar = open_map_progress(5, "text")
     for done in range(6):
         bar.update(done, 1 if done > 3 else 0)
     assert capsys.readouterr().out == ""
@@ -184,7 +185,7 @@ def test_map_progress_text_prints_one_final_line(capsys):
 
 @pytest.mark.parametrize("done, failed, style", [(4, 0, "success"), (4, 1, "danger"), (2, 0, "")])
 def test_map_progress_widget(done, failed, style):
-    bar = MapProgress(4, "widget")
+    bar = open_map_progress(4, "widget")
     bar.update(done, failed)
     assert bar.view.bar.value == done and bar.view.bar.max == 4
     bar.close()

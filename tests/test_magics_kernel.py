@@ -19,10 +19,10 @@ from vast_magic.events import DeployState, Packaging, Ready, TierDecided, Worker
 EVENTS = [Packaging(3, 2048), TierDecided(4, ("new deployment",)), WorkerState("w1", "ready", perf=5.0),
           Ready("http://127.0.0.1:9", 1.5)]
 
-SETUP = "from vast_magic.events import *\nfrom vast_magic.display import open_progress, resolve_display_mode, MapProgress"
+SETUP = "from vast_magic.events import *\nfrom vast_magic.display import open_progress, resolve_display_mode, open_map_progress"
 PROGRESS = ("p = open_progress('demo')\n"
             f"for event in {EVENTS!r}:\n    p.emit(event)\np.close()")
-MAP = "bar = MapProgress(3)\nbar.update(3, 0)\nbar.close()"
+MAP = "bar = open_map_progress(3)\nbar.update(3, 0)\nbar.close()"
 
 
 @pytest.fixture(autouse=True)

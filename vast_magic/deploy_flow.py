@@ -23,6 +23,7 @@ from .backends import get_backend
 from .backends.base import CallOutcome, CallSpec, DeployPlan
 from .bundle import build_manifest, decide_tier, secret_key, write_bundle
 from .capture import capture_code
+from .display import open_progress
 from .errors import BundleError, ConfigError
 from .events import Event, Packaging, Ready, TierDecided
 from .reports import Bundle, DeployReport, LogLine
@@ -173,7 +174,7 @@ class DeployFlow:
     def run_sync(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
         self.backend()  # a missing Vast API key fails here, before any code is captured
         prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
-        progress = _open_progress(prepared.name)
+        progress = open_progress(prepared.name)
         events: queue.SimpleQueue = queue.SimpleQueue()
         future = loop.submit(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=events.put))
         future.add_done_callback(lambda _: events.put(_FINISHED))   # wakes the wait below at once
@@ -192,7 +193,7 @@ class DeployFlow:
     async def run_async(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
         self.backend()
         prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
-        progress = _open_progress(prepared.name)
+        progress = open_progress(prepared.name)
         caller = asyncio.get_running_loop()
         emit = lambda event: caller.call_soon_threadsafe(progress.emit, event)  # noqa: E731
         try:
@@ -262,16 +263,3 @@ def _helper_roots(app: "Deployment") -> list:
     for fn in app._remotes.values():
         roots += [f for f in (fn.options.benchmark_generator, fn.options.workload_calculator) if f is not None]
     return roots
-
-
-class _SilentProgress:
-    def emit(self, event: Event) -> None: ...
-    def close(self, error: BaseException | None = None) -> None: ...
-
-
-def _open_progress(name: str):
-    try:
-        from .display import open_progress
-    except ImportError:
-        return _SilentProgress()
-    return open_progress(name)

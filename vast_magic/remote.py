@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import loop
 from .bundle.registry_spec import RemoteSpec
+from .display import open_map_progress
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -206,7 +207,7 @@ class RemoteFunction:
     async def map_async(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
         """Concurrent calls over zipped iterables, results in input order."""
         calls, counter = self._calls(iterables), [0]
-        bar = _map_progress(len(calls))
+        bar = open_map_progress(len(calls))
         task = asyncio.ensure_future(loop.run_on_loop(self._gather(calls, counter)))
         while not task.done():
             await asyncio.wait([task], timeout=0.1)
@@ -218,7 +219,7 @@ class RemoteFunction:
     def map(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
         """Blocking ``map``: ``square.map([1, 2, 3]) -> [1, 4, 9]``, progress shown in the calling cell."""
         calls, counter = self._calls(iterables), [0]
-        bar = _map_progress(len(calls))
+        bar = open_map_progress(len(calls))
         future = loop.submit(self._gather(calls, counter))
         try:
             while not future.done():
@@ -243,17 +244,3 @@ class RemoteFunction:
                 raise error
             results.append(error if error is not None else outcome.value)
         return results
-
-
-class _NoProgress:
-    def update(self, done: int, failed: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _map_progress(total: int):
-    """A map progress bar from the display layer, or nothing when it is unavailable."""
-    try:
-        from .display import MapProgress
-    except ImportError:
-        return _NoProgress()
-    return MapProgress(total, None)

@@ -1,8 +1,9 @@
 """Progress and status display: one model, a widget view and a text view.
 
 ``open_progress`` is what ``ensure_ready`` renders its events with,
-``MapProgress`` what ``f.map`` counts with, ``show_status`` what
-``%vast_status`` shows. The mode comes from the ``display`` setting:
+``open_map_progress`` what ``f.map`` counts with, ``show_status`` what
+``%vast_status`` shows. Each chooses its view here, in one place; the
+models in ``progress`` never import a view. The mode comes from the ``display`` setting:
 ``auto`` means a widget inside a Jupyter kernel when ipywidgets imports, text
 everywhere else (terminals, scripts, CI with ``VAST_MAGIC_DISPLAY=text``).
 """
@@ -15,7 +16,7 @@ from .. import settings
 from ..reports import DeploymentStatus
 from .progress import MapProgress, Progress, describe_error, format_deployment_status, format_map
 
-__all__ = ["open_progress", "Progress", "MapProgress", "resolve_display_mode", "show_status",
+__all__ = ["open_progress", "open_map_progress", "Progress", "MapProgress", "resolve_display_mode", "show_status",
            "format_deployment_status", "format_map", "describe_error"]
 
 
@@ -56,6 +57,15 @@ def open_progress(name: str, mode: str | None = None) -> Progress:
         return Progress(name, DeployWidget(name).show())
     from .text import TextDeployView
     return Progress(name, TextDeployView())
+
+
+def open_map_progress(total: int, mode: str | None = None, label: str = "map") -> MapProgress:
+    """Start counting a ``map`` of ``total`` calls in the calling cell."""
+    if resolve_display_mode(mode) == "widget":
+        from .widget import MapWidget
+        return MapProgress(total, MapWidget, label)
+    from .text import TextMapView
+    return MapProgress(total, lambda _state: TextMapView(), label)
 
 
 def show_status(status: DeploymentStatus, mode: str | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..errors import VastMagicError
 from ..events import DeployState, Event, Failed, WorkerRow, apply_event, format_worker
@@ -83,20 +83,13 @@ class MapView(Protocol):
 
 
 class MapProgress:
-    """A tqdm-like bar for ``f.map``: a widget bar, or one final line in text mode."""
+    """A tqdm-like bar for ``f.map``: counts calls and hands each step to its view (widget or text)."""
 
-    def __init__(self, total: int, mode: str | None = None, label: str = "map"):
-        from . import resolve_display_mode  # the package resolves modes for every view
-
+    def __init__(self, total: int, view_for: Callable[[MapState], MapView], label: str = "map"):
         self.state = MapState(total=int(total), label=label)
         self._started = time.perf_counter()
         self.closed = False
-        if resolve_display_mode(mode) == "widget":
-            from .widget import MapWidget
-            self.view: MapView = MapWidget(self.state)
-        else:
-            from .text import TextMapView
-            self.view = TextMapView()
+        self.view = view_for(self.state)
 
     def update(self, n_done: int, n_failed: int = 0) -> None:
         if self.closed or (n_done, n_failed) == (self.state.done, self.state.failed):
