@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import re
 import threading
 
 import pytest
@@ -111,6 +112,38 @@ def test_error_tree():
     assert issubclass(errors.CallTimeoutError, TimeoutError) and issubclass(errors.CallTimeoutError, errors.BackendError)
     for cls in (errors.ConfigError, errors.CaptureError, errors.BundleError, errors.BackendError, errors.RemoteError):
         assert issubclass(cls, errors.VastMagicError)
+    for cls in (errors.EngineUnavailableError, errors.EngineConnectionLostError, errors.VastAPIError):
+        assert issubclass(cls, errors.BackendError)
+    for name in ("Auth", "NotFound", "Rejected", "RateLimited", "Unavailable", "Upload"):
+        assert issubclass(getattr(errors, f"Vast{name}Error"), errors.VastAPIError)
+
+
+def _documented_tree() -> list[tuple[int, str]]:
+    """(depth, class name) of each row of the tree drawn in errors.py's docstring (5 columns per level)."""
+    lines = errors.__doc__.splitlines()
+    root = next(line for line in lines if line.strip() == "VastMagicError")
+    indent = root.index("VastMagicError")
+    rows = [(0, "VastMagicError")]
+    for line in lines[lines.index(root) + 1:]:
+        found = re.search(r"[├└]── ([A-Za-z]+)", line)
+        if not found:
+            break
+        rows.append(((found.start(1) - indent) // 5, found.group(1)))
+    return rows
+
+
+def test_every_error_class_is_in_the_documented_tree_under_its_parent():
+    classes = {name: cls for name, cls in vars(errors).items()
+               if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__module__ == errors.__name__
+               and not name.startswith("_")}
+    documented = _documented_tree()
+    assert sorted(name for _, name in documented) == sorted(classes)
+    assert all(name.endswith("Error") for name in classes)
+    parents: dict[int, str] = {}
+    for depth, name in documented:
+        parents[depth] = name
+        if depth:
+            assert classes[parents[depth - 1]] in classes[name].__bases__, (name, parents[depth - 1])
 
 
 # -- events -----------------------------------------------------------------------

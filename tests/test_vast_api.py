@@ -21,7 +21,7 @@ from vast_magic.backends.base import DeployPlan
 from vast_magic.backends.vast import deploy
 from vast_magic.backends.vast.api import USER_AGENT
 from vast_magic.backends.vast.backend import VastBackend
-from vast_magic.backends.vast.errors import (VastAuthError, VastNotFoundError, VastRateLimitedError,
+from vast_magic.errors import (VastAuthError, VastNotFoundError, VastRateLimitedError,
                                              VastRejectedError, VastUnavailableError, VastUploadError)
 from vast_magic.backends.vast.fake import AUTOSCALER, STORAGE, WEB, FakeVast
 from vast_magic.errors import BackendError

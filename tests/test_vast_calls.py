@@ -11,7 +11,7 @@ import pytest
 
 from vast_magic.backends.base import CallSpec
 from vast_magic.backends.vast import envelope, routing
-from vast_magic.backends.vast.errors import VastNotFoundError
+from vast_magic.errors import VastNotFoundError
 from vast_magic.backends.vast.fake import AUTOSCALER, WORKER, FakeVast
 from vast_magic.errors import (BackendError, CallTimeoutError, OverloadedError, RemoteError, WorkerLostError)
 from test_vast_api import KEY, Harness, make_plan

@@ -5,8 +5,10 @@ Public names only; see DESIGN.md for the contract.
 from __future__ import annotations
 
 from .errors import (
-    BackendError, BundleError, CallTimeoutError, CaptureError, ConfigError, DeployError,
-    OverloadedError, RemoteError, VastMagicError, WorkerLostError,
+    BackendError, BundleError, CallTimeoutError, CaptureError, ConfigError, DeployError, EngineConnectionLostError,
+    EngineUnavailableError, OverloadedError, RemoteError, VastAPIError, VastAuthError, VastMagicError,
+    VastNotFoundError, VastRateLimitedError, VastRejectedError, VastUnavailableError, VastUploadError,
+    WorkerLostError,
 )
 from .reports import Bundle, DeploymentStatus, DeployReport, Fingerprint, LogLine, WorkerInfo
 from .secret import Secret
@@ -17,6 +19,8 @@ __all__ = [
     "Deployment", "Secret", "Image", "DeployReport", "Fingerprint", "WorkerInfo", "Bundle",
     "DeploymentStatus", "LogLine", "VastMagicError", "ConfigError", "CaptureError", "BundleError",
     "BackendError", "DeployError", "CallTimeoutError", "OverloadedError", "WorkerLostError", "RemoteError",
+    "EngineUnavailableError", "EngineConnectionLostError", "VastAPIError", "VastAuthError", "VastNotFoundError",
+    "VastRejectedError", "VastRateLimitedError", "VastUnavailableError", "VastUploadError",
     "load_ipython_extension", "unload_ipython_extension",
 ]
 

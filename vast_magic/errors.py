@@ -8,14 +8,25 @@ Every error a user can see derives from ``VastMagicError`` so that
      ├── CaptureError       code or values that cannot be shipped to a worker
      ├── BundleError        the bundle cannot be built or read
      ├── BackendError       the engine / Vast API failed or refused
-     │    ├── DeployError       a deployment did not become ready (carries the report)
-     │    ├── CallTimeoutError  a call took longer than its timeout (also a TimeoutError)
-     │    ├── OverloadedError   the queue is longer than the function's max_queue_time
-     │    └── WorkerLostError   the worker died while running the call
+     │    ├── DeployError                a deployment did not become ready (carries the report)
+     │    ├── CallTimeoutError           a call took longer than its timeout (also a TimeoutError)
+     │    ├── OverloadedError            the queue is longer than the function's max_queue_time
+     │    ├── WorkerLostError            the worker died while running the call
+     │    ├── EngineUnavailableError     the local engine is not running and the request must not start it
+     │    ├── EngineConnectionLostError  the local engine went away while a request was outstanding
+     │    └── VastAPIError               the Vast API answered with an error or could not be reached (``status``)
+     │         ├── VastAuthError         401/403: the API key was rejected
+     │         ├── VastNotFoundError     404: the deployment, endpoint or workergroup does not exist (any more)
+     │         ├── VastRejectedError     400/422 and other 4xx: Vast refused the request as sent
+     │         ├── VastRateLimitedError  429 on every attempt
+     │         ├── VastUnavailableError  5xx, timeouts or transport errors on every attempt
+     │         └── VastUploadError       the bundle upload to the presigned URL failed
      └── RemoteError        the remote function raised; see ``remote_error_type``
 
 A remote ``ValueError`` is raised as a class deriving from both ``RemoteError``
-and ``ValueError`` so ``except ValueError`` keeps working in user code.
+and ``ValueError`` so ``except ValueError`` keeps working in user code. No
+Vast error message ever contains an API key: the Vast client scrubs every key
+it knows from server texts before quoting them.
 """
 from __future__ import annotations
 
@@ -66,6 +77,46 @@ class WorkerLostError(BackendError):
     def __init__(self, message: str, log_tail: tuple[str, ...] = ()):
         super().__init__(message)
         self.log_tail = tuple(log_tail)
+
+
+class EngineUnavailableError(BackendError):
+    """The local engine daemon is not running and this request must not start it."""
+
+
+class EngineConnectionLostError(BackendError):
+    """The local engine daemon went away while a request was outstanding; retry."""
+
+
+class VastAPIError(BackendError):
+    """The Vast API answered with an error or could not be reached; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class VastAuthError(VastAPIError):
+    """401/403: the API key was rejected."""
+
+
+class VastNotFoundError(VastAPIError):
+    """404: the deployment, endpoint or workergroup does not exist (any more)."""
+
+
+class VastRejectedError(VastAPIError):
+    """400/422 (and other 4xx): Vast refused the request as sent."""
+
+
+class VastRateLimitedError(VastAPIError):
+    """429 on every attempt."""
+
+
+class VastUnavailableError(VastAPIError):
+    """5xx, timeouts or transport errors on every attempt."""
+
+
+class VastUploadError(VastAPIError):
+    """The bundle upload to the presigned URL failed."""
 
 
 class RemoteError(VastMagicError):

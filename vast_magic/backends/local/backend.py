@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ... import events, settings
-from ...errors import BackendError, CallTimeoutError, CaptureError, ConfigError, DeployError, WorkerLostError
+from ...errors import (BackendError, CallTimeoutError, CaptureError, ConfigError, DeployError, EngineUnavailableError,
+                       WorkerLostError)
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ...runtime import shm
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response
-from .client import EngineClient, EngineUnavailable
+from .client import EngineClient
 from .daemon_control import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
 from .store import read_previous_manifest
@@ -212,7 +213,7 @@ class LocalBackend:
         autostart = await asyncio.to_thread(has_deployments, self.home)
         try:
             return await self.engine.request(op, autostart=autostart, answer_timeout=60, **fields)
-        except EngineUnavailable:
+        except EngineUnavailableError:
             return fallback
 
     async def status(self, name: str, tag: str) -> DeploymentStatus:

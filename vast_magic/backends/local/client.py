@@ -13,21 +13,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ... import errors
-from ...errors import BackendError
+from ...errors import BackendError, EngineConnectionLostError, EngineUnavailableError
 from .channel import Channel, connect
 from .daemon_control import ensure_engine, load_token, running_engine
 
 RouteHandler = Callable[[list | None], None]
 _ERROR_KINDS = {name: getattr(errors, name) for name in
                 ("DeployError", "ConfigError", "BackendError", "BundleError", "OverloadedError")}
-
-
-class EngineUnavailable(BackendError):
-    """The daemon is not running and this request must not start it."""
-
-
-class EngineConnectionLost(BackendError):
-    """The daemon went away while a request was outstanding."""
 
 
 #: requests safe to send again after the daemon restarted (apply is not: it might have run)
@@ -57,7 +49,7 @@ class EngineClient:
             if info is None and autostart:
                 info = await asyncio.to_thread(ensure_engine, self.home)
             if info is None:
-                raise EngineUnavailable(f"the local engine is not running (home {self.home}).")
+                raise EngineUnavailableError(f"the local engine is not running (home {self.home}).")
             channel = await connect(info["port"], load_token(self.home))
             self._channel = channel
             self._reader = asyncio.ensure_future(self._read(channel))
@@ -87,8 +79,8 @@ class EngineClient:
                 self._channel = None
             for rid, future in list(self._pending.items()):
                 if not future.done():
-                    future.set_exception(EngineConnectionLost("lost the connection to the local engine; "
-                                                      f"see {self.home / 'engine.log'} and retry."))
+                    future.set_exception(EngineConnectionLostError("lost the connection to the local engine; "
+                                                                   f"see {self.home / 'engine.log'} and retry."))
             self._pending.clear()
             for handler in list(self.route_handlers.values()):
                 handler(None)
@@ -120,7 +112,7 @@ class EngineClient:
         """
         try:
             return await self._request_once(op, autostart, on_event, answer_timeout, fields)
-        except EngineConnectionLost:
+        except EngineConnectionLostError:
             if op not in IDEMPOTENT:
                 raise
             await asyncio.sleep(0.05)
@@ -142,7 +134,7 @@ class EngineClient:
                                f"see {self.home / 'engine.log'}.") from None
         except (ConnectionError, OSError) as exc:
             channel.close()
-            raise EngineConnectionLost(f"lost the connection to the local engine ({exc}); retry.") from exc
+            raise EngineConnectionLostError(f"lost the connection to the local engine ({exc}); retry.") from exc
         finally:
             self._pending.pop(rid, None)
             self._streams.pop(rid, None)

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ...errors import (VastAPIError, VastAuthError, VastNotFoundError, VastRateLimitedError, VastRejectedError,
+                       VastUnavailableError)
 from ...events import EventSink, Retry
-from .errors import (VastAPIError, VastAuthError, VastNotFoundError, VastRateLimitedError, VastRejectedError,
-                     VastUnavailableError)
 
 SDK_VERSION = "1.9.1"
 USER_AGENT = f"vastai-sdk/{SDK_VERSION}"

@@ -18,13 +18,12 @@ from typing import Any
 import httpx
 
 from ... import settings
-from ...errors import BackendError
+from ...errors import BackendError, VastNotFoundError
 from ...events import EventSink, Failed, TierDecided
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
 from . import deploy, readiness, routing, state
 from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
-from .errors import VastNotFoundError
 from .heartbeat import Heartbeats
 from .keys import require_api_key
 

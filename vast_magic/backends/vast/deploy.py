@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ...errors import VastAPIError, VastUploadError
 from ...events import EventSink
 from ...reports import LogLine
 from ..base import DeployPlan
 from .api import DEFAULT_WEBSERVER, VastAPI
-from .errors import VastAPIError, VastUploadError
 
 #: autoscaling fields in the order of the official DeploymentConfig (reference 6)
 AUTOSCALING_KEYS = ("cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",

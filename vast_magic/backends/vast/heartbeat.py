@@ -15,8 +15,8 @@ import atexit
 import logging
 import weakref
 
+from ...errors import VastAPIError, VastNotFoundError
 from .api import VastAPI
-from .errors import VastAPIError, VastNotFoundError
 
 logger = logging.getLogger("vast_magic.vast")
 BEAT_TIMEOUT = 10.0

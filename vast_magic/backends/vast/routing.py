@@ -23,11 +23,11 @@ from typing import Any, Callable
 
 import httpx
 
-from ...errors import (BackendError, CallTimeoutError, OverloadedError, WorkerLostError, make_remote_error)
+from ...errors import (BackendError, CallTimeoutError, OverloadedError, VastAPIError, VastNotFoundError,
+                       VastRejectedError, WorkerLostError, make_remote_error)
 from ..base import CallOutcome, CallSpec
 from . import envelope
 from .api import VastAPI
-from .errors import VastAPIError, VastNotFoundError, VastRejectedError
 
 logger = logging.getLogger("vast_magic.vast")
 ROUTE_TIMEOUT = 10.0
