@@ -1,4 +1,4 @@
-"""vast_magic.autoscaling: merging, validation, local defaults and change reasons."""
+"""vast_magic.autoscaling: merging, validation and change reasons (local defaults: test_policy.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-import vast_magic.autoscaling as autoscaling
-from vast_magic.autoscaling import LOCAL_DEFAULTS, AutoscalingConfig, describe_changes
+from vast_magic.autoscaling import AutoscalingConfig, describe_changes
 from vast_magic.errors import ConfigError
 
 FIELDS = ["cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",
@@ -88,42 +87,6 @@ def test_combination_is_checked_across_calls_and_a_failure_keeps_the_old_config(
 def test_direct_construction_is_validated_too():
     with pytest.raises(ConfigError, match="target_util"):
         AutoscalingConfig(target_util=2)
-
-
-@pytest.mark.parametrize("given, cpus, expected", [
-    ({}, 8, {"cold_workers": 1, "max_workers": 4, "target_util": 0.9, "max_queue_time": 30.0,
-             "inactivity_timeout": 300.0}),
-    ({}, 2, {"max_workers": 2}),
-    ({}, 1, {"max_workers": 1}),
-    ({"max_workers": 16}, 2, {"max_workers": 16}),
-    ({"cold_workers": 6}, 2, {"cold_workers": 6, "max_workers": 6}),
-    ({"cold_workers": 0}, 8, {"cold_workers": 0, "max_workers": 4}),
-    ({"target_util": 0.5, "inactivity_timeout": 10}, 8, {"target_util": 0.5, "inactivity_timeout": 10.0}),
-    ({"min_load": 3}, 8, {"min_load": 3.0, "cold_mult": None, "autoscaler_instance": None}),
-])
-def test_effective_local_fills_only_unset_keys(given, cpus, expected):
-    config = AutoscalingConfig().merged(**given)
-    local = config.effective_local(cpus)
-    for key, value in expected.items():
-        assert getattr(local, key) == value
-    assert config == AutoscalingConfig().merged(**given)          # the original is unchanged
-
-
-@pytest.mark.parametrize("cpus", [0, -1, 2.0, True, None])
-def test_effective_local_needs_a_cpu_count(cpus):
-    with pytest.raises(ConfigError, match="CPU count as an int >= 1"):
-        AutoscalingConfig().effective_local(cpus)
-
-
-def test_local_defaults_are_documented_in_the_module_docstring():
-    assert dict(LOCAL_DEFAULTS) == {"cold_workers": 1, "max_workers": 4, "target_util": 0.9,
-                                    "inactivity_timeout": 300.0, "max_queue_time": 30.0}
-    doc = autoscaling.__doc__
-    for key, value in LOCAL_DEFAULTS.items():
-        assert f"{key}={value:g}" in doc or f"{key}={value}" in doc
-    assert "min(4, cpus)" in doc
-    with pytest.raises(TypeError):
-        LOCAL_DEFAULTS["max_workers"] = 9
 
 
 @pytest.mark.parametrize("old, new, reasons", [

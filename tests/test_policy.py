@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from vast_magic.backends.local import policy
 from vast_magic.backends.local.policy import (
     AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params, local_defaults, needed_workers,
 )
@@ -48,6 +49,9 @@ def test_desired_workers(params, load, now, state, expected):
     ({"cold_workers": 3}, 2, AutoscalingParams(3, 3, 0.9, 300.0)),
     ({"max_workers": 8, "target_util": 0.5, "min_load": 10}, 2, AutoscalingParams(1, 8, 0.5, 300.0)),
     ({"inactivity_timeout": 0}, 1, AutoscalingParams(1, 1, 0.9, 0.0)),
+    ({"cold_workers": 0}, 8, AutoscalingParams(0, 4, 0.9, 300.0)),
+    ({"max_workers": 16}, 2, AutoscalingParams(1, 16, 0.9, 300.0)),
+    ({"cold_workers": 6, "max_workers": None}, 2, AutoscalingParams(6, 6, 0.9, 300.0)),   # None: not set
 ])
 def test_effective_params(user, cpus, expected):
     assert effective_params(user, cpus) == expected
@@ -68,6 +72,14 @@ def test_effective_params_rejects(user):
 
 def test_local_defaults_cap_at_four():
     assert local_defaults(64).max_workers == 4 and local_defaults(1).max_workers == 1
+
+
+def test_local_defaults_are_documented_in_the_module_docstring():
+    doc = policy.__doc__
+    defaults = local_defaults(64)
+    for key in ("cold_workers", "target_util", "inactivity_timeout"):
+        assert f"{key}={getattr(defaults, key):g}" in doc
+    assert "max_workers=min(4, cpus)" in doc
 
 
 def simulate(params, arrivals, perf=100.0, start_delay=2, dt=1.0):

@@ -50,3 +50,16 @@ def test_missing_key_is_a_config_error_that_says_what_to_do(home):
 def test_get_backend_builds_the_vast_backend(home):
     backend = get_backend("vast", home=str(home / "vm"), api_key="k-123456")
     assert backend.kind == "vast" and "k-123456" not in repr(backend)
+
+
+@pytest.mark.parametrize("explicit, env, expected", [
+    (None, "  env-key \n", "env-key"),          # VAST_API_KEY is stripped, as by find_api_key
+    (" arg-key\n", "env-key", "arg-key"),
+    (None, None, None),
+])
+def test_deployment_api_key_is_find_api_key(home, monkeypatch, explicit, env, expected):
+    from vast_magic import Deployment
+    if env is not None:
+        monkeypatch.setenv("VAST_API_KEY", env)
+    app = Deployment(name="keys", api_key=explicit)
+    assert app.api_key() == expected == find_api_key(explicit)

@@ -7,29 +7,19 @@ every value when it is set, and later calls *merge* (``merged``), so a
 notebook cell that sets ``max_workers`` does not undo one that set
 ``cold_workers``. ``merged(key=None)`` unsets a key (back to the default).
 
-Local defaults (``LOCAL_DEFAULTS``), used only by the embedded local engine
-for keys the user did not set, never sent to Vast:
-
-    cold_workers=1        one warm worker, ready when ensure_ready returns
-    max_workers=4         capped at the machine's CPU count (min(4, cpus)),
-                          raised to cold_workers if those alone ask for more
-    target_util=0.9       scale out before workers are saturated
-    inactivity_timeout=300 seconds without need before scaling down
-    max_queue_time=30.0   seconds of queued work before a call is refused
+The embedded local engine fills the keys the user did not set with its own
+defaults; they live with the policy that runs them
+(``backends/local/policy.py``) and are never sent to Vast.
 """
 from __future__ import annotations
 
 import difflib
 import math
 import numbers
-import types
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import ConfigError
-
-LOCAL_DEFAULTS = types.MappingProxyType({"cold_workers": 1, "max_workers": 4, "target_util": 0.9,
-                                         "inactivity_timeout": 300.0, "max_queue_time": 30.0})
 
 _INTS = ("cold_workers", "max_workers")
 _NON_NEGATIVE = ("min_load", "min_cold_load", "cold_mult", "max_queue_time", "target_queue_time",
@@ -69,16 +59,6 @@ class AutoscalingConfig:
     def set_fields(self) -> dict[str, Any]:
         """Only the keys that are set, in field order: the autoscaling part of the Vast PUT body."""
         return {name: getattr(self, name) for name in _field_names() if getattr(self, name) is not None}
-
-    def effective_local(self, cpus: int) -> "AutoscalingConfig":
-        """The config the local engine runs: LOCAL_DEFAULTS (max_workers capped at ``cpus``) for unset keys."""
-        if isinstance(cpus, bool) or not isinstance(cpus, numbers.Integral) or cpus < 1:
-            raise ConfigError(f"effective_local needs the CPU count as an int >= 1, got {cpus!r}.")
-        defaults = dict(LOCAL_DEFAULTS, max_workers=min(LOCAL_DEFAULTS["max_workers"], int(cpus)))
-        if self.max_workers is None and self.cold_workers is not None:
-            defaults["max_workers"] = max(defaults["max_workers"], self.cold_workers)
-        unset = {key: value for key, value in defaults.items() if getattr(self, key) is None}
-        return replace(self, **unset)   # __post_init__ checks the combination
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.set_fields().items())

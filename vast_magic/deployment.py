@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from . import loop, settings
 from .autoscaling import AutoscalingConfig
+from .backends.vast.keys import find_api_key
 from .bundle.registry_spec import ContextSpec
 from .deploy_flow import DeployFlow
 from .errors import ConfigError
@@ -168,18 +169,6 @@ class Deployment:
 
     def api_key(self) -> str | None:
         """The Vast API key (argument, env, then the official CLI key files), never printed."""
-        if self._api_key:
-            return self._api_key
-        if os.environ.get("VAST_API_KEY"):
-            return os.environ["VAST_API_KEY"]
-        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-        for candidate in (config_home / "vastai" / "vast_api_key", Path.home() / ".vast_api_key"):
-            try:
-                key = candidate.read_text().strip()
-            except OSError:
-                continue
-            if key:
-                return key
-        return None
+        return find_api_key(self._api_key)
 
 

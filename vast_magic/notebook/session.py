@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from IPython.core.error import UsageError
 
+from ..capture.closure import is_deployment
 from ..display import show_status
 from ..events import format_event
 
@@ -36,10 +37,6 @@ def notebook_name(user_ns: Mapping[str, Any]) -> str:
                   "the session deployment is called 'notebook'. Use %vast_deploy --name NAME to choose one.",
                   UserWarning, stacklevel=2)
     return "notebook"
-
-
-def is_deployment(value: Any) -> bool:
-    return bool(getattr(type(value), "__vast_magic_deployment__", False))
 
 
 class NotebookSession:

@@ -4,6 +4,14 @@ No I/O and no clock inside: the engine passes ``now`` and the last
 ``PolicyState`` in and keeps the returned state, so the policy can be tested
 with tables and simulated over millions of requests without processes.
 
+Local defaults (DESIGN.md "Local engine"; local only, never sent to Vast),
+used for every key the user did not set with ``configure_autoscaling``:
+
+    cold_workers=1          one warm worker, ready when ensure_ready returns
+    max_workers=min(4, cpus) raised to cold_workers if those alone ask for more
+    target_util=0.9         scale out before workers are saturated
+    inactivity_timeout=300  seconds without need before scaling down
+
 Rule (documented, local only, never sent to Vast):
 - capacity of one worker = its benchmark ``perf`` (workload per second);
 - the in-flight workload (running + queued on workers, plus calls waiting
