@@ -6,6 +6,7 @@ against a private VAST_MAGIC_HOME, and checks what it printed as JSON.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -78,7 +79,21 @@ def run_app(tmp_path, offset: int = 0, **env) -> tuple[dict, str]:
     return json.loads(line[len("RESULT "):]), proc.stdout
 
 
-def test_deploy_call_and_every_tier(tmp_path, engine_home):
+def check_cli_tables(capsys) -> None:
+    """`vast-magic status` / `ls` print the lines of events.deployment_lines / deployment_summary (one formatter)."""
+    from vast_magic import cli
+    capsys.readouterr()
+    assert cli.main(["status", "e2e"]) == 0
+    *lines, not_applied = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["vast_magic e2e (tag default): ready", "endpoint local://e2e/default"]
+    assert lines[2:] and all(re.fullmatch(r"worker e2e-default-\S+: ready perf=[\d,]+\.\d/s", line) for line in lines[2:])
+    assert not_applied.startswith("not applied locally: image vastai/base-image")
+    assert cli.main(["ls"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"e2e\tdefault\tready\t{len(lines) - 2}/{len(lines) - 2} ready\t"
+                                                    "local://e2e/default"]
+
+
+def test_deploy_call_and_every_tier(tmp_path, engine_home, capsys):
     first, stdout = run_app(tmp_path)
     assert (first["tier"], first["reasons"], first["endpoint"]) == (4, ["new deployment"], "local://e2e/default")
     assert first["square"] == 48 and first["map"] == [3, 12, 27] and first["isinstance"] is True
@@ -87,6 +102,7 @@ def test_deploy_call_and_every_tier(tmp_path, engine_home):
 
     same, _ = run_app(tmp_path)
     assert (same["tier"], same["pid"]) == (0, first["pid"])
+    check_cli_tables(capsys)
 
     scaled, _ = run_app(tmp_path, MAX_WORKERS="3")
     assert scaled["tier"] == 1 and scaled["reasons"] == ["autoscaling: max_workers 2 -> 3"]

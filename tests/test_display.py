@@ -1,6 +1,7 @@
 """The progress display: one model, a widget view and a text view showing the same facts."""
 from __future__ import annotations
 
+import html
 import sys
 import threading
 
@@ -10,11 +11,11 @@ from vast_magic import settings
 from vast_magic.display import (format_deployment_status, open_map_progress, open_progress, resolve_display_mode,
                                 show_status)
 from vast_magic.display.progress import describe_error
-from vast_magic.display.widget import PHASE_COLORS, StatusWidget, html_lines
+from vast_magic.display.widget import PHASE_COLORS, StatusWidget
 from vast_magic.errors import ConfigError, DeployError
 from vast_magic.events import (
     BenchmarkScored, DeployState, Failed, Packaging, Ready, Retry, TierDecided, WorkerState, apply_event,
-    format_event, format_status,
+    deployment_lines, format_event, format_status, status_lines,
 )
 from vast_magic.reports import DeploymentStatus, LogLine, WorkerInfo
 
@@ -63,6 +64,17 @@ def run_text(events, capsys, error=None) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
+#: the widget section each part of status_lines goes to
+SECTIONS = {"header": "header", "body": "body", "worker": "workers", "retry": "footer", "done": "footer",
+            "error": "footer"}
+
+
+def assert_widget_shows_its_state(widget) -> None:
+    """Every line of the widget's state is in the section its part names (escaped, as HTML shows text)."""
+    for line in status_lines(widget.state):
+        assert html.escape(line.text) in getattr(widget, SECTIONS[line.part]).value, line
+
+
 def run_widget(events, error=None):
     progress = open_progress("demo", "widget")
     for event in events:
@@ -71,18 +83,21 @@ def run_widget(events, error=None):
     return progress
 
 
-@pytest.mark.parametrize("events", [DEPLOY, FAILING, DEPLOY[:2]], ids=["ready", "failed", "dry-run"])
+@pytest.mark.parametrize("events", [DEPLOY, FAILING, DEPLOY[:2], [*DEPLOY[:2], Ready(None, 0.05, dry_run=True)]],
+                         ids=["ready", "failed", "unfinished", "dry-run"])
 def test_widget_and_text_show_the_same_information(events, capsys):
     lines = run_text(events, capsys)
     widget = run_widget(events).view
     final = fold(events)
     assert lines == [format_event(e) for e in events]
-    assert widget.text_lines() == format_status(final).splitlines()
+    assert widget.state == final
+    assert_widget_shows_its_state(widget)
     # every fact of the final status (header aside) was printed by text mode, worker rows included
     for line in format_status(final).splitlines()[1:]:
         if not line.startswith("worker ") or final.done:
             assert line in lines
-    assert widget.log_lines() == [line for line in lines if line.startswith("[")]
+    assert list(final.logs) == [line for line in lines if line.startswith("[")]
+    assert all(html.escape(line) in widget.logs.value for line in final.logs)
 
 
 def test_widget_plain_text_is_the_final_format_status():
@@ -123,22 +138,25 @@ def test_failure_turns_the_widget_red_and_it_stays_red():
     progress.emit(WorkerState("w1", "ready"))  # ignored after close
     view = progress.view
     assert view.color == RED and RED in view.box.layout.border
-    assert "FAILED: worker w1 failed" in view.text_lines()
+    assert view.state == fold([*FAILING, Ready(None, 1.0)]) and view.state.phase == "failed"
+    assert_widget_shows_its_state(view)
     assert RED in view.footer.value and "boom" in view.traceback.value
-    assert "worker w1: ready" not in view.text_lines()
+    assert "worker w1: ready" not in view.workers.value
 
 
 def test_close_error_turns_a_running_widget_red():
     view = run_widget(DEPLOY[:3], error=DeployError("no worker became ready")).view
     assert view.color == RED
-    assert view.text_lines()[-1] == "FAILED: no worker became ready"
-    assert view.text_lines()[0] == "vast_magic deploy demo: failed"
+    assert view.state.error == "no worker became ready"
+    assert [(line.part, line.text) for line in status_lines(view.state)][::len(status_lines(view.state)) - 1] == [
+        ("header", "vast_magic deploy demo: failed"), ("error", "FAILED: no worker became ready")]
+    assert_widget_shows_its_state(view)
 
 
 def test_widget_html_escapes_user_text():
     view = run_widget([TierDecided(2, ("code: <script>alert(1)</script> changed",))]).view
     assert "<script>" not in view.body.value
-    assert html_lines(view.body.value) == ["tier 2: code: <script>alert(1)</script> changed"]
+    assert "tier 2: code: &lt;script&gt;alert(1)&lt;/script&gt; changed" in view.body.value
 
 
 @pytest.mark.parametrize("error, text", [
@@ -219,7 +237,8 @@ def test_status_widget_refreshes_until_the_deployment_stops():
     view = show_status(status(), mode="widget", refresh=refresh, interval=0.01, max_updates=50)
     view.thread.join(5)
     assert not view.thread.is_alive() and len(calls) == 2
-    assert view.text_lines() == format_deployment_status(status("stopped", ())).splitlines()
+    assert view.status == status("stopped", ())
+    assert all(html.escape(line.text) in view.lines.value for line in deployment_lines(view.status))
     assert "deployment stopped" in view.note.value
 
 

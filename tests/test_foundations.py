@@ -5,6 +5,7 @@ import asyncio
 import pickle
 import re
 import threading
+import typing
 
 import pytest
 
@@ -170,11 +171,47 @@ def test_failure_is_sticky_and_shows_last_error_line():
     assert state.phase == "failed" and "error: RuntimeError: no GPU" in text and text.endswith("FAILED: worker w1 failed")
 
 
+EVENT_SAMPLES = [events.Packaging(1, 10), events.TierDecided(0, ()), events.WorkerState("w", "ready"),
+                 events.BenchmarkScored("w", 1.0), events.Ready(None, 0.1), events.Ready(None, 0.1, dry_run=True),
+                 events.Retry("PUT", 1, 3, 0.5, "HTTP 503"), events.Failed("x"), LogLine(0.0, "w", "stdout", "hi")]
+#: events whose line says more than the state keeps (the benchmark score line, a log line)
+NOT_IN_STATUS = (events.BenchmarkScored, LogLine)
+
+
 def test_format_event_covers_every_event_type():
-    samples = [events.Packaging(1, 10), events.TierDecided(0, ()), events.WorkerState("w", "ready"),
-               events.BenchmarkScored("w", 1.0), events.Ready(None, 0.1), events.Retry("PUT", 1, 3, 0.5, "HTTP 503"),
-               events.Failed("x"), LogLine(0.0, "w", "stdout", "hi")]
-    assert all(events.format_event(e) for e in samples)
+    assert {type(e) for e in EVENT_SAMPLES} == set(typing.get_args(events.Event))
+    assert all(events.format_event(e) for e in EVENT_SAMPLES)
+
+
+@pytest.mark.parametrize("event", [e for e in EVENT_SAMPLES if not isinstance(e, NOT_IN_STATUS)],
+                         ids=lambda e: type(e).__name__)
+def test_an_events_line_is_the_line_it_adds_to_the_status(event):
+    before = events.status_lines(events.DeployState(name="demo"))
+    after = events.status_lines(events.apply_event(events.DeployState(name="demo"), event))
+    added = [line.text for line in after[1:] if line not in before]
+    assert added == [events.format_event(event)]
+
+
+def test_status_lines_say_where_each_line_goes():
+    state = _fold([events.Packaging(7, 2048), events.TierDecided(2, ("code: f changed",)),
+                   events.WorkerState("w1", "failed", error="boom"), events.Retry("engine", 1, 3, 0.5, "refused"),
+                   events.Failed("worker w1 failed")])
+    assert [(line.part, line.state) for line in events.status_lines(state)] == [
+        ("header", None), ("body", None), ("body", None), ("worker", "failed"), ("retry", None), ("error", None)]
+    ready = events.apply_event(state, events.Ready(None, 1.0))       # ready clears the retry line
+    assert [line.part for line in events.status_lines(ready)][-2:] == ["done", "error"]
+
+
+def test_deployment_lines_and_summary():
+    from vast_magic.reports import DeploymentStatus, WorkerInfo
+    status = DeploymentStatus("demo", "v2", "local://demo/v2", "ready",
+                              (WorkerInfo("w1", "ready", 12.5), WorkerInfo("w2", "starting")), ("apt: ffmpeg",))
+    assert [(line.part, line.text) for line in events.deployment_lines(status)] == [
+        ("header", "vast_magic demo (tag v2): ready"), ("body", "endpoint local://demo/v2"),
+        ("worker", "worker w1: ready perf=12.5/s"), ("worker", "worker w2: starting"),
+        ("body", "not applied locally: apt: ffmpeg")]
+    assert events.format_deployment_status(status).splitlines()[0] == "vast_magic demo (tag v2): ready"
+    assert events.deployment_summary(status) == "demo\tv2\tready\t1/2 ready\tlocal://demo/v2"
 
 
 # -- Secret -----------------------------------------------------------------------

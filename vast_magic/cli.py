@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import loop, settings
 from .errors import ConfigError, VastMagicError
+from .events import deployment_summary, format_deployment_status, format_event
 
 SCRIPT_MODULE = "__vast_magic_script__"
 
@@ -67,8 +68,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not statuses:
         print("no deployments")
     for status in statuses:
-        ready = sum(w.state == "ready" for w in status.workers)
-        print(f"{status.name}\t{status.tag}\t{status.state}\t{ready}/{len(status.workers)} ready\t{status.endpoint or '-'}")
+        print(deployment_summary(status))
     return 0
 
 
@@ -82,19 +82,14 @@ def _known_status(name: str, tag: str):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _known_status(args.name, args.tag)
-    print(f"{status.name}/{status.tag}: {status.state} at {status.endpoint or '-'}")
-    for worker in status.workers:
-        print(f"  worker {worker.id}: {worker.state} perf={worker.perf} pid={worker.pid}")
-    for item in status.not_applied_locally:
-        print(f"  not applied locally: {item}")
+    print(format_deployment_status(_known_status(args.name, args.tag)))
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     _known_status(args.name, args.tag)
     for line in loop.run_sync(_local_backend().logs(args.name, args.tag, args.function, args.tail)):
-        print(f"[{line.worker}] {line.text.rstrip()}")
+        print(format_event(line).rstrip())
     return 0
 
 

@@ -1,15 +1,19 @@
-"""The typed event stream of a deployment, and the one way to render it.
+"""The typed event stream of a deployment, and the one way to render states as lines.
 
 ``ensure_ready`` emits these events; widgets, text output, the CLI and tests
 all consume the same stream. ``apply_event`` folds an event into a
-``DeployState`` and ``format_status`` renders a state: both are pure.
+``DeployState``; ``status_lines`` turns a state into lines (``format_status``
+joins them) and ``deployment_lines`` does the same for a ``DeploymentStatus``
+snapshot. Every view (text, widget, CLI) shows these lines and only decides
+how they look; ``format_event`` is the line one event adds, built from the same
+pieces. All pure.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Callable, Union
 
-from .reports import LogLine
+from .reports import DeploymentStatus, LogLine
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class DeployState:
     workers: tuple[WorkerRow, ...] = ()
     endpoint: str | None = None
     elapsed: float | None = None
-    retry: str | None = None
+    retry: Retry | None = None          # the latest retry, until the deploy is ready
     error: str | None = None
     error_traceback: str | None = None
     done: bool = False
@@ -132,12 +136,22 @@ def apply_event(state: DeployState, event: Event) -> DeployState:
     if isinstance(event, Ready):
         return replace(state, endpoint=event.endpoint, elapsed=event.elapsed, done=True, dry_run=event.dry_run, retry=None)
     if isinstance(event, Retry):
-        return replace(state, retry=f"{event.what}: retry {event.attempt}/{event.max_attempts} in {event.delay:.1f}s ({event.reason})")
+        return replace(state, retry=event)
     if isinstance(event, Failed):
         return replace(state, error=event.message, error_traceback=event.traceback)
     if isinstance(event, LogLine):
         return replace(state, logs=(state.logs + (f"[{event.worker}] {event.text}",))[-20:])
     return state
+
+
+# -- rendering: the one place a state becomes lines -------------------------------------------
+@dataclass(frozen=True)
+class Line:
+    """One rendered line; ``part`` says where a view puts it, ``state`` is the worker's state on worker rows."""
+
+    part: str                      # header | body | worker | retry | done | error
+    text: str
+    state: str | None = None
 
 
 def _human_bytes(n: int) -> str:
@@ -148,51 +162,92 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _packaging(files: int, size: int) -> str:
+    return f"packaged {files} files, {_human_bytes(size)}"
+
+
+def _tier(tier: int, reasons: tuple[str, ...], backend_action: str | None) -> str:
+    action = f" (backend: {backend_action})" if backend_action else ""
+    return f"tier {tier}{action}: " + ("; ".join(reasons) or "no changes")
+
+
 def format_worker(row: WorkerRow) -> str:
     perf = f" perf={row.perf:,.1f}/s" if row.perf is not None else ""
     error = f" error: {row.error.strip().splitlines()[-1]}" if row.error else ""
     return f"worker {row.worker}: {row.state}{perf}{error}"
 
 
-def format_status(state: DeployState) -> str:
-    """Render a DeployState as plain text lines (the widget's text/plain too)."""
-    lines = [f"vast_magic deploy {state.name}: {state.phase}".rstrip()]
+def format_retry(event: Retry) -> str:
+    return f"{event.what}: retry {event.attempt}/{event.max_attempts} in {event.delay:.1f}s ({event.reason})"
+
+
+def _ready(endpoint: str | None, elapsed: float, dry_run: bool) -> str:
+    if dry_run:
+        return f"dry run: nothing changed or started ({elapsed:.2f}s)"
+    return f"ready at {endpoint} in {elapsed:.2f}s" if endpoint else f"ready in {elapsed:.2f}s"
+
+
+def status_lines(state: DeployState) -> tuple[Line, ...]:
+    """The lines of a deploy's state: header, packaging, tier, one per worker, retry, result, failure."""
+    lines = [Line("header", f"vast_magic deploy {state.name}: {state.phase}".rstrip())]
     if state.files is not None:
-        lines.append(f"packaged {state.files} files, {_human_bytes(state.bytes or 0)}")
+        lines.append(Line("body", _packaging(state.files, state.bytes or 0)))
     if state.tier is not None:
-        action = f" (backend: {state.backend_action})" if state.backend_action else ""
-        lines.append(f"tier {state.tier}{action}: " + ("; ".join(state.reasons) or "no changes"))
-    lines += [format_worker(row) for row in state.workers]
-    if state.retry:
-        lines.append(state.retry)
-    if state.done and state.dry_run:
-        lines.append(f"dry run: nothing changed or started ({state.elapsed:.2f}s)")
-    elif state.done:
-        lines.append(f"ready at {state.endpoint} in {state.elapsed:.2f}s" if state.endpoint else f"ready in {state.elapsed:.2f}s")
+        lines.append(Line("body", _tier(state.tier, state.reasons, state.backend_action)))
+    lines += [Line("worker", format_worker(row), row.state) for row in state.workers]
+    if state.retry is not None:
+        lines.append(Line("retry", format_retry(state.retry)))
+    if state.done:
+        lines.append(Line("done", _ready(state.endpoint, state.elapsed or 0.0, state.dry_run)))
     if state.error:
-        lines.append(f"FAILED: {state.error}")
-    return "\n".join(lines)
+        lines.append(Line("error", f"FAILED: {state.error}"))
+    return tuple(lines)
+
+
+def format_status(state: DeployState) -> str:
+    """A DeployState as plain text (the widget's text/plain too)."""
+    return "\n".join(line.text for line in status_lines(state))
 
 
 def format_event(event: Event) -> str | None:
-    """One text line per event, for text mode and the CLI (None: nothing to print)."""
+    """The one line an event adds, for text mode and logs (None: nothing to print)."""
     if isinstance(event, Packaging):
-        return f"packaged {event.files} files, {_human_bytes(event.bytes)}"
+        return _packaging(event.files, event.bytes)
     if isinstance(event, TierDecided):
-        action = f" (backend: {event.backend_action})" if event.backend_action else ""
-        return f"tier {event.tier}{action}: " + ("; ".join(event.reasons) or "no changes")
+        return _tier(event.tier, event.reasons, event.backend_action)
     if isinstance(event, WorkerState):
         return format_worker(WorkerRow(event.worker, event.state, event.perf, event.error))
     if isinstance(event, BenchmarkScored):
         return f"worker {event.worker}: benchmark {event.perf:,.1f}/s"
-    if isinstance(event, Ready) and event.dry_run:
-        return f"dry run: nothing changed or started ({event.elapsed:.2f}s)"
     if isinstance(event, Ready):
-        return f"ready at {event.endpoint} in {event.elapsed:.2f}s" if event.endpoint else f"ready in {event.elapsed:.2f}s"
+        return _ready(event.endpoint, event.elapsed, event.dry_run)
     if isinstance(event, Retry):
-        return f"{event.what}: retry {event.attempt}/{event.max_attempts} in {event.delay:.1f}s ({event.reason})"
+        return format_retry(event)
     if isinstance(event, Failed):
         return f"FAILED: {event.message}"
     if isinstance(event, LogLine):
         return f"[{event.worker}] {event.text}"
     return None
+
+
+def deployment_lines(status: DeploymentStatus) -> tuple[Line, ...]:
+    """A status snapshot (``%vast_status``, ``vast-magic status``); worker rows read like the deploy's."""
+    lines = [Line("header", f"vast_magic {status.name} (tag {status.tag}): {status.state}")]
+    if status.endpoint:
+        lines.append(Line("body", f"endpoint {status.endpoint}"))
+    lines += [Line("worker", format_worker(WorkerRow(w.id, w.state, w.perf, w.error)), w.state)
+              for w in status.workers]
+    if status.not_applied_locally:
+        lines.append(Line("body", "not applied locally: " + ", ".join(status.not_applied_locally)))
+    return tuple(lines)
+
+
+def format_deployment_status(status: DeploymentStatus) -> str:
+    return "\n".join(line.text for line in deployment_lines(status))
+
+
+def deployment_summary(status: DeploymentStatus) -> str:
+    """One row per deployment for listings (``vast-magic ls``): name, tag, state, ready workers, endpoint."""
+    ready = sum(worker.state == "ready" for worker in status.workers)
+    return "\t".join((status.name, status.tag, status.state, f"{ready}/{len(status.workers)} ready",
+                      status.endpoint or "-"))

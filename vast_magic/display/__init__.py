@@ -13,8 +13,9 @@ import sys
 from typing import Callable
 
 from .. import settings
+from ..events import format_deployment_status
 from ..reports import DeploymentStatus
-from .progress import MapProgress, Progress, describe_error, format_deployment_status, format_map
+from .progress import MapProgress, Progress, describe_error, format_map
 
 __all__ = ["open_progress", "open_map_progress", "Progress", "MapProgress", "resolve_display_mode", "show_status",
            "format_deployment_status", "format_map", "describe_error"]

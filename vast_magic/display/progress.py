@@ -2,9 +2,8 @@
 
 ``Progress`` folds deploy events into a ``DeployState`` with the pure
 ``events.apply_event`` and hands every step to a view (text or widget); the
-views only decide how the lines of ``events.format_status`` look.
-``MapProgress`` does the same for ``f.map``, and ``format_deployment_status``
-renders a ``DeploymentStatus`` snapshot for ``%vast_status``.
+views only decide how the lines of ``events.status_lines`` look.
+``MapProgress`` does the same for ``f.map``.
 """
 from __future__ import annotations
 
@@ -13,8 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..errors import VastMagicError
-from ..events import DeployState, Event, Failed, WorkerRow, apply_event, format_worker
-from ..reports import DeploymentStatus
+from ..events import DeployState, Event, Failed, apply_event
 
 
 class DeployView(Protocol):
@@ -104,22 +102,3 @@ class MapProgress:
         s = self.state
         self.state = MapState(s.total, s.done, s.failed, time.perf_counter() - self._started, s.label)
         self.view.finish(self.state)
-
-
-STOPPED_STATES = ("stopped",)
-
-
-def status_lines(status: DeploymentStatus) -> list[tuple[str, str | None]]:
-    """The lines of a status snapshot, each with its worker's state (None for other lines)."""
-    lines: list[tuple[str, str | None]] = [(f"vast_magic {status.name} (tag {status.tag}): {status.state}", None)]
-    if status.endpoint:
-        lines.append((f"endpoint {status.endpoint}", None))
-    lines += [(format_worker(WorkerRow(w.id, w.state, w.perf, w.error)), w.state) for w in status.workers]
-    if status.not_applied_locally:
-        lines.append(("not applied locally: " + ", ".join(status.not_applied_locally), None))
-    return lines
-
-
-def format_deployment_status(status: DeploymentStatus) -> str:
-    """Plain text of a status snapshot; worker rows read exactly like the deploy progress."""
-    return "\n".join(line for line, _ in status_lines(status))

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from ..events import DeployState, Event, format_event
+from ..events import DeployState, Event, format_deployment_status, format_event
 from ..reports import DeploymentStatus
-from .progress import MapState, format_deployment_status, format_map
+from .progress import MapState, format_map
 
 
 class TextDeployView:

@@ -1,7 +1,8 @@
 """ipywidgets views of the same models the text views print.
 
-Each widget's visible lines are the lines of the text rendering (header,
-packaging, tier, one row per worker, retry, endpoint and time, failure), so a
+Each widget shows exactly the lines of ``events.status_lines`` /
+``events.deployment_lines`` (header, packaging, tier, one row per worker,
+retry, endpoint and time, failure), placed by each line's ``part``, so a
 browser and a log show the same facts; colors only add the phase. The
 ``text/plain`` part of every widget's mimebundle is the text rendering of its
 final state, which is what nbval and plain frontends record.
@@ -9,7 +10,6 @@ final state, which is what nbval and plain frontends record.
 from __future__ import annotations
 
 import html
-import re
 import threading
 import time
 from typing import Callable
@@ -17,18 +17,18 @@ from typing import Callable
 import ipywidgets as w
 from IPython.display import display
 
-from ..events import (
-    DeployState, Event, Failed, Packaging, Ready, TierDecided, format_event, format_status, format_worker,
-)
+from ..events import DeployState, Event, Line, deployment_lines, format_deployment_status, format_status, status_lines
 from ..reports import DeploymentStatus
-from .progress import STOPPED_STATES, MapState, describe_error, format_deployment_status, format_map, status_lines
+from .progress import MapState, describe_error, format_map
 
-PHASE_COLORS = {"packaging": "#4b5563", "deploying": "#1d4ed8", "ready": "#15803d", "failed": "#b91c1c"}
+PHASE_COLORS = {"packaging": "#4b5563", "deploying": "#1d4ed8", "ready": "#15803d", "dry run": "#4b5563",
+                "failed": "#b91c1c"}
 WORKER_COLORS = {"ready": "#15803d", "failed": "#b91c1c", "stopped": "#6b7280"}
 RETRY_COLOR = "#b45309"
+#: the footer's parts, in order, with their color and weight
+FOOTER = (("retry", RETRY_COLOR, False), ("done", PHASE_COLORS["ready"], False), ("error", PHASE_COLORS["failed"], True))
 LOG_LINES = 10
-_DIV = re.compile(r"<div[^>]*>(.*?)</div>", re.S)
-_TAG = re.compile(r"<[^>]+>")
+STOPPED_STATES = ("stopped",)
 
 
 def _divs(lines: list[str], color: str | None = None, bold: bool = False) -> str:
@@ -43,9 +43,14 @@ def _pre(lines: list[str], color: str = "#374151") -> str:
     return f'<pre style="color:{color};max-height:12em;overflow:auto;margin:2px 0">{body}</pre>'
 
 
-def html_lines(value: str) -> list[str]:
-    """The text lines an HTML section shows (one per ``<div>``); used by tests and ``text_lines``."""
-    return [html.unescape(_TAG.sub("", part)) for part in _DIV.findall(value)]
+def _texts(lines: tuple[Line, ...], part: str) -> list[str]:
+    return [line.text for line in lines if line.part == part]
+
+
+def _line_divs(lines: tuple[Line, ...], header_color: str) -> str:
+    """Lines in their order: the header bold in the phase color, worker rows in their state's color."""
+    return "".join(_divs([line.text], header_color, bold=True) if line.part == "header"
+                   else _divs([line.text], WORKER_COLORS.get(line.state or "")) for line in lines)
 
 
 def _set_html(widget: w.HTML, value: str) -> None:
@@ -105,32 +110,14 @@ class DeployWidget(_Displayed):
 
     def _render(self, state: DeployState) -> None:
         self.state = state
-        header = format_status(state).splitlines()[0]
-        _set_html(self.header, _divs([header], self.color, bold=True))
-        body = []
-        if state.files is not None:
-            body.append(format_event(Packaging(state.files, state.bytes or 0)))
-        if state.tier is not None:
-            body.append(format_event(TierDecided(state.tier, state.reasons, state.backend_action)))
-        _set_html(self.body, _divs(body))
-        _set_html(self.workers, "".join(_divs([format_worker(r)], WORKER_COLORS.get(r.state)) for r in state.workers))
-        footer = _divs([state.retry], RETRY_COLOR) if state.retry else ""
-        if state.done:
-            footer += _divs([format_event(Ready(state.endpoint, state.elapsed or 0.0))], PHASE_COLORS["ready"])
-        if state.error:
-            footer += _divs([format_event(Failed(state.error))], PHASE_COLORS["failed"], bold=True)
-        _set_html(self.footer, footer)
+        lines = status_lines(state)
+        _set_html(self.header, _divs(_texts(lines, "header"), self.color, bold=True))
+        _set_html(self.body, _divs(_texts(lines, "body")))
+        _set_html(self.workers, _line_divs(tuple(line for line in lines if line.part == "worker"), self.color))
+        _set_html(self.footer, "".join(_divs(_texts(lines, part), color, bold) for part, color, bold in FOOTER))
         _set_html(self.traceback, _pre((state.error_traceback or "").rstrip().splitlines(), PHASE_COLORS["failed"]))
         _set_html(self.logs, _pre(list(state.logs[-LOG_LINES:])))
         self.box.layout.border = f"2px solid {self.color}"
-
-    def text_lines(self) -> list[str]:
-        """The status lines the widget shows (the log area and traceback aside)."""
-        return [line for part in (self.header, self.body, self.workers, self.footer) for line in html_lines(part.value)]
-
-    def log_lines(self) -> list[str]:
-        text = html.unescape(_TAG.sub("", self.logs.value))
-        return text.splitlines()
 
 
 class MapWidget(_Displayed):
@@ -185,17 +172,12 @@ class StatusWidget(_Displayed):
     def render(self, status: DeploymentStatus, note: str = "") -> None:
         self.status = status
         color = _status_color(status)
-        (first, _), *rest = status_lines(status)
-        self.lines.value = _divs([first], color, bold=True) + "".join(
-            _divs([line], WORKER_COLORS.get(state or "")) for line, state in rest)
+        self.lines.value = _line_divs(deployment_lines(status), color)
         _set_html(self.note, _divs([note], "#6b7280") if note else "")
         self.box.layout.border = f"2px solid {color}"
 
     def plain_text(self) -> str:
         return format_deployment_status(self.status)
-
-    def text_lines(self) -> list[str]:
-        return html_lines(self.lines.value)
 
     @property
     def closed(self) -> bool:
