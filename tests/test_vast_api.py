@@ -83,12 +83,12 @@ def make_plan(tmp_path: Path, **changes) -> DeployPlan:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, fake: FakeVast | None = None):
+    def __init__(self, tmp_path: Path, fake: FakeVast | None = None, jitter=lambda: 0.5):
         self.fake = fake or FakeVast(api_key=KEY)
         self.sleeps: list[float] = []
         self.events: list = []
         self.backend = VastBackend(home=str(tmp_path / "home"), api_key=KEY, transport=self.fake.transport(),
-                                   poll_interval=0.01, sleep=self._sleep)
+                                   poll_interval=0.01, sleep=self._sleep, jitter=jitter)
 
     async def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -285,14 +285,13 @@ def test_5xx_then_success_is_one_visible_retry(h, tmp_path):
     assert h.apply(make_plan(tmp_path)).backend_action == "created"
     (retry,) = h.of(Retry)
     assert (retry.what, retry.attempt, retry.max_attempts, retry.reason) == ("PUT /api/v0/deployments/", 1, 4, "HTTP 503")
-    assert 1.0 <= retry.delay <= 2.0 and h.sleeps[:1] == [retry.delay]
+    assert retry.delay == 1.5 and h.sleeps[:1] == [retry.delay]          # 2 ** 0 + the injected jitter 0.5
 
 
-def test_backoff_is_capped_at_five_seconds(h, tmp_path):
+def test_backoff_doubles_with_the_injected_jitter(h, tmp_path):
     h.fake.fail("PUT", "/api/v0/deployments/", 503, 503, 503)
     h.apply(make_plan(tmp_path))
-    delays = [e.delay for e in h.of(Retry)]
-    assert 1 <= delays[0] <= 2 and 2 <= delays[1] <= 3 and 4 <= delays[2] <= 5
+    assert [e.delay for e in h.of(Retry)] == [1.5, 2.5, 4.5] == h.sleeps[:3]     # the cap (5 s): test_retry.py
 
 
 @pytest.mark.parametrize("outcomes", [(403,), (500, 500, 500, 500)])

@@ -14,6 +14,7 @@ from vast_magic.backends.vast import envelope, routing
 from vast_magic.errors import VastNotFoundError
 from vast_magic.backends.vast.fake import AUTOSCALER, WORKER, FakeVast
 from vast_magic.errors import (BackendError, CallTimeoutError, OverloadedError, RemoteError, WorkerLostError)
+from vast_magic.remote import write_outcome
 from test_vast_api import KEY, Harness, make_plan
 
 
@@ -152,6 +153,24 @@ def test_call_retries_then_succeeds(h, outcomes, retries, attempts):
     outcome = asyncio.run(h.backend.call(spec("square", retries=retries), (5,), {}, {}))
     assert outcome.value == 25 and len(h.fake.sent("POST", "/remote/square")) == attempts
     assert len(h.fake.sent("POST", "/route/")) == attempts  # every attempt routes again
+    assert [(r.what, r.attempt) for r in outcome.retries] == [("square", n) for n in range(1, attempts)]
+    assert h.sleeps[-len(outcome.retries):] == [r.delay for r in outcome.retries]
+
+
+def test_retries_are_events_written_into_the_calling_cell(tmp_path, capsys):
+    """Deterministic: the jitter is injected, so the delays are exact (1 + 0.25, then 2 + 0.25)."""
+    harness = Harness(tmp_path, FakeVast(api_key=KEY, functions=dict(FUNCTIONS)), jitter=lambda: 0.25)
+    harness.apply(make_plan(tmp_path))
+    harness.fake.fail("POST", "/remote/square", 429, httpx.ConnectError("refused"))
+    outcome = asyncio.run(harness.backend.call(spec("square"), (3,), {}, {}))
+    assert [(r.attempt, r.max_attempts, r.delay, r.reason) for r in outcome.retries] == [
+        (1, 4, 1.25, "HTTP 429"), (2, 4, 2.25, "ConnectError")]
+    capsys.readouterr()
+    write_outcome(outcome)
+    captured = capsys.readouterr()
+    assert captured.err == ("[vast_magic] square: retry 1/4 in 1.2s (HTTP 429)\n"
+                            "[vast_magic] square: retry 2/4 in 2.2s (ConnectError)\n")
+    assert captured.out == "squaring 3\n"
 
 
 def test_route_waiting_is_bounded_by_the_timeout(h):

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import loop
+from .backends.base import CallOutcome
 from .bundle.registry_spec import RemoteSpec
 from .display import open_map_progress
 from .errors import ConfigError
+from .events import format_event
 
 if TYPE_CHECKING:  # pragma: no cover
     from .deployment import Deployment
@@ -111,9 +113,11 @@ def validate_options(fn: Callable, **options: Any) -> RemoteOptions:
     )
 
 
-def write_output(output: Iterable[tuple[str, str]]) -> None:
-    """Write what the worker printed into this cell's stdout/stderr."""
-    for stream, text in output:
+def write_outcome(outcome: CallOutcome) -> None:
+    """Write into this cell one note per retry the backend made, then what the worker printed."""
+    for retry in outcome.retries:
+        sys.stderr.write(f"[vast_magic] {format_event(retry)}\n")
+    for stream, text in outcome.output:
         (sys.stderr if stream == "stderr" else sys.stdout).write(text)
     sys.stdout.flush()
 
@@ -168,7 +172,7 @@ class RemoteFunction:
     async def _call(self, args: tuple, kwargs: dict, timeout: float | None = None) -> Any:
         bound = self._bind(args, kwargs)
         outcome = await loop.run_on_loop(self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), timeout))
-        write_output(outcome.output)
+        write_outcome(outcome)
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
@@ -182,7 +186,7 @@ class RemoteFunction:
         """Blocking call, usable from sync code and inside Jupyter cells."""
         bound = self._bind(args, kwargs)
         outcome = loop.run_sync(self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), None))
-        write_output(outcome.output)
+        write_outcome(outcome)
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
@@ -239,7 +243,7 @@ class RemoteFunction:
         for outcome in outcomes:
             error = outcome if isinstance(outcome, BaseException) else outcome.error
             if not isinstance(outcome, BaseException):
-                write_output(outcome.output)
+                write_outcome(outcome)
             if error is not None and not return_exceptions:
                 raise error
             results.append(error if error is not None else outcome.value)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import CallTimeoutError, OverloadedError, make_remote_error
-from ..events import EventSink
+from ..events import EventSink, Retry
 from ..reports import DeploymentStatus, LogLine, WorkerInfo
 
 
@@ -59,6 +59,7 @@ class CallOutcome:
     value: Any = None
     error: BaseException | None = None
     output: tuple[tuple[str, str], ...] = field(default=())   # (stream, text) printed on the worker
+    retries: tuple[Retry, ...] = field(default=())            # one event per retry the backend made, in order
 
 
 #: how the runtime executor words its own per-call timeout (runtime/executor.py)

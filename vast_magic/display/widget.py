@@ -26,7 +26,8 @@ PHASE_COLORS = {"packaging": "#4b5563", "deploying": "#1d4ed8", "ready": "#15803
 WORKER_COLORS = {"ready": "#15803d", "failed": "#b91c1c", "stopped": "#6b7280"}
 RETRY_COLOR = "#b45309"
 #: the footer's parts, in order, with their color and weight
-FOOTER = (("retry", RETRY_COLOR, False), ("done", PHASE_COLORS["ready"], False), ("error", PHASE_COLORS["failed"], True))
+FOOTER = (("retry", RETRY_COLOR, False), ("done", PHASE_COLORS["ready"], False),
+          ("error", PHASE_COLORS["failed"], True))
 LOG_LINES = 10
 STOPPED_STATES = ("stopped",)
 

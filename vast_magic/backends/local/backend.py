@@ -23,6 +23,7 @@ from ...errors import (BackendError, CallTimeoutError, CaptureError, ConfigError
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ...runtime import shm
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response
+from ..retry import IMMEDIATE, Retryable
 from .client import EngineClient
 from .daemon_control import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
@@ -121,17 +122,16 @@ class LocalBackend:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
             raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
                               f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
-        notes: list[tuple[str, str]] = []
-        for attempt in range(spec.retries + 1):
+        retries: list[events.Retry] = []
+
+        async def attempt() -> CallOutcome:
             try:
-                outcome = await self._call_once(spec, args, kwargs, classes or {})
-            except WorkerLostError as exc:
-                if attempt >= spec.retries:
-                    raise
-                notes.append(("stderr", f"[vast_magic] {spec.function}: {str(exc).split(';')[0]}; retrying "
-                                        f"(attempt {attempt + 2} of {spec.retries + 1})\n"))
-                continue
-            return dataclasses.replace(outcome, output=(*notes, *outcome.output)) if notes else outcome
+                return await self._call_once(spec, args, kwargs, classes or {})
+            except WorkerLostError as exc:        # the engine routes the next attempt to another worker
+                raise Retryable(exc, str(exc).split(";")[0]) from None
+
+        outcome = await IMMEDIATE.run(attempt, what=spec.function, emit=retries.append, attempts=spec.retries + 1)
+        return dataclasses.replace(outcome, retries=tuple(retries)) if retries else outcome
 
     async def _pool(self, name: str, tag: str) -> DeploymentPool:
         key = (name, tag)

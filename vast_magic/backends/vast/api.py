@@ -4,9 +4,10 @@ Request plumbing follows the official SDK (reference 1.2 "Request plumbing"):
 ``Authorization: Bearer <key>``, ``User-Agent: vastai-sdk/1.9.1`` and the key
 again as the ``api_key`` query parameter, a JSON body except for GET, and a
 timeout on every attempt. Unlike the SDK, retries are bounded (408, 429, 5xx
-and transport errors; ``min(2**n + jitter, 5)`` s apart) and each one is a
-visible ``Retry`` event. Final failures become ``errors.Vast*Error`` with a
-message that says what to do, scrubbed of every key this client knows.
+and transport errors; the backends' one ``RetryPolicy``, ``min(2**n + jitter,
+5)`` s apart) and each one is a visible ``Retry`` event. Final failures become
+``errors.Vast*Error`` with a message that says what to do, scrubbed of every
+key this client knows.
 
 The ``httpx`` logger prints request URLs (which carry ``api_key=``) at INFO;
 a filter installed here masks those values.
@@ -17,7 +18,6 @@ import asyncio
 import logging
 import random
 import re
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -25,7 +25,8 @@ import httpx
 
 from ...errors import (VastAPIError, VastAuthError, VastNotFoundError, VastRateLimitedError, VastRejectedError,
                        VastUnavailableError)
-from ...events import EventSink, Retry
+from ...events import EventSink
+from ..retry import Retryable, RetryPolicy
 
 SDK_VERSION = "1.9.1"
 USER_AGENT = f"vastai-sdk/{SDK_VERSION}"
@@ -55,19 +56,12 @@ def _install_log_filter() -> None:
 _install_log_filter()
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How many attempts a request gets and how long to sleep between them."""
+class _RetryableAnswer(Exception):
+    """A 408/429/5xx answer, kept so the last one can be returned or turned into its error."""
 
-    attempts: int = 4
-    cap: float = 5.0
-
-    def delay(self, failures: int, jitter: float) -> float:
-        return min(2 ** (failures - 1) + jitter, self.cap)
-
-
-def _ignore(_event: Any) -> None:
-    return None
+    def __init__(self, response: httpx.Response):
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
 
 
 class VastAPI:
@@ -75,17 +69,15 @@ class VastAPI:
 
     def __init__(self, api_key: str, *, webserver_url: str = DEFAULT_WEBSERVER, autoscaler_url: str = DEFAULT_AUTOSCALER,
                  transport: httpx.AsyncBaseTransport | None = None, timeout: float = 30.0,
-                 policy: RetryPolicy = RetryPolicy(), sleep: Callable[[float], Awaitable[Any]] | None = None,
-                 jitter: Callable[[], float] = random.random):
+                 sleep: Callable[[float], Awaitable[Any]] | None = None, jitter: Callable[[], float] = random.random):
         self._key = api_key
         self._secrets: set[str] = {api_key}
         self.webserver_url = webserver_url.rstrip("/")
         self.autoscaler_url = autoscaler_url.rstrip("/")
         self.transport = transport
         self.timeout = timeout
-        self.policy = policy
         self.sleep = sleep or asyncio.sleep
-        self.jitter = jitter
+        self.retry = RetryPolicy(jitter=jitter, sleep=self.sleep)
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
 
     def __repr__(self) -> str:
@@ -149,30 +141,28 @@ class VastAPI:
                            attempts: int | None = None, emit: EventSink | None = None,
                            raise_for_status: bool = True) -> httpx.Response:
         """Retry 408/429/5xx and transport errors; with ``raise_for_status=False`` return the last answer."""
-        total = attempts or self.policy.attempts
-        emit = emit or _ignore
-        for attempt in range(1, total + 1):
+        total = attempts or self.retry.attempts
+
+        async def attempt() -> httpx.Response:
             try:
                 response = await send()
             except httpx.TransportError as exc:
                 reason = self.scrub(_transport_reason(exc))
-                if attempt == total:
-                    host = urlsplit(str(exc.request.url)).netloc if _has_request(exc) else "Vast"
-                    raise VastUnavailableError(self.scrub(
-                        f"{what}: could not reach {host} ({reason}) after {total} attempts; "
-                        "check your network connection and retry.")) from None
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    return self.check(response, what) if raise_for_status else response
-                reason = f"HTTP {response.status_code}"
-                if attempt == total:
-                    if not raise_for_status:
-                        return response
-                    raise self.error(response, what, total)
-            delay = self.policy.delay(attempt, self.jitter())
-            emit(Retry(what, attempt, total, delay, reason))
-            await self.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                host = urlsplit(str(exc.request.url)).netloc if _has_request(exc) else "Vast"
+                raise Retryable(VastUnavailableError(self.scrub(
+                    f"{what}: could not reach {host} ({reason}) after {total} attempts; "
+                    "check your network connection and retry.")), reason) from None
+            if response.status_code in RETRY_STATUSES:
+                raise Retryable(_RetryableAnswer(response), f"HTTP {response.status_code}")
+            return response
+
+        try:
+            response = await self.retry.run(attempt, what=what, emit=emit, attempts=total)
+        except _RetryableAnswer as last:
+            if not raise_for_status:
+                return last.response
+            raise self.error(last.response, what, total) from None
+        return self.check(response, what) if raise_for_status else response
 
     def check(self, response: httpx.Response, what: str) -> httpx.Response:
         if 200 <= response.status_code < 300:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import random
 import time
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -58,11 +59,12 @@ class VastBackend:
     def __init__(self, home: str | os.PathLike | None = None, api_key: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, webserver_url: str = DEFAULT_WEBSERVER,
                  autoscaler_url: str | None = None, autoscaler_instance: str = "prod",
-                 poll_interval: float = 2.0, sleep: Any = None, **_: Any):
+                 poll_interval: float = 2.0, sleep: Any = None, jitter: Callable[[], float] = random.random,
+                 **_: Any):
         self.home = str(home) if home is not None else str(settings.home())
         self.api = VastAPI(require_api_key(api_key), webserver_url=webserver_url,
                            autoscaler_url=autoscaler_for(autoscaler_instance, autoscaler_url),
-                           transport=transport or default_transport, sleep=sleep)
+                           transport=transport or default_transport, sleep=sleep, jitter=jitter)
         self.router = routing.Router(self.api)
         self.heartbeats = Heartbeats(self.api)
         self.poll_interval = poll_interval

@@ -8,24 +8,27 @@
 3. ``POST <url>/remote/<function>?api_key=<endpoint key>`` with
    ``{"auth_data": <the whole /route/ answer>, "session_id": null, "payload": {"kwargs": {...}}}``.
 
-Retries are bounded: 429 and refused connections (the call never started) get
-``STARTUP_RETRIES`` extra attempts plus the function's ``retries``; 5xx and lost
-connections (the call may have run) only the function's ``retries``; all of
-them stop at the call's deadline.
+Retries follow the backends' one ``RetryPolicy`` and are bounded: 429 and
+refused connections (the call never started) get ``STARTUP_RETRIES`` extra
+attempts plus the function's ``retries``; 5xx and lost connections (the call
+may have run) only the function's ``retries``; all of them stop at the call's
+deadline. Each retry is a ``Retry`` event in the outcome, which the caller
+writes into its cell.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import random
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import httpx
 
 from ...errors import (BackendError, CallTimeoutError, OverloadedError, VastAPIError, VastNotFoundError,
                        VastRejectedError, WorkerLostError, make_remote_error)
+from ...events import Retry
 from ..base import CallOutcome, CallSpec
+from ..retry import Retryable
 from . import envelope
 from .api import VastAPI
 
@@ -41,12 +44,18 @@ class Endpoint:
     key: str
 
 
+class _CallFailure(Retryable):
+    """A failed worker POST that may be retried; ``may_have_run`` picks the budget it draws on."""
+
+    def __init__(self, error: BackendError, reason: str, may_have_run: bool):
+        super().__init__(error, reason)
+        self.may_have_run = may_have_run
+
+
 class Router:
-    def __init__(self, api: VastAPI, *, sleep: Callable[[float], Any] | None = None,
-                 jitter: Callable[[], float] = random.random):
+    def __init__(self, api: VastAPI):
         self.api = api
-        self.sleep = sleep or api.sleep
-        self.jitter = jitter
+        self.retry = api.retry
         self._endpoints: dict[int, Endpoint] = {}
 
     async def endpoint(self, endpoint_id: int) -> Endpoint:
@@ -88,12 +97,11 @@ class Router:
             polls += 1
             if polls == 1:
                 logger.info("waiting for a Vast worker of %s to be assigned to %s", endpoint.name, function)
-            await self.sleep(min(self.wait_delay(polls), max(0.0, deadline - loop.time())))
+            await self.retry.sleep(min(self.wait_delay(polls), max(0.0, deadline - loop.time())))
 
     def wait_delay(self, polls: int) -> float:
-        if polls <= 1:
-            return 1.0
-        return random.uniform(0.1, min(2 ** polls + self.jitter(), 5.0))
+        """The official client's wait between ``/route/`` polls, with the policy's (injectable) randomness."""
+        return self.retry.poll_delay(polls)
 
     async def post(self, endpoint: Endpoint, route: dict, function: str, payload: dict, timeout: float) -> httpx.Response:
         url = f"{str(route['url']).rstrip('/')}/remote/{function}"
@@ -105,38 +113,45 @@ class Router:
 async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kwargs: dict,
                classes: dict | None) -> CallOutcome:
     """One call with routing and bounded retries; see the module docstring."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + spec.timeout
+    deadline = asyncio.get_running_loop().time() + spec.timeout
     payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes)}
     resolve = {name: cls for cls, name in (classes or {}).items()}
     endpoint = await router.endpoint(endpoint_id)
-    startup_left, after_start_left = STARTUP_RETRIES + spec.retries, spec.retries
-    failures = 0
-    while True:
+    budget = {False: STARTUP_RETRIES + spec.retries, True: spec.retries}   # by may_have_run
+    retries: list[Retry] = []
+
+    def allow(failure: Retryable) -> bool:
+        kind = isinstance(failure, _CallFailure) and failure.may_have_run
+        budget[kind] -= 1
+        return budget[kind] >= 0
+
+    async def attempt() -> CallOutcome:
         route = await router.route(endpoint, spec.cost, deadline, spec.function)
-        try:
-            response = await router.post(endpoint, route, spec.function, payload, max(0.01, deadline - loop.time()))
-        except httpx.TimeoutException:
-            raise CallTimeoutError(f"{spec.function} did not finish within its timeout of {spec.timeout:g}s on Vast; "
-                                   "pass a larger timeout= to @app.remote.") from None
-        except httpx.ConnectError as exc:
-            retryable, startup_left, problem = startup_left > 0, startup_left - 1, _connect_problem(exc)
-            error: BackendError = WorkerLostError(problem)
-        except httpx.TransportError as exc:
-            retryable, after_start_left = after_start_left > 0, after_start_left - 1
-            error = WorkerLostError(f"the connection to the Vast worker running {spec.function} was lost "
-                                    f"({type(exc).__name__}); set retries=N on @app.remote to retry such calls.")
-        else:
-            if response.status_code == 200:
-                return decode_response(router.api, response, spec, resolve)
-            retryable, error, startup_left, after_start_left = _classify(
-                router.api, response, spec, startup_left, after_start_left)
-        failures += 1
-        delay = min(2 ** (failures - 1) + router.jitter(), 5.0)
-        if not retryable or loop.time() + delay >= deadline:
-            raise error
-        logger.warning("%s: retry %d in %.1fs (%s)", spec.function, failures, delay, router.api.scrub(str(error)))
-        await router.sleep(delay)
+        return decode_response(router.api, await _post(router, endpoint, route, spec, payload, deadline), spec, resolve)
+
+    outcome = await router.retry.run(attempt, what=spec.function, emit=retries.append,
+                                     attempts=1 + sum(budget.values()), allow=allow, deadline=deadline)
+    return dataclasses.replace(outcome, retries=tuple(retries)) if retries else outcome
+
+
+async def _post(router: Router, endpoint: Endpoint, route: dict, spec: CallSpec, payload: dict,
+                deadline: float) -> httpx.Response:
+    """The worker POST; a failure worth retrying is a ``_CallFailure``, a timeout or refusal is final."""
+    try:
+        response = await router.post(endpoint, route, spec.function, payload,
+                                     max(0.01, deadline - asyncio.get_running_loop().time()))
+    except httpx.TimeoutException:
+        raise CallTimeoutError(f"{spec.function} did not finish within its timeout of {spec.timeout:g}s on Vast; "
+                               "pass a larger timeout= to @app.remote.") from None
+    except httpx.ConnectError as exc:
+        raise _CallFailure(WorkerLostError(_connect_problem(exc)), type(exc).__name__, may_have_run=False) from None
+    except httpx.TransportError as exc:
+        raise _CallFailure(WorkerLostError(
+            f"the connection to the Vast worker running {spec.function} was lost ({type(exc).__name__}); set "
+            "retries=N on @app.remote to retry such calls."), type(exc).__name__, may_have_run=True) from None
+    if response.status_code != 200:
+        raise _refusal(router.api, response, spec)
+    return response
 
 
 def _connect_problem(exc: Exception) -> str:
@@ -144,25 +159,22 @@ def _connect_problem(exc: Exception) -> str:
             "Retry, or check app.status().")
 
 
-def _classify(api: VastAPI, response: httpx.Response, spec: CallSpec, startup_left: int,
-              after_start_left: int) -> tuple[bool, BackendError, int, int]:
+def _refusal(api: VastAPI, response: httpx.Response, spec: CallSpec) -> Exception:
+    """The error for a worker's non-200 answer: a ``_CallFailure`` when a retry may help."""
     status = response.status_code
     what = f"POST /remote/{spec.function}"
     if status == 429:
-        error: BackendError = OverloadedError(f"{spec.function}: the Vast worker's queue is longer than its "
-                                              "max_queue_time (HTTP 429); retry later or raise max_workers.")
-        return startup_left > 0, error, startup_left - 1, after_start_left
+        return _CallFailure(OverloadedError(f"{spec.function}: the Vast worker's queue is longer than its "
+                                            "max_queue_time (HTTP 429); retry later or raise max_workers."),
+                            "HTTP 429", may_have_run=False)
     if status >= 500 or status == 408:
-        error = api.error(response, what, 1)
-        return after_start_left > 0, error, startup_left, after_start_left - 1
+        return _CallFailure(api.error(response, what, 1), f"HTTP {status}", may_have_run=True)
     if status == 404:
-        error = VastNotFoundError(f"{what}: the worker has no function {spec.function!r} (HTTP 404); it runs another "
-                                  "version: run app.ensure_ready() again.", status)
-    elif status == 410:
-        error = VastRejectedError(f"{what}: the worker rejected the session (HTTP 410).", status)
-    else:
-        error = api.error(response, what, 1)
-    return False, error, startup_left, after_start_left
+        return VastNotFoundError(f"{what}: the worker has no function {spec.function!r} (HTTP 404); it runs another "
+                                 "version: run app.ensure_ready() again.", status)
+    if status == 410:
+        return VastRejectedError(f"{what}: the worker rejected the session (HTTP 410).", status)
+    return api.error(response, what, 1)
 
 
 def decode_response(api: VastAPI, response: httpx.Response, spec: CallSpec, resolve: dict) -> CallOutcome:
