@@ -35,7 +35,7 @@ def test_heartbeat_while_ttl_is_set_and_stopped_by_teardown(tmp_path):
         await backend.apply(make_plan(tmp_path, ttl=0.1), lambda e: None)
         d = next(iter(fake.deployments.values()))
         assert backend.heartbeats.running(d.id)
-        await until(lambda: d.heartbeats >= 3)                         # then every ttl / 2
+        await until(lambda: d.heartbeats >= 3)                         # then every ttl / 3 (at least 0.05 s)
         await backend.teardown("demo", "default")
         beats = d.heartbeats
         await asyncio.sleep(0.2)
@@ -47,9 +47,12 @@ def test_heartbeat_while_ttl_is_set_and_stopped_by_teardown(tmp_path):
     assert hb.headers["authorization"] == f"Bearer {KEY}" and hb.query == {} and hb.raw == b""
 
 
-def test_heartbeat_interval():
-    from vast_magic.backends.vast.heartbeat import interval_for
-    assert [interval_for(t) for t in (0.1, 30, 120, 3600)] == [0.05, 15, 60, 60]
+def test_heartbeat_interval_is_one_rule_for_both_backends(tmp_path):
+    from vast_magic.backends.heartbeat import HeartbeatScheduler, interval_for
+    from vast_magic.backends.local.backend import LocalBackend
+    assert [interval_for(t) for t in (0.1, 1.5, 30, 90, 3600)] == [0.05, 0.5, 10, 30, 30]
+    backends = [VastBackend(home=str(tmp_path), api_key=KEY), LocalBackend(home=tmp_path)]
+    assert all(type(backend.heartbeats) is HeartbeatScheduler for backend in backends)
 
 
 def test_heartbeat_survives_errors(tmp_path):

@@ -23,6 +23,7 @@ from ...errors import (BackendError, CallTimeoutError, CaptureError, ConfigError
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ...runtime import shm
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response
+from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
 from .client import EngineClient
 from .daemon_control import has_deployments, load_token, running_engine
@@ -58,8 +59,7 @@ class LocalBackend:
         self.home = Path(home) if home is not None else settings.home()
         self.engine = EngineClient(self.home)
         self.pools: dict[tuple[str, str], DeploymentPool] = {}
-        self._ttl: dict[tuple[str, str], float] = {}
-        self._heartbeat: asyncio.Task | None = None
+        self.heartbeats = HeartbeatScheduler(self._beat)
 
     # -- deploy ---------------------------------------------------------------------------
     async def previous_manifest(self, name: str, tag: str) -> Any | None:
@@ -88,7 +88,7 @@ class LocalBackend:
             await self._cancel_apply(plan.name, plan.tag)
             raise
         if plan.ttl:
-            self._keep_alive(plan.name, plan.tag, plan.ttl)
+            self.heartbeats.start((plan.name, plan.tag), plan.ttl)
         return ApplyResult(endpoint=result["endpoint"], workers=tuple(WorkerInfo(**w) for w in result["workers"]),
                            benchmark=result["benchmark"], backend_action=None, not_applied=not_applied)
 
@@ -99,22 +99,10 @@ class LocalBackend:
         except (asyncio.TimeoutError, BackendError, ConnectionError, OSError):
             pass
 
-    def _keep_alive(self, name: str, tag: str, ttl: float) -> None:
-        self._ttl[(name, tag)] = ttl
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.ensure_future(self._heartbeats())
-
-    async def _heartbeats(self) -> None:
-        """While this process lives, tell the engine its ttl deployments are still wanted."""
-        while self._ttl:
-            await asyncio.sleep(min(30.0, max(0.2, min(self._ttl.values()) / 3)))
-            for name, tag in list(self._ttl):
-                try:
-                    alive = await self.engine.request("heartbeat", autostart=False, answer_timeout=10, name=name, tag=tag)
-                except Exception:
-                    continue
-                if not alive:
-                    self._ttl.pop((name, tag), None)
+    async def _beat(self, key: tuple[str, str]) -> bool:
+        """Tell the engine a ttl deployment is still wanted by this process; False once the engine dropped it."""
+        name, tag = key
+        return bool(await self.engine.request("heartbeat", autostart=False, answer_timeout=10, name=name, tag=tag))
 
     # -- calls ------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
@@ -232,13 +220,12 @@ class LocalBackend:
         for key in [k for k in self.pools if k[0] == name and (tag is None or k[1] == tag)]:
             self.pools.pop(key).close()
             self.engine.route_handlers.pop(key, None)
-            self._ttl.pop(key, None)
+        for key in [k for k in self.heartbeats.tasks if k[0] == name and (tag is None or k[1] == tag)]:
+            self.heartbeats.stop(key)
 
     def close(self) -> None:
         """Drop connections and stop heartbeating (ttl deployments then expire on the engine)."""
-        self._ttl.clear()
-        if self._heartbeat is not None:
-            self._heartbeat.get_loop().call_soon_threadsafe(self._heartbeat.cancel)
+        self.heartbeats.stop_all()
         for pool in self.pools.values():
             pool.close()
         self.engine.close()

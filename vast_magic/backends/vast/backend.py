@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import random
 import time
@@ -19,19 +20,21 @@ from typing import Any, Callable
 import httpx
 
 from ... import settings
-from ...errors import BackendError, VastNotFoundError
+from ...errors import BackendError, VastAPIError, VastNotFoundError
 from ...events import EventSink, Failed, TierDecided
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
+from ..heartbeat import HeartbeatScheduler
 from . import deploy, readiness, routing, state
 from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
-from .heartbeat import Heartbeats
 from .keys import require_api_key
 
 AUTOSCALERS = {"prod": DEFAULT_AUTOSCALER, "alpha": "https://run-alpha.vast.ai",
                "candidate": "https://run-candidate.vast.ai", "local": "http://localhost:8080"}
 #: used when VastBackend gets no ``transport``: None means the network; tests install ``FakeVast().transport()``
 default_transport: httpx.AsyncBaseTransport | None = None
+BEAT_TIMEOUT = 10.0
+logger = logging.getLogger("vast_magic.vast")
 #: Vast's action -> the tier it corresponds to (DESIGN.md "Vast backend")
 ACTION_TIERS = {"exists": 0, "autoscale_update": 1, "soft_update": 2, "created": 4}
 
@@ -66,7 +69,7 @@ class VastBackend:
                            autoscaler_url=autoscaler_for(autoscaler_instance, autoscaler_url),
                            transport=transport or default_transport, sleep=sleep, jitter=jitter)
         self.router = routing.Router(self.api)
-        self.heartbeats = Heartbeats(self.api)
+        self.heartbeats = HeartbeatScheduler(self._beat)
         self.poll_interval = poll_interval
         self._logs: dict[tuple[str, str], collections.deque] = {}
 
@@ -123,6 +126,20 @@ class VastBackend:
             plan.name, plan.tag, answer.deployment_id, answer.endpoint_id, plan.manifest.to_json(),
             answer.action, plan.ttl))
         return answer
+
+    async def _beat(self, deployment_id: int) -> bool:
+        """``POST /api/v0/deployment/{id}/heartbeat/``: Bearer key, no body, no ``api_key`` query; False once gone."""
+        what = f"heartbeat of deployment {deployment_id}"
+        try:
+            await self.api.request("POST", self.api.web(f"/api/v0/deployment/{deployment_id}/heartbeat/"), what=what,
+                                   query_key=False, timeout=BEAT_TIMEOUT, attempts=1)
+        except VastNotFoundError:
+            logger.warning("deployment %s no longer exists on Vast; heartbeats stopped.", deployment_id)
+            return False
+        except (VastAPIError, OSError) as exc:
+            logger.warning("heartbeat failed, retrying: %s", exc)
+            raise
+        return True
 
     # -- calls -------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
