@@ -39,7 +39,7 @@ def test_idle_engine_exits(harness, monkeypatch):
 def test_dry_run_reads_without_starting_the_engine(harness):
     backend = get_backend("local", home=str(harness.home))
     assert isinstance(backend, LocalBackend)
-    assert harness.run(backend.previous_manifest("demo", "default")) is None
+    assert harness.run(backend.previous_manifest_json("demo", "default")) is None
     assert harness.run(backend.status("demo", "default")).state == "stopped"
     assert harness.run(backend.list_deployments()) == []
     harness.run(backend.teardown("demo", None))
@@ -71,17 +71,12 @@ def test_load_reports_scale_up_then_back_down(harness):
     harness.wait_for(lambda: len(harness.workers()) == 1, timeout=15, what="scale down to cold_workers")
 
 
-def test_previous_manifest_is_read_read_only(harness, monkeypatch):
-    import sys
-    import types
-    fake = types.ModuleType("vast_magic.bundle.manifest")
-    fake.Manifest = types.SimpleNamespace(from_json=lambda text: ("decoded", text))
-    monkeypatch.setitem(sys.modules, "vast_magic.bundle.manifest", fake)
+def test_previous_manifest_is_read_read_only(harness):
     deployed = plan(make_bundle(harness.folder), secrets=[("API_TOKEN", "hunter2")])
     harness.apply(deployed)
     daemon_control.engine_stop(harness.home)              # reading must not need (or start) the engine
-    assert harness.run(harness.backend.previous_manifest("demo", "default")) == ("decoded", deployed.manifest.to_json())
-    assert harness.run(harness.backend.previous_manifest("demo", "other")) is None
+    assert harness.run(harness.backend.previous_manifest_json("demo", "default")) == deployed.manifest.to_json()
+    assert harness.run(harness.backend.previous_manifest_json("demo", "other")) is None
     assert daemon_control.running_engine(harness.home) is None
     for path in harness.home.glob("state.db*"):           # secrets live in the db: owner-only
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path

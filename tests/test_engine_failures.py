@@ -91,7 +91,7 @@ def test_failing_first_deploy_leaves_nothing_recorded(harness):
                          remotes=[], contexts=())
     with pytest.raises(DeployError, match="torch"):
         harness.apply(plan(broken))
-    assert harness.run(harness.backend.previous_manifest("demo", "default")) is None
+    assert harness.run(harness.backend.previous_manifest_json("demo", "default")) is None
     assert harness.workers() == []
     assert harness.run(harness.backend.status("demo", "default")).state == "failed"
     harness.apply(plan(make_bundle(harness.folder, "v2")))                  # fixed code deploys fine

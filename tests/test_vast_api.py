@@ -253,10 +253,10 @@ def test_previous_manifest_round_trips(h, tmp_path):
     from vast_magic.bundle.manifest import Manifest as RealManifest
     manifest = RealManifest(name="demo", tag="default", image="img", ports=((3000, "tcp"),),
                             secrets=(("HF_TOKEN", "hmac-digest"),), autoscaling=(("max_workers", 4),))
-    assert asyncio.run(h.backend.previous_manifest("demo", "default")) is None
+    assert asyncio.run(h.backend.previous_manifest_json("demo", "default")) is None
     h.apply(make_plan(tmp_path, manifest=manifest))
-    assert asyncio.run(h.backend.previous_manifest("demo", "default")) == manifest
-    assert asyncio.run(h.backend.previous_manifest("demo", "other-tag")) is None
+    assert RealManifest.from_json(asyncio.run(h.backend.previous_manifest_json("demo", "default"))) == manifest
+    assert asyncio.run(h.backend.previous_manifest_json("demo", "other-tag")) is None
 
 
 # -- the error table --------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_teardown_is_idempotent(h, tmp_path):
     asyncio.run(h.backend.teardown("demo", "default"))
     deletes = [(r.path, r.body) for r in h.fake.sent("DELETE")]
     assert deletes == [(f"/api/v0/deployment/{d.id}/", None), ("/api/v0/deployments/", {"name": "demo", "tag": "default"})]
-    assert d.deleted and asyncio.run(h.backend.previous_manifest("demo", "default")) is None
+    assert d.deleted and asyncio.run(h.backend.previous_manifest_json("demo", "default")) is None
 
 
 def test_teardown_all_tags(h, tmp_path):

@@ -22,6 +22,7 @@ from . import loop, settings
 from .backends import get_backend
 from .backends.base import CallOutcome, CallSpec, DeployPlan
 from .bundle import build_manifest, decide_tier, secret_key, write_bundle
+from .bundle.manifest import Manifest
 from .capture import capture_code
 from .display import open_progress
 from .errors import BundleError, ConfigError
@@ -130,7 +131,8 @@ class DeployFlow:
                      emit: Callable[[Event], None]) -> DeployReport:
         started = time.perf_counter()
         backend = self.backend(prepared.backend)
-        previous = await backend.previous_manifest(prepared.name, prepared.tag)
+        previous_json = await backend.previous_manifest_json(prepared.name, prepared.tag)
+        previous = Manifest.from_json(previous_json) if previous_json else None
         if previous is None and self._last_manifest is not None and self._last_manifest.name == prepared.name:
             previous = self._last_manifest  # another tag of this deployment: the reasons say "tag: a -> b"
         decision = decide_tier(previous, prepared.manifest)

@@ -20,7 +20,7 @@ class DeployPlan:
     tag: str
     tier: int                     # decided by decide_tier(previous, manifest)
     reasons: tuple[str, ...]
-    manifest: Any                 # vast_magic.bundle.manifest.Manifest
+    manifest: Any                 # vast_magic.bundle.manifest.Manifest (backends only call .to_json(), .fingerprint())
     bundle_path: str              # the built tar.gz
     env: tuple[tuple[str, str], ...]       # plain env vars for workers (also in config.json)
     secrets: tuple[tuple[str, str], ...] = field(repr=False)  # revealed Secret values: never in a bundle, log or repr
@@ -90,8 +90,11 @@ def outcome_from_response(response: dict, function: str | None = None) -> CallOu
 class Backend(Protocol):
     kind: str
 
-    async def previous_manifest(self, name: str, tag: str) -> Any | None:
-        """The Manifest last applied for (name, tag), read without starting anything."""
+    async def previous_manifest_json(self, name: str, tag: str) -> str | None:
+        """The JSON of the Manifest last applied for (name, tag), read without starting anything.
+
+        The deploy flow parses it: backends never import the bundle layer above them.
+        """
 
     async def apply(self, plan: DeployPlan, emit: EventSink) -> ApplyResult:
         """Make the workers run ``plan``; emit events; raise DeployError on failure."""

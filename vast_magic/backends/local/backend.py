@@ -3,7 +3,7 @@
 Deploy, status, logs and teardown are requests to the daemon; calls go
 straight to workers through ``pool`` (the daemon only says which workers are
 ready). Everything here runs on vast_magic's background loop. A dry run
-(``previous_manifest``) reads the store read-only and never starts the daemon.
+(``previous_manifest_json``) reads the store read-only and never starts the daemon.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from ..retry import IMMEDIATE, Retryable
 from .client import EngineClient
 from .daemon_control import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
-from .store import read_previous_manifest
+from .store import read_previous_manifest_json
 from .venvs import pip_args_from_env
 
 _EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.BenchmarkScored, "LogLine": LogLine}
@@ -62,8 +62,8 @@ class LocalBackend:
         self.heartbeats = HeartbeatScheduler(self._beat)
 
     # -- deploy ---------------------------------------------------------------------------
-    async def previous_manifest(self, name: str, tag: str) -> Any | None:
-        return await asyncio.to_thread(read_previous_manifest, self.home, name, tag)
+    async def previous_manifest_json(self, name: str, tag: str) -> str | None:
+        return await asyncio.to_thread(read_previous_manifest_json, self.home, name, tag)
 
     async def apply(self, plan: DeployPlan, emit: events.EventSink) -> ApplyResult:
         not_applied = not_applied_locally(plan.image)

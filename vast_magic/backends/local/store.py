@@ -1,6 +1,6 @@
 """The engine's durable state: SQLite in WAL mode at ``home/state.db`` (0600).
 
-Only the daemon writes. Clients read it read-only (``read_previous_manifest``)
+Only the daemon writes. Clients read it read-only (``read_previous_manifest_json``)
 for dry runs and tier decisions, so those never start the daemon. Secrets
 are stored in the ``secrets`` column: the database file lives in the 0700
 home and is created 0600, which is the same protection a separate 0600
@@ -177,10 +177,7 @@ def corrupt_state(path: Path, exc: Exception) -> BackendError:
                         "recorded must then be deployed anew.")
 
 
-def read_previous_manifest(home: Path, name: str, tag: str) -> Any | None:
-    """The Manifest last applied for (name, tag), or None; never starts the daemon."""
+def read_previous_manifest_json(home: Path, name: str, tag: str) -> str | None:
+    """The JSON of the Manifest last applied for (name, tag), or None; never starts the daemon."""
     rows = read_only(home, "deployments", "name = ? AND tag = ?", (name, tag))
-    if not rows:
-        return None
-    from ...bundle.manifest import Manifest
-    return Manifest.from_json(rows[0].manifest)
+    return rows[0].manifest if rows else None

@@ -77,12 +77,13 @@ class VastBackend:
         return f"VastBackend(home={self.home!r}, webserver_url={self.api.webserver_url!r}, api_key='***')"
 
     # -- deploy ------------------------------------------------------------------------------
-    async def previous_manifest(self, name: str, tag: str) -> Any | None:
-        record = state.read_record(self.home, name, tag)
-        if record is None or not record.manifest_json:
-            return None
-        from ...bundle.manifest import Manifest
-        return Manifest.from_json(record.manifest_json)
+    async def previous_manifest_json(self, name: str, tag: str) -> str | None:
+        record = await self._read(name, tag)
+        return record.manifest_json if record is not None and record.manifest_json else None
+
+    async def _read(self, name: str, tag: str) -> state.DeployRecord | None:
+        """The record of (name, tag), read off the event loop."""
+        return await asyncio.to_thread(state.read_record, self.home, name, tag)
 
     async def apply(self, plan: DeployPlan, emit: EventSink) -> ApplyResult:
         try:
@@ -119,7 +120,7 @@ class VastBackend:
             await deploy.upload(self.api, answer, plan.bundle_path, emit)
         if answer.action == "soft_update":
             await deploy.soft_update(self.api, answer, emit)
-        previous = state.read_record(self.home, plan.name, plan.tag)
+        previous = await self._read(plan.name, plan.tag)
         if previous is not None and previous.endpoint_id != answer.endpoint_id:
             self.router.forget(previous.endpoint_id)
         await asyncio.to_thread(state.write_record, self.home, state.DeployRecord(
@@ -143,7 +144,7 @@ class VastBackend:
 
     # -- calls -------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
-        record = self._record(spec.name, spec.tag)
+        record = await self._record(spec.name, spec.tag)
         outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {})
         logs = self._logs.setdefault((spec.name, spec.tag), collections.deque(maxlen=2000))
         now = time.time()
@@ -151,15 +152,15 @@ class VastBackend:
             logs.append(LogLine(now, f"endpoint {record.endpoint_id}", stream, text, spec.function))
         return outcome
 
-    def _record(self, name: str, tag: str) -> state.DeployRecord:
-        record = state.read_record(self.home, name, tag)
+    async def _record(self, name: str, tag: str) -> state.DeployRecord:
+        record = await self._read(name, tag)
         if record is None:
             raise BackendError(f"{name}/{tag} is not deployed on Vast from this machine; run app.ensure_ready() first.")
         return record
 
     # -- status, logs, teardown ----------------------------------------------------------------
     async def status(self, name: str, tag: str) -> DeploymentStatus:
-        record = state.read_record(self.home, name, tag)
+        record = await self._read(name, tag)
         if record is None:
             return DeploymentStatus(name, tag, None, "stopped", ())
         try:
@@ -187,8 +188,8 @@ class VastBackend:
         return lines[-tail:]
 
     async def teardown(self, name: str, tag: str | None) -> None:
-        records = state.records_for(self.home, name) if tag is None else \
-            [r for r in [state.read_record(self.home, name, tag)] if r is not None]
+        records = await asyncio.to_thread(state.records_for, self.home, name) if tag is None else \
+            [r for r in [await self._read(name, tag)] if r is not None]
         for record in records:
             self.heartbeats.stop(record.deployment_id)
             await self._delete(f"/api/v0/deployment/{record.deployment_id}/", None)
