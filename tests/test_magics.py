@@ -310,7 +310,7 @@ def test_trailing_comments_are_not_arguments(line, expected):
 def test_vast_image_offers_shows_the_preview_from_the_api(shell, app, monkeypatch, capsys):
     """--offers asks Vast (faked at the transport) with the session's key and displays the summary."""
     from vast_magic.backends.vast import offers
-    from vast_magic.backends.vast.fake import FakeVast
+    from vast_magic.testing import FakeVast
     key = "k" * 64
     fake = FakeVast(api_key=key, offers=[{"id": 1, "gpu_name": "RTX 4090", "dph_total": 0.4, "num_gpus": 1}])
     real = offers.preview_offers

@@ -19,6 +19,17 @@ def test_readme_script_example_runs(tmp_path, engine_home):
     assert proc.stdout.strip().splitlines()[-1] == "4 49"
 
 
+def test_readme_fake_vast_example_runs_offline(tmp_path, monkeypatch):
+    code = re.search(r"## Testing your code offline against a fake Vast\n.*?```python\n(.*?)```", README.read_text(),
+                     re.S).group(1)
+    (tmp_path / "offline.py").write_text(code)
+    env = {**os.environ, "VAST_MAGIC_HOME": str(tmp_path / "home"), "VAST_MAGIC_DISPLAY": "text"}
+    proc = subprocess.run([sys.executable, "offline.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-2:] == ["created 49", "demo"]
+
+
 def test_readme_starts_with_the_two_setup_commands():
     text = README.read_text()
     block = re.search(r"## Set up on a fresh machine\n\n```bash\n(.*?)```", text, re.S).group(1)

@@ -23,7 +23,7 @@ from vast_magic.backends.vast.api import USER_AGENT
 from vast_magic.backends.vast.backend import VastBackend
 from vast_magic.errors import (VastAuthError, VastNotFoundError, VastRateLimitedError,
                                              VastRejectedError, VastUnavailableError, VastUploadError)
-from vast_magic.backends.vast.fake import AUTOSCALER, STORAGE, WEB, FakeVast
+from vast_magic.testing import AUTOSCALER, STORAGE, WEB, FakeVast
 from vast_magic.errors import BackendError
 from vast_magic.events import Failed, Retry, TierDecided
 from vast_magic.reports import LogLine

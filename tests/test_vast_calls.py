@@ -12,7 +12,7 @@ import pytest
 from vast_magic.backends.base import CallSpec
 from vast_magic.backends.vast import envelope, routing
 from vast_magic.errors import VastNotFoundError
-from vast_magic.backends.vast.fake import AUTOSCALER, WORKER, FakeVast
+from vast_magic.testing import AUTOSCALER, WORKER, FakeVast
 from vast_magic.errors import (BackendError, CallTimeoutError, OverloadedError, RemoteError, WorkerLostError)
 from vast_magic.remote import write_outcome
 from test_vast_api import KEY, Harness, make_plan

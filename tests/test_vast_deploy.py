@@ -7,15 +7,14 @@ import tarfile
 
 import pytest
 
-from vast_magic.backends.vast import backend as vast_backend
-from vast_magic.backends.vast.fake import FakeVast
 from vast_magic.errors import ConfigError
+from vast_magic.testing import FakeVast
 
 KEY = "user-key-0123456789"
 TOKEN = "hf-secret-token-42"
 CELLS = [
     "from vast_magic import Deployment, Secret\nfrom vast_magic.query import RTX_4090, gpu_name, gpu_ram\n"
-    "app = Deployment(name='fake-e2e', api_key=KEY, backend='vast')\n"
+    "app = Deployment(name='fake-e2e', api_key=KEY, backend='vast', transport=TRANSPORT)\n"
     "image = app.image('vastai/base-image:@vastai-automatic-tag', storage=16)\n"
     "image.env(MODE='fast', HF_TOKEN=Secret(TOKEN)).publish_port(8080).require(gpu_ram >= 24, gpu_name.in_([RTX_4090]))\n"
     "app.configure_autoscaling(max_workers=4, cold_workers=1)",
@@ -28,16 +27,14 @@ CELLS = [
 def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("VAST_MAGIC_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
-    fake = FakeVast(api_key=KEY, ready_after=0)
-    monkeypatch.setattr(vast_backend, "default_transport", fake.transport())
-    return fake
+    return FakeVast(api_key=KEY, ready_after=0)
 
 
 @pytest.fixture
-def shell():
+def shell(fake):
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance()
-    shell.user_ns.update(KEY=KEY, TOKEN=TOKEN)
+    shell.user_ns.update(KEY=KEY, TOKEN=TOKEN, TRANSPORT=fake.transport())   # passed in, never patched
     yield shell
     InteractiveShell.clear_instance()
 

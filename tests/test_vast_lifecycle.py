@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from vast_magic.backends.vast.backend import VastBackend
-from vast_magic.backends.vast.fake import FakeVast
+from vast_magic.testing import FakeVast
 from vast_magic.errors import DeployError
 from vast_magic.events import BenchmarkScored, Failed, WorkerState
 from vast_magic.reports import LogLine

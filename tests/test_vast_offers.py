@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from vast_magic.errors import VastAuthError
-from vast_magic.backends.vast.fake import FakeVast
 from vast_magic.backends.vast.offers import OFFER_LIMIT, OfferPreview, preview_offers, summarize
+from vast_magic.errors import VastAuthError
+from vast_magic.testing import FakeVast
 from test_vast_api import KEY, Image, Query
 
 

@@ -122,9 +122,10 @@ class DeployFlow:
     def backend(self, kind: str | None = None):
         kind = kind or self.app.effective_backend
         home = str(settings.home())
-        key = (kind, home, self.app.api_key() if kind == "vast" else None)
+        api_key, transport = (self.app.api_key(), self.app.transport) if kind == "vast" else (None, None)
+        key = (kind, home, api_key, transport)
         if key not in _BACKENDS:
-            _BACKENDS[key] = get_backend(kind, home=home, api_key=key[2])
+            _BACKENDS[key] = get_backend(kind, home=home, api_key=api_key, transport=transport)
         return _BACKENDS[key]
 
     async def deploy(self, prepared: Prepared, *, dry_run: bool, wait: bool, timeout: float | None,

@@ -11,7 +11,7 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import loop, settings
 from .autoscaling import AutoscalingConfig
@@ -22,6 +22,9 @@ from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image
 from .remote import RemoteFunction, validate_options
 from .reports import Bundle, DeploymentStatus, DeployReport, LogLine
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -44,13 +47,17 @@ class Deployment:
     __vast_magic_deployment__ = True
 
     def __init__(self, *, name: str | None = None, tag: str = "default", version_label: str | None = None,
-                 api_key: str | None = None, ttl: float | None = None, backend: str | None = None):
+                 api_key: str | None = None, ttl: float | None = None, backend: str | None = None,
+                 transport: "httpx.AsyncBaseTransport | None" = None):
+        """``transport``: the HTTP transport for the Vast API (default: the network). Tests pass
+        ``vast_magic.testing.FakeVast().transport()`` to run ``backend="vast"`` offline."""
         self.name = _check_name("name", name) if name is not None else None
         self.tag = _check_name("tag", tag)
         self.version_label = version_label
         self.ttl = self._check_ttl(ttl)
         self.backend = settings.resolve("backend", backend) if backend is not None else None
         self._api_key = api_key
+        self._transport = transport
         self._image: Image | None = None
         self._autoscaling = AutoscalingConfig()
         self._remotes: dict[str, RemoteFunction] = {}
@@ -84,6 +91,10 @@ class Deployment:
 
     def image_or_default(self) -> Image:
         return self._image if self._image is not None else Image(DEFAULT_IMAGE, DEFAULT_STORAGE)
+
+    @property
+    def transport(self) -> "httpx.AsyncBaseTransport | None":
+        return self._transport
 
     def configure_autoscaling(self, **params: Any) -> AutoscalingConfig:
         """Merge autoscaling parameters into the ones set before (never replaces them)."""

@@ -31,8 +31,6 @@ from .keys import require_api_key
 
 AUTOSCALERS = {"prod": DEFAULT_AUTOSCALER, "alpha": "https://run-alpha.vast.ai",
                "candidate": "https://run-candidate.vast.ai", "local": "http://localhost:8080"}
-#: used when VastBackend gets no ``transport``: None means the network; tests install ``FakeVast().transport()``
-default_transport: httpx.AsyncBaseTransport | None = None
 BEAT_TIMEOUT = 10.0
 logger = logging.getLogger("vast_magic.vast")
 #: Vast's action -> the tier it corresponds to (DESIGN.md "Vast backend")
@@ -67,7 +65,7 @@ class VastBackend:
         self.home = str(home) if home is not None else str(settings.home())
         self.api = VastAPI(require_api_key(api_key), webserver_url=webserver_url,
                            autoscaler_url=autoscaler_for(autoscaler_instance, autoscaler_url),
-                           transport=transport or default_transport, sleep=sleep, jitter=jitter)
+                           transport=transport, sleep=sleep, jitter=jitter)
         self.router = routing.Router(self.api)
         self.heartbeats = HeartbeatScheduler(self._beat)
         self.poll_interval = poll_interval

@@ -1,4 +1,24 @@
-"""A fake Vast.ai (webserver, autoscaler, presigned storage, workers) for tests: ``httpx.MockTransport``.
+"""Test your code against a fake Vast.ai, offline: ``FakeVast().transport()`` is an ``httpx.MockTransport``.
+
+``FakeVast`` answers like Vast's webserver, autoscaler, presigned storage and
+workers, so ``backend="vast"`` runs end to end with no network and no key of
+yours: pass its transport to the Deployment (transports are passed in, never
+patched), and tell it which plain functions its "worker" runs::
+
+    from vast_magic import Deployment
+    from vast_magic.testing import FakeVast
+
+    fake = FakeVast(api_key="test-key", ready_after=0)
+    app = Deployment(name="demo", backend="vast", api_key="test-key", transport=fake.transport())
+
+    @app.remote(benchmark_dataset=[{"x": 2}])
+    async def square(x):
+        return x * x
+
+    fake.functions["square"] = square.local
+    app.ensure_ready()                       # PUT, upload, readiness polls: all answered by the fake
+    assert square.call(3) == 9
+    assert fake.sent("PUT", "/api/v0/deployments/")[0].body["name"] == "demo"
 
 Modelled on the reference (sections 1-4): deployments keyed by (name, tag)
 answer ``created`` / ``exists`` / ``autoscale_update`` / ``soft_update`` from
@@ -23,8 +43,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from ...runtime import wire
-from . import envelope
+from .backends.vast import envelope
+from .runtime import wire
+
+__all__ = ["FakeVast", "FakeDeployment", "Recorded", "WEB", "AUTOSCALER", "STORAGE", "WORKER"]
 
 WEB = "https://console.vast.ai"
 AUTOSCALER = "https://run.vast.ai"
