@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import pytest
 
@@ -174,16 +173,13 @@ def test_a_failed_env_call_changes_nothing():
     assert image.spec().env == (("A", "1"),)
 
 
-def test_preview_offers_delegates_to_the_vast_backend(monkeypatch):
-    offers = pytest.importorskip("vast_magic.backends.vast.offers")
+def test_preview_offers_asks_the_function_it_was_given():
     calls = []
-    monkeypatch.setattr(offers, "preview_offers", lambda spec, api_key=None: calls.append((spec, api_key)) or "preview")
-    image = Image("img").require(gpu_ram >= 24)
+    image = Image("img", offers=lambda spec, api_key: calls.append((spec, api_key)) or "preview").require(gpu_ram >= 24)
     assert image.preview_offers(api_key="k") == "preview"
     assert calls == [(image.spec(), "k")]
 
 
-def test_preview_offers_without_the_vast_backend_is_a_config_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "vast_magic.backends.vast.offers", None)   # import now fails
-    with pytest.raises(ConfigError, match="offer preview needs the Vast backend"):
+def test_an_image_without_an_offers_function_says_how_to_get_one():
+    with pytest.raises(ConfigError, match=r"create it with app.image\(...\)"):
         Image("img").preview_offers()

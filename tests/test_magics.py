@@ -308,13 +308,12 @@ def test_trailing_comments_are_not_arguments(line, expected):
 
 
 def test_vast_image_offers_shows_the_preview_from_the_api(shell, app, monkeypatch, capsys):
-    """--offers asks Vast (faked at the transport) with the session's key and displays the summary."""
-    from vast_magic.backends.vast import offers
+    """--offers asks Vast (a fake, passed in as the session deployment's transport) with the session's key."""
+    from vast_magic import Deployment
     from vast_magic.testing import FakeVast
     key = "k" * 64
     fake = FakeVast(api_key=key, offers=[{"id": 1, "gpu_name": "RTX 4090", "dph_total": 0.4, "num_gpus": 1}])
-    real = offers.preview_offers
-    monkeypatch.setattr(offers, "preview_offers", lambda spec, api_key=None: real(spec, api_key, transport=fake.transport()))
+    get_session(shell).app = app = Deployment(name="offers", transport=fake.transport())
     monkeypatch.setenv("VAST_API_KEY", key)
     shell.run_line_magic("vast_image", 'vastai/base --require "gpu_ram >= 24"')
     capsys.readouterr()
@@ -323,3 +322,9 @@ def test_vast_image_offers_shows_the_preview_from_the_api(shell, app, monkeypatc
     (sent,) = fake.sent("POST", "/api/v0/bundles/")
     assert sent.body["gpu_ram"] == {"gte": 24000.0} or sent.body["gpu_ram"] == {"gte": 24000}
     assert key not in repr(app) and key not in repr(app.image_or_default())
+
+
+@pytest.mark.parametrize("value", [None, "app", object()])
+def test_the_session_deployment_must_be_a_deployment(shell, value):
+    with pytest.raises(UsageError, match="must be a vast_magic Deployment"):
+        get_session(shell).app = value

@@ -52,3 +52,19 @@ def test_rejected_key():
     fake = FakeVast(api_key="another-key")
     with pytest.raises(VastAuthError, match="set VAST_API_KEY"):
         preview_offers(Image(), api_key=KEY, transport=fake.transport())
+
+
+def test_an_apps_image_asks_vast_with_the_apps_key_and_transport(monkeypatch):
+    """The seam: Image is data; app.image(...) gives it the function that asks Vast (Deployment's key, transport)."""
+    from vast_magic import Deployment
+    from vast_magic.query import gpu_ram
+    monkeypatch.delenv("VAST_API_KEY", raising=False)
+    fake = FakeVast(api_key=KEY, offers=[offer("RTX 4090", 0.45)])
+    app = Deployment(name="offers", api_key=KEY, transport=fake.transport())
+    image = app.image("vastai/base-image:@vastai-automatic-tag", storage=20).require(gpu_ram >= 24)
+    assert str(image.preview_offers()) == "1 offer, $0.45/h: RTX 4090"
+    (sent,) = fake.sent("POST", "/api/v0/bundles/")
+    assert sent.query == {"api_key": KEY} and sent.body["allocated_storage"] == 20
+    with pytest.raises(VastAuthError):
+        image.preview_offers(api_key="not-the-key")             # an explicit key wins over the app's
+    assert str(app.image_or_default().preview_offers()) == "1 offer, $0.45/h: RTX 4090"

@@ -19,7 +19,7 @@ from .backends.vast.keys import find_api_key
 from .bundle.registry_spec import ContextSpec
 from .deploy_flow import DeployFlow
 from .errors import ConfigError
-from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image
+from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .remote import RemoteFunction, validate_options
 from .reports import Bundle, DeploymentStatus, DeployReport, LogLine
 
@@ -86,11 +86,17 @@ class Deployment:
 
     def image(self, from_image: str = DEFAULT_IMAGE, storage: float = DEFAULT_STORAGE, **docker_login: Any) -> Image:
         """Set the worker image (replacing any earlier one) and return it for chaining."""
-        self._image = Image(from_image, storage, **docker_login)
+        self._image = Image(from_image, storage, offers=self._preview_offers, **docker_login)
         return self._image
 
     def image_or_default(self) -> Image:
-        return self._image if self._image is not None else Image(DEFAULT_IMAGE, DEFAULT_STORAGE)
+        return self._image if self._image is not None else Image(DEFAULT_IMAGE, DEFAULT_STORAGE,
+                                                                 offers=self._preview_offers)
+
+    def _preview_offers(self, spec: ImageSpec, api_key: str | None) -> Any:
+        """What ``image.preview_offers()`` asks: the Vast API, with this deployment's key and transport."""
+        from .backends.vast.offers import preview_offers   # httpx is imported only when Vast is used
+        return preview_offers(spec, api_key or self.api_key(), transport=self._transport)
 
     @property
     def transport(self) -> "httpx.AsyncBaseTransport | None":

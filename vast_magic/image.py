@@ -17,7 +17,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError
 from .query import Query, default_requirements
@@ -27,6 +27,9 @@ DEFAULT_IMAGE = "vastai/base-image:@vastai-automatic-tag"
 DEFAULT_STORAGE = 16
 #: the worker port every image publishes, like the official SDK
 DEFAULT_PORT = (3000, "tcp")
+
+#: ``offers(spec, api_key) -> OfferPreview``: how an Image previews matching Vast offers
+OffersFunction = Callable[["ImageSpec", "str | None"], Any]
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PORT_TYPES = ("tcp", "udp")
@@ -115,7 +118,10 @@ class Image:
     """The worker image: base image, storage, packages, env, GPU requirements, steps and ports."""
 
     def __init__(self, from_image: str, storage: float = DEFAULT_STORAGE, *, docker_login_user: str | None = None,
-                 docker_login_pass: str | Secret | None = None, docker_login_repo: str | None = None):
+                 docker_login_pass: str | Secret | None = None, docker_login_repo: str | None = None,
+                 offers: "OffersFunction | None" = None):
+        """``offers(spec, api_key)`` answers ``preview_offers``; ``app.image(...)`` passes one that asks Vast
+        with the deployment's key (this module is data and never reaches the network itself)."""
         from_image = _text(from_image, "Image name", f"use e.g. {DEFAULT_IMAGE!r}")
         if any(ch.isspace() for ch in from_image):
             raise ConfigError(f"Image name {from_image!r} contains whitespace; use e.g. {DEFAULT_IMAGE!r}.")
@@ -132,6 +138,7 @@ class Image:
         self._venv: str | None = None
         self._system_python = False
         self._ports: set[tuple[int, str]] = {DEFAULT_PORT}
+        self._offers = offers
 
     # -- steps -------------------------------------------------------------------------
     def require(self, *queries: Query) -> "Image":
@@ -230,12 +237,11 @@ class Image:
 
     def preview_offers(self, api_key: str | None = None):
         """How many Vast offers match this image's requirements, and at what price (needs an API key)."""
-        try:
-            from .backends.vast.offers import preview_offers
-        except ImportError as exc:
-            raise ConfigError(f"offer preview needs the Vast backend (vast_magic.backends.vast.offers), which "
-                              f"could not be imported ({exc}); install vast_magic with its Vast dependencies.") from exc
-        return preview_offers(self.spec(), api_key=api_key)
+        if self._offers is None:
+            raise ConfigError("this Image cannot ask Vast for offers: create it with app.image(...), which asks "
+                              "with the deployment's API key, or pass offers= (e.g. "
+                              "vast_magic.backends.vast.offers.preview_offers) to Image(...).")
+        return self._offers(self.spec(), api_key)
 
     def __repr__(self) -> str:
         spec = self.spec()

@@ -79,7 +79,7 @@ class VastMagics(Magics):
                               env=ops.parse_env(args.env), require=args.require)
         if args.offers:
             from IPython.display import display
-            display(image.preview_offers(api_key=self.session.app.api_key()))
+            display(image.preview_offers())
         return image
 
     @magic_arguments()

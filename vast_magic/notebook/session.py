@@ -54,6 +54,13 @@ class NotebookSession:
             self._app = Deployment(name=notebook_name(self.shell.user_ns))
         return self._app
 
+    @app.setter
+    def app(self, deployment: Any) -> None:
+        """Make ``deployment`` the one the magics act on (e.g. one built with a test transport)."""
+        if not is_deployment(deployment):
+            raise UsageError(f"the session deployment must be a vast_magic Deployment, not {type(deployment).__name__}.")
+        self._app = deployment
+
     def target(self, var: str | None = None):
         """The session deployment, or the ``Deployment`` held in notebook variable ``var``."""
         if var is None:
