@@ -16,12 +16,12 @@ from .secret import Secret
 __version__ = "0.1.0"
 
 __all__ = [
-    "Deployment", "Secret", "Image", "DeployReport", "Fingerprint", "WorkerInfo", "Bundle",
-    "DeploymentStatus", "LogLine", "VastMagicError", "ConfigError", "CaptureError", "BundleError",
-    "BackendError", "DeployError", "CallTimeoutError", "OverloadedError", "WorkerLostError", "RemoteError",
-    "EngineUnavailableError", "EngineConnectionLostError", "VastAPIError", "VastAuthError", "VastNotFoundError",
-    "VastRejectedError", "VastRateLimitedError", "VastUnavailableError", "VastUploadError",
-    "load_ipython_extension", "unload_ipython_extension",
+    "BackendError", "Bundle", "BundleError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",
+    "Deployment", "DeploymentStatus", "DeployReport", "EngineConnectionLostError", "EngineUnavailableError",
+    "Fingerprint", "Image", "load_ipython_extension", "LogLine", "OverloadedError", "RemoteError", "Secret",
+    "unload_ipython_extension", "VastAPIError", "VastAuthError", "VastMagicError", "VastNotFoundError",
+    "VastRateLimitedError", "VastRejectedError", "VastUnavailableError", "VastUploadError", "WorkerInfo",
+    "WorkerLostError",
 ]
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from .errors import ConfigError
 
+__all__ = ["AutoscalingConfig", "describe_changes", "show_value"]
+
 _INTS = ("cold_workers", "max_workers")
 _NON_NEGATIVE = ("min_load", "min_cold_load", "cold_mult", "max_queue_time", "target_queue_time",
                  "inactivity_timeout")

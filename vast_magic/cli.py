@@ -16,6 +16,11 @@ from . import loop, settings
 from .errors import ConfigError, VastMagicError
 from .events import deployment_summary, format_deployment_status, format_event
 
+__all__ = [
+    "SCRIPT_MODULE", "load_deployment", "cmd_bundle", "cmd_deploy", "cmd_ls", "cmd_status", "cmd_logs",
+    "cmd_teardown", "cmd_engine", "cmd_run_notebook", "build_parser", "main"
+]
+
 SCRIPT_MODULE = "__vast_magic_script__"
 
 

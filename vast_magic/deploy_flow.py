@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .deployment import Deployment
     from .remote import RemoteFunction
 
+__all__ = ["Prepared", "Deployed", "DeployFlow"]
+
 _BACKENDS: dict[tuple, Any] = {}
 
 

@@ -26,6 +26,8 @@ from .reports import Bundle, DeploymentStatus, DeployReport, LogLine
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
+__all__ = ["Deployment"]
+
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 

@@ -34,6 +34,14 @@ import builtins
 import importlib
 from typing import Any
 
+__all__ = [
+    "VastMagicError", "ConfigError", "CaptureError", "BundleError", "BackendError", "DeployError",
+    "CallTimeoutError", "OverloadedError", "WorkerLostError", "EngineUnavailableError",
+    "EngineConnectionLostError", "VastAPIError", "VastAuthError", "VastNotFoundError", "VastRejectedError",
+    "VastRateLimitedError", "VastUnavailableError", "VastUploadError", "RemoteError", "remote_error_type",
+    "make_remote_error"
+]
+
 
 class VastMagicError(Exception):
     """Root of every error vast_magic raises on purpose."""

@@ -15,6 +15,13 @@ from typing import Callable, Union
 
 from .reports import DeploymentStatus, LogLine
 
+__all__ = [
+    "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Failed", "Event",
+    "EventSink", "WorkerRow", "DeployState", "apply_event", "Line", "format_worker", "format_retry",
+    "status_lines", "format_status", "format_event", "deployment_lines", "format_deployment_status",
+    "deployment_summary"
+]
+
 
 @dataclass(frozen=True)
 class Packaging:

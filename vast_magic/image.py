@@ -23,6 +23,8 @@ from .errors import ConfigError
 from .query import Query, default_requirements
 from .secret import Secret
 
+__all__ = ["DEFAULT_IMAGE", "DEFAULT_STORAGE", "DEFAULT_PORT", "OffersFunction", "ImageSpec", "Image"]
+
 DEFAULT_IMAGE = "vastai/base-image:@vastai-automatic-tag"
 DEFAULT_STORAGE = 16
 #: the worker port every image publishes, like the official SDK

@@ -15,6 +15,8 @@ import concurrent.futures
 import threading
 from typing import Any, Awaitable, Coroutine, TypeVar
 
+__all__ = ["get_loop", "on_loop_thread", "submit", "run_sync", "run_on_loop"]
+
 T = TypeVar("T")
 
 _lock = threading.Lock()

@@ -26,6 +26,8 @@ from .events import format_event
 if TYPE_CHECKING:  # pragma: no cover
     from .deployment import Deployment
 
+__all__ = ["RemoteOptions", "validate_options", "write_outcome", "RemoteFunction"]
+
 _UNSET = object()
 
 

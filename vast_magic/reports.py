@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+__all__ = ["WORKER_STATES", "Fingerprint", "WorkerInfo", "DeployReport", "Bundle", "DeploymentStatus", "LogLine"]
+
 WORKER_STATES = ("starting", "installing", "contexts", "benchmarking", "ready", "failed", "stopped")
 
 

@@ -12,6 +12,8 @@ import os
 
 from .errors import ConfigError
 
+__all__ = ["Secret"]
+
 
 class Secret:
     """A secret value for ``Image.env``: ``Secret("v")`` or ``Secret.from_env("NAME")``."""

@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 
+__all__ = ["SettingSpec", "SETTINGS", "ConfigSource", "set_config_source", "resolve", "home"]
+
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - 3.10

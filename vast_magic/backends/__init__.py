@@ -5,6 +5,8 @@ from typing import Any
 
 from ..errors import ConfigError
 
+__all__ = ["get_backend"]
+
 
 def get_backend(kind: str, **opts: Any):
     """A backend instance: ``"local"`` (the embedded engine, default) or ``"vast"``."""

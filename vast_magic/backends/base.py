@@ -13,6 +13,11 @@ from ..errors import CallTimeoutError, OverloadedError, make_remote_error
 from ..events import EventSink, Retry
 from ..reports import DeploymentStatus, LogLine, WorkerInfo
 
+__all__ = [
+    "DeployPlan", "ApplyResult", "CallSpec", "CallOutcome", "WORKER_TIMEOUT_MARK", "outcome_from_response",
+    "Backend"
+]
+
 
 @dataclass(frozen=True)
 class DeployPlan:

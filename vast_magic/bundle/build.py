@@ -28,6 +28,11 @@ from .manifest import Manifest
 from .registry_spec import ContextSpec, RemoteSpec
 from .vast_entry import ENTRY_FILE, deployment_source
 
+__all__ = [
+    "REGISTRY_FILE", "MANIFEST_FILE", "CONFIG_FILE", "RUNTIME_PACKAGE", "write_bundle", "bundle_files",
+    "config_json", "registry_bytes", "runtime_files", "copy_files", "tar_bytes", "read_bundle_manifest"
+]
+
 REGISTRY_FILE = "vast_magic_registry.pkl"
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.json"

@@ -21,6 +21,11 @@ from ..reports import Fingerprint
 from ..secret import Secret
 from .registry_spec import ContextSpec, RemoteSpec
 
+__all__ = [
+    "Pairs", "CODE_FIELDS", "IMAGE_FIELDS", "AUTOSCALING_FIELDS", "TAG_FIELDS", "Manifest", "build_manifest",
+    "copy_digest", "secret_key"
+]
+
 Pairs = tuple[tuple[str, Any], ...]
 
 # Which Manifest fields feed which fingerprint digest (and which tier, see tiers.py).

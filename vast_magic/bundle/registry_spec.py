@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+__all__ = ["RemoteSpec", "ContextSpec"]
+
 
 @dataclass(frozen=True)
 class RemoteSpec:

@@ -14,6 +14,8 @@ from typing import Any
 from ..autoscaling import AutoscalingConfig, describe_changes, show_value
 from .manifest import Manifest
 
+__all__ = ["TierDecision", "decide_tier"]
+
 
 @dataclass(frozen=True)
 class TierDecision:

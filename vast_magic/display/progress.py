@@ -14,6 +14,8 @@ from typing import Callable, Protocol
 from ..errors import VastMagicError
 from ..events import DeployState, Event, Failed, apply_event
 
+__all__ = ["DeployView", "describe_error", "Progress", "MapState", "format_map", "MapView", "MapProgress"]
+
 
 class DeployView(Protocol):
     def render_event(self, event: Event, state: DeployState) -> None: ...

@@ -12,6 +12,8 @@ from ..events import DeployState, Event, format_deployment_status, format_event
 from ..reports import DeploymentStatus
 from .progress import MapState, format_map
 
+__all__ = ["TextDeployView", "TextMapView", "print_status"]
+
 
 class TextDeployView:
     """Exactly one line per event that has something to say (``events.format_event``)."""

@@ -21,6 +21,11 @@ from ..events import DeployState, Event, Line, deployment_lines, format_deployme
 from ..reports import DeploymentStatus
 from .progress import MapState, describe_error, format_map
 
+__all__ = [
+    "PHASE_COLORS", "WORKER_COLORS", "RETRY_COLOR", "FOOTER", "LOG_LINES", "STOPPED_STATES", "DeployWidget",
+    "MapWidget", "StatusWidget"
+]
+
 PHASE_COLORS = {"packaging": "#4b5563", "deploying": "#1d4ed8", "ready": "#15803d", "dry run": "#4b5563",
                 "failed": "#b91c1c"}
 WORKER_COLORS = {"ready": "#15803d", "failed": "#b91c1c", "stopped": "#6b7280"}

@@ -1,0 +1,3 @@
+"""Notebook integration: the magics (``magics``), what they do (``session``), their settings (``config``)."""
+
+__all__ = []

@@ -12,6 +12,8 @@ from traitlets.config import Configurable
 
 from .. import settings
 
+__all__ = ["VastMagic"]
+
 
 def _trait(name: str) -> Unicode:
     return Unicode(None, allow_none=True, help=settings.SETTINGS[name].help).tag(config=True)

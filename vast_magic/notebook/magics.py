@@ -18,6 +18,11 @@ from .. import settings
 from . import session as ops
 from .config import VastMagic
 
+__all__ = [
+    "APP_HELP", "strip_comment", "parse", "VastMagics", "get_session", "load_ipython_extension",
+    "unload_ipython_extension"
+]
+
 APP_HELP = "a notebook variable holding the Deployment to use (default: the session deployment)"
 
 

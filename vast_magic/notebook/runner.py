@@ -13,6 +13,8 @@ from typing import TextIO
 
 from ..errors import ConfigError
 
+__all__ = ["run_notebook"]
+
 
 def _output_text(output: dict) -> str:
     kind = output.get("output_type")

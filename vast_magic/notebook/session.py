@@ -21,6 +21,12 @@ from ..capture.closure import is_deployment
 from ..display import show_status
 from ..events import format_event
 
+__all__ = [
+    "notebook_name", "NotebookSession", "parse_env", "set_image", "run_cell_or_raise", "parse_cell",
+    "top_level_names", "choose_functions", "remote_options", "register_remote_cell", "parse_call_args",
+    "register_context_cell", "apply_overrides", "deploy", "status", "logs", "teardown"
+]
+
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 

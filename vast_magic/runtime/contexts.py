@@ -13,6 +13,8 @@ from typing import Any
 
 from .registry import LoadedApp, worker_app
 
+__all__ = ["ContextError", "EnteredContexts", "enter_all"]
+
 
 class ContextError(RuntimeError):
     """A context could not be created or entered; the message holds the tracebacks."""

@@ -16,6 +16,8 @@ from typing import Any
 from . import output, wire
 from .registry import LoadedApp, RemoteEntry
 
+__all__ = ["DEFAULT_COST", "UserExit", "invoke", "Executor"]
+
 DEFAULT_COST = 100.0
 
 

@@ -16,6 +16,8 @@ import sys
 import threading
 from typing import Callable, Iterator
 
+__all__ = ["MAX_CAPTURE_CHARS", "LogSink", "CallOutput", "install", "set_log_sink", "capture"]
+
 MAX_CAPTURE_CHARS = 8 << 20        # per call; more is truncated, not kept in memory forever
 _TRUNCATED = "\n[vast_magic: output truncated]\n"
 

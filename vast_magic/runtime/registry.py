@@ -17,6 +17,11 @@ from typing import Any, Callable
 
 from . import wire
 
+__all__ = [
+    "APP_MODULE", "REGISTRY_FILE", "ContextLookupError", "WorkerApp", "worker_app", "RemoteEntry", "LoadedApp",
+    "load_bundle"
+]
+
 APP_MODULE = "vast_magic_app"
 REGISTRY_FILE = "vast_magic_registry.pkl"
 

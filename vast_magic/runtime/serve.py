@@ -22,6 +22,8 @@ import sys
 import traceback
 from dataclasses import dataclass
 
+__all__ = ["SIGTERM_GRACE", "LOAD_INTERVAL", "WorkerEnv", "Worker", "live", "main"]
+
 if __package__ in (None, ""):                # pragma: no cover - only for `python serve.py` by mistake
     sys.exit("run this as a module: python -m vast_magic_runtime.serve")
 

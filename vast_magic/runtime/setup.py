@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+__all__ = ["TAIL_LINES", "SetupError", "read_config", "apply_envs", "run_commands", "run_command"]
+
 TAIL_LINES = 20
 
 

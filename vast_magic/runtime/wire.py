@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 from ._compat import cloudpickle
 
+__all__ = ["PROTOCOL", "CLASS_REF", "dumps", "loads", "qualified_name", "error_envelope"]
+
 PROTOCOL = 5
 CLASS_REF = "vast_magic_class"
 

@@ -8,3 +8,5 @@ reconcile loop), ``rollout`` (tiers), ``control`` (request ops), ``workers``
 (processes), ``bundles`` (safe extraction), ``venvs`` (pip requirements),
 ``store`` (SQLite). ``policy`` is the pure autoscaler both can reason with.
 """
+
+__all__ = []

@@ -31,6 +31,8 @@ from .pool import DeploymentPool, Route
 from .store import read_previous_manifest_json
 from .venvs import pip_args_from_env
 
+__all__ = ["not_applied_locally", "LocalBackend"]
+
 _EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.BenchmarkScored, "LogLine": LogLine}
 
 

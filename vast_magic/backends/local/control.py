@@ -19,6 +19,11 @@ from .bundles import DISK_HINT, is_disk_error
 from .channel import Channel
 from .engine import Engine, status_of, tail_lines
 
+__all__ = [
+    "handle", "op_apply", "op_route", "op_subscribe", "op_status", "op_list", "op_logs", "op_worker_log",
+    "op_teardown", "op_heartbeat", "op_cancel_apply", "op_ping", "OPS"
+]
+
 
 async def handle(engine: Engine, channel: Channel, req: dict) -> None:
     """Answer one request; failures become error answers, never a dropped connection."""

@@ -22,6 +22,11 @@ from ...errors import BackendError
 from . import workers as procs
 from .store import read_only
 
+__all__ = [
+    "START_TIMEOUT", "token_path", "load_token", "write_json_atomic", "running_engine", "has_deployments",
+    "spawn_daemon", "ensure_engine", "engine_start", "engine_stop", "engine_status"
+]
+
 START_TIMEOUT = 20.0
 
 

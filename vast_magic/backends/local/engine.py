@@ -29,6 +29,11 @@ from .channel import Channel
 from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
 from .store import DeploymentRecord, Store, WorkerRecord
 
+__all__ = [
+    "LOG_RING", "DRAIN_GRACE", "LOAD_STALE", "FAILED_SHOWN", "Version", "Worker", "Deployment",
+    "KEEP_WORKER_LOGS", "logs_to_prune", "Engine", "tail_lines", "status_of"
+]
+
 LOG_RING = 5000
 DRAIN_GRACE = 30.0           # seconds a drained worker may take to finish its in-flight calls
 LOAD_STALE = 3.0             # a load report older than this counts as idle

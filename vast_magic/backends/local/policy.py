@@ -33,6 +33,11 @@ from typing import Mapping
 
 from ...errors import ConfigError
 
+__all__ = [
+    "DEFAULT_PERF", "AutoscalingParams", "LoadSnapshot", "PolicyState", "local_defaults", "effective_params",
+    "needed_workers", "desired_workers"
+]
+
 #: perf assumed for workers that have not reported one (only the ratio matters)
 DEFAULT_PERF = 100.0
 

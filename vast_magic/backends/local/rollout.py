@@ -24,6 +24,8 @@ from .policy import effective_params
 from .store import DeploymentRecord
 from .venvs import ensure_venv
 
+__all__ = ["Emit", "prepare_version", "record_for", "apply"]
+
 Emit = Callable[[str, dict], None]
 
 

@@ -17,6 +17,11 @@ from typing import Any
 
 from ...errors import BackendError
 
+__all__ = [
+    "SCHEMA", "DeploymentRecord", "WorkerRecord", "db_path", "Store", "read_only", "corrupt_state",
+    "read_previous_manifest_json"
+]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
     name TEXT NOT NULL, tag TEXT NOT NULL, endpoint TEXT NOT NULL, version TEXT NOT NULL,

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from ...errors import DeployError
 
+__all__ = ["MARKER", "PTH_NAME", "PIP_ARGS_ENV", "pip_args_from_env", "venv_key", "ensure_venv"]
+
 MARKER = ".vast_magic_complete"
 PTH_NAME = "vast_magic_caller_site.pth"
 PIP_ARGS_ENV = "VAST_MAGIC_PIP_ARGS"

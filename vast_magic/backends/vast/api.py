@@ -28,6 +28,8 @@ from ...errors import (VastAPIError, VastAuthError, VastNotFoundError, VastRateL
 from ...events import EventSink
 from ..retry import Retryable, RetryPolicy
 
+__all__ = ["SDK_VERSION", "USER_AGENT", "DEFAULT_WEBSERVER", "DEFAULT_AUTOSCALER", "RETRY_STATUSES", "VastAPI"]
+
 SDK_VERSION = "1.9.1"
 USER_AGENT = f"vastai-sdk/{SDK_VERSION}"
 DEFAULT_WEBSERVER = "https://console.vast.ai"

@@ -29,6 +29,11 @@ from . import deploy, readiness, routing, state
 from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
 from .keys import require_api_key
 
+__all__ = [
+    "AUTOSCALERS", "BEAT_TIMEOUT", "ACTION_TIERS", "autoscaler_for", "tier_note", "VastBackend", "endpoint_label",
+    "deployment_state"
+]
+
 AUTOSCALERS = {"prod": DEFAULT_AUTOSCALER, "alpha": "https://run-alpha.vast.ai",
                "candidate": "https://run-candidate.vast.ai", "local": "http://localhost:8080"}
 BEAT_TIMEOUT = 10.0

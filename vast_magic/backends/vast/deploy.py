@@ -24,6 +24,12 @@ from ...reports import LogLine
 from ..base import DeployPlan
 from .api import DEFAULT_WEBSERVER, VastAPI
 
+__all__ = [
+    "AUTOSCALING_KEYS", "DOCKER_LOGIN_KEYS", "DEFAULT_PORT", "PutAnswer", "ports_of", "python_env", "compile_env",
+    "search_params", "docker_login_fields", "put_body", "bundle_hash", "register", "upload", "soft_update",
+    "find_workergroup"
+]
+
 #: autoscaling fields in the order of the official DeploymentConfig (reference 6)
 AUTOSCALING_KEYS = ("cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",
                     "max_queue_time", "target_queue_time", "inactivity_timeout", "autoscaler_instance")

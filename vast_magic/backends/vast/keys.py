@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ...errors import ConfigError
 
+__all__ = ["MISSING_KEY", "key_files", "find_api_key", "require_api_key"]
+
 MISSING_KEY = ("backend='vast' needs a Vast.ai API key: set VAST_API_KEY, pass api_key= to Deployment(...), "
                "or save it with `vastai set api-key` (~/.config/vastai/vast_api_key).")
 

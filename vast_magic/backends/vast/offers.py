@@ -17,6 +17,10 @@ from ... import loop
 from .api import DEFAULT_WEBSERVER, VastAPI
 from .keys import require_api_key
 
+__all__ = [
+    "OFFER_LIMIT", "ORDER", "OfferPreview", "search_body", "summarize", "preview_offers_async", "preview_offers"
+]
+
 OFFER_LIMIT = 1000
 ORDER = [["score", "desc"]]
 

@@ -16,6 +16,8 @@ from ...events import BenchmarkScored, EventSink, WorkerState
 from ...reports import WorkerInfo
 from .api import VastAPI
 
+__all__ = ["worker_info", "endpoint_workers", "ReadinessWatch"]
+
 _FAILED_STATUSES = {"error", "errored", "failed"}
 _STOPPED_STATUSES = {"stopped", "inactive", "offline", "destroyed", "exited"}
 _PERF_FIELDS = ("max_perf", "measured_perf", "perf", "cur_perf")

@@ -32,6 +32,8 @@ from ..retry import Retryable
 from . import envelope
 from .api import VastAPI
 
+__all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "Endpoint", "Router", "call", "decode_response"]
+
 logger = logging.getLogger("vast_magic.vast")
 ROUTE_TIMEOUT = 10.0
 STARTUP_RETRIES = 3

@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+__all__ = ["DeployRecord", "record_path", "read_record", "write_record", "records_for", "delete_record"]
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
