@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cloudpickle
 
-from vast_magic.runtime import framing, wire
+from vast_magic.runtime import framing, handshake, wire
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "vast_magic" / "runtime"
 TOKEN = "test-token-0123456789"
@@ -115,7 +115,7 @@ class FakeEngine:
         return self
 
     async def _connection(self, reader, writer):
-        if not await framing.server_hello(reader, writer, self.token):
+        if not await handshake.server_hello(reader, writer, self.token):
             writer.close()
             return
         self._writer = writer
@@ -179,7 +179,7 @@ class CallClient:
 
     async def connect(self, port: int, token: str = TOKEN) -> "CallClient":
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
-        await framing.client_hello(self.reader, self.writer, token)
+        await handshake.client_hello(self.reader, self.writer, token)
         self._reader_task = asyncio.ensure_future(self._read())
         return self
 

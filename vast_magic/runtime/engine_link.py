@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 
-from . import framing, wire
+from . import framing, handshake, wire
 
 LOG_FLUSH_SECONDS = 0.2
 MAX_PENDING_LOG_LINES = 10_000
@@ -31,7 +31,7 @@ class EngineLink:
     async def connect(self, address: str, token) -> None:
         host, _, port = address.rpartition(":")
         self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10.0)
-        await framing.client_hello(self._reader, self._writer, token)
+        await handshake.client_hello(self._reader, self._writer, token)   # the engine proves itself first
 
     async def send(self, op: str, **fields) -> None:
         """Send one message; a dead engine is a stop request, not an exception."""

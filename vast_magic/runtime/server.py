@@ -1,7 +1,8 @@
 """The call server: authenticated, persistent, multiplexed connections on 127.0.0.1.
 
 Only loopback, never all interfaces (the official worker listens everywhere). Each
-connection starts with the token hello; after it, request frames are answered
+connection starts with the mutual handshake (``handshake.py``, at most
+``MAX_PRE_AUTH`` at once, each bounded in time); after it, request frames are answered
 concurrently and matched by ``id``, with one lock per connection so response
 frames never interleave. A response that cannot be pickled becomes an error
 response, so a caller always gets an answer for its id.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from . import framing, wire
+from . import framing, handshake, wire
 from .executor import Executor
 
 
@@ -19,7 +20,7 @@ class CallServer:
     def __init__(self, executor: Executor, token, host: str = "127.0.0.1", segments=None):
         self.executor = executor
         self._segments = segments                  # shm.Segments: big buffers via shared memory (local workers)
-        self._token = token
+        self._gate = handshake.PreAuthGate(token)
         self._host = host
         self._server: asyncio.base_events.Server | None = None
         self._calls: set[asyncio.Task] = set()
@@ -51,7 +52,7 @@ class CallServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            if await framing.server_hello(reader, writer, self._token):
+            if await self._gate.admit(reader, writer):
                 await self._serve(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass                                  # client went away; its calls' answers are dropped

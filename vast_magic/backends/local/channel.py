@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Mapping
 
-from ...runtime import framing, shm, wire
+from ...runtime import framing, handshake, shm, wire
 
 
 class Channel:
@@ -41,10 +41,16 @@ class Channel:
 
 async def connect(port: int, token: str, class_refs: Mapping[type, str] | None = None,
                   timeout: float = 10.0, segments: shm.Segments | None = None) -> Channel:
-    """Open an authenticated channel to 127.0.0.1:port (hello first, nothing pickled before)."""
+    """Open a mutually authenticated channel to 127.0.0.1:port within ``timeout`` s.
+
+    Raises ``handshake.HandshakeError`` (a PermissionError) when the listener
+    cannot prove it holds the token: nothing was sent to it, nothing read from it.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), timeout)
     try:
-        await framing.client_hello(reader, writer, token)
+        await handshake.client_hello(reader, writer, token, timeout=max(0.1, deadline - loop.time()))
     except BaseException:
         writer.close()
         raise

@@ -5,7 +5,7 @@ workers an earlier daemon left and restore stored deployments, listen on
 127.0.0.1 (port 0), announce pid/port in ``engine.json``, then serve clients
 and workers until SIGTERM or until it has had no deployment for the idle
 timeout. On the way out it stops every worker it started (by pid + start time).
-Every connection must pass the token hello before anything is unpickled.
+Every connection must pass the mutual handshake before anything is unpickled.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ...runtime import framing, shm
+from ...runtime import framing, handshake, shm
 from . import control
 from . import workers as procs
 from .channel import Channel
@@ -33,8 +33,9 @@ def _log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} engine[{os.getpid()}]: {message}", flush=True)
 
 
-async def _connection(engine: Engine, token: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    if not await framing.server_hello(reader, writer, token):
+async def _connection(engine: Engine, gate: handshake.PreAuthGate, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+    if not await gate.admit(reader, writer):
         writer.close()
         return
     channel = Channel(reader, writer)
@@ -66,7 +67,8 @@ async def serve(home: Path, idle_timeout: float) -> None:
     store = Store(home)
     engine = Engine(home, store, token_path(home), idle_timeout)
     engine.restore()
-    server = await asyncio.start_server(lambda r, w: _connection(engine, token, r, w), "127.0.0.1", 0, limit=1 << 20)
+    gate = handshake.PreAuthGate(token)
+    server = await asyncio.start_server(lambda r, w: _connection(engine, gate, r, w), "127.0.0.1", 0, limit=1 << 20)
     engine.port = server.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
