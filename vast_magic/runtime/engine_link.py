@@ -39,7 +39,7 @@ class EngineLink:
         try:
             async with self._lock:
                 await framing.write_frame(self._writer, main, buffers)
-        except (ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError, OSError):
             self.request_stop(DROP_GRACE)
 
     async def state(self, state: str, *, perf=None, median=None, port=None, error=None) -> None:
@@ -69,9 +69,14 @@ class EngineLink:
             await self.send("log", lines=lines)
 
     async def ship_logs_forever(self) -> None:
+        """Never ends on an exception: a lost batch is reported in the log, the next one still goes."""
         while True:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
-            await self.flush_logs(force=False)     # partial lines wait for their newline
+            try:
+                await self.flush_logs(force=False)     # partial lines wait for their newline
+            except Exception as exc:
+                self.logs.write("stderr", f"[vast_magic] log lines lost: {type(exc).__name__}: {exc}\n", None)
+                await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         if self._writer is not None:

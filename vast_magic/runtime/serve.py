@@ -106,14 +106,17 @@ class Worker:
                 print(failure, file=sys.stderr)
 
     async def report_load(self) -> None:
-        """About once a second while busy (and once more when it becomes idle)."""
+        """About once a second while busy (and once more when it becomes idle); an error skips one report."""
         was_busy = False
         while True:
             await asyncio.sleep(LOAD_INTERVAL)
             runner = self.server.executor if self.server else None
             busy = bool(runner and runner.inflight_calls)
-            if busy or was_busy:
-                await self.link.send("load", inflight=runner.inflight_workload, calls=runner.inflight_calls)
+            try:
+                if busy or was_busy:
+                    await self.link.send("load", inflight=runner.inflight_workload, calls=runner.inflight_calls)
+            except Exception as exc:
+                print(f"[vast_magic] load report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             was_busy = busy
 
 

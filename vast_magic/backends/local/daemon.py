@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import fcntl
 import os
+import resource
 import signal
 import sys
 import time
@@ -24,13 +25,25 @@ from . import workers as procs
 from .channel import Channel
 from .daemon_control import load_token, token_path, write_json_atomic
 from .engine import Engine
+from .loops import keep_running, log
 from .store import Store
 
 WORKER_OPS = {"state", "log", "load"}
 
 
-def _log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} engine[{os.getpid()}]: {message}", flush=True)
+def raise_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard one (a flood of sockets must not starve the engine
+    of descriptors for its workers, database and /proc reads); returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for target in (hard, 1 << 16):
+        if target == resource.RLIM_INFINITY or (soft != resource.RLIM_INFINITY and target <= soft):
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return soft, target
+        except (ValueError, OSError):
+            continue
+    return soft, soft
 
 
 async def _connection(engine: Engine, gate: handshake.PreAuthGate, reader: asyncio.StreamReader,
@@ -75,12 +88,13 @@ async def serve(home: Path, idle_timeout: float) -> None:
         loop.add_signal_handler(sig, engine.stopping.set)
     write_json_atomic(home / "engine.json", {"pid": os.getpid(), "start_time": procs.proc_start_time(os.getpid()),
                                              "port": engine.port, "started": time.time()})
-    _log(f"listening on 127.0.0.1:{engine.port}, {len(engine.deployments)} deployment(s) restored")
+    log(f"listening on 127.0.0.1:{engine.port}, {len(engine.deployments)} deployment(s) restored, "
+        f"open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}")
     reconciler = asyncio.ensure_future(engine.reconcile_forever())
     segments = shm.segment_dir(home)
     janitor = asyncio.ensure_future(_sweep_segments_forever(segments))
     await engine.stopping.wait()
-    _log("stopping")
+    log("stopping")
     server.close()
     reconciler.cancel()
     janitor.cancel()
@@ -98,11 +112,11 @@ async def serve(home: Path, idle_timeout: float) -> None:
 
 async def _sweep_segments_forever(directory: str | None, every: float = 60.0, older_than: float = 300.0) -> None:
     """Shared-memory segments normally vanish when attached; remove those whose receiver died first."""
-    while True:
+    async def sweep() -> None:
         removed = await asyncio.to_thread(shm.sweep, directory, older_than)
         if removed:
-            _log(f"removed {removed} shared-memory segment(s) nobody attached")
-        await asyncio.sleep(every)
+            log(f"removed {removed} shared-memory segment(s) nobody attached")
+    await keep_running(sweep, every, "shared-memory sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home = Path(args.home)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    raise_file_limit()
     lock = open(home / "engine.lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        _log("another engine holds the lock for this home; exiting")
+        log("another engine holds the lock for this home; exiting")
         return 0
     asyncio.run(serve(home, args.idle_timeout))
-    _log("stopped")
+    log("stopped")
     return 0
 
 

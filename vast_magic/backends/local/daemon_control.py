@@ -132,7 +132,7 @@ def engine_stop(home: Path, timeout: float = 15.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and procs.is_running(info["pid"], info["start_time"]):
         time.sleep(0.02)
-    if procs.is_running(info["pid"], info["start_time"]):
+    if procs.liveness(info["pid"], info["start_time"]) is True:
         os.kill(info["pid"], signal.SIGKILL)
     _reap_recorded_workers(home)
     return {"running": False, "stopped": True, "pid": info["pid"]}

@@ -26,6 +26,7 @@ from ...runtime import shm
 from . import workers as procs
 from .bundles import worker_dir
 from .channel import Channel
+from .loops import keep_running, log
 from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
 from .store import DeploymentRecord, Store, WorkerRecord
 
@@ -122,6 +123,7 @@ class Engine:
         self.last_activity = time.monotonic()
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
+        self.ticks = 0
 
     def background(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -231,8 +233,7 @@ class Engine:
             except (ConnectionError, OSError):
                 pass
             deadline = time.monotonic() + grace + 2.0
-            while time.monotonic() < deadline and procs.is_running(worker.rec.pid, worker.rec.start_time):
-                worker.popen and worker.popen.poll()
+            while time.monotonic() < deadline and procs.is_running(worker.rec.pid, worker.rec.start_time, worker.popen):
                 await asyncio.sleep(0.05)
         await procs.stop(worker.rec.pid, worker.rec.start_time, grace=2.0, popen=worker.popen)
 
@@ -292,10 +293,10 @@ class Engine:
             dep.logs.append(line)
             dep.notify("LogLine", **asdict(line))
         try:                          # a full or read-only home loses the file copy, never the worker
-            with open(worker.rec.log_path, "a") as log:
-                log.writelines(line.text if line.text.endswith("\n") else f"{line.text}\n" for line in records)
+            with open(worker.rec.log_path, "a") as handle:
+                handle.writelines(line.text if line.text.endswith("\n") else f"{line.text}\n" for line in records)
         except OSError as exc:
-            print(f"cannot append to {worker.rec.log_path}: {exc}", flush=True)
+            log(f"cannot append to {worker.rec.log_path}: {exc}")
 
     async def on_worker_disconnect(self, channel: Channel) -> None:
         for dep in list(self.deployments.values()):
@@ -305,25 +306,37 @@ class Engine:
 
     # -- the engine's heartbeat ------------------------------------------------------------
     async def reconcile_forever(self, period: float = 0.25) -> None:
-        ticks = 0
-        while not self.stopping.is_set():
-            await asyncio.sleep(period)
-            ticks += 1
-            for dep in list(self.deployments.values()):
-                await self._reap_exited(dep)
-                if dep.committed and dep.key in self.deployments:
-                    if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
-                        await self.teardown(dep)
-                    elif ticks % 4 == 0 and not dep.rollout:
-                        await self.autoscale(dep)
-            serving = any(dep.committed or dep.rollout for dep in self.deployments.values())
-            if not serving and time.monotonic() - self.last_activity > self.idle_timeout:
-                self.stopping.set()
+        """The heartbeat; a failing step (EMFILE, a full disk, a bug) is logged and retried, never the end."""
+        await keep_running(self.reconcile_once, period, "reconcile", stop=self.stopping)
+
+    async def reconcile_once(self) -> None:
+        """One beat. A deployment whose step fails does not starve the others; the first failure is raised
+        afterwards, so the loop logs it and backs off."""
+        self.ticks += 1
+        failure: Exception | None = None
+        for dep in list(self.deployments.values()):
+            try:
+                await self._reconcile(dep)
+            except Exception as exc:
+                failure = failure or exc
+        serving = any(dep.committed or dep.rollout for dep in self.deployments.values())
+        if not serving and time.monotonic() - self.last_activity > self.idle_timeout:
+            self.stopping.set()
+        if failure is not None:
+            raise failure
+
+    async def _reconcile(self, dep: Deployment) -> None:
+        await self._reap_exited(dep)
+        if dep.committed and dep.key in self.deployments:
+            if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
+                await self.teardown(dep)
+            elif self.ticks % 4 == 0 and not dep.rollout:
+                await self.autoscale(dep)
 
     async def _reap_exited(self, dep: Deployment) -> None:
         for worker in list(dep.workers.values()):
             code = worker.popen.poll() if worker.popen is not None else None
-            if code is None and procs.is_running(worker.rec.pid, worker.rec.start_time):
+            if code is None and procs.is_running(worker.rec.pid, worker.rec.start_time, worker.popen):
                 continue
             was_routed = worker.role == "serving" and worker.rec.state == "ready"
             if worker.role == "draining":

@@ -16,7 +16,7 @@ import logging
 import weakref
 
 from .api import VastAPI
-from .errors import VastAPIError, VastNotFoundError
+from .errors import VastNotFoundError
 
 logger = logging.getLogger("vast_magic.vast")
 BEAT_TIMEOUT = 10.0
@@ -66,7 +66,7 @@ class Heartbeats:
             except VastNotFoundError:
                 logger.warning("deployment %s no longer exists on Vast; heartbeats stopped.", deployment_id)
                 return
-            except (VastAPIError, OSError) as exc:
+            except Exception as exc:              # never the end of the loop: a missed beat is retried
                 self.last_error[deployment_id] = str(exc)
                 logger.warning("heartbeat failed, retrying: %s", exc)
                 await asyncio.sleep(min(interval, RETRY_AFTER_FAILURE))
