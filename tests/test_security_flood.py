@@ -159,7 +159,7 @@ def test_backoff_doubles_per_failure_in_a_row_and_is_capped(failures, expected):
 
 def test_reconciliation_survives_failing_steps_and_one_bad_deployment_does_not_starve_the_others(tmp_path, capsys):
     store = Store(tmp_path)
-    engine = Engine(tmp_path, store, tmp_path / "token", idle_timeout=3600)
+    engine = Engine(tmp_path, store, "token", idle_timeout=3600)
     bad, good = (SimpleNamespace(name=n, committed=True, rollout=False) for n in ("bad", "good"))
     engine.deployments = {("bad", "t"): bad, ("good", "t"): good}
     seen: list[str] = []

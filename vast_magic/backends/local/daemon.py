@@ -23,7 +23,7 @@ from ...runtime import framing, handshake, shm
 from . import control
 from . import workers as procs
 from .channel import Channel
-from .daemon_control import load_token, token_path, write_json_atomic
+from .daemon_control import load_token, write_json_atomic
 from .engine import Engine
 from .loops import keep_running, log
 from .store import Store
@@ -78,7 +78,8 @@ async def _connection(engine: Engine, gate: handshake.PreAuthGate, reader: async
 async def serve(home: Path, idle_timeout: float) -> None:
     token = load_token(home)
     store = Store(home)
-    engine = Engine(home, store, token_path(home), idle_timeout)
+    segments = shm.segment_dir(home)
+    engine = Engine(home, store, token, idle_timeout, shm_dir=segments)
     engine.restore()
     gate = handshake.PreAuthGate(token)
     server = await asyncio.start_server(lambda r, w: _connection(engine, gate, r, w), "127.0.0.1", 0, limit=1 << 20)
@@ -91,7 +92,6 @@ async def serve(home: Path, idle_timeout: float) -> None:
     log(f"listening on 127.0.0.1:{engine.port}, {len(engine.deployments)} deployment(s) restored, "
         f"open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}")
     reconciler = asyncio.ensure_future(engine.reconcile_forever())
-    segments = shm.segment_dir(home)
     janitor = asyncio.ensure_future(_sweep_segments_forever(segments))
     await engine.stopping.wait()
     log("stopping")

@@ -22,7 +22,6 @@ from subprocess import Popen
 from typing import Any
 
 from ...reports import LogLine, WorkerInfo
-from ...runtime import shm
 from . import workers as procs
 from .bundles import worker_dir
 from .channel import Channel
@@ -112,8 +111,9 @@ def logs_to_prune(entries: list[tuple[str, float]], live: set[str], keep: int) -
 
 
 class Engine:
-    def __init__(self, home: Path, store: Store, token_file: Path, idle_timeout: float):
-        self.home, self.store, self.token_file, self.idle_timeout = home, store, token_file, idle_timeout
+    def __init__(self, home: Path, store: Store, token: str, idle_timeout: float, shm_dir: str | None = None):
+        self.home, self.store, self.token, self.idle_timeout = home, store, token, idle_timeout
+        self.shm_dir = shm_dir                            # None: big buffers go inline (no usable /dev/shm)
         self.port = 0
         self.deployments: dict[tuple[str, str], Deployment] = {}
         self.subscribers: dict[tuple[str, str], set[Channel]] = collections.defaultdict(set)
@@ -204,11 +204,10 @@ class Engine:
         await asyncio.to_thread(self.prune_logs)
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
-        env = {**os.environ, **dict(version.env), **dict(version.secrets),
-               "VAST_MAGIC_ENGINE": f"127.0.0.1:{self.port}", "VAST_MAGIC_TOKEN_FILE": str(self.token_file),
-               "VAST_MAGIC_WORKER_ID": wid, "VAST_MAGIC_SHM_DIR": shm.segment_dir(self.home) or ""}
-        popen = procs.spawn(version.python, workdir, env, log_path)
-        rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, procs.proc_start_time(popen.pid), None,
+        env = procs.worker_environment(os.environ, version.env, version.secrets)
+        launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir}
+        popen = procs.spawn(version.python, workdir, env, log_path, launch)
+        rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, _start_time(popen.pid), None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())
         self.store.put_worker(rec)
         worker = Worker(rec, popen, role)
@@ -366,6 +365,14 @@ class Engine:
             idle_first = sorted(active, key=lambda w: (w.rec.state == "ready", w.load))
             for worker in idle_first[: len(active) - want]:
                 await self.drain(dep, worker)
+
+
+def _start_time(pid: int) -> int | None:
+    """The new worker's start time; None when /proc cannot tell now (its pid alone then identifies it)."""
+    try:
+        return procs.proc_start_time(pid)
+    except procs.procinfo.Unknown:
+        return None
 
 
 def tail_lines(path: str, count: int) -> list[str]:

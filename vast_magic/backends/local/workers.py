@@ -12,12 +12,13 @@ the process group: stopping the group takes any child a ``runs`` script left.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from ...runtime import procinfo
 
@@ -42,14 +43,35 @@ def is_running(pid: int | None, start_time: int | None, popen: subprocess.Popen 
     return liveness(pid, start_time, popen) is not False
 
 
-def spawn(python: str, workdir: Path, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
-    """Start ``python -m vast_magic_runtime.serve`` detached, output appended to ``log_path``."""
+#: what a worker inherits from the engine's environment: what the shell, Python and locale need, nothing else
+INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+                       "LD_LIBRARY_PATH"})
+
+
+def worker_environment(engine_env: Mapping[str, str], env: Iterable[tuple[str, str]],
+                       secrets: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A worker's environment: the minimum above (plus ``LC_*``) from the engine's, then exactly the
+    deployment's env and secrets. The engine's environment is that of whichever client started it (a
+    notebook's ``HF_TOKEN``, cloud keys...), so nothing else of it may reach user code."""
+    base = {k: v for k, v in engine_env.items() if k in INHERITED or k.startswith("LC_")}
+    return {**base, **dict(env), **dict(secrets)}
+
+
+def spawn(python: str, workdir: Path, env: Mapping[str, str], log_path: Path, launch: Mapping) -> subprocess.Popen:
+    """Start ``python -m vast_magic_runtime.serve`` detached, output appended to ``log_path``; the
+    launch message (with the token) goes through stdin, never the environment."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)   # what user code prints is private
     with os.fdopen(fd, "ab") as log:
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             [python, "-m", RUNTIME_MODULE], cwd=str(workdir), env=dict(env), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
         )
+    try:
+        popen.stdin.write(json.dumps(dict(launch)).encode())   # a few hundred bytes: the pipe never blocks
+        popen.stdin.close()
+    except OSError:                                            # died at once: its exit is noticed and reported
+        pass
+    return popen
 
 
 def _signal(pid: int, start_time: int | None, sig: int, popen: subprocess.Popen | None = None) -> bool:
