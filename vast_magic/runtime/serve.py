@@ -93,7 +93,7 @@ class Worker:
         self.entered = await contexts.enter_all(self.app)
         perf, median, per_function = await self.benchmark()
         self.server = CallServer(executor.Executor(self.app, per_function), self.env.token,
-                                 segments=shm.Segments(self.env.shm_dir) if self.env.shm_dir else None)
+                                 segments=_segments(self.env.shm_dir))
         port = await self.server.start()
         await self.link.state("ready", perf=perf, median=median, port=port)
 
@@ -135,6 +135,17 @@ class Worker:
             except Exception as exc:
                 print(f"[vast_magic] load report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             was_busy = busy
+
+
+def _segments(directory: str | None) -> "shm.Segments | None":
+    """The engine's segment folder, if it is still private; else big buffers go inline (and the log says why)."""
+    if not directory:
+        return None
+    try:
+        return shm.Segments.open(directory)
+    except OSError as exc:
+        print(f"[vast_magic] not using shared memory: {exc}", file=sys.stderr)
+        return None
 
 
 def _captured_invoke(entry: registry.RemoteEntry):

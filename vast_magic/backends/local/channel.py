@@ -16,7 +16,8 @@ class Channel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  class_refs: Mapping[type, str] | None = None, segments: shm.Segments | None = None):
         self.reader, self.writer = reader, writer
-        self.segments = segments               # set on worker connections: big buffers via shared memory
+        # worker connections: big buffers via shared memory; closing removes what the worker never attached
+        self.segments = segments.link() if segments is not None else None
         self.class_refs = dict(class_refs or {})
         self.resolve = {name: cls for cls, name in self.class_refs.items()}
         self._lock = asyncio.Lock()
@@ -33,6 +34,8 @@ class Channel:
 
     def close(self) -> None:
         self.closed = True
+        if self.segments is not None:
+            self.segments.close()
         try:
             self.writer.close()
         except Exception:  # the transport may already be gone

@@ -29,6 +29,8 @@ from .loops import keep_running, log
 from .store import Store
 
 WORKER_OPS = {"state", "log", "load"}
+SEGMENT_MAX_AGE = 300.0      # a segment nobody attached in 5 minutes never will be
+SEGMENT_DEAD_GRACE = 10.0    # its creator died: a receiver reading the frame right now still finds it
 
 
 def raise_file_limit() -> tuple[int, int]:
@@ -78,7 +80,7 @@ async def _connection(engine: Engine, gate: handshake.PreAuthGate, reader: async
 async def serve(home: Path, idle_timeout: float) -> None:
     token = load_token(home)
     store = Store(home)
-    segments = shm.segment_dir(home)
+    segments = _segment_dir(home)
     engine = Engine(home, store, token, idle_timeout, shm_dir=segments)
     engine.restore()
     gate = handshake.PreAuthGate(token)
@@ -110,10 +112,28 @@ async def serve(home: Path, idle_timeout: float) -> None:
     store.close()
 
 
-async def _sweep_segments_forever(directory: str | None, every: float = 60.0, older_than: float = 300.0) -> None:
-    """Shared-memory segments normally vanish when attached; remove those whose receiver died first."""
+def _segment_dir(home: Path) -> str | None:
+    """The home's shared-memory folder, checked private, with what crashed processes left swept; None
+    (big buffers inline) when it is not private: engine.log says why and what to do."""
+    directory = shm.segment_dir(home)
+    if directory is None:
+        return None
+    try:
+        shm.prepare_dir(directory)
+    except OSError as exc:
+        log(f"not using shared memory: {exc}")
+        return None
+    removed = shm.sweep(directory, older_than=SEGMENT_MAX_AGE)      # no grace: their creators died before us
+    if removed:
+        log(f"removed {removed} shared-memory segment(s) left by processes that died")
+    return directory
+
+
+async def _sweep_segments_forever(directory: str | None, every: float = 15.0) -> None:
+    """Shared-memory segments normally vanish when attached, or when the peer's connection closes; remove
+    those of creators that died mid-transfer, and any nobody attached for SEGMENT_MAX_AGE."""
     async def sweep() -> None:
-        removed = await asyncio.to_thread(shm.sweep, directory, older_than)
+        removed = await asyncio.to_thread(shm.sweep, directory, SEGMENT_MAX_AGE, SEGMENT_DEAD_GRACE)
         if removed:
             log(f"removed {removed} shared-memory segment(s) nobody attached")
     await keep_running(sweep, every, "shared-memory sweep")
