@@ -11,10 +11,11 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import loop, settings
 from .autoscaling import AutoscalingConfig
+from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
 from .deploy_flow import DeployFlow
 from .errors import ConfigError
@@ -43,12 +44,17 @@ class Deployment:
     __vast_magic_deployment__ = True
 
     def __init__(self, *, name: str | None = None, tag: str = "default", version_label: str | None = None,
-                 api_key: str | None = None, ttl: float | None = None, backend: str | None = None):
+                 api_key: str | None = None, ttl: float | None = None, backend: str | None = None,
+                 trusted_types: Iterable[type | str] | None = None):
+        """``trusted_types``: classes (or module names, trusting every name in that package) that answers
+        from Vast workers may carry beyond plain values, numpy and the deployment's own classes; answers
+        from a Vast host are unpickled with an allow-list, because the host is a third party."""
         self.name = _check_name("name", name) if name is not None else None
         self.tag = _check_name("tag", tag)
         self.version_label = version_label
         self.ttl = self._check_ttl(ttl)
         self.backend = settings.resolve("backend", backend) if backend is not None else None
+        self.trusted_types = normalize_trusted_types(trusted_types)
         self._api_key = api_key
         self._image: Image | None = None
         self._autoscaling = AutoscalingConfig()

@@ -11,7 +11,8 @@ Every error a user can see derives from ``VastMagicError`` so that
      │    ├── DeployError       a deployment did not become ready (carries the report)
      │    ├── CallTimeoutError  a call took longer than its timeout (also a TimeoutError)
      │    ├── OverloadedError   the queue is longer than the function's max_queue_time
-     │    └── WorkerLostError   the worker died while running the call
+     │    ├── WorkerLostError   the worker died while running the call
+     │    └── UntrustedTypeError  a Vast worker answered with a type not allowed (see trusted_types)
      └── RemoteError        the remote function raised; see ``remote_error_type``
 
 A remote ``ValueError`` is raised as a class deriving from both ``RemoteError``
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import sys
 from typing import Any
 
 
@@ -68,6 +70,19 @@ class WorkerLostError(BackendError):
         self.log_tail = tuple(log_tail)
 
 
+class UntrustedTypeError(BackendError):
+    """A Vast worker's answer holds a type answers from Vast may not carry; nothing of it was used.
+
+    A Vast host is a third party: unpickling an arbitrary type could run code
+    on this machine. ``type_name`` is the refused ``module.name``; trust it with
+    ``Deployment(trusted_types=[TheClass])`` or its module with ``["package"]``.
+    """
+
+    def __init__(self, message: str, type_name: str = ""):
+        super().__init__(message)
+        self.type_name = type_name
+
+
 class RemoteError(VastMagicError):
     """The remote function raised. Carries the remote type, message and traceback."""
 
@@ -94,11 +109,15 @@ class RemoteError(VastMagicError):
 _REMOTE_CLASSES: dict[type, type] = {}
 
 
-def _resolve_type(qualified: str) -> type | None:
-    """``"builtins.ValueError"`` or ``"pkg.mod.Err"`` -> the class, if importable."""
+def _resolve_type(qualified: str, import_modules: bool = True) -> type | None:
+    """``"builtins.ValueError"`` or ``"pkg.mod.Err"`` -> the class, if importable (or, without
+    ``import_modules``, already imported: a name from an untrusted peer must not trigger an import)."""
     module, _, qualname = qualified.rpartition(".")
     try:
-        obj: Any = builtins if module in ("", "builtins") else importlib.import_module(module)
+        if module in ("", "builtins"):
+            obj: Any = builtins
+        else:
+            obj = importlib.import_module(module) if import_modules else sys.modules[module]
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except Exception:
@@ -106,14 +125,14 @@ def _resolve_type(qualified: str) -> type | None:
     return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
 
 
-def remote_error_type(qualified_type: str) -> type[RemoteError]:
+def remote_error_type(qualified_type: str, import_modules: bool = True) -> type[RemoteError]:
     """The class to raise for a remote exception of type ``qualified_type``.
 
     It subclasses both ``RemoteError`` and the original type when that type is
-    importable here and can be mixed in (plain ``Exception`` subclasses);
-    otherwise plain ``RemoteError``.
+    importable here (already imported, without ``import_modules``) and can be
+    mixed in (plain ``Exception`` subclasses); otherwise plain ``RemoteError``.
     """
-    original = _resolve_type(qualified_type)
+    original = _resolve_type(qualified_type, import_modules)
     if original is None or not issubclass(original, Exception) or issubclass(original, RemoteError):
         return RemoteError
     cached = _REMOTE_CLASSES.get(original)
@@ -127,9 +146,12 @@ def remote_error_type(qualified_type: str) -> type[RemoteError]:
     return cls
 
 
-def make_remote_error(qualified_type: str, message: str, traceback_text: str = "") -> RemoteError:
-    """Build the exception the caller sees for a failure on the worker."""
-    return remote_error_type(qualified_type)(qualified_type.removeprefix("builtins."), message, traceback_text)
+def make_remote_error(qualified_type: str, message: str, traceback_text: str = "",
+                      import_modules: bool = True) -> RemoteError:
+    """Build the exception the caller sees for a failure on the worker (``import_modules=False`` for a
+    third-party worker: its type name may not make us import anything)."""
+    return remote_error_type(qualified_type, import_modules)(qualified_type.removeprefix("builtins."), message,
+                                                             traceback_text)
 
 
 def _rebuild_remote_error(remote_type: str, message: str, tb: str) -> RemoteError:
