@@ -7,8 +7,8 @@
   anything is unpickled: a pickle that would create a marker file never does,
   and the token never leaves the worker (the handshake table: test_runtime_handshake.py);
 - the home is 0700; token, state, engine info, secret key and logs are 0600;
-- bundle extraction survives chained symlinks and strips setuid bits (the
-  per-member table lives in test_engine_bundles.py).
+- bundle extraction refuses chained symlinks that leave it, in either order,
+  and strips setuid bits (the per-member table lives in test_engine_bundles.py).
 """
 from __future__ import annotations
 
@@ -224,13 +224,15 @@ def _tar(path: Path, members: list[tuple[str, bytes, str, int]]) -> Path:
     return path
 
 
-def test_chained_symlinks_cannot_escape_and_leave_nothing_behind(tmp_path):
-    """Each link alone stays inside (x -> ., s1 -> x/..) but together they point outside: refused, and the
-    half-extracted staging folder is gone (complements the member table in test_engine_bundles.py)."""
+@pytest.mark.parametrize("order", ["x first", "s1 first"])
+def test_chained_symlinks_cannot_escape_and_leave_nothing_behind(tmp_path, order):
+    """Each link alone stays inside (x -> ., s1 -> x/..) but together they point outside: refused in either
+    archive order, before anything is written (the member table is in test_engine_bundles.py)."""
     home = tmp_path / "home"
-    tar = _tar(tmp_path / "chain.tar.gz", [("x", b"", ".", 0o777), ("s1", b"", "x/..", 0o777),
-                                          ("s1/evil", b"pwned", "", 0o644)])
-    with pytest.raises(BundleError, match="outside the destination"):
+    links = [("x", b"", ".", 0o777), ("s1", b"", "x/..", 0o777)]
+    tar = _tar(tmp_path / "chain.tar.gz", (links if order == "x first" else links[::-1]) +
+               [("s1/evil", b"pwned", "", 0o644)])
+    with pytest.raises(BundleError, match="leads outside the bundle"):
         extracted_bundle(home, tar)
     assert not list(tmp_path.rglob("evil")) and list((home / "bundles").iterdir()) == []
 
