@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from test_engine_helpers import harness, make_bundle, plan  # noqa: F401  (fixture)
+from vast_magic.backends.base import CallSpec
 from vast_magic.backends.local import daemon_control
 from vast_magic.backends.local.bundles import extracted_bundle
 from vast_magic.errors import BundleError
@@ -161,8 +162,11 @@ class _Squatter(threading.Thread):
         self.sock.close()
 
 
-async def _set_routes(pool, routes):
-    pool.set_routes(routes)
+async def _call_through_stale_route(backend, pool, route, x):
+    """Inject the stale route and call at once (no await in between: no route push can replace it first)."""
+    pool.set_routes([(route.worker, route.port, route.perf, route.version)])
+    spec = CallSpec(name="demo", tag="default", function="square", timeout=30.0, max_queue_time=30.0)
+    return (await backend.call(spec, (x,), {}, {})).value
 
 
 def test_an_impostor_on_a_dead_workers_port_gets_no_token_and_no_pickle(harness, tmp_path):
@@ -177,9 +181,8 @@ def test_an_impostor_on_a_dead_workers_port_gets_no_token_and_no_pickle(harness,
     squatter = _Squatter(route.port, marker)
     squatter.start()
     try:
-        for attempt in range(2):       # as if the loss had not been noticed yet: the stale route is tried first
-            harness.run(_set_routes(pool, [(route.worker, route.port, route.perf, route.version)]))
-            assert harness.call("square", 4 + attempt) == (4 + attempt) ** 2   # re-routed to a real worker
+        for x in (4, 5):               # as if the loss had not been noticed yet: the stale route is tried first
+            assert harness.run(_call_through_stale_route(harness.backend, pool, route, x)) == x * x   # re-routed
     finally:
         squatter.stop()
     token = daemon_control.load_token(harness.home).encode()

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -36,7 +35,8 @@ import numpy as np
 async def nbytes(a):
     return int(a.nbytes)
 
-async def big_later(n, delay):
+async def big_later(n, delay, started):
+    open(started, "w").close()
     await asyncio.sleep(delay)
     return np.ones(n, dtype=np.uint8)
 '''
@@ -105,17 +105,19 @@ CLIENT = textwrap.dedent('''
     backend = LocalBackend(sys.argv[1])
     spec = CallSpec(name="demo", tag="default", function="big_later", timeout=60.0, max_queue_time=60.0)
     print("CALLING", flush=True)
-    loop.run_sync(backend.call(spec, (8 << 20, 1.5), {}, {}), 60)
+    loop.run_sync(backend.call(spec, (8 << 20, 1.5, sys.argv[2]), {}, {}), 60)
     print("DONE", flush=True)
 ''')
 
 
-def test_a_sigkilled_client_leaves_no_segment_of_its_result(harness):
+def test_a_sigkilled_client_leaves_no_segment_of_its_result(harness, tmp_path):
     directory = _deploy_big(harness)
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(harness.home)], stdout=subprocess.PIPE, text=True)
+    started = tmp_path / "started"
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(harness.home), str(started)],
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert client.stdout.readline().strip() == "CALLING"
-        time.sleep(0.7)                                       # the call reached the worker, which sleeps 1.5 s
+        harness.wait_for(started.exists, timeout=30, what="the call to start on the worker")   # it sleeps 1.5 s
         os.kill(client.pid, signal.SIGSTOP)                   # it will never attach the result
         harness.wait_for(lambda: _segments_in(directory), timeout=10, what="the result's segment")
         os.kill(client.pid, signal.SIGKILL)
