@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cloudpickle
 
-from vast_magic.runtime import framing, wire
+from vast_magic.runtime import framing, handshake, wire
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "vast_magic" / "runtime"
 TOKEN = "test-token-0123456789"
@@ -76,16 +76,17 @@ class Worker:
 
 
 def spawn_worker(bundle_dir: Path, engine_port: int, *, module: str = "vast_magic.runtime.serve",
-                 worker_id: str = "w1", env: dict | None = None, python_flags=()) -> Worker:
-    token_file = bundle_dir.parent / f"{worker_id}.token"
-    token_file.write_text(TOKEN + "\n")
-    full_env = {**os.environ, "VAST_MAGIC_ENGINE": f"127.0.0.1:{engine_port}",
-                "VAST_MAGIC_TOKEN_FILE": str(token_file), "VAST_MAGIC_WORKER_ID": worker_id, **(env or {})}
+                 worker_id: str = "w1", env: dict | None = None, python_flags=(), fixed_perf: float | None = None) -> Worker:
+    """A worker started like the engine starts one: its launch message (JSON) on stdin."""
+    launch = {"engine": f"127.0.0.1:{engine_port}", "token": TOKEN, "worker_id": worker_id, "fixed_perf": fixed_perf}
     out = open(bundle_dir.parent / "worker.out", "wb")
     err = open(bundle_dir.parent / "worker.err", "wb")
     with out, err:
-        proc = subprocess.Popen([sys.executable, *python_flags, "-m", module], cwd=bundle_dir, env=full_env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, *python_flags, "-m", module], cwd=bundle_dir,
+                                env={**os.environ, **(env or {})}, stdin=subprocess.PIPE, stdout=out, stderr=err,
+                                start_new_session=True)
+    proc.stdin.write(json.dumps(launch).encode())
+    proc.stdin.close()
     return Worker(proc, bundle_dir.parent)
 
 
@@ -115,7 +116,7 @@ class FakeEngine:
         return self
 
     async def _connection(self, reader, writer):
-        if not await framing.server_hello(reader, writer, self.token):
+        if not await handshake.server_hello(reader, writer, self.token):
             writer.close()
             return
         self._writer = writer
@@ -179,7 +180,7 @@ class CallClient:
 
     async def connect(self, port: int, token: str = TOKEN) -> "CallClient":
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
-        await framing.client_hello(self.reader, self.writer, token)
+        await handshake.client_hello(self.reader, self.writer, token)
         self._reader_task = asyncio.ensure_future(self._read())
         return self
 

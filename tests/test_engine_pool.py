@@ -47,8 +47,9 @@ def test_no_routes_and_route_updates():
     pool.connections["gone"] = SimpleNamespace(inflight=0, retire=lambda: retired.append("gone"))
     pool.set_routes([("b", 2, 10.0, "v2")])                     # drained workers lose their entry and are retired
     assert list(pool.routes) == ["b"] and "gone" not in pool.connections and retired == ["gone"]
-    pool.set_routes(None)                                       # engine connection lost: keep what we know
-    assert list(pool.routes) == ["b"]
+    pool.connections["b"] = SimpleNamespace(inflight=0, retire=lambda: retired.append("b"))
+    pool.set_routes(None)                                       # engine connection lost: no route is trusted any more
+    assert pool.routes == {} and pool.connections == {} and retired == ["gone", "b"]
 
 
 class _QueueChannel:

@@ -20,7 +20,7 @@ EXPORTED = [
     "BackendError", "Bundle", "BundleError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",
     "Deployment", "DeploymentStatus", "DeployReport", "EngineConnectionLostError", "EngineUnavailableError",
     "Fingerprint", "Image", "load_ipython_extension", "LogLine", "OverloadedError", "RemoteError", "Secret",
-    "unload_ipython_extension", "VastAPIError", "VastAuthError", "VastMagicError", "VastNotFoundError",
+    "unload_ipython_extension", "UntrustedTypeError", "VastAPIError", "VastAuthError", "VastMagicError", "VastNotFoundError",
     "VastRateLimitedError", "VastRejectedError", "VastUnavailableError", "VastUploadError", "WorkerInfo",
     "WorkerLostError",
 ]

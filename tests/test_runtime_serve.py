@@ -187,7 +187,7 @@ def test_overloaded_calls_are_refused_at_once(tmp_path: Path, workers):
 
     async def scenario():
         engine = await FakeEngine().start()
-        workers.append(worker := spawn_worker(bundle, engine.port, env={"VAST_MAGIC_SKIP_BENCHMARK_PERF": "10"}))
+        workers.append(worker := spawn_worker(bundle, engine.port, fixed_perf=10))
         ready = await engine.wait_state("ready", "failed", timeout=30)
         assert ready["state"] == "ready", ready["error"]
         with pytest.raises(PermissionError):

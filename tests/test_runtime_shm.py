@@ -1,4 +1,10 @@
-"""Big buffers through shared memory: zero socket copies, writable results, nothing left behind, nothing foreign attached."""
+"""Big buffers through shared memory: zero socket copies, writable results, nothing left behind, nothing foreign attached.
+
+A folder someone else prepared (open mode, a link, another owner) is refused
+with a clear error and never written to; segment names carry their creator so
+that sweeps remove what dead processes left (the end-to-end SIGKILL cases live
+in test_security_engine.py).
+"""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from vast_magic.runtime import framing, shm, wire
+from vast_magic.runtime import framing, procinfo, shm, wire
 
 
 @pytest.fixture
@@ -116,3 +122,105 @@ def test_a_failed_send_removes_its_segments(segments):
     with pytest.raises(ConnectionResetError):
         asyncio.run(framing.write_frame(BrokenWriter(), main, buffers, segments))
     assert os.listdir(segments.directory) == []
+
+
+def _hostile_folder(kind: str, directory: str, tmp_path) -> None:
+    if kind == "mode 0777":
+        os.mkdir(directory)
+        os.chmod(directory, 0o777)
+    elif kind == "a link to a folder of ours":
+        target = tmp_path / "elsewhere"
+        target.mkdir(mode=0o700)
+        os.symlink(target, directory)
+    elif kind == "another user's folder":
+        if os.getuid() != 0:
+            pytest.skip("only root can make a folder owned by another user")
+        os.mkdir(directory, 0o700)
+        os.chown(directory, 65534, 65534)
+    elif kind == "a file":
+        open(directory, "w").close()
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("mode 0777", "has mode 0777, not 0700"),
+    ("a link to a folder of ours", "is a link or not a folder"),
+    ("another user's folder", "belongs to uid 65534"),
+    ("a file", "is a link or not a folder"),
+])
+def test_a_folder_someone_else_prepared_is_refused(tmp_path, kind, message):
+    directory = shm.segment_dir(tmp_path / "home")
+    if directory is None:
+        pytest.skip("no /dev/shm on this system")
+    _hostile_folder(kind, directory, tmp_path)
+    try:
+        with pytest.raises(shm.SegmentDirError, match=message) as info:
+            shm.Segments.open(directory)
+        assert f"rm -r {directory}" in str(info.value)         # says what to do
+        segments = shm.Segments(directory)
+        assert segments.export(memoryview(b"x" * 100)) is None   # the bytes go inline instead
+        with pytest.raises(OSError, match=message):
+            segments.attach(b"0" * 32, 10)
+        if os.path.isdir(directory):
+            assert os.listdir(directory) == []                 # nothing was written into it
+        shm.remove_dir(directory)
+        if kind != "mode 0777":                                # ours, only open to others: may go
+            assert os.path.lexists(directory)                  # never removed through a link or from another
+    finally:
+        if os.path.islink(directory) or os.path.isfile(directory):
+            os.unlink(directory)
+        elif os.path.isdir(directory):
+            os.rmdir(directory)
+
+
+def test_a_fresh_folder_is_0700_whatever_the_umask(tmp_path):
+    directory = shm.segment_dir(tmp_path / "home")
+    if directory is None:
+        pytest.skip("no /dev/shm on this system")
+    old = os.umask(0)
+    try:
+        shm.Segments.open(directory)
+    finally:
+        os.umask(old)
+        mode = os.stat(directory).st_mode & 0o777
+        shm.remove_dir(directory)
+    assert mode == 0o700
+
+
+def test_segment_names_say_which_process_made_them(segments):
+    name = segments.export(memoryview(b"n" * 10)).decode()
+    pid, started = procinfo.own_identity()
+    assert int(name[:8], 16) == os.getpid() == pid and int(name[8:24], 16) == started
+    assert not shm.creator_gone(name)
+
+
+def _name(pid: int, started: int) -> str:
+    return f"{pid:08x}{started:016x}{'ab' * 4}"
+
+
+def test_sweep_removes_segments_of_dead_creators_and_old_ones_only(segments):
+    pid, started = procinfo.own_identity()
+    cases = {                                   # name -> (age in s, expected to be removed with dead_after=10)
+        _name(0x3FFFFFF0, 12345): (60, True),   # no such process
+        _name(pid, started + 1): (60, True),    # our pid, another start time: a reused pid, the creator died
+        _name(0x3FFFFFF1, 1): (2, False),       # dead, but a receiver may be reading its frame right now
+        _name(pid, started): (60, False),       # alive and young: its receiver may attach it
+        _name(pid, started)[:24] + "cd" * 4: (600, True),    # alive but nobody attached it in 5 minutes
+    }
+    os.makedirs(segments.directory, mode=0o700, exist_ok=True)
+    now = time.time()
+    for name, (age, _) in cases.items():
+        path = os.path.join(segments.directory, name)
+        open(path, "w").close()
+        os.utime(path, (now - age, now - age))
+    assert shm.sweep(segments.directory, older_than=300, dead_after=10) == 3
+    assert sorted(os.listdir(segments.directory)) == sorted(n for n, (_, gone) in cases.items() if not gone)
+    assert shm.sweep(segments.directory, older_than=300, dead_after=0) == 1     # at engine start: no grace
+
+
+def test_a_link_removes_what_its_peer_never_attached(segments):
+    link = segments.link()
+    attached, left = link.export(memoryview(b"a" * 10)), link.export(memoryview(b"b" * 10))
+    other = segments.export(memoryview(b"c" * 10))                 # another connection's: not ours to remove
+    assert bytes(segments.attach(attached, 10)) == b"a" * 10
+    link.close()                                                   # the peer went away
+    assert os.listdir(segments.directory) == [other.decode()]

@@ -2,17 +2,16 @@
 
 - every listening socket of the daemon and its workers is bound to 127.0.0.1
   (read from /proc/net/tcp{,6} and the processes' socket inodes);
-- a worker refuses a connection without (or with a wrong, or an oversized)
-  token before anything is unpickled: a pickle that would create a marker
-  file never does;
-- the hello is compared with ``hmac.compare_digest`` (constant time);
+- a worker refuses a connection that does not complete the mutual handshake
+  (the old token hello, no proof, a wrong proof, an oversized hello) before
+  anything is unpickled: a pickle that would create a marker file never does,
+  and the token never leaves the worker (the handshake table: test_runtime_handshake.py);
 - the home is 0700; token, state, engine info, secret key and logs are 0600;
-- bundle extraction survives chained symlinks and strips setuid bits (the
-  per-member table lives in test_engine_bundles.py).
+- bundle extraction refuses chained symlinks that leave it, in either order,
+  and strips setuid bits (the per-member table lives in test_engine_bundles.py).
 """
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import pickle
@@ -20,15 +19,17 @@ import socket
 import stat
 import struct
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from test_engine_helpers import harness, make_bundle, plan  # noqa: F401  (fixture)
+from vast_magic.backends.base import CallSpec
 from vast_magic.backends.local import daemon_control
 from vast_magic.backends.local.bundles import extracted_bundle
 from vast_magic.errors import BundleError
-from vast_magic.runtime import framing
+from vast_magic.runtime import handshake
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -84,18 +85,26 @@ def _frame(main: bytes) -> bytes:
     return struct.pack("!IQ", 0, len(main)) + main
 
 
+def _frame_prefix(answer: bytes) -> bytes:
+    """The server's handshake answer (prefix, nonce, proof) when that is all it sent, else b"" (no match)."""
+    expected = struct.pack("!IQ", 0, len(handshake.PREFIX) + 64) + handshake.PREFIX
+    return answer if len(answer) == len(expected) + 64 and answer.startswith(expected) else b"-"
+
+
 def test_worker_refuses_strangers_before_unpickling(harness, tmp_path):
     harness.apply(plan(make_bundle(harness.folder)))
     (worker,) = harness.workers()
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"op": "call", "id": 1, "fn": "square", "args": (_Evil(marker),), "kwargs": {}})
     token = daemon_control.load_token(harness.home)
+    nonce = _frame(handshake.PREFIX + os.urandom(32))
     hellos = {
         "no hello, a pickle": b"",
-        "wrong token": _frame(b"VMAG1 " + b"0" * len(token)),
-        "right token, wrong prefix": _frame(b"VMAG2 " + token.encode()),
-        "token with a suffix": _frame(b"VMAG1 " + token.encode() + b"x"),
-        "oversized hello": _frame(b"VMAG1 " + b"a" * 5000),
+        "the old token hello, right token": _frame(b"VMAG1 " + token.encode()),
+        "a nonce, then a pickle instead of a proof": nonce,
+        "a nonce, then the token as the proof": nonce + _frame(handshake.PREFIX + token.encode()),
+        "a nonce, then a random proof": nonce + _frame(handshake.PREFIX + os.urandom(32)),
+        "oversized hello": _frame(handshake.PREFIX + b"a" * 5000),
     }
     for case, hello in hellos.items():
         with socket.create_connection(("127.0.0.1", worker.port), timeout=5) as sock:
@@ -108,35 +117,81 @@ def test_worker_refuses_strangers_before_unpickling(harness, tmp_path):
                 answer = sock.recv(100)
             except ConnectionResetError:
                 answer = b""
-            assert answer == b"", (case, answer)     # closed without a word
+            assert answer in (b"", *(_frame_prefix(answer),)), (case, answer)   # nothing, or just its proof
+            assert token.encode() not in answer
     assert not marker.exists()
     assert harness.call("square", 6) == 36          # the worker still serves its real clients
 
 
-def test_hello_is_compared_in_constant_time(monkeypatch):
-    seen = []
+class _Squatter(threading.Thread):
+    """Another local user's listener on a dead worker's port: records what it gets, answers like the old
+    protocol (``OK``) and with a forged proof, each followed by a pickle that would create ``marker``."""
 
-    def recording(a, b):
-        seen.append((bytes(a), bytes(b)))
-        return _real(a, b)
+    def __init__(self, port: int, marker: Path):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.evil = _frame(pickle.dumps({"id": 1, "ok": True, "value": _Evil(marker), "output": []}))
+        self.received: list[bytes] = []
+        self.done = threading.Event()
 
-    _real = framing.hmac.compare_digest
-    monkeypatch.setattr(framing.hmac, "compare_digest", recording)
+    def run(self):
+        answers = [_frame(b"OK"), _frame(handshake.PREFIX + os.urandom(64))]
+        while not self.done.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                conn.sendall(answers[len(self.received) % 2] + self.evil)
+                data = b""
+                try:
+                    while chunk := conn.recv(4096):
+                        data += chunk
+                except (socket.timeout, ConnectionResetError):
+                    pass
+                self.received.append(data)
 
-    async def attempt(sent: bytes) -> bool:
-        reader = asyncio.StreamReader()
-        reader.feed_data(_frame(sent))
-        reader.feed_eof()
+    def stop(self):
+        self.done.set()
+        self.join(5)
+        self.sock.close()
 
-        class Sink:
-            def writelines(self, data): pass
-            def write(self, data): pass
-            async def drain(self): pass
-        return await framing.server_hello(reader, Sink(), "the-token")
 
-    assert asyncio.run(attempt(b"VMAG1 the-token")) is True
-    assert asyncio.run(attempt(b"VMAG1 the-tokem")) is False
-    assert seen == [(b"VMAG1 the-token", b"VMAG1 the-token"), (b"VMAG1 the-tokem", b"VMAG1 the-token")]
+async def _call_through_stale_route(backend, pool, route, x):
+    """Inject the stale route and call at once (no await in between: no route push can replace it first)."""
+    pool.set_routes([(route.worker, route.port, route.perf, route.version)])
+    spec = CallSpec(name="demo", tag="default", function="square", timeout=30.0, max_queue_time=30.0)
+    return (await backend.call(spec, (x,), {}, {})).value
+
+
+def test_an_impostor_on_a_dead_workers_port_gets_no_token_and_no_pickle(harness, tmp_path):
+    """The issue's reproduction: deploy, call, `engine stop`, bind the dead worker's port, call again."""
+    harness.apply(plan(make_bundle(harness.folder)))
+    assert harness.call("square", 3) == 9
+    pool = harness.backend.pools[("demo", "default")]
+    (route,) = pool.routes.values()
+    daemon_control.engine_stop(harness.home)
+    harness.wait_for(lambda: not pool.routes, timeout=10, what="the routes to go with the engine link")
+    marker = tmp_path / "pwned"
+    squatter = _Squatter(route.port, marker)
+    squatter.start()
+    try:
+        for x in (4, 5):               # as if the loss had not been noticed yet: the stale route is tried first
+            assert harness.run(_call_through_stale_route(harness.backend, pool, route, x)) == x * x   # re-routed
+    finally:
+        squatter.stop()
+    token = daemon_control.load_token(harness.home).encode()
+    hello = struct.pack("!IQ", 0, len(handshake.PREFIX) + 32) + handshake.PREFIX
+    assert len(squatter.received) == 2                      # one answer of each kind was tried on the client
+    for data in squatter.received:                          # a random nonce, and not one byte more
+        assert len(data) == len(hello) + 32 and data.startswith(hello) and token not in data
+    assert not marker.exists()
+    assert route.port not in {w.port for w in harness.workers()}
 
 
 def _mode(path: Path) -> int:
@@ -172,13 +227,15 @@ def _tar(path: Path, members: list[tuple[str, bytes, str, int]]) -> Path:
     return path
 
 
-def test_chained_symlinks_cannot_escape_and_leave_nothing_behind(tmp_path):
-    """Each link alone stays inside (x -> ., s1 -> x/..) but together they point outside: refused, and the
-    half-extracted staging folder is gone (complements the member table in test_engine_bundles.py)."""
+@pytest.mark.parametrize("order", ["x first", "s1 first"])
+def test_chained_symlinks_cannot_escape_and_leave_nothing_behind(tmp_path, order):
+    """Each link alone stays inside (x -> ., s1 -> x/..) but together they point outside: refused in either
+    archive order, before anything is written (the member table is in test_engine_bundles.py)."""
     home = tmp_path / "home"
-    tar = _tar(tmp_path / "chain.tar.gz", [("x", b"", ".", 0o777), ("s1", b"", "x/..", 0o777),
-                                          ("s1/evil", b"pwned", "", 0o644)])
-    with pytest.raises(BundleError, match="outside the destination"):
+    links = [("x", b"", ".", 0o777), ("s1", b"", "x/..", 0o777)]
+    tar = _tar(tmp_path / "chain.tar.gz", (links if order == "x first" else links[::-1]) +
+               [("s1/evil", b"pwned", "", 0o644)])
+    with pytest.raises(BundleError, match="leads outside the bundle"):
         extracted_bundle(home, tar)
     assert not list(tmp_path.rglob("evil")) and list((home / "bundles").iterdir()) == []
 

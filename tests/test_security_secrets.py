@@ -1,4 +1,4 @@
-"""A secret reaches the worker's environment and nowhere else in plain text.
+"""A secret reaches the worker's environment and nowhere else in plain text; nothing else reaches it.
 
 A script deploys with ``image.env(TOKEN=Secret(...))`` through the public API
 and prints everything a user can see: the DeployReport and status reprs, the
@@ -6,6 +6,10 @@ logs, the manifest JSON, the fingerprint, a built bundle. The test then scans
 every output: the script's stdout/stderr, engine.log, every worker log, both
 bundle tarballs (raw and unpacked), the extracted bundle folders. The only
 place the value may live is the 0600 ``state.db`` (documented in store.py).
+
+Workers start with a minimal environment (``workers.INHERITED`` and ``LC_*``)
+plus exactly their deployment's env and secrets: a canary in the environment
+of the client that started the engine never reaches them, nor does the token.
 """
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ import stat
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
+
+from test_engine_helpers import harness, make_bundle, plan  # noqa: F401  (fixture)
+from vast_magic.backends.local import daemon_control, workers
 
 SECRET = "s3cr3t-value"
 
@@ -84,3 +92,25 @@ def test_a_secret_never_appears_in_plain_text(tmp_path, engine_home):
     assert not leaks, leaks
     for name in ("state.db", "secret.key"):                          # where it may be: owner-only files
         assert stat.S_IMODE(os.stat(home / name).st_mode) == 0o600, name
+
+
+def test_workers_get_a_minimal_environment_plus_exactly_their_deployment_env(harness, monkeypatch):
+    """The engine inherits the environment of whichever client started it; its workers must not."""
+    monkeypatch.setenv("HF_TOKEN", "notebook-canary-hf")
+    monkeypatch.setenv("VAST_MAGIC_CANARY", "notebook-canary")
+    monkeypatch.setenv("LC_CANARY_LOCALE", "kept")
+    harness.apply(plan(make_bundle(harness.folder), env=[("DECLARED", "yes")], secrets=[("API_SECRET", "s3")]))
+    (worker,) = harness.workers()
+    engine = daemon_control.running_engine(harness.home)
+    assert b"HF_TOKEN=notebook-canary-hf" in Path(f"/proc/{engine['pid']}/environ").read_bytes()  # it was there
+
+    seen = {key: harness.call("env", key) for key in ("HF_TOKEN", "VAST_MAGIC_CANARY", "VAST_MAGIC_TOKEN_FILE",
+                                                     "DECLARED", "API_SECRET", "LC_CANARY_LOCALE", "PATH")}
+    assert seen["HF_TOKEN"] is None and seen["VAST_MAGIC_CANARY"] is None and seen["VAST_MAGIC_TOKEN_FILE"] is None
+    assert (seen["DECLARED"], seen["API_SECRET"], seen["LC_CANARY_LOCALE"]) == ("yes", "s3", "kept") and seen["PATH"]
+
+    environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
+    keys = {item.split(b"=", 1)[0].decode() for item in environ.split(b"\0") if item}
+    extra = {k for k in keys - workers.INHERITED - {"DECLARED", "API_SECRET"} if not k.startswith("LC_")}
+    assert not extra, extra
+    assert daemon_control.load_token(harness.home).encode() not in environ     # the token came through a pipe

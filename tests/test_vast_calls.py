@@ -1,9 +1,22 @@
-"""Calls through Vast: endpoint lookup, /route/ polling, the worker POST and our envelope (reference 3)."""
+"""Calls through Vast: endpoint lookup, /route/ polling, the worker POST and our envelope (reference 3).
+
+Answers are a third party's: a hostile answer that would run code on the
+client (os.system, exec, eval, subprocess, getattr, __import__) is refused by
+name and its canary never appears; plain, stdlib and numpy values, exceptions
+and shipped classes come back; other classes need ``trusted_types``.
+"""
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
+import decimal
+import fractions
 import json
+import pathlib
+import re
+import sys
+import uuid
 
 import httpx
 import numpy as np
@@ -11,10 +24,12 @@ import pytest
 
 from vast_magic.backends.base import CallSpec
 from vast_magic.backends.vast import envelope, routing
-from vast_magic.errors import VastNotFoundError
-from vast_magic.testing import AUTOSCALER, WORKER, FakeVast
-from vast_magic.errors import (BackendError, CallTimeoutError, OverloadedError, RemoteError, WorkerLostError)
+from vast_magic import Deployment
+from vast_magic.backends.vast.trusted import normalize
+from vast_magic.errors import (BackendError, CallTimeoutError, ConfigError, OverloadedError, RemoteError,
+                               UntrustedTypeError, VastNotFoundError, WorkerLostError)
 from vast_magic.remote import write_outcome
+from vast_magic.testing import AUTOSCALER, WORKER, FakeVast
 from test_vast_api import KEY, Harness, make_plan
 
 
@@ -223,3 +238,117 @@ def test_user_timeout_error_stays_a_remote_error():
     outcome = envelope.outcome_from_message({"ok": False, "error": {"type": "builtins.TimeoutError",
                                                                     "message": "socket timed out", "traceback": ""}})
     assert isinstance(outcome.error, RemoteError) and isinstance(outcome.error, TimeoutError)
+
+
+# -- answers from a Vast host are a third party's: a restricted unpickler ----------------------------
+class _Hostile:
+    """What a hostile host returns: an object whose unpickling would run ``call(*args)`` on the client."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return (self.call, self.args)
+
+
+def _hostile_cases(canary) -> dict:
+    import builtins
+    import os
+    import subprocess
+    return {
+        "posix.system": _Hostile(os.system, f"touch {canary}"),
+        "builtins.exec": _Hostile(builtins.exec, f"open({str(canary)!r}, 'w').close()"),
+        "builtins.eval": _Hostile(builtins.eval, f"open({str(canary)!r}, 'w')"),
+        "subprocess.Popen": _Hostile(subprocess.Popen, ["touch", str(canary)]),
+        "builtins.getattr": {"nested": [_Hostile(getattr, os, "system")]},
+        "builtins.__import__": _Hostile(builtins.__import__, "this"),
+    }
+
+
+@pytest.mark.parametrize("refused", list(_hostile_cases("x")))
+def test_a_hostile_answer_cannot_run_code_on_the_client(h, tmp_path, refused):
+    canary = tmp_path / "canary"
+    h.fake.functions["hostile"] = lambda: _hostile_cases(canary)[refused]
+    with pytest.raises(UntrustedTypeError, match="trusted_types") as info:
+        call(h, "hostile")
+    assert info.value.type_name == refused and refused in str(info.value)
+    assert isinstance(info.value, BackendError)
+    assert not canary.exists() and "this" not in sys.modules
+
+
+def test_error_type_names_from_a_vast_worker_import_nothing(h):
+    outcome = envelope.outcome_from_message({"ok": False, "error": {"type": "this.Boom", "message": "m",
+                                                                    "traceback": ""}})
+    assert isinstance(outcome.error, RemoteError) and outcome.error.remote_type == "this.Boom"
+    wire_error = {"type": "obj", "class": "Boom", "contents": {"message": "m"}, "module": {"path": ["this"]}}
+    api = h.backend.api
+    answer = routing.decode_response(api, httpx.Response(200, json={"result": {"err": wire_error}}), spec("f"), {})
+    assert isinstance(answer.error, RemoteError)
+    assert "this" not in sys.modules                       # importing it would print the Zen of Python
+
+
+ALLOWED_VALUES = {
+    "scalars and containers": [1, 2.5, 1 + 2j, True, None, "s", b"b", bytearray(b"ba"), (1,), [1], {"a": 1},
+                               {1, 2}, frozenset({3}), range(3), slice(1, 5, 2), Ellipsis],
+    "stdlib values": [datetime.datetime(2024, 1, 2, 3, 4, tzinfo=datetime.timezone.utc), datetime.date(2024, 1, 2),
+                      datetime.time(1, 2), datetime.timedelta(days=2), decimal.Decimal("1.10"),
+                      fractions.Fraction(1, 3), uuid.UUID(int=5), collections.OrderedDict(a=1),
+                      collections.defaultdict(list, a=[1]), collections.deque([1, 2]), collections.Counter("aab"),
+                      pathlib.PurePosixPath("/x/y"), pathlib.Path("rel/p")],
+    "exceptions": [ValueError("bad"), KeyError("k"), json.JSONDecodeError("m", "doc", 1)],
+}
+
+
+@pytest.mark.parametrize("kind", list(ALLOWED_VALUES))
+def test_plain_values_stdlib_values_and_exceptions_come_back(h, kind):
+    h.fake.functions["give"] = lambda: ALLOWED_VALUES[kind]
+    value = call(h, "give").value
+    assert [(type(v), repr(v)) for v in value] == [(type(v), repr(v)) for v in ALLOWED_VALUES[kind]]
+
+
+def test_numpy_arrays_scalars_and_dtypes_come_back(h):
+    arrays = [np.arange(12, dtype=np.float32).reshape(3, 4).T, np.array([1, "x", None], dtype=object),
+              np.zeros(2, dtype=[("a", "i4"), ("b", "f8")]), np.array(["2020-01-01"], dtype="datetime64[D]"),
+              np.ones(3 << 18)]
+    scalars = [np.float64(1.5), np.int8(-3), np.bool_(True), np.str_("s"), np.dtype("f8"), np.dtype([("x", "u1")])]
+    h.fake.functions["give"] = lambda: (arrays, scalars)
+    got_arrays, got_scalars = call(h, "give").value
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(got_arrays[:1] + got_arrays[2:],
+                                                                          arrays[:1] + arrays[2:]))
+    assert got_arrays[1].tolist() == [1, "x", None]
+    assert [(type(s), s) for s in got_scalars] == [(type(s), s) for s in scalars]
+
+
+def test_other_classes_need_trusted_types_and_shipped_classes_never_do(h):
+    h.fake.functions["point"] = lambda: Point(3)
+    with pytest.raises(UntrustedTypeError, match=f"trusted_types=\\[{__name__}.Point\\]"):
+        call(h, "point")
+    for trusted in ([Point], [__name__]):
+        outcome = asyncio.run(h.backend.call(spec("point", trusted_types=normalize(trusted)), (), {}, {}))
+        assert isinstance(outcome.value, Point) and outcome.value.x == 3
+    h.fake.classes = {"Point": Point}                      # shipped with the deployment: by reference
+    assert isinstance(call(h, "point", classes={Point: "Point"}).value, Point)
+
+
+@pytest.mark.parametrize("given, expected", [
+    (None, ()),
+    ([], ()),
+    ([Point, "pandas", "my_pkg.models", Point], (f"{__name__}:Point", "pandas", "my_pkg.models")),
+    ((int,), ("builtins:int",)),
+])
+def test_trusted_types_are_normalized(given, expected):
+    assert normalize(given) == expected
+
+
+@pytest.mark.parametrize("given, message", [
+    ("pandas", "must be a list of classes or module names"),
+    (Point, "must be a list"),
+    (5, "must be a list"),
+    ([5], "5 is neither a class nor a module name"),
+    (["not a module!"], "'not a module!' is neither"),
+    ([b"pandas"], "neither a class"),
+    ([Point(1)], "neither a class"),
+])
+def test_bad_trusted_types_are_config_errors(given, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Deployment(name="demo", trusted_types=given)

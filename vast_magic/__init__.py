@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .errors import (
     BackendError, BundleError, CallTimeoutError, CaptureError, ConfigError, DeployError, EngineConnectionLostError,
-    EngineUnavailableError, OverloadedError, RemoteError, VastAPIError, VastAuthError, VastMagicError,
+    EngineUnavailableError, OverloadedError, RemoteError, UntrustedTypeError, VastAPIError, VastAuthError, VastMagicError,
     VastNotFoundError, VastRateLimitedError, VastRejectedError, VastUnavailableError, VastUploadError,
     WorkerLostError,
 )
@@ -19,7 +19,7 @@ __all__ = [
     "BackendError", "Bundle", "BundleError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",
     "Deployment", "DeploymentStatus", "DeployReport", "EngineConnectionLostError", "EngineUnavailableError",
     "Fingerprint", "Image", "load_ipython_extension", "LogLine", "OverloadedError", "RemoteError", "Secret",
-    "unload_ipython_extension", "VastAPIError", "VastAuthError", "VastMagicError", "VastNotFoundError",
+    "unload_ipython_extension", "UntrustedTypeError", "VastAPIError", "VastAuthError", "VastMagicError", "VastNotFoundError",
     "VastRateLimitedError", "VastRejectedError", "VastUnavailableError", "VastUploadError", "WorkerInfo",
     "WorkerLostError",
 ]

@@ -224,7 +224,8 @@ class DeployFlow:
         opts = fn.options
         spec = CallSpec(name=deployed.name, tag=deployed.tag, function=fn.__name__,
                         timeout=timeout if timeout is not None else opts.timeout,
-                        max_queue_time=opts.max_queue_time, retries=opts.retries, cost=cost)
+                        max_queue_time=opts.max_queue_time, retries=opts.retries, cost=cost,
+                        trusted_types=self.app.trusted_types)
         return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
 
 

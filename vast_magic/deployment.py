@@ -11,11 +11,12 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import loop, settings
 from .autoscaling import AutoscalingConfig
 from .backends.vast.keys import find_api_key
+from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
 from .deploy_flow import DeployFlow
 from .errors import ConfigError
@@ -50,14 +51,20 @@ class Deployment:
 
     def __init__(self, *, name: str | None = None, tag: str = "default", version_label: str | None = None,
                  api_key: str | None = None, ttl: float | None = None, backend: str | None = None,
-                 transport: "httpx.AsyncBaseTransport | None" = None):
+                 transport: "httpx.AsyncBaseTransport | None" = None,
+                 trusted_types: Iterable[type | str] | None = None):
         """``transport``: the HTTP transport for the Vast API (default: the network). Tests pass
-        ``vast_magic.testing.FakeVast().transport()`` to run ``backend="vast"`` offline."""
+        ``vast_magic.testing.FakeVast().transport()`` to run ``backend="vast"`` offline.
+
+        ``trusted_types``: classes (or module names, trusting every name in that package) that answers
+        from Vast workers may carry beyond plain values, numpy and the deployment's own classes; answers
+        from a Vast host are unpickled with an allow-list, because the host is a third party."""
         self.name = _check_name("name", name) if name is not None else None
         self.tag = _check_name("tag", tag)
         self.version_label = version_label
         self.ttl = self._check_ttl(ttl)
         self.backend = settings.resolve("backend", backend) if backend is not None else None
+        self.trusted_types = normalize_trusted_types(trusted_types)
         self._api_key = api_key
         self._transport = transport
         self._image: Image | None = None

@@ -14,6 +14,7 @@ Every error a user can see derives from ``VastMagicError`` so that
      │    ├── WorkerLostError            the worker died while running the call
      │    ├── EngineUnavailableError     the local engine is not running and the request must not start it
      │    ├── EngineConnectionLostError  the local engine went away while a request was outstanding
+     │    ├── UntrustedTypeError         a Vast worker answered with a type not allowed (see trusted_types)
      │    └── VastAPIError               the Vast API answered with an error or could not be reached (``status``)
      │         ├── VastAuthError         401/403: the API key was rejected
      │         ├── VastNotFoundError     404: the deployment, endpoint or workergroup does not exist (any more)
@@ -32,12 +33,13 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import sys
 from typing import Any
 
 __all__ = [
     "VastMagicError", "ConfigError", "CaptureError", "BundleError", "BackendError", "DeployError",
     "CallTimeoutError", "OverloadedError", "WorkerLostError", "EngineUnavailableError",
-    "EngineConnectionLostError", "VastAPIError", "VastAuthError", "VastNotFoundError", "VastRejectedError",
+    "EngineConnectionLostError", "UntrustedTypeError", "VastAPIError", "VastAuthError", "VastNotFoundError", "VastRejectedError",
     "VastRateLimitedError", "VastUnavailableError", "VastUploadError", "RemoteError", "remote_error_type",
     "make_remote_error"
 ]
@@ -127,6 +129,19 @@ class VastUploadError(VastAPIError):
     """The bundle upload to the presigned URL failed."""
 
 
+class UntrustedTypeError(BackendError):
+    """A Vast worker's answer holds a type answers from Vast may not carry; nothing of it was used.
+
+    A Vast host is a third party: unpickling an arbitrary type could run code
+    on this machine. ``type_name`` is the refused ``module.name``; trust it with
+    ``Deployment(trusted_types=[TheClass])`` or its module with ``["package"]``.
+    """
+
+    def __init__(self, message: str, type_name: str = ""):
+        super().__init__(message)
+        self.type_name = type_name
+
+
 class RemoteError(VastMagicError):
     """The remote function raised. Carries the remote type, message and traceback."""
 
@@ -153,11 +168,15 @@ class RemoteError(VastMagicError):
 _REMOTE_CLASSES: dict[type, type] = {}
 
 
-def _resolve_type(qualified: str) -> type | None:
-    """``"builtins.ValueError"`` or ``"pkg.mod.Err"`` -> the class, if importable."""
+def _resolve_type(qualified: str, import_modules: bool = True) -> type | None:
+    """``"builtins.ValueError"`` or ``"pkg.mod.Err"`` -> the class, if importable (or, without
+    ``import_modules``, already imported: a name from an untrusted peer must not trigger an import)."""
     module, _, qualname = qualified.rpartition(".")
     try:
-        obj: Any = builtins if module in ("", "builtins") else importlib.import_module(module)
+        if module in ("", "builtins"):
+            obj: Any = builtins
+        else:
+            obj = importlib.import_module(module) if import_modules else sys.modules[module]
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except Exception:
@@ -165,14 +184,14 @@ def _resolve_type(qualified: str) -> type | None:
     return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
 
 
-def remote_error_type(qualified_type: str) -> type[RemoteError]:
+def remote_error_type(qualified_type: str, import_modules: bool = True) -> type[RemoteError]:
     """The class to raise for a remote exception of type ``qualified_type``.
 
     It subclasses both ``RemoteError`` and the original type when that type is
-    importable here and can be mixed in (plain ``Exception`` subclasses);
-    otherwise plain ``RemoteError``.
+    importable here (already imported, without ``import_modules``) and can be
+    mixed in (plain ``Exception`` subclasses); otherwise plain ``RemoteError``.
     """
-    original = _resolve_type(qualified_type)
+    original = _resolve_type(qualified_type, import_modules)
     if original is None or not issubclass(original, Exception) or issubclass(original, RemoteError):
         return RemoteError
     cached = _REMOTE_CLASSES.get(original)
@@ -186,9 +205,12 @@ def remote_error_type(qualified_type: str) -> type[RemoteError]:
     return cls
 
 
-def make_remote_error(qualified_type: str, message: str, traceback_text: str = "") -> RemoteError:
-    """Build the exception the caller sees for a failure on the worker."""
-    return remote_error_type(qualified_type)(qualified_type.removeprefix("builtins."), message, traceback_text)
+def make_remote_error(qualified_type: str, message: str, traceback_text: str = "",
+                      import_modules: bool = True) -> RemoteError:
+    """Build the exception the caller sees for a failure on the worker (``import_modules=False`` for a
+    third-party worker: its type name may not make us import anything)."""
+    return remote_error_type(qualified_type, import_modules)(qualified_type.removeprefix("builtins."), message,
+                                                             traceback_text)
 
 
 def _rebuild_remote_error(remote_type: str, message: str, tb: str) -> RemoteError:

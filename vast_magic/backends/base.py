@@ -57,6 +57,7 @@ class CallSpec:
     max_queue_time: float
     retries: int = 0
     cost: float = 100.0           # workload of this call, from workload_calculator
+    trusted_types: tuple[str, ...] = ()    # Deployment(trusted_types=...), normalized (backends/vast/trusted.py)
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,14 @@ class CallOutcome:
 WORKER_TIMEOUT_MARK = "did not finish within its timeout"
 
 
-def outcome_from_response(response: dict, function: str | None = None) -> CallOutcome:
+def outcome_from_response(response: dict, function: str | None = None, import_modules: bool = True) -> CallOutcome:
     """A worker's answer (docs/internals.md, "Worker call protocol") -> CallOutcome.
 
     Both backends receive the same answer dict, so it is decoded here once: a
     remote exception becomes our RemoteError subclass; the worker's own
     refusals are raised (overloaded -> OverloadedError, its per-call timeout ->
-    CallTimeoutError).
+    CallTimeoutError). Answers from a third party (Vast) pass ``import_modules=False``: the
+    error's type name then never makes us import a module.
     """
     output = tuple((str(stream), str(text)) for stream, text in response.get("output") or ())
     if response.get("ok"):
@@ -89,7 +91,8 @@ def outcome_from_response(response: dict, function: str | None = None) -> CallOu
     kind, text = str(envelope.get("type") or "builtins.Exception"), str(envelope.get("message") or "")
     if kind == "builtins.TimeoutError" and WORKER_TIMEOUT_MARK in text:
         raise CallTimeoutError(f"{text}; pass a larger timeout= to @app.remote.")
-    return CallOutcome(error=make_remote_error(kind, text, str(envelope.get("traceback") or "")), output=output)
+    return CallOutcome(error=make_remote_error(kind, text, str(envelope.get("traceback") or ""), import_modules),
+                       output=output)
 
 
 class Backend(Protocol):

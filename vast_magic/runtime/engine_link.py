@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 
-from . import framing, wire
+from . import framing, handshake, wire
 
 LOG_FLUSH_SECONDS = 0.2
 MAX_PENDING_LOG_LINES = 10_000
@@ -31,7 +31,7 @@ class EngineLink:
     async def connect(self, address: str, token) -> None:
         host, _, port = address.rpartition(":")
         self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10.0)
-        await framing.client_hello(self._reader, self._writer, token)
+        await handshake.client_hello(self._reader, self._writer, token)   # the engine proves itself first
 
     async def send(self, op: str, **fields) -> None:
         """Send one message; a dead engine is a stop request, not an exception."""
@@ -39,7 +39,7 @@ class EngineLink:
         try:
             async with self._lock:
                 await framing.write_frame(self._writer, main, buffers)
-        except (ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError, OSError):
             self.request_stop(DROP_GRACE)
 
     async def state(self, state: str, *, perf=None, median=None, port=None, error=None) -> None:
@@ -69,9 +69,14 @@ class EngineLink:
             await self.send("log", lines=lines)
 
     async def ship_logs_forever(self) -> None:
+        """Never ends on an exception: a lost batch is reported in the log, the next one still goes."""
         while True:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
-            await self.flush_logs(force=False)     # partial lines wait for their newline
+            try:
+                await self.flush_logs(force=False)     # partial lines wait for their newline
+            except Exception as exc:
+                self.logs.write("stderr", f"[vast_magic] log lines lost: {type(exc).__name__}: {exc}\n", None)
+                await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         if self._writer is not None:

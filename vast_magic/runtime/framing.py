@@ -1,4 +1,4 @@
-"""Length-prefixed frames over asyncio streams, and the token hello that opens every connection.
+"""Length-prefixed frames over asyncio streams (every connection opens with ``handshake``).
 
 A frame is ``struct "!IQ"`` (number of out-of-band buffers, length of the main
 part), one ``"!Q"`` per buffer, the main bytes, then each buffer (docs/internals.md).
@@ -6,26 +6,20 @@ Big buffers are read into preallocated bytearrays and written in bounded chunks,
 so a 100 MiB array costs one copy per side, never a join of the whole frame;
 between a client and a local worker such buffers go through shared memory
 instead (``shm``: the length's top bit set, the segment's name in the stream).
-Every length is checked before anything is allocated, and the hello is plain
-bytes compared with ``hmac.compare_digest``: nothing is unpickled for a peer
-that has not proved it holds the token.
+Every length is checked before anything is allocated; the mutual handshake
+(``handshake.py``) runs before any frame is unpickled.
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 import struct
 
 from . import shm
 
 HEADER = struct.Struct("!IQ")
 LENGTH = struct.Struct("!Q")
-HELLO_PREFIX = b"VMAG1 "
-HELLO_OK = b"OK"
 MAX_BUFFERS = 4096
 MAX_FRAME_BYTES = 4 << 30          # 4 GiB: more is a bug or an attack, not a payload
-MAX_HELLO_BYTES = 1024
-HELLO_TIMEOUT = 10.0
 _CHUNK = 4 << 20                   # read/write granularity for big buffers
 SHARED = 1 << 63                   # length flag: the buffer is a shared-memory segment (see shm.py)
 
@@ -102,37 +96,3 @@ async def write_frame(writer: asyncio.StreamWriter, main: bytes, buffers=(), seg
         for name in filter(None, names):
             segments.discard(name)                 # no-op for those the receiver already attached
         raise
-
-
-async def client_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token) -> None:
-    """Prove we hold the token; raise PermissionError if the server refuses."""
-    await write_frame(writer, HELLO_PREFIX + _token_bytes(token))
-    try:
-        answer, _ = await asyncio.wait_for(
-            read_frame(reader, max_bytes=MAX_HELLO_BYTES, max_buffers=0), HELLO_TIMEOUT)
-    except (asyncio.IncompleteReadError, ConnectionError) as exc:
-        raise PermissionError("the peer refused the token (connection closed during hello)") from exc
-    if answer != HELLO_OK:
-        raise PermissionError(f"unexpected hello answer {answer[:32]!r}")
-
-
-async def server_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token,
-                       timeout: float = HELLO_TIMEOUT) -> bool:
-    """Check the client's hello; answer OK and return True, or return False (caller closes)."""
-    expected = HELLO_PREFIX + _token_bytes(token)
-    try:
-        hello, _ = await asyncio.wait_for(
-            read_frame(reader, max_bytes=MAX_HELLO_BYTES, max_buffers=0), timeout)
-    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
-        return False
-    if not hmac.compare_digest(hello, expected):
-        return False
-    await write_frame(writer, HELLO_OK)
-    return True
-
-
-def _token_bytes(token) -> bytes:
-    data = token.encode() if isinstance(token, str) else bytes(token)
-    if not data:
-        raise ValueError("an empty token authenticates nothing")
-    return data

@@ -1,13 +1,19 @@
 """The worker's life, top to bottom: connect, install, load, enter contexts, benchmark, serve, stop.
 
 Run as ``python -m vast_magic_runtime.serve`` (``python -m vast_magic.runtime.serve``
-in the repository) with the extracted bundle as the working directory and:
+in the repository) with the extracted bundle as the working directory, and
+one JSON object on stdin (then end of file), read before anything else:
 
-- ``VAST_MAGIC_ENGINE``: ``host:port`` of the engine (loopback)
-- ``VAST_MAGIC_TOKEN_FILE``: file holding the token (for the engine and for callers)
-- ``VAST_MAGIC_WORKER_ID``: the id every message carries
-- ``VAST_MAGIC_SKIP_BENCHMARK_PERF`` (optional float): use this perf, skip the benchmark
-- ``VAST_MAGIC_SHM_DIR`` (optional): take and send big buffers through shared memory there
+- ``engine``: ``host:port`` of the engine (loopback)
+- ``token``: the engine token (for the engine and for callers)
+- ``worker_id``: the id every message carries
+- ``fixed_perf`` (optional float): use this perf, skip the benchmark
+- ``shm_dir`` (optional): take and send big buffers through shared memory there
+
+The token comes through a pipe rather than the environment (or a path in it),
+so user code, its subprocesses and crash reports do not find it there; stdin
+is /dev/null afterwards, as it was before. The environment itself is only what
+the engine chose (``workers.worker_environment``) plus the deployment's env.
 
 Every step reports a state to the engine; any failure reports ``failed`` with
 the traceback and exits non-zero. Losing the engine, its ``stop`` message or
@@ -16,13 +22,14 @@ SIGTERM stop the worker gracefully, within 2 s unless the engine granted more gr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import traceback
 from dataclasses import dataclass
 
-__all__ = ["SIGTERM_GRACE", "LOAD_INTERVAL", "WorkerEnv", "Worker", "live", "main"]
+__all__ = ["SIGTERM_GRACE", "LOAD_INTERVAL", "Launch", "Worker", "main"]
 
 if __package__ in (None, ""):                # pragma: no cover - only for `python serve.py` by mistake
     sys.exit("run this as a module: python -m vast_magic_runtime.serve")
@@ -36,31 +43,41 @@ LOAD_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
-class WorkerEnv:
+class Launch:
+    """What the engine tells a worker it starts (JSON on stdin)."""
+
     engine: str
     token: str
     worker_id: str
     bundle_dir: str
-    fixed_perf: float | None
+    fixed_perf: float | None = None
     shm_dir: str | None = None
 
     @classmethod
-    def from_environ(cls) -> "WorkerEnv":
-        missing = [k for k in ("VAST_MAGIC_ENGINE", "VAST_MAGIC_TOKEN_FILE", "VAST_MAGIC_WORKER_ID")
-                   if not os.environ.get(k)]
+    def read(cls, fd: int = 0) -> "Launch":
+        """Read the launch message from ``fd`` to its end, then point ``fd`` at /dev/null."""
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, fd)
+        os.close(null)
+        try:
+            data = json.loads(b"".join(chunks))
+            missing = [k for k in ("engine", "token", "worker_id") if not data.get(k)]
+        except (ValueError, AttributeError) as exc:
+            raise RuntimeError(f"the worker expects its launch message (JSON) on stdin: {exc}") from None
         if missing:
-            raise RuntimeError(f"the worker needs these environment variables: {', '.join(missing)}")
-        with open(os.environ["VAST_MAGIC_TOKEN_FILE"], encoding="utf-8") as fh:
-            token = fh.read().strip()
-        fixed = os.environ.get("VAST_MAGIC_SKIP_BENCHMARK_PERF")
-        return cls(os.environ["VAST_MAGIC_ENGINE"], token, os.environ["VAST_MAGIC_WORKER_ID"],
-                   os.getcwd(), float(fixed) if fixed else None, os.environ.get("VAST_MAGIC_SHM_DIR") or None)
+            raise RuntimeError(f"the worker's launch message lacks: {', '.join(missing)}")
+        fixed = data.get("fixed_perf")
+        return cls(str(data["engine"]), str(data["token"]), str(data["worker_id"]), os.getcwd(),
+                   float(fixed) if fixed is not None else None, data.get("shm_dir") or None)
 
 
 class Worker:
     """What has been started so far, so stopping undoes exactly that."""
 
-    def __init__(self, env: WorkerEnv, link: EngineLink):
+    def __init__(self, env: Launch, link: EngineLink):
         self.env, self.link = env, link
         self.app: registry.LoadedApp | None = None
         self.entered: contexts.EnteredContexts | None = None
@@ -78,7 +95,7 @@ class Worker:
         self.entered = await contexts.enter_all(self.app)
         perf, median, per_function = await self.benchmark()
         self.server = CallServer(executor.Executor(self.app, per_function), self.env.token,
-                                 segments=shm.Segments(self.env.shm_dir) if self.env.shm_dir else None)
+                                 segments=_segments(self.env.shm_dir))
         port = await self.server.start()
         await self.link.state("ready", perf=perf, median=median, port=port)
 
@@ -108,15 +125,29 @@ class Worker:
                 print(failure, file=sys.stderr)
 
     async def report_load(self) -> None:
-        """About once a second while busy (and once more when it becomes idle)."""
+        """About once a second while busy (and once more when it becomes idle); an error skips one report."""
         was_busy = False
         while True:
             await asyncio.sleep(LOAD_INTERVAL)
             runner = self.server.executor if self.server else None
             busy = bool(runner and runner.inflight_calls)
-            if busy or was_busy:
-                await self.link.send("load", inflight=runner.inflight_workload, calls=runner.inflight_calls)
+            try:
+                if busy or was_busy:
+                    await self.link.send("load", inflight=runner.inflight_workload, calls=runner.inflight_calls)
+            except Exception as exc:
+                print(f"[vast_magic] load report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             was_busy = busy
+
+
+def _segments(directory: str | None) -> "shm.Segments | None":
+    """The engine's segment folder, if it is still private; else big buffers go inline (and the log says why)."""
+    if not directory:
+        return None
+    try:
+        return shm.Segments.open(directory)
+    except OSError as exc:
+        print(f"[vast_magic] not using shared memory: {exc}", file=sys.stderr)
+        return None
 
 
 def _captured_invoke(entry: registry.RemoteEntry):
@@ -129,7 +160,7 @@ def _captured_invoke(entry: registry.RemoteEntry):
 
 async def live() -> int:
     """The whole life; returns the exit status."""
-    env = WorkerEnv.from_environ()
+    env = Launch.read()
     link = EngineLink(env.worker_id)
     await link.connect(env.engine, env.token)
     output.install()

@@ -1,7 +1,8 @@
 """The call server: authenticated, persistent, multiplexed connections on 127.0.0.1.
 
 Only loopback, never all interfaces (the official worker listens everywhere). Each
-connection starts with the token hello; after it, request frames are answered
+connection starts with the mutual handshake (``handshake.py``, at most
+``MAX_PRE_AUTH`` at once, each bounded in time); after it, request frames are answered
 concurrently and matched by ``id``, with one lock per connection so response
 frames never interleave. A response that cannot be pickled becomes an error
 response, so a caller always gets an answer for its id.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from . import framing, wire
+from . import framing, handshake, wire
 from .executor import Executor
 
 
@@ -19,7 +20,8 @@ class CallServer:
     def __init__(self, executor: Executor, token, host: str = "127.0.0.1", segments=None):
         self.executor = executor
         self._segments = segments                  # shm.Segments: big buffers via shared memory (local workers)
-        self._token = token
+        self._stopping = False
+        self._gate = handshake.PreAuthGate(token)
         self._host = host
         self._server: asyncio.base_events.Server | None = None
         self._calls: set[asyncio.Task] = set()
@@ -38,6 +40,7 @@ class CallServer:
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, let in-flight calls finish for ``grace`` s, cancel the rest, close."""
+        self._stopping = True
         self.stop_accepting()
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=max(grace, 0.0))
@@ -50,36 +53,40 @@ class CallServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        link = self._segments.link() if self._segments is not None else None
         try:
-            if await framing.server_hello(reader, writer, self._token):
-                await self._serve(reader, writer)
+            if await self._gate.admit(reader, writer):
+                await self._serve(reader, writer, link)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass                                  # client went away; its calls' answers are dropped
         finally:
             self._writers.discard(writer)
             writer.close()
+            if link is not None and not self._stopping:
+                link.close()                      # the client is gone: what it never attached, nobody will
+                                                  # (at shutdown it may still read them: the engine sweeps later)
 
-    async def _serve(self, reader, writer) -> None:
+    async def _serve(self, reader, writer, link) -> None:
         lock = asyncio.Lock()
         resolve = self.executor.app.classes
         while True:
-            main, buffers = await framing.read_frame(reader, segments=self._segments)
+            main, buffers = await framing.read_frame(reader, segments=link)
             try:
                 request = wire.loads(main, buffers, resolve)
             except Exception as exc:
                 await self._send(writer, lock, {"id": None, "ok": False, "error": wire.error_envelope(exc),
-                                                "output": []})
+                                                "output": []}, link)
                 continue
-            task = asyncio.ensure_future(self._answer(request, writer, lock))
+            task = asyncio.ensure_future(self._answer(request, writer, lock, link))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
 
-    async def _answer(self, request, writer, lock) -> None:
+    async def _answer(self, request, writer, lock, link) -> None:
         response = await self.executor.handle(request)
         with contextlib.suppress(ConnectionError):
-            await self._send(writer, lock, response)
+            await self._send(writer, lock, response, link)
 
-    async def _send(self, writer, lock: asyncio.Lock, response: dict) -> None:
+    async def _send(self, writer, lock: asyncio.Lock, response: dict, link) -> None:
         refs = self.executor.app.class_refs
         try:
             main, buffers = wire.dumps(response, refs)
@@ -88,4 +95,4 @@ class CallServer:
                        "error": wire.error_envelope(TypeError(f"the result could not be pickled: {exc!r}"))}
             main, buffers = wire.dumps(failure, refs)
         async with lock:
-            await framing.write_frame(writer, main, buffers, self._segments)
+            await framing.write_frame(writer, main, buffers, link)

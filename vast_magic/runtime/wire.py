@@ -36,7 +36,7 @@ class _RefPickler(cloudpickle.CloudPickler):
         return None
 
 
-class _RefUnpickler(pickle.Unpickler):
+class RefUnpickler(pickle.Unpickler):
     def __init__(self, file, buffers, resolve_class: Mapping[str, type]):
         super().__init__(file, buffers=buffers)
         self._resolve_class = resolve_class
@@ -60,7 +60,7 @@ def dumps(obj: Any, class_refs: Mapping[type, str] | None = None) -> tuple[bytes
 
 def loads(main: bytes, buffers=(), resolve_class: Mapping[str, type] | None = None) -> Any:
     """Inverse of ``dumps``; ``resolve_class`` maps shipped class names to local classes."""
-    return _RefUnpickler(io.BytesIO(main), list(buffers), resolve_class or {}).load()
+    return RefUnpickler(io.BytesIO(main), list(buffers), resolve_class or {}).load()
 
 
 def qualified_name(cls: type) -> str:

@@ -14,6 +14,7 @@ import os
 import pickle
 import site
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,13 @@ def _site_packages() -> list[str]:
 
 
 def _segments(home: Path) -> shm.Segments | None:
-    """Workers of the local engine share this machine's /dev/shm: big buffers skip the socket."""
+    """Workers of the local engine share this machine's /dev/shm: big buffers skip the socket, unless its
+    folder is not private (then a warning says why and how to fix it, and the bytes go inline)."""
     directory = shm.segment_dir(home)
-    return shm.Segments(directory) if directory else None
+    if directory is None:
+        return None
+    try:
+        return shm.Segments.open(directory)
+    except OSError as exc:
+        warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
+        return None

@@ -34,8 +34,8 @@ def is_disk_error(exc: BaseException) -> bool:
 DISK_HINT = "free some space in VAST_MAGIC_HOME or point VAST_MAGIC_HOME at a writable folder"
 
 
-def _check_member(member: tarfile.TarInfo, root: Path, max_member: int) -> None:
-    """Raise BundleError for a member that could escape ``root`` or is not a plain file/dir/link."""
+def _check_member(member: tarfile.TarInfo, max_member: int) -> None:
+    """Raise BundleError for a member that is not a plain file/dir/link, too big, or has an escaping name."""
     name = PurePosixPath(member.name)
     if name.is_absolute() or member.name.startswith(("/", "\\")) or ".." in name.parts:
         raise BundleError(f"bundle member {member.name!r} has an absolute or '..' path; rebuild the bundle.")
@@ -43,12 +43,59 @@ def _check_member(member: tarfile.TarInfo, root: Path, max_member: int) -> None:
         raise BundleError(f"bundle member {member.name!r} is a device, fifo or special file; only files, folders and links are allowed.")
     if member.size > max_member:
         raise BundleError(f"bundle member {member.name!r} is {member.size} bytes, above the {max_member}-byte limit.")
-    if member.issym() or member.islnk():
-        target = PurePosixPath(member.linkname)
-        base = root / name.parent if member.issym() else root
-        resolved = Path(os.path.normpath(base / target))
-        if target.is_absolute() or not (resolved == root or root in resolved.parents):
-            raise BundleError(f"bundle member {member.name!r} links to {member.linkname!r}, outside the bundle.")
+    if (member.issym() or member.islnk()) and PurePosixPath(member.linkname).is_absolute():
+        raise BundleError(f"bundle member {member.name!r} links to {member.linkname!r}, outside the bundle.")
+
+
+def resolve_inside(path: str, links: dict[str, str], what: str) -> tuple[str, ...]:
+    """Where ``path`` (relative to the bundle root) leads in the *final* tree, following the bundle's own
+    symlinks (``links``: member name -> target) like the kernel would; BundleError when any step of the
+    way leaves the bundle, or the links loop. Checking each link against the finished tree, not in
+    archive order, is what catches ``s1 -> x/..`` listed before ``x -> .``."""
+    resolved: list[str] = []
+    pending = list(PurePosixPath(path).parts)
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                raise BundleError(f"bundle member {what} leads outside the bundle (through its links).")
+            resolved.pop()
+            continue
+        resolved.append(part)
+        target = links.get("/".join(resolved))
+        if target is not None:
+            hops += 1
+            if hops > 40:
+                raise BundleError(f"bundle member {what} is part of a symlink loop.")
+            resolved.pop()                       # the link itself is replaced by where it points
+            pending = list(PurePosixPath(target).parts) + pending
+    return tuple(resolved)
+
+
+def _check_tree(members: list[tarfile.TarInfo]) -> None:
+    """Every name appears once, and every member, link target and hard-link source stays inside the
+    bundle once all links exist (whatever their order in the archive)."""
+    seen: set[str] = set()
+    for member in members:
+        key = PurePosixPath(member.name).as_posix()
+        if key in seen:
+            raise BundleError(f"bundle member {member.name!r} appears twice; rebuild the bundle.")
+        seen.add(key)
+    links = {PurePosixPath(m.name).as_posix(): m.linkname for m in members if m.issym()}
+    for member in members:
+        name = PurePosixPath(member.name)
+        resolve_inside(str(name.parent), links, repr(member.name))     # no writing through a link that leaves
+        if member.issym():
+            resolve_inside(str(name.parent / member.linkname), links, f"{member.name!r} -> {member.linkname!r}")
+        elif member.islnk():
+            resolve_inside(member.linkname, links, f"{member.name!r} (hard link to {member.linkname!r})")
+
+
+#: tarfile's own "data" filter where this Python has it (3.10.12+, 3.11.4+): a second line of defence
+_EXTRACT_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *, max_member: int = MAX_MEMBER_BYTES,
@@ -59,12 +106,16 @@ def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *, max_me
         with tarfile.open(tar_path, "r:*") as tar:
             members = tar.getmembers()
             for member in members:
-                _check_member(member, root, max_member)
+                _check_member(member, max_member)
+            _check_tree(members)
             total = sum(m.size for m in members)
             if total > max_total:
                 raise BundleError(f"bundle unpacks to {total} bytes, above the {max_total}-byte limit.")
+            if not _EXTRACT_FILTER:
+                for member in members:                      # what the data filter would do: no setuid, no
+                    member.mode &= 0o755                    # group/other write (old 3.10/3.11 patch releases)
             root.mkdir(parents=True, exist_ok=True)
-            tar.extractall(root, members=members, filter="data")
+            tar.extractall(root, members=members, **_EXTRACT_FILTER)
     except OSError as exc:
         if is_disk_error(exc):
             raise BundleError(f"cannot unpack the bundle into {root}: {exc.strerror}; {DISK_HINT}. "

@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Mapping
 
-from ...runtime import framing, shm, wire
+from ...runtime import framing, handshake, shm, wire
 
 
 class Channel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  class_refs: Mapping[type, str] | None = None, segments: shm.Segments | None = None):
         self.reader, self.writer = reader, writer
-        self.segments = segments               # set on worker connections: big buffers via shared memory
+        # worker connections: big buffers via shared memory; closing removes what the worker never attached
+        self.segments = segments.link() if segments is not None else None
         self.class_refs = dict(class_refs or {})
         self.resolve = {name: cls for cls, name in self.class_refs.items()}
         self._lock = asyncio.Lock()
@@ -33,6 +34,8 @@ class Channel:
 
     def close(self) -> None:
         self.closed = True
+        if self.segments is not None:
+            self.segments.close()
         try:
             self.writer.close()
         except Exception:  # the transport may already be gone
@@ -41,10 +44,14 @@ class Channel:
 
 async def connect(port: int, token: str, class_refs: Mapping[type, str] | None = None,
                   timeout: float = 10.0, segments: shm.Segments | None = None) -> Channel:
-    """Open an authenticated channel to 127.0.0.1:port (hello first, nothing pickled before)."""
+    """Open a mutually authenticated channel to 127.0.0.1:port (TCP within ``timeout`` s, then the handshake).
+
+    Raises ``handshake.HandshakeError`` (a PermissionError) when the listener
+    cannot prove it holds the token: nothing was sent to it, nothing read from it.
+    """
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), timeout)
     try:
-        await framing.client_hello(reader, writer, token)
+        await handshake.client_hello(reader, writer, token)
     except BaseException:
         writer.close()
         raise

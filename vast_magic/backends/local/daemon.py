@@ -5,7 +5,7 @@ workers an earlier daemon left and restore stored deployments, listen on
 127.0.0.1 (port 0), announce pid/port in ``engine.json``, then serve clients
 and workers until SIGTERM or until it has had no deployment for the idle
 timeout. On the way out it stops every worker it started (by pid + start time).
-Every connection must pass the token hello before anything is unpickled.
+Every connection must pass the mutual handshake before anything is unpickled.
 """
 from __future__ import annotations
 
@@ -13,28 +13,44 @@ import argparse
 import asyncio
 import fcntl
 import os
+import resource
 import signal
 import sys
 import time
 from pathlib import Path
 
-from ...runtime import framing, shm
+from ...runtime import framing, handshake, shm
 from . import control
 from . import workers as procs
 from .channel import Channel
-from .daemon_control import load_token, token_path, write_json_atomic
+from .daemon_control import load_token, write_json_atomic
 from .engine import Engine
+from .loops import keep_running, log
 from .store import Store
 
 WORKER_OPS = {"state", "log", "load"}
+SEGMENT_MAX_AGE = 300.0      # a segment nobody attached in 5 minutes never will be
+SEGMENT_DEAD_GRACE = 10.0    # its creator died: a receiver reading the frame right now still finds it
 
 
-def _log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} engine[{os.getpid()}]: {message}", flush=True)
+def raise_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard one (a flood of sockets must not starve the engine
+    of descriptors for its workers, database and /proc reads); returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for target in (hard, 1 << 16):
+        if target == resource.RLIM_INFINITY or (soft != resource.RLIM_INFINITY and target <= soft):
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return soft, target
+        except (ValueError, OSError):
+            continue
+    return soft, soft
 
 
-async def _connection(engine: Engine, token: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    if not await framing.server_hello(reader, writer, token):
+async def _connection(engine: Engine, gate: handshake.PreAuthGate, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+    if not await gate.admit(reader, writer):
         writer.close()
         return
     channel = Channel(reader, writer)
@@ -64,21 +80,23 @@ async def _connection(engine: Engine, token: str, reader: asyncio.StreamReader, 
 async def serve(home: Path, idle_timeout: float) -> None:
     token = load_token(home)
     store = Store(home)
-    engine = Engine(home, store, token_path(home), idle_timeout)
+    segments = _segment_dir(home)
+    engine = Engine(home, store, token, idle_timeout, shm_dir=segments)
     engine.restore()
-    server = await asyncio.start_server(lambda r, w: _connection(engine, token, r, w), "127.0.0.1", 0, limit=1 << 20)
+    gate = handshake.PreAuthGate(token)
+    server = await asyncio.start_server(lambda r, w: _connection(engine, gate, r, w), "127.0.0.1", 0, limit=1 << 20)
     engine.port = server.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, engine.stopping.set)
     write_json_atomic(home / "engine.json", {"pid": os.getpid(), "start_time": procs.proc_start_time(os.getpid()),
                                              "port": engine.port, "started": time.time()})
-    _log(f"listening on 127.0.0.1:{engine.port}, {len(engine.deployments)} deployment(s) restored")
+    log(f"listening on 127.0.0.1:{engine.port}, {len(engine.deployments)} deployment(s) restored, "
+        f"open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}")
     reconciler = asyncio.ensure_future(engine.reconcile_forever())
-    segments = shm.segment_dir(home)
     janitor = asyncio.ensure_future(_sweep_segments_forever(segments))
     await engine.stopping.wait()
-    _log("stopping")
+    log("stopping")
     server.close()
     reconciler.cancel()
     janitor.cancel()
@@ -94,13 +112,31 @@ async def serve(home: Path, idle_timeout: float) -> None:
     store.close()
 
 
-async def _sweep_segments_forever(directory: str | None, every: float = 60.0, older_than: float = 300.0) -> None:
-    """Shared-memory segments normally vanish when attached; remove those whose receiver died first."""
-    while True:
-        removed = await asyncio.to_thread(shm.sweep, directory, older_than)
+def _segment_dir(home: Path) -> str | None:
+    """The home's shared-memory folder, checked private, with what crashed processes left swept; None
+    (big buffers inline) when it is not private: engine.log says why and what to do."""
+    directory = shm.segment_dir(home)
+    if directory is None:
+        return None
+    try:
+        shm.prepare_dir(directory)
+    except OSError as exc:
+        log(f"not using shared memory: {exc}")
+        return None
+    removed = shm.sweep(directory, older_than=SEGMENT_MAX_AGE)      # no grace: their creators died before us
+    if removed:
+        log(f"removed {removed} shared-memory segment(s) left by processes that died")
+    return directory
+
+
+async def _sweep_segments_forever(directory: str | None, every: float = 15.0) -> None:
+    """Shared-memory segments normally vanish when attached, or when the peer's connection closes; remove
+    those of creators that died mid-transfer, and any nobody attached for SEGMENT_MAX_AGE."""
+    async def sweep() -> None:
+        removed = await asyncio.to_thread(shm.sweep, directory, SEGMENT_MAX_AGE, SEGMENT_DEAD_GRACE)
         if removed:
-            _log(f"removed {removed} shared-memory segment(s) nobody attached")
-        await asyncio.sleep(every)
+            log(f"removed {removed} shared-memory segment(s) nobody attached")
+    await keep_running(sweep, every, "shared-memory sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,14 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home = Path(args.home)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    raise_file_limit()
     lock = open(home / "engine.lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        _log("another engine holds the lock for this home; exiting")
+        log("another engine holds the lock for this home; exiting")
         return 0
     asyncio.run(serve(home, args.idle_timeout))
-    _log("stopped")
+    log("stopped")
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ... import settings
 from ...errors import BackendError
+from ...runtime import shm
 from . import workers as procs
 from .store import read_only
 
@@ -126,20 +127,23 @@ def engine_stop(home: Path, timeout: float = 15.0) -> dict:
     """`vast-magic engine stop`: SIGTERM the daemon (it stops its workers); deployments stay recorded.
 
     When the daemon does not exit in time it is killed and the recorded
-    workers are reaped here, by pid and start time.
+    workers are reaped here, by pid and start time. Either way, and also when
+    no daemon runs (it was killed), the home's shared-memory folder goes.
     """
     home = Path(home)
     info = running_engine(home)
     if info is None:
         _reap_recorded_workers(home)
+        shm.remove_dir(shm.segment_dir(home))       # whatever a killed engine and its workers left
         return {"running": False, "stopped": False}
     os.kill(info["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and procs.is_running(info["pid"], info["start_time"]):
         time.sleep(0.02)
-    if procs.is_running(info["pid"], info["start_time"]):
+    if procs.liveness(info["pid"], info["start_time"]) is True:
         os.kill(info["pid"], signal.SIGKILL)
     _reap_recorded_workers(home)
+    shm.remove_dir(shm.segment_dir(home))           # no worker is left to attach what is still there
     return {"running": False, "stopped": True, "pid": info["pid"]}
 
 

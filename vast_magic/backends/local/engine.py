@@ -22,10 +22,10 @@ from subprocess import Popen
 from typing import Any
 
 from ...reports import LogLine, WorkerInfo
-from ...runtime import shm
 from . import workers as procs
 from .bundles import worker_dir
 from .channel import Channel
+from .loops import keep_running, log
 from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
 from .store import DeploymentRecord, Store, WorkerRecord
 
@@ -116,8 +116,9 @@ def logs_to_prune(entries: list[tuple[str, float]], live: set[str], keep: int) -
 
 
 class Engine:
-    def __init__(self, home: Path, store: Store, token_file: Path, idle_timeout: float):
-        self.home, self.store, self.token_file, self.idle_timeout = home, store, token_file, idle_timeout
+    def __init__(self, home: Path, store: Store, token: str, idle_timeout: float, shm_dir: str | None = None):
+        self.home, self.store, self.token, self.idle_timeout = home, store, token, idle_timeout
+        self.shm_dir = shm_dir                            # None: big buffers go inline (no usable /dev/shm)
         self.port = 0
         self.deployments: dict[tuple[str, str], Deployment] = {}
         self.subscribers: dict[tuple[str, str], set[Channel]] = collections.defaultdict(set)
@@ -127,6 +128,7 @@ class Engine:
         self.last_activity = time.monotonic()
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
+        self.ticks = 0
 
     def background(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -207,11 +209,10 @@ class Engine:
         await asyncio.to_thread(self.prune_logs)
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
-        env = {**os.environ, **dict(version.env), **dict(version.secrets),
-               "VAST_MAGIC_ENGINE": f"127.0.0.1:{self.port}", "VAST_MAGIC_TOKEN_FILE": str(self.token_file),
-               "VAST_MAGIC_WORKER_ID": wid, "VAST_MAGIC_SHM_DIR": shm.segment_dir(self.home) or ""}
-        popen = procs.spawn(version.python, workdir, env, log_path)
-        rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, procs.proc_start_time(popen.pid), None,
+        env = procs.worker_environment(os.environ, version.env, version.secrets)
+        launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir}
+        popen = procs.spawn(version.python, workdir, env, log_path, launch)
+        rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, _start_time(popen.pid), None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())
         self.store.put_worker(rec)
         worker = Worker(rec, popen, role)
@@ -236,8 +237,7 @@ class Engine:
             except (ConnectionError, OSError):
                 pass
             deadline = time.monotonic() + grace + 2.0
-            while time.monotonic() < deadline and procs.is_running(worker.rec.pid, worker.rec.start_time):
-                worker.popen and worker.popen.poll()
+            while time.monotonic() < deadline and procs.is_running(worker.rec.pid, worker.rec.start_time, worker.popen):
                 await asyncio.sleep(0.05)
         await procs.stop(worker.rec.pid, worker.rec.start_time, grace=2.0, popen=worker.popen)
 
@@ -297,10 +297,10 @@ class Engine:
             dep.logs.append(line)
             dep.notify("LogLine", **asdict(line))
         try:                          # a full or read-only home loses the file copy, never the worker
-            with open(worker.rec.log_path, "a") as log:
-                log.writelines(line.text if line.text.endswith("\n") else f"{line.text}\n" for line in records)
+            with open(worker.rec.log_path, "a") as handle:
+                handle.writelines(line.text if line.text.endswith("\n") else f"{line.text}\n" for line in records)
         except OSError as exc:
-            print(f"cannot append to {worker.rec.log_path}: {exc}", flush=True)
+            log(f"cannot append to {worker.rec.log_path}: {exc}")
 
     async def on_worker_disconnect(self, channel: Channel) -> None:
         for dep in list(self.deployments.values()):
@@ -310,25 +310,37 @@ class Engine:
 
     # -- the engine's heartbeat ------------------------------------------------------------
     async def reconcile_forever(self, period: float = 0.25) -> None:
-        ticks = 0
-        while not self.stopping.is_set():
-            await asyncio.sleep(period)
-            ticks += 1
-            for dep in list(self.deployments.values()):
-                await self._reap_exited(dep)
-                if dep.committed and dep.key in self.deployments:
-                    if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
-                        await self.teardown(dep)
-                    elif ticks % 4 == 0 and not dep.rollout:
-                        await self.autoscale(dep)
-            serving = any(dep.committed or dep.rollout for dep in self.deployments.values())
-            if not serving and time.monotonic() - self.last_activity > self.idle_timeout:
-                self.stopping.set()
+        """The heartbeat; a failing step (EMFILE, a full disk, a bug) is logged and retried, never the end."""
+        await keep_running(self.reconcile_once, period, "reconcile", stop=self.stopping)
+
+    async def reconcile_once(self) -> None:
+        """One beat. A deployment whose step fails does not starve the others; the first failure is raised
+        afterwards, so the loop logs it and backs off."""
+        self.ticks += 1
+        failure: Exception | None = None
+        for dep in list(self.deployments.values()):
+            try:
+                await self._reconcile(dep)
+            except Exception as exc:
+                failure = failure or exc
+        serving = any(dep.committed or dep.rollout for dep in self.deployments.values())
+        if not serving and time.monotonic() - self.last_activity > self.idle_timeout:
+            self.stopping.set()
+        if failure is not None:
+            raise failure
+
+    async def _reconcile(self, dep: Deployment) -> None:
+        await self._reap_exited(dep)
+        if dep.committed and dep.key in self.deployments:
+            if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
+                await self.teardown(dep)
+            elif self.ticks % 4 == 0 and not dep.rollout:
+                await self.autoscale(dep)
 
     async def _reap_exited(self, dep: Deployment) -> None:
         for worker in list(dep.workers.values()):
             code = worker.popen.poll() if worker.popen is not None else None
-            if code is None and procs.is_running(worker.rec.pid, worker.rec.start_time):
+            if code is None and procs.is_running(worker.rec.pid, worker.rec.start_time, worker.popen):
                 continue
             was_routed = worker.role == "serving" and worker.rec.state == "ready"
             if worker.role == "draining":
@@ -358,6 +370,14 @@ class Engine:
             idle_first = sorted(active, key=lambda w: (w.rec.state == "ready", w.load))
             for worker in idle_first[: len(active) - want]:
                 await self.drain(dep, worker)
+
+
+def _start_time(pid: int) -> int | None:
+    """The new worker's start time; None when /proc cannot tell now (its pid alone then identifies it)."""
+    try:
+        return procs.proc_start_time(pid)
+    except procs.procinfo.Unknown:
+        return None
 
 
 def tail_lines(path: str, count: int) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from ...errors import OverloadedError, WorkerLostError
 from ...runtime import shm
@@ -30,8 +30,9 @@ class Route:
 class WorkerConnection:
     """One persistent connection to one worker; responses matched to calls by id."""
 
-    def __init__(self, route: Route, channel: Channel):
+    def __init__(self, route: Route, channel: Channel, on_lost: Callable[["WorkerConnection"], None] | None = None):
         self.route, self.channel = route, channel
+        self._on_lost = on_lost
         self.inflight = 0.0
         self.pending: dict[int, asyncio.Future] = {}
         self.alive = True
@@ -64,6 +65,8 @@ class WorkerConnection:
         finally:
             self.alive = False
             self.channel.close()
+            if not self.retired and self._on_lost is not None:
+                self._on_lost(self)               # the worker is gone: its route goes at once
             for future in self.pending.values():
                 if not future.done():
                     future.set_exception(WorkerLostError(f"worker {self.route.worker} closed the connection mid-call"))
@@ -102,8 +105,12 @@ class DeploymentPool:
         return next(self._ids)
 
     def set_routes(self, routes: list | None) -> None:
-        """Routes from the engine (None: the engine connection is gone; keep what we know)."""
+        """Routes from the engine. None: the engine connection is gone, so every route goes at once (its
+        workers exit without it, and a stale port may soon belong to someone else); calls ask again."""
         if routes is None:
+            self.routes = {}
+            for worker in list(self.connections):
+                self.connections.pop(worker).retire()   # in-flight calls may still finish
             return
         self.routes = {r[0]: Route(str(r[0]), int(r[1]), float(r[2] or 0.0), str(r[3])) for r in routes}
         for worker in [w for w in self.connections if w not in self.routes]:
@@ -111,6 +118,10 @@ class DeploymentPool:
         self.known.set()
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def _lost(self, conn: WorkerConnection) -> None:
+        if self.connections.get(conn.route.worker) is conn:
+            self.drop(conn.route.worker)
 
     def drop(self, worker: str) -> None:
         self.routes.pop(worker, None)
@@ -148,10 +159,10 @@ class DeploymentPool:
     async def _open(self, route: Route) -> WorkerConnection:
         try:
             channel = await connect(route.port, self.token, timeout=5.0, segments=self.segments)
-        except (OSError, PermissionError, asyncio.TimeoutError) as exc:
+        except (OSError, asyncio.TimeoutError) as exc:   # HandshakeError is a PermissionError, an OSError
             self.drop(route.worker)
             raise WorkerLostError(f"cannot reach worker {route.worker} on port {route.port} ({exc})") from exc
-        conn = WorkerConnection(route, channel)
+        conn = WorkerConnection(route, channel, self._lost)
         self.connections[route.worker] = conn
         return conn
 

@@ -4,54 +4,79 @@ A pid alone is not an identity: after a crash the number can belong to an
 unrelated process. Every worker is recorded with its start time from
 ``/proc/<pid>/stat`` and is only ever signalled when both still match, so a
 restarted daemon can reap what an earlier one left without hurting anyone else.
+When ``/proc`` cannot be read (a descriptor flood: EMFILE) we cannot tell, and
+"cannot tell" is never "dead": the worker is kept, and not signalled either.
 Workers run in their own session (``start_new_session``), so the pid is also
 the process group: stopping the group takes any child a ``runs`` script left.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
+
+from ...runtime import procinfo
 
 RUNTIME_MODULE = "vast_magic_runtime.serve"
 
 
 def proc_start_time(pid: int | None) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks since boot), None when the process is gone."""
-    if not pid:
-        return None
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    if fields[0] == "Z":          # a zombie has finished: nothing left to stop
-        return None
-    return int(fields[19])
+    """Field 22 of /proc/<pid>/stat, None when the process is gone; raises ``procinfo.Unknown`` when it cannot tell."""
+    return procinfo.start_time(pid)
 
 
-def is_running(pid: int | None, start_time: int | None) -> bool:
-    """True when ``pid`` is alive and is the very process recorded with ``start_time``."""
-    current = proc_start_time(pid)
-    return current is not None and (start_time is None or current == start_time)
+def liveness(pid: int | None, start_time: int | None, popen: subprocess.Popen | None = None) -> bool | None:
+    """True alive, False gone, None cannot tell. Our own child's state comes from ``waitpid`` (no file
+    descriptor needed, and an unreaped child's pid cannot have been reused)."""
+    if popen is not None and pid and popen.pid == pid:
+        return popen.poll() is None
+    return procinfo.liveness(pid, start_time)
 
 
-def spawn(python: str, workdir: Path, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
-    """Start ``python -m vast_magic_runtime.serve`` detached, output appended to ``log_path``."""
+def is_running(pid: int | None, start_time: int | None, popen: subprocess.Popen | None = None) -> bool:
+    """True unless ``pid`` is known to be gone (or another process): "cannot tell" is never taken as dead."""
+    return liveness(pid, start_time, popen) is not False
+
+
+#: what a worker inherits from the engine's environment: what the shell, Python and locale need, nothing else
+INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+                       "LD_LIBRARY_PATH"})
+
+
+def worker_environment(engine_env: Mapping[str, str], env: Iterable[tuple[str, str]],
+                       secrets: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A worker's environment: the minimum above (plus ``LC_*``) from the engine's, then exactly the
+    deployment's env and secrets. The engine's environment is that of whichever client started it (a
+    notebook's ``HF_TOKEN``, cloud keys...), so nothing else of it may reach user code."""
+    base = {k: v for k, v in engine_env.items() if k in INHERITED or k.startswith("LC_")}
+    return {**base, **dict(env), **dict(secrets)}
+
+
+def spawn(python: str, workdir: Path, env: Mapping[str, str], log_path: Path, launch: Mapping) -> subprocess.Popen:
+    """Start ``python -m vast_magic_runtime.serve`` detached, output appended to ``log_path``; the
+    launch message (with the token) goes through stdin, never the environment."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)   # what user code prints is private
     with os.fdopen(fd, "ab") as log:
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             [python, "-m", RUNTIME_MODULE], cwd=str(workdir), env=dict(env), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
         )
+    try:
+        popen.stdin.write(json.dumps(dict(launch)).encode())   # a few hundred bytes: the pipe never blocks
+        popen.stdin.close()
+    except OSError:                                            # died at once: its exit is noticed and reported
+        pass
+    return popen
 
 
-def _signal(pid: int, start_time: int | None, sig: int) -> bool:
-    if not is_running(pid, start_time):
+def _signal(pid: int, start_time: int | None, sig: int, popen: subprocess.Popen | None = None) -> bool:
+    """Signal only a process known to be the recorded one: when we cannot tell, we do not shoot."""
+    if liveness(pid, start_time, popen) is not True:
         return False
     try:
         os.killpg(pid, sig)
@@ -73,18 +98,18 @@ def _stop_steps(pid: int | None, start_time: int | None, grace: float,
 
     The sync and async forms only differ in how they sleep, so the sequence lives here once.
     """
-    if not pid or not _signal(pid, start_time, signal.SIGTERM):
+    if not pid or not _signal(pid, start_time, signal.SIGTERM, popen):
         _reap(popen)
         return
     for limit, pause, final in ((grace, 0.02, False), (5.0, 0.01, True)):
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             _reap(popen)
-            if not is_running(pid, start_time):
+            if not is_running(pid, start_time, popen):
                 return
             yield pause
         if not final:
-            _signal(pid, start_time, signal.SIGKILL)
+            _signal(pid, start_time, signal.SIGKILL, popen)
 
 
 def stop_now(pid: int | None, start_time: int | None, grace: float = 2.0,

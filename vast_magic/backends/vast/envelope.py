@@ -9,6 +9,7 @@ buffers). The request message is ``{"args": tuple, "kwargs": dict}``; the
 generated shim answers with the same kind of text holding
 ``{"ok": True, "value": v, "output": [...]}`` or
 ``{"ok": False, "error": ErrorEnvelope, "output": [...]}`` (docs/internals.md).
+Answers are decoded with the restricted unpickler of ``trusted.py``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any, Mapping
 
 from ...runtime import wire
 from ..base import CallOutcome, outcome_from_response
+from . import trusted
 
 PARAM = "__vast_magic__"
 _HEADER = struct.Struct("!IQ")
@@ -62,12 +64,16 @@ def encode(obj: Any, class_refs: Mapping[type, str] | None = None) -> str:
     return base64.b64encode(pack(main, buffers)).decode("ascii")
 
 
-def decode(text: str, resolve_class: Mapping[str, type] | None = None) -> Any:
+def decode(text: str, resolve_class: Mapping[str, type] | None = None, policy: trusted.TypePolicy | None = None) -> Any:
+    """Inverse of ``encode``. With ``policy`` (every answer from a Vast worker) only the types it allows
+    are unpickled (``trusted.py``); without it, full pickle (the worker side, which trusts its caller)."""
     try:
         blob = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, AttributeError) as exc:
         raise EnvelopeError(f"not base64 ({exc})") from None
     main, buffers = unpack(blob)
+    if policy is not None:
+        return trusted.loads(main, buffers, resolve_class, policy)
     return wire.loads(main, buffers, resolve_class)
 
 
@@ -80,11 +86,12 @@ def outcome_from_message(message: Any) -> CallOutcome:
     """A decoded answer message -> CallOutcome (a remote exception becomes our RemoteError subclass).
 
     The executor's own refusals are raised: overloaded -> OverloadedError, its
-    per-call timeout -> CallTimeoutError.
+    per-call timeout -> CallTimeoutError. The error's type name never makes us
+    import a module (a Vast worker is a third party).
     """
     if not isinstance(message, dict) or "ok" not in message:
         raise EnvelopeError(f"unexpected message of type {type(message).__name__}")
-    return outcome_from_response(message)
+    return outcome_from_response(message, import_modules=False)
 
 
 def answer(message: dict, class_refs: Mapping[type, str] | None = None) -> str:

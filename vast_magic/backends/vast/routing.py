@@ -29,7 +29,7 @@ from ...errors import (BackendError, CallTimeoutError, OverloadedError, VastAPIE
 from ...events import Retry
 from ..base import CallOutcome, CallSpec
 from ..retry import Retryable
-from . import envelope
+from . import envelope, trusted
 from .api import VastAPI
 
 __all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "Endpoint", "Router", "call", "decode_response"]
@@ -186,7 +186,8 @@ def decode_response(api: VastAPI, response: httpx.Response, spec: CallSpec, reso
     result = body.get("result") if isinstance(body, dict) else None
     if isinstance(result, dict) and "ok" in result:
         try:
-            return envelope.outcome_from_message(envelope.decode(result["ok"], resolve))
+            message = envelope.decode(result["ok"], resolve, trusted.TypePolicy(spec.trusted_types))
+            return envelope.outcome_from_message(message)
         except (envelope.EnvelopeError, AttributeError) as exc:
             raise BackendError(f"{what}: the worker's answer is not a vast_magic envelope ({exc}); is the "
                                "deployment running a bundle built by vast_magic? Deploy again.") from None
@@ -200,5 +201,5 @@ def _official_error(wire_error: Any) -> BaseException:
     if isinstance(wire_error, dict) and wire_error.get("type") == "obj":
         module = ".".join((wire_error.get("module") or {}).get("path") or []) or "builtins"
         message = str((wire_error.get("contents") or {}).get("message") or "")
-        return make_remote_error(f"{module}.{wire_error.get('class')}", message)
-    return make_remote_error("builtins.Exception", str(wire_error))
+        return make_remote_error(f"{module}.{wire_error.get('class')}", message, import_modules=False)
+    return make_remote_error("builtins.Exception", str(wire_error), import_modules=False)
