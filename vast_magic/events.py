@@ -64,7 +64,14 @@ class Failed:
     traceback: str | None = None
 
 
-Event = Union[Packaging, TierDecided, WorkerState, BenchmarkScored, Ready, LogLine, Retry, Failed]
+@dataclass(frozen=True)
+class Warned:
+    """Something the deploy goes ahead with but the user should read (a package the image lacks)."""
+
+    message: str
+
+
+Event = Union[Packaging, TierDecided, WorkerState, BenchmarkScored, Ready, LogLine, Retry, Failed, Warned]
 EventSink = Callable[[Event], None]
 
 
@@ -95,6 +102,7 @@ class DeployState:
     done: bool = False
     dry_run: bool = False
     logs: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
     @property
     def phase(self) -> str:
@@ -137,6 +145,8 @@ def apply_event(state: DeployState, event: Event) -> DeployState:
         return replace(state, error=event.message, error_traceback=event.traceback)
     if isinstance(event, LogLine):
         return replace(state, logs=(state.logs + (f"[{event.worker}] {event.text}",))[-20:])
+    if isinstance(event, Warned):
+        return replace(state, warnings=state.warnings + (event.message,))
     return state
 
 
@@ -159,6 +169,7 @@ def format_status(state: DeployState) -> str:
     lines = [f"vast_magic deploy {state.name}: {state.phase}".rstrip()]
     if state.files is not None:
         lines.append(f"packaged {state.files} files, {_human_bytes(state.bytes or 0)}")
+    lines += [f"warning: {message}" for message in state.warnings]
     if state.tier is not None:
         action = f" (backend: {state.backend_action})" if state.backend_action else ""
         lines.append(f"tier {state.tier}{action}: " + ("; ".join(state.reasons) or "no changes"))
@@ -195,4 +206,6 @@ def format_event(event: Event) -> str | None:
         return f"FAILED: {event.message}"
     if isinstance(event, LogLine):
         return f"[{event.worker}] {event.text}"
+    if isinstance(event, Warned):
+        return f"warning: {event.message}"
     return None

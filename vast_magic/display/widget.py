@@ -18,7 +18,7 @@ import ipywidgets as w
 from IPython.display import display
 
 from ..events import (
-    DeployState, Event, Failed, Packaging, Ready, TierDecided, format_event, format_status, format_worker,
+    DeployState, Event, Failed, Packaging, Ready, TierDecided, Warned, format_event, format_status, format_worker,
 )
 from ..reports import DeploymentStatus
 from .progress import STOPPED_STATES, MapState, describe_error, format_deployment_status, format_map, status_lines
@@ -107,12 +107,11 @@ class DeployWidget(_Displayed):
         self.state = state
         header = format_status(state).splitlines()[0]
         _set_html(self.header, _divs([header], self.color, bold=True))
-        body = []
-        if state.files is not None:
-            body.append(format_event(Packaging(state.files, state.bytes or 0)))
+        body = _divs([format_event(Packaging(state.files, state.bytes or 0))]) if state.files is not None else ""
+        body += _divs([format_event(Warned(message)) for message in state.warnings], RETRY_COLOR)
         if state.tier is not None:
-            body.append(format_event(TierDecided(state.tier, state.reasons, state.backend_action)))
-        _set_html(self.body, _divs(body))
+            body += _divs([format_event(TierDecided(state.tier, state.reasons, state.backend_action))])
+        _set_html(self.body, body)
         _set_html(self.workers, "".join(_divs([format_worker(r)], WORKER_COLORS.get(r.state)) for r in state.workers))
         footer = _divs([state.retry], RETRY_COLOR) if state.retry else ""
         if state.done:
