@@ -5,19 +5,21 @@
 of ``cls.__module__``, and ``__main__`` has none in a kernel. For classes we
 go through a method's code object to the cell, else through the file of the
 namespace the class ran in (``%run``), else through the ``In`` history.
-Everything found is checked against the live object (a function's name, a
-class's members, whether the module file changed since it was compiled), so a
-file edited after import or a stale cell is never shipped in place of the code
-that runs.
+Everything found is checked against the live object (a function's compiled
+code, a class's members), so a file edited after import or a stale cell is
+never shipped in place of the code that runs.
 """
 from __future__ import annotations
 
+import __future__
 import ast
-import importlib.util
+import functools
+import importlib.machinery
 import inspect
 import linecache
 import os
 import textwrap
+import types
 from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import CaptureError
@@ -26,42 +28,106 @@ _WHERE = "Define it in a notebook cell or a module file (code made with exec/eva
 
 
 def function_source(fn: Callable, name: str) -> str:
-    """Dedented source of a (possibly decorated) function, decorators included, checked against its code."""
+    """Dedented source of a (possibly decorated) function, decorators included, checked against its code.
+
+    The source is looked up where the code object says it starts; when that is
+    not the function any more (the file changed, or IPython 9's autoreload
+    patched the code from a snippet, so its line numbers start at 1), the
+    function's definition is looked up by name in the file as it is now and
+    taken only if it compiles to the code that runs.
+    """
     target = inspect.unwrap(fn)
-    code = target.__code__
     try:
         lines, _ = inspect.getsourcelines(target)
     except (OSError, TypeError) as exc:
         raise CaptureError(f"Cannot find the source of function {name!r} ({exc}). {_WHERE}") from None
-    source = _checked(textwrap.dedent("".join(lines)), name)
-    if _first_definition(source).name != code.co_name or edited_since_import(target.__globals__):
+    source = _at_its_line(target, textwrap.dedent("".join(lines))) or _by_its_name(target)
+    if source is None:
         raise CaptureError(
-            f"The source of function {name!r} in {code.co_filename} no longer matches the code that runs: the "
-            "file changed after it was imported. Reload the module (importlib.reload(module), or %autoreload in "
-            "IPython) or restart, then deploy again.")
-    return source
+            f"The source of function {name!r} in {target.__code__.co_filename} no longer matches the code that "
+            "runs: the file changed after it was imported. Reload the module (importlib.reload(module), or "
+            "%autoreload in IPython) or restart, then deploy again.")
+    return _checked(source, name)
 
 
-def edited_since_import(namespace: Mapping[str, Any]) -> bool:
-    """The module file changed after its code was compiled (the .pyc header records the file it came from).
-
-    Only a timestamp .pyc the import system wrote is trusted; without one (a
-    script, a cell, a read-only folder) nothing is claimed.
-    """
-    spec = namespace.get("__spec__")
-    origin, cached = getattr(spec, "origin", None), getattr(spec, "cached", None)
-    if not (isinstance(origin, str) and isinstance(cached, str) and origin.endswith(".py")):
-        return False
+def _at_its_line(target: Any, source: str) -> str | None:
+    """``source`` if it defines ``target`` as the file on disk compiles it, else None."""
+    code = target.__code__
     try:
-        with open(cached, "rb") as fh:
-            header = fh.read(16)
-        stat = os.stat(origin)
-    except OSError:
+        if _first_definition(source).name != code.co_name:
+            return None
+    except SyntaxError:
+        return None
+    if not _compiled_by_the_import_system(target) or not os.path.isfile(code.co_filename):
+        return source           # a cell (its text never changes), or code an import hook rewrote (pytest)
+    module = _compile_text("".join(linecache.getlines(code.co_filename)), code.co_flags & _FUTURE_FLAGS)
+    found = _find_code(module, code.co_name, code.co_firstlineno)
+    return source if found is not None and _same_code(found, code) else None
+
+
+def _by_its_name(target: Any) -> str | None:
+    """The top-level definition named like ``target`` in its file now, if it compiles to ``target``'s code."""
+    code = target.__code__
+    text = "".join(linecache.getlines(code.co_filename))
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name:
+            start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            source = textwrap.dedent("".join(text.splitlines(keepends=True)[start - 1:node.end_lineno]))
+            found = _find_code(_compile_text(source, code.co_flags & _FUTURE_FLAGS), code.co_name, None)
+            if found is not None and _same_code(found, code):
+                return source
+    return None
+
+
+def _compiled_by_the_import_system(target: Any) -> bool:
+    """Plain source files (not cells) whose code no import hook rewrote (pytest rewrites asserts)."""
+    loader = target.__globals__.get("__loader__")
+    return loader is None or type(loader) is importlib.machinery.SourceFileLoader
+
+
+_FUTURE_FLAGS = 0
+for _feature in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_text(text: str, flags: int) -> types.CodeType | None:
+    try:
+        return compile(text, "<vast_magic check>", "exec", flags=flags, dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _find_code(module: types.CodeType | None, name: str, line: int | None) -> types.CodeType | None:
+    """The code object named ``name`` (first defined on ``line``, if given) anywhere in ``module``."""
+    pending = [module] if module is not None else []
+    while pending:
+        code = pending.pop()
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                if const.co_name == name and line in (None, const.co_firstlineno):
+                    return const
+                pending.append(const)
+    return None
+
+
+def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """Same bytecode, names and constants (nested code compared the same way); line numbers aside."""
+    if (a.co_code, a.co_names, a.co_varnames, a.co_freevars) != (b.co_code, b.co_names, b.co_varnames, b.co_freevars):
         return False
-    if len(header) < 16 or header[:4] != importlib.util.MAGIC_NUMBER or int.from_bytes(header[4:8], "little") != 0:
-        return False                                      # another interpreter's or a hash-based .pyc
-    mtime, size = int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little")
-    return (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF) != (mtime, size)
+    if len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            if not _same_code(x, y):
+                return False
+        elif type(x) is not type(y) or not (x == y or repr(x) == repr(y)):
+            return False
+    return True
 
 
 def class_source(cls: type, name: str, namespace: Mapping[str, Any] | None = None) -> str:
