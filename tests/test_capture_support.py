@@ -71,15 +71,16 @@ def write_shipped(code: CapturedCode, folder: Path) -> Path:
     return folder
 
 
-def run_shipped(code: CapturedCode, call: str, args: tuple, tmp_path: Path) -> object:
+def run_shipped(code: CapturedCode, call: str, args: tuple, tmp_path: Path, modules=None) -> object:
     """Import the generated modules in a new process (cwd elsewhere) and return ``call(*args)``.
 
-    ``call`` is ``"module:name"``, or a bare name of the notebook-cells module.
+    ``call`` is ``"module:name"``, or a bare name of the notebook-cells module;
+    ``modules`` the import order (default: the order the worker uses).
     """
     worker_dir = write_shipped(code, tmp_path / "worker")
     where = call if ":" in call else location(CELLS_MODULE, call)
     (tmp_path / "runner.py").write_text(_RUNNER)
-    modules = [m.name for m in code.source_modules]
+    modules = list(modules or [m.name for m in code.source_modules])
     done = subprocess.run([sys.executable, str(tmp_path / "runner.py"), str(worker_dir), where, repr(args),
                            repr(modules)], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_clean_env())
     assert done.returncode == 0, done.stderr

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .model import CELLS_MODULE
+from .source import own_methods
 
 SOURCE, FILES, INSTALLED = "source", "files", "installed"
 
@@ -115,20 +116,28 @@ def namespace_of(obj: Any) -> dict:
 
 
 def _class_namespace(cls: type) -> dict:
-    """Globals a class body ran in: a method's, else its module's, else the IPython user namespace."""
-    for member in vars(cls).values():
-        member = getattr(member, "__func__", member)
-        if isinstance(member, types.FunctionType) and member.__qualname__.startswith(cls.__qualname__ + "."):
-            return member.__globals__
+    """Globals a class body ran in: a method's, else the ``%run`` file's or its module's, else IPython's."""
+    for _, method in own_methods(cls):
+        return method.__globals__
+    shell = _ipython()
+    if cls.__module__ == "__main__" and shell is not None:
+        # %run runs a file in its own namespace (with __file__) that IPython keeps; a class without
+        # methods of its own can only be traced back to it there
+        for module in list(getattr(shell, "_main_mod_cache", {}).values()):
+            if vars(module).get(cls.__name__) is cls:
+                return vars(module)
     module = sys.modules.get(cls.__module__)
     if module is not None:
         return vars(module)
+    return shell.user_ns if shell is not None else {}
+
+
+def _ipython() -> Any:
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover
-        return {}
-    shell = get_ipython()
-    return shell.user_ns if shell is not None else {}
+        return None
+    return get_ipython()
 
 
 def defines_deployment_code(namespace: Mapping[str, Any]) -> bool:
