@@ -228,3 +228,32 @@ def test_autoreload_in_a_notebook_is_tier_2_naming_module_and_function(tmp_path,
     assert (first["tier"], first["square"]) == (4, 120)
     assert (second["tier"], second["reasons"], second["square"]) == (2, ["code: mylib.helper changed"], 150)
     engine_home.collect()
+
+
+WARNED = '''
+from vast_magic import Deployment
+import numpy as np
+
+app = Deployment(name="warned")
+app.image("vastai/base-image:@vastai-automatic-tag").pip_install("numpy>=1.24")
+
+
+@app.remote(benchmark_dataset=[{"text": "a: 1"}])
+def parse(text):
+    import yaml                     # installed here, not in the image
+    return yaml.safe_load(text), float(np.sum([1]))
+
+
+report = app.ensure_ready(dry_run=True)
+print("RESULT", report.tier, report.dry_run)
+'''
+
+
+def test_a_package_missing_from_the_image_is_a_deploy_warning(tmp_path, engine_home):
+    project = write(tmp_path / "project", {"warned.py": WARNED})
+    output = run(project, sys.executable, "warned.py")
+    warnings = [line for line in output.splitlines() if line.startswith("warning: ")]
+    assert warnings == ["warning: remote code imports 'yaml', which the image does not pip-install: add "
+                        ".pip_install('PyYAML') to app.image(...). Local workers use this machine's Python "
+                        "environment, so it works here; Vast workers get only what the image installs."]
+    assert "RESULT 4 True" in output
