@@ -12,7 +12,7 @@ from vast_magic.display.progress import describe_error
 from vast_magic.display.widget import PHASE_COLORS, StatusWidget, html_lines
 from vast_magic.errors import ConfigError, DeployError
 from vast_magic.events import (
-    BenchmarkScored, DeployState, Failed, Packaging, Ready, Retry, TierDecided, WorkerState, apply_event,
+    BenchmarkScored, DeployState, Failed, Packaging, Ready, Retry, TierDecided, Warned, WorkerState, apply_event,
     format_event, format_status,
 )
 from vast_magic.reports import DeploymentStatus, LogLine, WorkerInfo
@@ -21,6 +21,7 @@ RED = PHASE_COLORS["failed"]
 
 DEPLOY = [
     Packaging(12, 34_000),
+    Warned("remote code imports 'yaml', which the image does not pip-install"),
     TierDecided(2, ("code: square changed", "pip: +numpy")),
     WorkerState("w1", "starting", pid=101),
     Retry("engine", 1, 3, 0.5, "connection refused"),
@@ -70,7 +71,7 @@ def run_widget(events, error=None):
     return progress
 
 
-@pytest.mark.parametrize("events", [DEPLOY, FAILING, DEPLOY[:2]], ids=["ready", "failed", "dry-run"])
+@pytest.mark.parametrize("events", [DEPLOY, FAILING, DEPLOY[:3]], ids=["ready", "failed", "dry-run"])
 def test_widget_and_text_show_the_same_information(events, capsys):
     lines = run_text(events, capsys)
     widget = run_widget(events).view
