@@ -232,6 +232,19 @@ def test_a_module_edited_after_import_is_refused_until_reloaded(project):
     assert "x + 2" in capture_code([mylib_h.f]).sources[0].source
 
 
+def test_roots_registered_before_a_reload_ship_the_module_as_it_is_now(project, tmp_path):
+    text = APP + "class Model:\n    def size(self):\n        return 1\n@app.remote\ndef f():\n    return Model().size()\n"
+    folder = project({"mylib_k.py": text})
+    import mylib_k
+    registered = [mylib_k.f, mylib_k.Model]          # what a Deployment held from before the reload lists
+    (folder / "mylib_k.py").write_text(text.replace("return 1", "return 2"))
+    importlib.reload(mylib_k)
+    code = capture_code(registered)
+    assert code.entries == ("mylib_k:f", "mylib_k:Model")
+    assert "return 2" in code.module("mylib_k").get("Model").source
+    assert run_shipped(code, "mylib_k:f", (), tmp_path) == 2
+
+
 # -- what a change is called ----------------------------------------------------------------------
 def test_tier_reasons_name_the_module_and_the_function(project):
     folder = project({"helpers_i.py": "def scale(x):\n    return 2 * x\ndef other():\n    return 0\n",
@@ -257,23 +270,24 @@ def test_tier_reasons_name_the_module_and_the_function(project):
 
 # -- packages the image lacks ---------------------------------------------------------------------
 def test_capture_lists_the_third_party_packages_the_code_imports(project, shell):
-    project({"helpers_j.py": "import yaml\n\ndef load(text):\n    return yaml.safe_load(text)\n"})
+    project({"helpers_j.py": "import dateutil.parser\n\ndef load(text):\n    return dateutil.parser.parse(text)\n"})
     run_cells(shell, "import numpy as np\nimport json\nfrom helpers_j import load\n"
-                     "def work(x):\n    import requests, os.path\n    from . import nothing\n"
-                     "    return np.mean([x]), json.dumps(load('a: 1')), requests\n")
+                     "def work(x):\n    import not_installed_anywhere, os.path\n    from . import nothing\n"
+                     "    return np.mean([x]), json.dumps(str(load('2024-01-02'))), not_installed_anywhere\n")
     code = capture_code([shell.user_ns["work"]])
-    assert code.packages == ("numpy", "requests", "yaml")   # not json/os (stdlib), not helpers_j (shipped)
+    # not json/os (stdlib), not helpers_j (shipped); a package imported only inside a function counts too
+    assert code.packages == ("dateutil", "not_installed_anywhere", "numpy")
 
 
 # (import names, pip entries, (import name, distribution) of what is missing)
 MISSING = [
     (["numpy"], ["numpy>=1.24"], []),
     (["numpy"], ["NumPy"], []),
-    (["yaml"], ["pyyaml==6.0"], []),                                 # distribution PyYAML provides yaml
-    (["yaml"], [], [("yaml", "PyYAML")]),
+    (["dateutil"], ["python_dateutil==2.9"], []),                    # distribution python-dateutil provides it
+    (["dateutil"], [], [("dateutil", "python-dateutil")]),
     (["sklearn_not_installed"], ["torch"], [("sklearn_not_installed", "sklearn_not_installed")]),
     (["mypkg"], ["git+https://example.invalid/x.git#egg=mypkg"], []),
-    (["numpy", "yaml"], ["numpy"], [("yaml", "PyYAML")]),
+    (["numpy", "dateutil"], ["numpy"], [("dateutil", "python-dateutil")]),
 ]
 
 
@@ -288,8 +302,9 @@ def test_requirement_names():
 
 
 def test_requirement_warnings_name_the_package_and_the_line_to_add():
-    [local] = requirement_warnings(["yaml"], [], "local")
-    [vast] = requirement_warnings(["yaml"], ["numpy"], "vast")
-    assert "'yaml'" in local and ".pip_install('PyYAML')" in local and "this machine's Python environment" in local
-    assert ".pip_install('PyYAML')" in vast and "base image already has it" in vast
-    assert requirement_warnings(["yaml"], ["PyYAML"], "vast") == ()
+    [local] = requirement_warnings(["dateutil"], [], "local")
+    [vast] = requirement_warnings(["dateutil"], ["numpy"], "vast")
+    assert "'dateutil'" in local and ".pip_install('python-dateutil')" in local
+    assert "this machine's Python environment" in local
+    assert ".pip_install('python-dateutil')" in vast and "base image already has it" in vast
+    assert requirement_warnings(["dateutil"], ["python-dateutil>=2"], "vast") == ()

@@ -11,8 +11,6 @@ loaded.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import subprocess
@@ -238,10 +236,10 @@ app = Deployment(name="warned")
 app.image("vastai/base-image:@vastai-automatic-tag").pip_install("numpy>=1.24")
 
 
-@app.remote(benchmark_dataset=[{"text": "a: 1"}])
+@app.remote(benchmark_dataset=[{"text": "2024-01-02"}])
 def parse(text):
-    import yaml                     # installed here, not in the image
-    return yaml.safe_load(text), float(np.sum([1]))
+    import dateutil.parser          # installed here, not in the image
+    return str(dateutil.parser.parse(text)), float(np.sum([1]))
 
 
 report = app.ensure_ready(dry_run=True)
@@ -253,7 +251,7 @@ def test_a_package_missing_from_the_image_is_a_deploy_warning(tmp_path, engine_h
     project = write(tmp_path / "project", {"warned.py": WARNED})
     output = run(project, sys.executable, "warned.py")
     warnings = [line for line in output.splitlines() if line.startswith("warning: ")]
-    assert warnings == ["warning: remote code imports 'yaml', which the image does not pip-install: add "
-                        ".pip_install('PyYAML') to app.image(...). Local workers use this machine's Python "
+    assert warnings == ["warning: remote code imports 'dateutil', which the image does not pip-install: add "
+                        ".pip_install('python-dateutil') to app.image(...). Local workers use this machine's Python "
                         "environment, so it works here; Vast workers get only what the image installs."]
     assert "RESULT 4 True" in output

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from ..errors import CaptureError
 from .builds import ModuleBuild
 from .digests import sha256_text, source_digest, value_digest
-from .model import CapturedCode, DeploymentRef, ImportDef, ModuleFile, SourceDef, ValueDef, location
+from .model import CELLS_MODULE, CapturedCode, DeploymentRef, ImportDef, ModuleFile, SourceDef, ValueDef, location
 from .modules import local_dependencies, module_files, top_level
 from .names import attribute_uses, used_names
 from .origins import (FILES, SOURCE, Classifier, Origin, bound_name, is_deployment, logical_name, namespace_of,
@@ -78,10 +78,11 @@ class _Walk:
         if origin is None or origin.kind != SOURCE:
             return self._importable_root(root, target, name, registered)
         build = self.build(origin)
+        target = _reloaded(target, origin, name)
         attr = bound_name(target, origin.namespace, name) or name
         if registered:
             self.registered[(build.name, attr)] = "context class" if isinstance(target, type) else "remote function"
-        self.pending.append((build, attr, root, None, frozenset()))
+        self.pending.append((build, attr, target, None, frozenset()))
         return location(build.name, attr)
 
     def _importable_root(self, root: object, target: Any, name: str, registered: bool) -> str:
@@ -314,6 +315,21 @@ class _Walk:
                 else:
                     namespace = vars(module) if module is not None else {"__name__": parent, "__path__": []}
                     self.builds[parent] = ModuleBuild(parent, namespace, is_package=True)
+
+
+def _reloaded(target: Any, origin: Origin, name: str) -> Any:
+    """The module's current version of a root registered before the module was reloaded.
+
+    IPython's autoreload (before 9) and ``importlib.reload`` re-run the module:
+    a Deployment held from before still lists the old function or class, while
+    the module's globals, which the shipped code reads, hold the new ones. Both
+    are the same definition, and the module as it is now is what deploys.
+    """
+    current = unproxy(origin.namespace.get(name))
+    same_definition = current is not None and current is not target and type(current) is type(target) and \
+        getattr(current, "__qualname__", None) == target.__qualname__ and \
+        getattr(current, "__module__", None) == target.__module__
+    return current if same_definition and origin.module != CELLS_MODULE else target
 
 
 def _not_source_because(function: Any) -> str | None:
