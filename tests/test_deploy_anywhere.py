@@ -255,3 +255,14 @@ def test_a_package_missing_from_the_image_is_a_deploy_warning(tmp_path, engine_h
                         ".pip_install('python-dateutil') to app.image(...). Local workers use this machine's Python "
                         "environment, so it works here; Vast workers get only what the image installs."]
     assert "RESULT 4 True" in output
+
+
+def test_an_unnamed_deployment_is_named_after_its_file_however_it_is_loaded(tmp_path):
+    project = write(tmp_path / "project", {
+        "unnamed.py": "from vast_magic import Deployment\napp = Deployment()\n"
+                      "if __name__ == '__main__':\n    print('NAME', app.effective_name)\n",
+        "pkg/__init__.py": "", "pkg/__main__.py": "from vast_magic import Deployment\nprint('NAME', Deployment().effective_name)\n",
+        "elsewhere.py": "import unnamed\nprint('NAME', unnamed.app.effective_name)\n"})
+    names = [run(project, sys.executable, *argv).split()[-1]
+             for argv in (["unnamed.py"], ["elsewhere.py"], ["-m", "unnamed"], ["-m", "pkg"])]
+    assert names == ["unnamed", "unnamed", "unnamed", "pkg"]
