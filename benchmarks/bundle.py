@@ -66,10 +66,10 @@ def image() -> ImageSpec:
 
 def package(namespace: dict, folder: Path, index: int):
     roots = [namespace[f"fn_{i}"] for i in range(FUNCTIONS)]
-    remotes = tuple(RemoteSpec(f"fn_{i}", True, benchmark_dataset=({"x": 1},) if i == 0 else None)
-                    for i in range(FUNCTIONS))
-    spec, autoscaling = image(), AutoscalingConfig(max_workers=4)
     code = capture_code(roots)
+    remotes = tuple(RemoteSpec(f"fn_{i}", True, benchmark_dataset=({"x": 1},) if i == 0 else None, at=at)
+                    for i, at in zip(range(FUNCTIONS), code.entries))
+    spec, autoscaling = image(), AutoscalingConfig(max_workers=4)
     manifest = build_manifest(name="bench", tag="default", image=spec, autoscaling=autoscaling, code=code,
                               remotes=remotes, contexts=(), secret_key=KEY)
     write_bundle(folder / f"bundle-{index}.tar.gz", manifest=manifest, code=code, remotes=remotes, contexts=(),

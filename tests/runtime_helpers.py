@@ -34,12 +34,21 @@ def remote_spec(name: str, **options) -> dict:
     return spec
 
 
+def at(name: str | None) -> str | None:
+    """Where a name of the hand-written ``vast_magic_app.py`` lives, as the registry says it."""
+    return name if name is None or ":" in name else f"vast_magic_app:{name}"
+
+
 def write_bundle(root: Path, app_source: str, *, remotes=(), contexts=(), classes=(), config=None,
                  with_runtime: bool = False) -> Path:
-    """Lay out a bundle directory the way the bundle builder does (minus the tar)."""
+    """Lay out a bundle directory the way the bundle builder does (minus the tar), one module: vast_magic_app."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "vast_magic_app.py").write_text(textwrap.dedent(app_source))
-    registry = {"remotes": list(remotes), "contexts": list(contexts), "classes": list(classes)}
+    remotes = [{**spec, "at": at(spec["name"]), "workload_calculator": at(spec.get("workload_calculator")),
+                "benchmark_generator": at(spec.get("benchmark_generator"))} for spec in remotes]
+    contexts = [{**spec, "at": at(spec["name"])} for spec in contexts]
+    registry = {"modules": ["vast_magic_app"], "remotes": remotes, "contexts": contexts,
+                "classes": [at(name) for name in classes]}
     (root / "vast_magic_registry.pkl").write_bytes(cloudpickle.dumps(registry, protocol=5))
     cfg = {"name": "test", "pip_installs": [], "apt_gets": [], "envs": [], "runs": []}
     cfg.update(config or {})

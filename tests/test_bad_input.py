@@ -227,8 +227,17 @@ CASES = [
     Case("lock in closure", lambda c: c.served.v2_lock.ensure_ready(), CaptureError, r"LOCK", True),
     # -- CLI --------------------------------------------------------------------------------
     Case("cli not a .py", lambda c: c.cli("deploy", "notes.txt"), CliFailed,
-         r"ConfigError: notes\.txt is not a \.py file; pass the script", True),
-    Case("cli many deployments", lambda c: c.cli("deploy", c.app_file), CliFailed, r"choose one with --app NAME", True),
+         r"ConfigError: notes\.txt is neither a \.py file nor an importable module", True),
+    Case("cli not a module name", lambda c: c.cli("deploy", "not-a-module"), CliFailed,
+         r"not-a-module is neither a \.py file nor a module name; pass path/to/app\.py or pkg\.module\[:name\]", True),
+    Case("cli missing .py", lambda c: c.cli("deploy", "missing.py"), CliFailed,
+         r"missing\.py is not a \.py file; pass the script", True),
+    Case("cli many deployments", lambda c: c.cli("deploy", c.app_file), CliFailed,
+         r"defines 6 Deployments .*choose one with .*app\.py:NAME \(or --app NAME\)", True),
+    Case("cli two names", lambda c: c.cli("deploy", c.app_file + ":app", "--app", "other"), CliFailed,
+         r"names Deployment 'app' but --app says 'other'; give one of them", True),
+    Case("cli unknown :name", lambda c: c.cli("bundle", "app:nope", "-o", "x.tar.gz"), CliFailed,
+         r"app has no Deployment named 'nope'; found: app", True),
     Case("cli unknown --app", lambda c: c.cli("deploy", c.app_file, "--app", "nope"), CliFailed,
          r"has no Deployment named 'nope'; found: app", True),
     Case("cli status unknown name", lambda c: c.cli("status", "nope"), CliFailed, r"`vast-magic ls` lists", True),
@@ -267,10 +276,10 @@ def served(tmp_path_factory):
         (folder / "app.py").write_text(APP_FILE)
         handle = Harness(home, folder)          # collects every engine/worker pid; close() proves them gone
         try:
-            app = cli.load_deployment(str(folder / "app.py"), "app")
-            assert app.ensure_ready().tier == 4
+            module = cli.import_target(str(folder / "app.py"))
+            assert module.app.ensure_ready().tier == 4
             handle.collect()
-            yield __import__("sys").modules[cli.SCRIPT_MODULE], str(folder / "app.py"), home
+            yield module, str(folder / "app.py"), home
         finally:
             settings.set_config_source(None)
             InteractiveShell.clear_instance()

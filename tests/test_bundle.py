@@ -155,10 +155,10 @@ def test_extracted_app_runs_with_the_shipped_runtime(tmp_path):
         async def main():
             await contexts.enter_all(loaded)
             return await loaded.remotes["square"].function(3)
-        print(asyncio.run(main()), loaded.module.TAGS == {"a", "b", "c"}, sorted(loaded.classes))
+        print(asyncio.run(main()), loaded.modules["vast_magic_app"].TAGS == {"a", "b", "c"}, sorted(loaded.classes))
     """, root)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "122 True ['Model']"   # helper(9) + offset 10 + len(TAGS)
+    assert proc.stdout.splitlines()[-1] == "122 True ['vast_magic_app:Model']"   # helper(9) + offset 10 + len(TAGS)
 
 
 FAKE_VASTAI = '''
@@ -244,7 +244,8 @@ def test_deployment_py_registers_shims_for_the_stock_worker(tmp_path):
 
 
 def test_failing_benchmark_fails_the_lifecycle(tmp_path):
-    inputs = replace(demo_inputs(), remotes=(replace(RemoteSpec("square", True), benchmark_dataset=({"x": 2}, {"x": "bad"})),))
+    inputs = replace(demo_inputs(), remotes=(replace(RemoteSpec("square", True, at="vast_magic_app:square"),
+                                                     benchmark_dataset=({"x": 2}, {"x": "bad"})),))
     root = extract(Path(build(tmp_path / "a.tar.gz", inputs).path), tmp_path / "x")
     proc = run_python("""
         import asyncio, vastai, deployment
@@ -273,7 +274,7 @@ SHIM_CASES = [
 @pytest.mark.parametrize("text,params,passed", SHIM_CASES)
 def test_shim_signatures(text, params, passed):
     code = make_code(extra=(source("f", text),))
-    generated = deployment_source("demo", code, (RemoteSpec("f", True),), ())
+    generated = deployment_source("demo", code, (RemoteSpec("f", True, at="vast_magic_app:f"),), ())
     ast.parse(generated)
     assert f"async def f({params}):" in generated
     assert f"return await _vm_plain('f', {passed})" in generated
@@ -291,4 +292,4 @@ REFUSED = [
 def test_refused_remote_shapes(name, text, error):
     code = make_code(extra=(source(name, text),))
     with pytest.raises(BundleError, match=error):
-        deployment_source("demo", code, (RemoteSpec(name, True),), ())
+        deployment_source("demo", code, (RemoteSpec(name, True, at=f"vast_magic_app:{name}"),), ())

@@ -49,7 +49,7 @@ def test_sync_function_with_helpers_classes_and_values_runs_elsewhere(shell, tmp
     assert {i.name: i.line for i in code.imports} == {"np": "import numpy as np", "p": "import posixpath as p"}
     assert [v.name for v in code.values] == ["LABELS", "WEIGHTS"]  # UNUSED never ships
     assert not any(v.by_value_code for v in code.values)
-    assert [name for name, _ in code.class_objects] == ["Scaler"]
+    assert [name for name, _ in code.class_objects] == ["vast_magic_app:Scaler"]
     assert run_shipped(code, "compute", (3,), tmp_path) == live
 
 
@@ -90,7 +90,7 @@ def test_dataclass_and_enum_from_cells(shell, tmp_path):
     assert sources["Point"].source.startswith("@dataclass\nclass Point:")
     assert sources["Color"].source.startswith("class Color(enum.Enum):")
     assert [s.name for s in code.sources].index("Point") < [s.name for s in code.sources].index("Box")
-    assert dict(code.class_objects)["Box"] is shell.user_ns["Box"]
+    assert dict(code.class_objects)["vast_magic_app:Box"] is shell.user_ns["Box"]
     assert run_shipped(code, "paint", (5,), tmp_path) == shell.user_ns["paint"](5) == 13
 
 
@@ -131,7 +131,7 @@ def test_local_module_and_package_ship_as_files(shell, tmp_path, monkeypatch):
             sys.modules.pop(name, None)
     assert {i.name: i.line for i in code.imports} == {
         "area": "from helpers import area", "helpers": "import helpers", "side": "from geo.shapes import side"}
-    assert [(m.module, m.relpath) for m in code.modules] == [
+    assert [(m.module, m.relpath) for m in code.file_modules] == [
         ("geo", "geo/__init__.py"), ("geo.shapes", "geo/shapes.py"), ("helpers", "helpers.py")]
     assert run_shipped(code, "measure", (2,), tmp_path) == 12 + 3 + 3
 
@@ -178,7 +178,7 @@ def test_user_decorators_kept_deployment_decorator_stripped(shell, tmp_path):
         def square(x):
             return x * x
         def uses_app():
-            return app
+            return type(app).__name__
         """)
     code = capture_code([shell.user_ns["square"], shell.user_ns["uses_app"]])
     assert by_name(code.sources)["square"].source == (
@@ -187,7 +187,7 @@ def test_user_decorators_kept_deployment_decorator_stripped(shell, tmp_path):
     assert code.deployment_names == ("app",)
     assert "app" not in by_name(code.values) and "StandInDeployment" not in by_name(code.sources)
     assert run_shipped(code, "square", (3,), tmp_path) == 18
-    assert run_shipped(code, "uses_app", (), tmp_path) == "worker-registry"
+    assert run_shipped(code, "uses_app", (), tmp_path) == "WorkerApp"   # the worker's registry app
 
 
 def test_remote_function_proxy_ships_the_wrapped_function_under_its_name(shell, tmp_path):
@@ -249,15 +249,35 @@ def test_capture_does_not_modify_the_namespace(shell):
     assert shell.user_ns.keys() == before.keys()
 
 
-def test_value_digest_of_a_notebook_class_instance_follows_the_class_source(shell):
+def test_value_digest_of_a_notebook_class_instance_follows_the_class_source(shell, tmp_path):
     from vast_magic.capture import value_digest
 
     run_cells(shell, "from dataclasses import dataclass\n@dataclass\nclass Cfg:\n    n: int\n"
                      "    def twice(self):\n        return 2 * self.n\nCFG = Cfg(1)\n")
     before = value_digest(shell.user_ns["CFG"])
     run_cells(shell, "@dataclass\nclass Cfg:\n    n: int\n    def twice(self):\n        return 3 * self.n\n"
-                     "CFG = Cfg(1)\ndef f():\n    return CFG.twice()\n")
+                     "CFG = Cfg(1)\ndef f():\n    return [CFG.twice(), type(CFG).__name__]\n")
     assert value_digest(shell.user_ns["CFG"]) != before
     code = capture_code([shell.user_ns["f"]])
-    assert code.values[0].name == "CFG" and code.values[0].by_value_code
-    assert any("isinstance(CFG, Cfg) is False" in w for w in code.warnings)
+    # the instance refers to the shipped class (no copy of the class by value), so the class ships as source
+    assert code.values[0].name == "CFG" and not code.values[0].by_value_code
+    assert [s.name for s in code.sources] == ["Cfg", "f"] and not code.warnings
+    assert run_shipped(code, "f", (), tmp_path) == [3, "Cfg"]
+
+
+def test_instances_of_shipped_classes_keep_isinstance_on_the_worker(shell, tmp_path):
+    run_cells(shell, """
+        class Point:
+            def __init__(self, x):
+                self.x = x
+        ORIGIN = Point(0)
+        TABLE = {"unit": Point(1)}
+        def check():
+            return [isinstance(ORIGIN, Point), isinstance(TABLE["unit"], Point), TABLE["unit"].x]
+        """)
+    code = capture_code([shell.user_ns["check"]])
+    module = code.module("vast_magic_app")
+    order = [item.name for item in module.items]
+    assert order.index("Point") < order.index("ORIGIN") and order.index("Point") < order.index("TABLE")
+    assert not any(v.by_value_code for v in code.values)
+    assert run_shipped(code, "check", (), tmp_path) == [True, True, 1]

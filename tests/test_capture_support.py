@@ -1,15 +1,15 @@
 """Shared pieces for the capture tests: a real IPython shell, and a fresh process that runs shipped code.
 
-``run_shipped`` rebuilds what the bundle's generated module does (write local
-modules, exec imports, unpickle values, exec sources in order) in a separate
-Python process whose working directory is *not* the notebook's, so anything
-the capture forgot shows up as a NameError or ImportError there.
+``run_shipped`` writes what the bundle holds for the captured code (the
+generated modules, the values file, local module files and the worker runtime)
+and imports it in a separate Python process whose working directory is *not*
+the notebook's and whose path has nothing of the client's, so anything the
+capture forgot shows up as a NameError or ImportError there.
 """
 from __future__ import annotations
 
 import ast
 import json
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -19,7 +19,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from vast_magic.capture import CapturedCode
+from vast_magic.bundle.build import runtime_files
+from vast_magic.bundle.codegen import generated_files
+from vast_magic.capture import CELLS_MODULE, CapturedCode, location
 
 
 @pytest.fixture
@@ -42,50 +44,45 @@ def run_cells(shell: InteractiveShell, *cells: str) -> None:
 
 
 _RUNNER = r'''
-import asyncio, inspect, os, pickle, sys, types
-import cloudpickle
-data = pickle.load(open(sys.argv[1], "rb"))
-root = sys.argv[2]
-for relpath, content in data["modules"]:
-    path = os.path.join(root, relpath)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    open(path, "wb").write(content)
+import asyncio, importlib, inspect, sys
+root, where = sys.argv[1], sys.argv[2]
+args = eval(sys.argv[3])
 sys.path.insert(0, root)
-module = types.ModuleType("vast_magic_app")
-module.__file__ = os.path.join(root, "vast_magic_app.py")
-sys.modules["vast_magic_app"] = module
-ns = module.__dict__
-for line in data["imports"]:
-    exec(line, ns)
-for name, payload in data["values"]:
-    ns[name] = cloudpickle.loads(payload)
-for name, source in data["sources"]:
-    exec(compile(source, "<shipped %s>" % name, "exec"), ns)
-for name in data["deployments"]:
-    ns[name] = "worker-registry"
-result = ns[data["call"]](*data["args"])
+from vast_magic_runtime import registry, shipped
+for name in eval(sys.argv[4]):
+    importlib.import_module(name)
+assert not shipped.unbound_links(), shipped.unbound_links()
+result = shipped.resolve(where)(*args)
 if inspect.isawaitable(result):
     result = asyncio.run(result)
 print(repr(result))
 '''
 
 
-def run_shipped(code: CapturedCode, call: str, args: tuple, tmp_path: Path) -> object:
-    """Exec the captured pieces in a new process (cwd elsewhere) and return ``call(*args)``."""
-    worker_dir = tmp_path / "worker"
-    worker_dir.mkdir(exist_ok=True)
-    data = {
-        "modules": [(m.relpath, m.content) for m in code.modules],
-        "imports": [i.line for i in code.imports],
-        "values": [(v.name, v.payload) for v in code.values],
-        "sources": [(s.name, s.source) for s in code.sources],
-        "deployments": list(code.deployment_names),
-        "call": call, "args": args,
-    }
-    (worker_dir / "shipped.pkl").write_bytes(pickle.dumps(data))
-    (worker_dir / "runner.py").write_text(_RUNNER)
-    done = subprocess.run([sys.executable, "runner.py", "shipped.pkl", str(worker_dir)], cwd=worker_dir,
-                          capture_output=True, text=True, timeout=60, env=_clean_env())
+def write_shipped(code: CapturedCode, folder: Path) -> Path:
+    """Lay out what the bundle holds for ``code``: generated modules, values, local files, the runtime."""
+    files = dict(generated_files("test", code))
+    files.update((m.relpath, m.content) for m in code.file_modules)
+    files.update(runtime_files())
+    for relpath, content in files.items():
+        path = folder / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return folder
+
+
+def run_shipped(code: CapturedCode, call: str, args: tuple, tmp_path: Path, modules=None) -> object:
+    """Import the generated modules in a new process (cwd elsewhere) and return ``call(*args)``.
+
+    ``call`` is ``"module:name"``, or a bare name of the notebook-cells module;
+    ``modules`` the import order (default: the order the worker uses).
+    """
+    worker_dir = write_shipped(code, tmp_path / "worker")
+    where = call if ":" in call else location(CELLS_MODULE, call)
+    (tmp_path / "runner.py").write_text(_RUNNER)
+    modules = list(modules or [m.name for m in code.source_modules])
+    done = subprocess.run([sys.executable, str(tmp_path / "runner.py"), str(worker_dir), where, repr(args),
+                           repr(modules)], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_clean_env())
     assert done.returncode == 0, done.stderr
     return ast.literal_eval(done.stdout.strip().splitlines()[-1])
 
@@ -103,6 +100,7 @@ def digests_of(code: CapturedCode) -> str:
         "sources": [[s.name, s.kind, s.digest, s.source] for s in code.sources],
         "imports": [[i.name, i.line, i.digest] for i in code.imports],
         "values": [[v.name, v.digest, v.by_value_code] for v in code.values],
-        "modules": [[m.module, m.relpath, m.digest] for m in code.modules],
+        "modules": [[m.module, m.relpath, m.digest] for m in code.file_modules],
+        "generated": [[m.name, m.path, [item.name for item in m.items]] for m in code.source_modules],
         "deployments": list(code.deployment_names),
     }, sort_keys=True)

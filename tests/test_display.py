@@ -14,7 +14,7 @@ from vast_magic.display.progress import describe_error
 from vast_magic.display.widget import PHASE_COLORS, StatusWidget
 from vast_magic.errors import ConfigError, DeployError
 from vast_magic.events import (
-    BenchmarkScored, DeployState, Failed, Packaging, Ready, Retry, TierDecided, WorkerState, apply_event,
+    BenchmarkScored, DeployState, Failed, Packaging, Ready, Retry, TierDecided, Warned, WorkerState, apply_event,
     deployment_lines, format_event, format_status, status_lines,
 )
 from vast_magic.reports import DeploymentStatus, LogLine, WorkerInfo
@@ -23,6 +23,7 @@ RED = PHASE_COLORS["failed"]
 
 DEPLOY = [
     Packaging(12, 34_000),
+    Warned("remote code imports 'yaml', which the image does not pip-install"),
     TierDecided(2, ("code: square changed", "pip: +numpy")),
     WorkerState("w1", "starting", pid=101),
     Retry("engine", 1, 3, 0.5, "connection refused"),
@@ -65,7 +66,7 @@ def run_text(events, capsys, error=None) -> list[str]:
 
 
 #: the widget section each part of status_lines goes to
-SECTIONS = {"header": "header", "body": "body", "worker": "workers", "retry": "footer", "done": "footer",
+SECTIONS = {"header": "header", "body": "body", "warning": "body", "worker": "workers", "retry": "footer", "done": "footer",
             "error": "footer"}
 
 
@@ -83,7 +84,7 @@ def run_widget(events, error=None):
     return progress
 
 
-@pytest.mark.parametrize("events", [DEPLOY, FAILING, DEPLOY[:2], [*DEPLOY[:2], Ready(None, 0.05, dry_run=True)]],
+@pytest.mark.parametrize("events", [DEPLOY, FAILING, DEPLOY[:3], [*DEPLOY[:3], Ready(None, 0.05, dry_run=True)]],
                          ids=["ready", "failed", "unfinished", "dry-run"])
 def test_widget_and_text_show_the_same_information(events, capsys):
     lines = run_text(events, capsys)

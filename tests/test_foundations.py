@@ -173,7 +173,7 @@ def test_failure_is_sticky_and_shows_last_error_line():
 
 EVENT_SAMPLES = [events.Packaging(1, 10), events.TierDecided(0, ()), events.WorkerState("w", "ready"),
                  events.BenchmarkScored("w", 1.0), events.Ready(None, 0.1), events.Ready(None, 0.1, dry_run=True),
-                 events.Retry("PUT", 1, 3, 0.5, "HTTP 503"), events.Failed("x"), LogLine(0.0, "w", "stdout", "hi")]
+                 events.Retry("PUT", 1, 3, 0.5, "HTTP 503"), events.Failed("x"), events.Warned("w"), LogLine(0.0, "w", "stdout", "hi")]
 #: events whose line says more than the state keeps (the benchmark score line, a log line)
 NOT_IN_STATUS = (events.BenchmarkScored, LogLine)
 

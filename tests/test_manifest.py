@@ -17,7 +17,8 @@ import pytest
 from vast_magic.bundle import Manifest, build_manifest, decide_tier, secret_key
 from vast_magic.bundle.registry_spec import ContextSpec, RemoteSpec
 from vast_magic.capture.digests import source_digest, value_digest
-from vast_magic.capture.model import CapturedCode, ImportDef, ModuleFile, SourceDef, ValueDef
+from vast_magic.capture.model import (CapturedCode, DeploymentRef, ImportDef, ModuleFile, SourceDef, SourceModule,
+                                      ValueDef)
 from vast_magic.errors import BundleError, ConfigError
 from vast_magic.secret import Secret
 
@@ -39,12 +40,13 @@ def value(name: str, obj) -> ValueDef:
 
 
 def make_code(*, helper: str = HELPER, offset: int = 100, extra: tuple = ()) -> CapturedCode:
+    """Notebook-cell code as capture would give it: one generated module, in run order."""
+    items = (ImportDef("math", "import math", hashlib.sha256(b"import math").hexdigest()),
+             value("OFFSET", offset), value("TAGS", {"b", "a", "c"}), DeploymentRef("app"),
+             source("helper", helper), source("Model", MODEL, "class"), source("square", SQUARE), *extra)
     return CapturedCode(
-        sources=(source("helper", helper), source("Model", MODEL, "class"), source("square", SQUARE), *extra),
-        imports=(ImportDef("math", "import math", hashlib.sha256(b"import math").hexdigest()),),
-        values=(value("OFFSET", offset), value("TAGS", {"b", "a", "c"})),
-        modules=(ModuleFile("localmod", "localmod.py", b"X = 1\n", hashlib.sha256(b"X = 1\n").hexdigest()),),
-        deployment_names=("app",))
+        source_modules=(SourceModule("vast_magic_app", "vast_magic_app.py", items),),
+        file_modules=(ModuleFile("localmod", "localmod.py", b"X = 1\n", hashlib.sha256(b"X = 1\n").hexdigest()),))
 
 
 def make_image(**changes):
@@ -62,8 +64,9 @@ def make_autoscaling(**fields):
     return AutoscalingConfig(**fields)
 
 
-REMOTES = (RemoteSpec("square", True, benchmark_dataset=({"x": 2}, {"x": 3}), benchmark_runs=2),)
-CONTEXTS = (ContextSpec("Model", (), (("offset", 10),)),)
+REMOTES = (RemoteSpec("square", True, benchmark_dataset=({"x": 2}, {"x": 3}), benchmark_runs=2,
+                      at="vast_magic_app:square"),)
+CONTEXTS = (ContextSpec("Model", (), (("offset", 10),), at="vast_magic_app:Model"),)
 
 
 @dataclass
@@ -112,7 +115,7 @@ def test_json_round_trip_and_sorted_keys():
 
 def test_content_is_canonical_and_names_every_item():
     data = json.loads(demo_inputs().manifest().to_json())
-    assert [k for k, _ in data["code"]] == ["deployment:app", "import:math", "module:localmod.py", "source:helper",
+    assert [k for k, _ in data["code"]] == ["deployment:app", "file:localmod", "import:math", "source:helper",
                                             "value:OFFSET", "value:TAGS"]
     assert [k for k, _ in data["remotes"]] == ["square"] and [k for k, _ in data["contexts"]] == ["Model"]
     assert data["runs"] == ["echo hi", ["python", "-V"]] and data["pip"] == ["numpy"]
@@ -133,7 +136,7 @@ CHANGES = [
     ("value", lambda i: replace(i, code=make_code(offset=101)), {"code"}),
     ("benchmark data", lambda i: replace(i, remotes=(replace(REMOTES[0], benchmark_dataset=({"x": 9},)),)), {"code"}),
     ("remote option", lambda i: replace(i, remotes=(replace(REMOTES[0], max_queue_time=5.0),)), {"code"}),
-    ("context args", lambda i: replace(i, contexts=(ContextSpec("Model", (), (("offset", 11),)),)), {"code"}),
+    ("context args", lambda i: replace(i, contexts=(replace(CONTEXTS[0], kwargs=(("offset", 11),)),)), {"code"}),
     ("pip", lambda i: replace(i, image=make_image(pip=("numpy", "scipy"))), {"code"}),
     ("runs", lambda i: replace(i, image=make_image(runs=("echo bye",))), {"code"}),
     ("image", lambda i: replace(i, image=make_image(from_image="vastai/pytorch")), {"image"}),
@@ -173,9 +176,10 @@ def test_missing_copy_source_is_a_config_error(tmp_path):
         inputs.manifest()
 
 
-def test_remote_without_captured_source_is_a_bundle_error():
-    inputs = replace(demo_inputs(), remotes=(RemoteSpec("missing", True),))
-    with pytest.raises(BundleError, match="missing.*not captured"):
+def test_remote_capture_did_not_place_is_an_internal_bundle_error():
+    # capture refuses code it cannot ship (test_capture_errors); the manifest only reads what capture placed
+    inputs = replace(demo_inputs(), remotes=(RemoteSpec("missing", True, at="vast_magic_app:missing"),))
+    with pytest.raises(BundleError, match="'missing' is registered at 'vast_magic_app:missing'.*placed no source"):
         inputs.manifest()
 
 

@@ -1,4 +1,4 @@
-"""The README's `.py` example runs as written and prints what it says."""
+"""The README's `.py` section runs as written: the module, imported by a script and by a notebook."""
 from __future__ import annotations
 
 import os
@@ -7,16 +7,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
+from nbclient import NotebookClient
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_script_example_runs(tmp_path, engine_home):
-    code = re.search(r"## In a `\.py` file\n\n```python\n(.*?)```", README.read_text(), re.S).group(1)
-    (tmp_path / "demo.py").write_text(code)
-    proc = subprocess.run([sys.executable, "demo.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env=os.environ.copy())
+def py_section_blocks() -> list[str]:
+    section = re.search(r"## In a `\.py` file\n(.*?)\n## ", README.read_text(), re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_module_deploys_from_a_script_and_from_a_notebook(tmp_path, engine_home):
+    module, in_notebook, script = py_section_blocks()
+    (tmp_path / "demo.py").write_text(module)
+    (tmp_path / "run.py").write_text(script)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "4 49"
+    assert proc.stdout.strip().splitlines()[-1] == "4 49"          # the script tears the deployment down again
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(in_notebook)])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    assert [o["data"]["text/plain"] for o in outputs if o["output_type"] == "execute_result"] == ["49"]
+    printed = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert "tier 4: new deployment" in printed and "ready at local://demo/default" in printed
+    engine_home.collect()
 
 
 def test_readme_fake_vast_example_runs_offline(tmp_path, monkeypatch):

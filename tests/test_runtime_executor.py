@@ -15,7 +15,7 @@ def _app(**functions) -> LoadedApp:
     remotes = {}
     for name, (function, options) in functions.items():
         remotes[name] = RemoteEntry(name, function, remote_spec(name, **options))
-    return LoadedApp(module=None, remotes=remotes, contexts=[])
+    return LoadedApp(modules={}, remotes=remotes, contexts=[])
 
 
 def _call(fn, *args, id=1, **extra):

@@ -58,7 +58,9 @@ def test_load_bundle_resolves_functions_helpers_and_classes(loaded):
     app = loaded()
     entry = app.remotes["square"]
     assert entry.function.__name__ == "square" and entry.workload_calculator(3) == 3.0
-    assert app.classes == {"Point": app.module.Point} and app.class_refs == {app.module.Point: "Point"}
+    module = app.modules["vast_magic_app"]
+    assert app.classes == {"vast_magic_app:Point": module.Point}
+    assert app.class_refs == {module.Point: "vast_magic_app:Point"}
     assert entry.option("benchmark_runs") == 10 and entry.option("missing", 5) == 5
 
 
@@ -98,7 +100,8 @@ def test_get_context_errors_are_clear():
 
 def test_contexts_enter_in_parallel_and_exit_once(loaded):
     app = loaded([{"name": "Ctx", "args": ["a"], "kwargs": {"delay": 0.3}}])
-    app.module.Ctx2 = app.module.Ctx               # a second context class, same behaviour
+    module = app.modules["vast_magic_app"]
+    app.context_classes["Ctx2"] = module.Ctx       # a second context class, same behaviour
     app.contexts.append({"name": "Ctx2", "args": ["b"], "kwargs": {"delay": 0.3}})
 
     async def scenario():
@@ -111,18 +114,19 @@ def test_contexts_enter_in_parallel_and_exit_once(loaded):
 
     took, values = asyncio.run(scenario())
     assert took < 0.5 and values == ("A", "B")
-    assert sorted(app.module.ORDER) == [("enter", "a"), ("enter", "b"), ("exit", "a"), ("exit", "b")]
+    assert sorted(module.ORDER) == [("enter", "a"), ("enter", "b"), ("exit", "a"), ("exit", "b")]
     with pytest.raises(KeyError):
         registry.worker_app().get_context("Ctx")
 
 
 def test_a_failing_context_exits_the_others_and_carries_the_traceback(loaded):
     app = loaded([{"name": "Ctx", "args": ["good"], "kwargs": {}}])
-    app.module.Bad = app.module.Ctx
+    module = app.modules["vast_magic_app"]
+    app.context_classes["Bad"] = module.Ctx
     app.contexts.append({"name": "Bad", "args": ["bad"], "kwargs": {"fail": True}})
     with pytest.raises(contexts.ContextError, match=r"(?s)context Bad failed to enter.*OSError: bad cannot start"):
         asyncio.run(contexts.enter_all(app))
-    assert app.module.ORDER == [("enter", "good"), ("exit", "good")]
+    assert module.ORDER == [("enter", "good"), ("exit", "good")]
 
 
 def test_a_context_that_cannot_be_created(loaded):

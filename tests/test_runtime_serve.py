@@ -153,7 +153,8 @@ def test_worker_life_end_to_end(tmp_path: Path, workers):
         ready = await engine.wait_state("ready", "failed", timeout=30)
         assert ready["state"] == "ready", ready["error"]
         times = {m["state"]: t for t, m in engine.states()}
-        client = await CallClient({LocalPoint: "Point"}, {"Point": LocalPoint}).connect(ready["port"])
+        client = await CallClient({LocalPoint: "vast_magic_app:Point"},
+                                 {"vast_magic_app:Point": LocalPoint}).connect(ready["port"])
         results = await asyncio.gather(
             client.call("add", 2, b=3), client.call("sync_mul", 6, 7), client.call("fails", 5),
             client.call("contexts_and_env"), client.call("make_point", 4), client.call("is_point", LocalPoint(9, 0)),
@@ -239,7 +240,7 @@ class Broken:
 @pytest.mark.parametrize("config, remotes, expected", [
     ({"runs": ["echo about-to-fail; exit 3"]}, REMOTES, ["status 3", "about-to-fail"]),
     ({"runs": [["definitely-not-a-command-xyz"]]}, REMOTES, ["definitely-not-a-command-xyz"]),
-    ({}, [remote_spec("missing_function")], ["missing_function", "defines no such name"]),
+    ({}, [remote_spec("missing_function")], ["missing_function", "cannot find it there"]),
     ({}, [remote_spec("fails", benchmark_dataset=[{"x": 1}])], ["benchmark call fails", "bad input 1"]),
 ])
 def test_start_up_failures_report_failed(tmp_path: Path, workers, config, remotes, expected):

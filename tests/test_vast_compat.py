@@ -2,7 +2,9 @@
 
 A cached venv (``.venv-vastai-1.9.1/`` in the repo root, gitignored) holds the
 official wheel and numpy. The bundle is built through the public API from
-functions defined in real IPython cells. The worker runs
+functions defined in real IPython cells, and again from the same code kept in
+a module that a script imports (``import compat_app``), with a helper in a
+second local module shipped as a file. The worker runs
 ``python -m vastai.serverless.remote.serve_deployment`` with
 ``DEBUG_DEPLOYMENT_TAR`` (reference 4.1-4.2), next to a loopback stand-in for
 the autoscaler (``/pubkey/``, ``/worker_status/``, ``/delete_requests/``).
@@ -84,8 +86,12 @@ def sign(python: Path, url: str) -> tuple[str, str]:
     return pem, signature
 
 
-# -- building the bundle from IPython cells --------------------------------------------------------
-def build_bundle(folder: Path) -> Path:
+# -- building the bundle from IPython cells, or from an imported module ---------------------------------
+def build_bundle(folder: Path, style: str) -> Path:
+    return build_from_cells(folder) if style == "cells" else build_from_module(folder)
+
+
+def build_from_cells(folder: Path) -> Path:
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance()
     try:
@@ -97,6 +103,23 @@ def build_bundle(folder: Path) -> Path:
         return path
     finally:
         InteractiveShell.clear_instance()
+
+
+def build_from_module(folder: Path) -> Path:
+    """The cells' code as ``compat_app.py`` (its helper in ``compat_helpers.py``), imported as a user's script would."""
+    source = folder / "src"
+    source.mkdir()
+    helper = CELLS[1].split("\n\ndef ")[1]
+    (source / "compat_helpers.py").write_text("def " + helper + "\n")
+    app_cells = [CELLS[0], "from compat_helpers import helper\nSCALE = np.array([1.0, 2.0, 3.0])", *CELLS[2:]]
+    (source / "compat_app.py").write_text("\n\n\n".join(app_cells) + "\n")
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\nimport compat_app\n"
+            "compat_app.app.build_bundle(sys.argv[2])\n")
+    path = folder / "compat.tar.gz"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["VAST_MAGIC_HOME"] = str(folder / "home")
+    subprocess.run([sys.executable, "-c", code, str(source), str(path)], check=True, env=env, cwd=folder)
+    return path
 
 
 # -- the child: stand-in autoscaler + official worker, inside the namespace ---------------------------
@@ -281,9 +304,15 @@ def namespace_prefix() -> list[str]:
 
 # -- the test ---------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_official_worker_serves_our_bundle(tmp_path):
+@pytest.mark.parametrize("style", ["cells", "module"])
+def test_official_worker_serves_our_bundle(tmp_path, style):
     python = ensure_venv()
-    bundle = build_bundle(tmp_path)
+    bundle = build_bundle(tmp_path, style)
+    import tarfile
+    with tarfile.open(bundle) as tar:
+        names = set(tar.getnames())
+    expected = {"cells": {"./vast_magic_app.py"}, "module": {"./compat_app.py", "./compat_helpers.py"}}[style]
+    assert expected <= names and not ({"./vast_magic_app.py", "./compat_app.py"} - expected) & names
     out = tmp_path / "results.json"
     command = [*namespace_prefix(), sys.executable, __file__, "--child", str(bundle), str(python), str(out)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=500, cwd=ROOT,

@@ -1,13 +1,19 @@
 """``vast-magic`` / ``python -m vast_magic``: the same operations as the API, from a shell.
 
 Subcommands parse arguments and call the public Python API; they hold no logic
-of their own beyond loading a ``.py`` file that defines a Deployment.
+of their own beyond importing the module that defines a Deployment. A target is
+``pkg.app[:name]`` (a module importable from the current folder) or
+``path/to/app.py[:name]``; a file is imported under the module name it has in
+its folder (``pkg/app.py`` inside package ``pkg`` is ``pkg.app``), never as
+``__main__``, so its main block does not run and it deploys exactly as an
+``import`` of it would.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -17,33 +23,73 @@ from .errors import ConfigError, VastMagicError
 from .events import deployment_summary, format_deployment_status, format_event
 
 __all__ = [
-    "SCRIPT_MODULE", "load_deployment", "cmd_bundle", "cmd_deploy", "cmd_ls", "cmd_status", "cmd_logs",
+    "split_target", "import_target", "load_deployment", "cmd_bundle", "cmd_deploy", "cmd_ls", "cmd_status", "cmd_logs",
     "cmd_teardown", "cmd_engine", "cmd_run_notebook", "build_parser", "main"
 ]
 
-SCRIPT_MODULE = "__vast_magic_script__"
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """``"pkg.app:app"`` -> ``("pkg.app", "app")``; no ``:name`` -> ``(target, None)``."""
+    head, sep, tail = target.rpartition(":")
+    return (head, tail) if sep and head and tail.isidentifier() else (target, None)
 
 
-def load_deployment(path: str, app_name: str | None = None):
-    """Import ``path`` as a module (not as __main__, so its main block does not run) and find its Deployment."""
-    from .deployment import Deployment
+def import_target(spec: str):
+    """The module a target names: a ``.py`` path (imported under its module name) or a dotted module name."""
+    if spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).is_file():
+        return _import_file(spec)
+    if not all(part.isidentifier() for part in spec.split(".")):
+        raise ConfigError(f"{spec} is neither a .py file nor a module name; pass path/to/app.py or pkg.module[:name].")
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{spec} is neither a .py file nor an importable module ({exc}); pass path/to/app.py "
+                          "or a module name importable from this folder.") from None
+
+
+def _import_file(path: str):
+    from .capture.origins import is_local_module, module_name_for_file
 
     file = Path(path)
     if not file.is_file() or file.suffix != ".py":
         raise ConfigError(f"{path} is not a .py file; pass the script that defines your Deployment.")
-    sys.path.insert(0, str(file.parent.absolute()))
-    spec = importlib.util.spec_from_file_location(SCRIPT_MODULE, file)
-    module = importlib.util.module_from_spec(spec)
-    module.__vast_magic_session__ = True  # ship its functions as source, like __main__ (see capture)
-    sys.modules[SCRIPT_MODULE] = module
-    spec.loader.exec_module(module)
+    file = file.resolve()
+    dotted = module_name_for_file(file)
+    root = file.parents[dotted.count(".") + (file.name == "__init__.py")]
+    top = dotted.partition(".")[0]
+    for name in [n for n in list(sys.modules) if n == top or n.startswith(top + ".")]:
+        module = sys.modules[name]           # a local module of that name from another folder: load this one
+        if is_local_module(module) and not Path(module.__file__).resolve().is_relative_to(root):
+            del sys.modules[name]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module = importlib.import_module(dotted)
+    if Path(getattr(module, "__file__", "") or "").resolve() != file:
+        raise ConfigError(f"{path} would be imported as {dotted!r}, but that name is {module.__file__}; "
+                          "rename the file so its module name is free.")
+    return module
+
+
+def load_deployment(target: str, app_name: str | None = None):
+    """Import the target's module and return its Deployment (the one named, or the only one)."""
+    from .deployment import Deployment
+
+    spec, named = split_target(target)
+    if named and app_name and named != app_name:
+        raise ConfigError(f"{target} names Deployment {named!r} but --app says {app_name!r}; give one of them.")
+    app_name = named or app_name
+    module = import_target(spec)
     found = {k: v for k, v in vars(module).items() if isinstance(v, Deployment)}
     if app_name is not None:
         if app_name not in found:
-            raise ConfigError(f"{path} has no Deployment named {app_name!r}; found: {', '.join(found) or 'none'}.")
+            raise ConfigError(f"{spec} has no Deployment named {app_name!r}; found: {', '.join(found) or 'none'}.")
         return found[app_name]
     if len(found) != 1:
-        raise ConfigError(f"{path} defines {len(found)} Deployments ({', '.join(found) or 'none'}); choose one with --app NAME.")
+        raise ConfigError(f"{spec} defines {len(found)} Deployments ({', '.join(found) or 'none'}); choose one "
+                          f"with {spec}:NAME (or --app NAME).")
     return next(iter(found.values()))
 
 
@@ -53,14 +99,14 @@ def _local_backend():
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    app = load_deployment(args.file, args.app)
+    app = load_deployment(args.target, args.app)
     bundle = app.build_bundle(args.output)
     print(f"wrote {bundle.path}: {len(bundle.files)} files, code {bundle.fingerprint.code[:12]}")
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    app = load_deployment(args.file, args.app)
+    app = load_deployment(args.target, args.app)
     if args.tag:
         app.tag = args.tag
     report = app.ensure_ready(dry_run=args.dry_run, wait=not args.no_wait, timeout=args.timeout)
@@ -125,11 +171,13 @@ def cmd_run_notebook(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vast-magic", description="Vast.ai Serverless deployments from notebooks and scripts; local engine by default.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("bundle", help="build the bundle of a .py file that defines a Deployment")
-    p.add_argument("file"), p.add_argument("-o", "--output", required=True), p.add_argument("--app")
+    target = dict(metavar="TARGET", help="pkg.module[:name] or path/to/app.py[:name] (name: the Deployment "
+                                         "variable, needed when the module holds several)")
+    p = sub.add_parser("bundle", help="build the bundle of a module that defines a Deployment")
+    p.add_argument("target", **target), p.add_argument("-o", "--output", required=True), p.add_argument("--app")
     p.set_defaults(run=cmd_bundle)
-    p = sub.add_parser("deploy", help="deploy a .py file that defines a Deployment")
-    p.add_argument("file"), p.add_argument("--app"), p.add_argument("--tag")
+    p = sub.add_parser("deploy", help="deploy a module that defines a Deployment")
+    p.add_argument("target", **target), p.add_argument("--app"), p.add_argument("--tag")
     p.add_argument("--dry-run", action="store_true"), p.add_argument("--no-wait", action="store_true")
     p.add_argument("--timeout", type=float)
     p.set_defaults(run=cmd_deploy)

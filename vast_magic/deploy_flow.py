@@ -14,7 +14,7 @@ import queue
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,10 +23,10 @@ from .backends import get_backend
 from .backends.base import CallOutcome, CallSpec, DeployPlan
 from .bundle import build_manifest, decide_tier, secret_key, write_bundle
 from .bundle.manifest import Manifest
-from .capture import capture_code
+from .capture import capture_code, requirement_warnings
 from .display import open_progress
 from .errors import BundleError, ConfigError
-from .events import Event, Packaging, Ready, TierDecided
+from .events import Event, Packaging, Ready, TierDecided, Warned
 from .reports import Bundle, DeployReport, LogLine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,6 +51,7 @@ class Prepared:
     contexts: tuple
     manifest: Any
     class_refs: dict = field(compare=False)
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,19 +76,25 @@ class DeployFlow:
         app = self.app
         if not app._remotes:
             raise ConfigError(f"{app!r} has no remote functions: decorate one with @app.remote (or use %%vast_remote).")
-        remotes = tuple(fn.spec() for _, fn in sorted(app._remotes.items()))
+        functions = [fn for _, fn in sorted(app._remotes.items())]
         if require_benchmark:
-            _check_one_benchmark(remotes)
-        contexts = tuple(spec for _, (_, spec) in sorted(app._contexts.items()))
-        roots = [*app._remotes.values(), *(cls for cls, _ in app._contexts.values()), *_helper_roots(app)]
+            _check_one_benchmark(functions)
+        registered = [(cls, spec) for _, (cls, spec) in sorted(app._contexts.items())]
+        roots = [*functions, *(cls for cls, _ in registered)]
+        helpers = [helper for fn in functions for helper in fn.helpers()]
         forbidden = [key for key in [app.api_key()] if key] if backend_kind == "vast" else []
-        code = capture_code(roots, backend=backend_kind, forbidden_strings=forbidden)
+        code = capture_code(roots, helpers=helpers, backend=backend_kind, forbidden_strings=forbidden)
+        where = {id(obj): at for obj, at in zip([*roots, *helpers], code.entries)}
+        remotes = tuple(fn.spec(lambda obj: where[id(obj)]) for fn in functions)
+        contexts = tuple(replace(spec, at=where[id(cls)]) for cls, spec in registered)
         image = app.image_or_default().spec()
         manifest = build_manifest(name=app.effective_name, tag=app.tag, image=image, autoscaling=app.autoscaling,
                                   code=code, remotes=remotes, contexts=contexts,
                                   secret_key=secret_key(settings.home()))
-        class_refs = {obj: name for name, obj in getattr(code, "class_objects", ())}
-        return Prepared(backend_kind, app.effective_name, app.tag, image, code, remotes, contexts, manifest, class_refs)
+        class_refs = {obj: at for at, obj in code.class_objects}
+        warnings = code.warnings + requirement_warnings(code.packages, image.pip, backend_kind)
+        return Prepared(backend_kind, app.effective_name, app.tag, image, code, remotes, contexts, manifest,
+                        class_refs, warnings)
 
     def write_bundle(self, prepared: Prepared, path: Path) -> Bundle:
         return write_bundle(path, manifest=prepared.manifest, code=prepared.code, remotes=prepared.remotes,
@@ -142,11 +149,15 @@ class DeployFlow:
         if dry_run:
             size, files = await asyncio.to_thread(self._dry_bundle, prepared)
             emit(Packaging(files, size))
+            for warning in prepared.warnings:
+                emit(Warned(warning))
             emit(TierDecided(decision.tier, decision.reasons))
             emit(Ready(None, time.perf_counter() - started, dry_run=True))
             return self._report(prepared, decision, size, files, dry_run=True)
         path, size, files = await asyncio.to_thread(self._cached_bundle, prepared)
         emit(Packaging(files, size))
+        for warning in prepared.warnings:
+            emit(Warned(warning))
         emit(TierDecided(decision.tier, decision.reasons))
         result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
         emit(Ready(result.endpoint, time.perf_counter() - started))
@@ -255,17 +266,12 @@ def _progress_events(emit: Callable[[Event], None]) -> Callable[[Event], None]:
     return forward
 
 
-def _check_one_benchmark(remotes: tuple) -> None:
-    with_benchmark = [r.name for r in remotes if r.has_benchmark]
+def _check_one_benchmark(functions: list) -> None:
+    with_benchmark = [fn.__name__ for fn in functions
+                      if fn.options.benchmark_dataset is not None or fn.options.benchmark_generator is not None]
     if len(with_benchmark) != 1:
         found = ", ".join(with_benchmark) or "none"
         raise ConfigError(f"Exactly one remote function must define benchmark_dataset or benchmark_generator "
                           f"(found: {found}); workers measure their speed with it before they take calls.")
 
 
-def _helper_roots(app: "Deployment") -> list:
-    """Benchmark generators and workload calculators ship with the code too."""
-    roots = []
-    for fn in app._remotes.values():
-        roots += [f for f in (fn.options.benchmark_generator, fn.options.workload_calculator) if f is not None]
-    return roots

@@ -38,10 +38,23 @@ def _check_name(kind: str, value: Any) -> str:
     return value
 
 
-def _default_name() -> str:
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    return Path(path).stem if path else "notebook"
+def _default_name(defined_in: str | None) -> str:
+    """The stem of the file that created the Deployment (so ``python app.py``, ``import app`` and
+    ``%run app.py`` agree), else of ``__main__``'s file, else ``notebook``."""
+    path = defined_in or getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return "notebook"
+    file = Path(path)
+    return file.parent.name if file.stem in ("__main__", "__init__") else file.stem
+
+
+def _defining_file() -> str | None:
+    """The ``.py`` file of the first caller outside vast_magic (None for notebook cells)."""
+    frame = sys._getframe(1)
+    while frame is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] == "vast_magic":
+        frame = frame.f_back
+    file = frame.f_globals.get("__file__") if frame is not None else None
+    return file if isinstance(file, str) and file.endswith(".py") else None
 
 
 class Deployment:
@@ -72,6 +85,7 @@ class Deployment:
         self._remotes: dict[str, RemoteFunction] = {}
         self._contexts: dict[str, tuple[type, ContextSpec]] = {}
         self._flow = DeployFlow(self)
+        self._defined_in = _defining_file()
 
     @staticmethod
     def _check_ttl(ttl: Any) -> float | None:
@@ -87,7 +101,7 @@ class Deployment:
     # -- declaring ---------------------------------------------------------------
     @property
     def effective_name(self) -> str:
-        return self.name or _default_name()
+        return self.name or _default_name(self._defined_in)
 
     @property
     def effective_backend(self) -> str:

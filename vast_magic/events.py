@@ -16,7 +16,7 @@ from typing import Callable, Union
 from .reports import DeploymentStatus, LogLine
 
 __all__ = [
-    "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Failed", "Event",
+    "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Failed", "Warned", "Event",
     "EventSink", "WorkerRow", "DeployState", "apply_event", "Line", "format_worker", "format_retry",
     "status_lines", "format_status", "format_event", "deployment_lines", "format_deployment_status",
     "deployment_summary"
@@ -75,7 +75,14 @@ class Failed:
     traceback: str | None = None
 
 
-Event = Union[Packaging, TierDecided, WorkerState, BenchmarkScored, Ready, LogLine, Retry, Failed]
+@dataclass(frozen=True)
+class Warned:
+    """Something the deploy goes ahead with but the user should read (a package the image lacks)."""
+
+    message: str
+
+
+Event = Union[Packaging, TierDecided, WorkerState, BenchmarkScored, Ready, LogLine, Retry, Failed, Warned]
 EventSink = Callable[[Event], None]
 
 
@@ -106,6 +113,7 @@ class DeployState:
     done: bool = False
     dry_run: bool = False
     logs: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
     @property
     def phase(self) -> str:
@@ -148,6 +156,8 @@ def apply_event(state: DeployState, event: Event) -> DeployState:
         return replace(state, error=event.message, error_traceback=event.traceback)
     if isinstance(event, LogLine):
         return replace(state, logs=(state.logs + (f"[{event.worker}] {event.text}",))[-20:])
+    if isinstance(event, Warned):
+        return replace(state, warnings=state.warnings + (event.message,))
     return state
 
 
@@ -199,6 +209,7 @@ def status_lines(state: DeployState) -> tuple[Line, ...]:
     lines = [Line("header", f"vast_magic deploy {state.name}: {state.phase}".rstrip())]
     if state.files is not None:
         lines.append(Line("body", _packaging(state.files, state.bytes or 0)))
+    lines += [Line("warning", f"warning: {message}") for message in state.warnings]
     if state.tier is not None:
         lines.append(Line("body", _tier(state.tier, state.reasons, state.backend_action)))
     lines += [Line("worker", format_worker(row), row.state) for row in state.workers]
@@ -234,6 +245,8 @@ def format_event(event: Event) -> str | None:
         return f"FAILED: {event.message}"
     if isinstance(event, LogLine):
         return f"[{event.worker}] {event.text}"
+    if isinstance(event, Warned):
+        return f"warning: {event.message}"
     return None
 
 

@@ -138,17 +138,21 @@ class RemoteFunction:
     def __repr__(self) -> str:
         return f"<remote function {self.__name__}{self._signature} on {self._app!r}>"
 
-    def spec(self) -> RemoteSpec:
-        """The plain-data registration the bundle and manifest use."""
+    def helpers(self) -> tuple[Callable, ...]:
+        """The functions this registration names (benchmark generator, workload calculator): they ship too."""
+        return tuple(f for f in (self.options.benchmark_generator, self.options.workload_calculator) if f is not None)
+
+    def spec(self, locate: Callable[[Any], str]) -> RemoteSpec:
+        """The plain-data registration the bundle and manifest use; ``locate`` says where code lives on the worker."""
         opts = self.options
         return RemoteSpec(
             name=self.__name__, is_async=inspect.iscoroutinefunction(self.local),
             benchmark_dataset=opts.benchmark_dataset,
-            benchmark_generator=opts.benchmark_generator.__name__ if opts.benchmark_generator else None,
+            benchmark_generator=locate(opts.benchmark_generator) if opts.benchmark_generator else None,
             benchmark_runs=opts.benchmark_runs,
-            workload_calculator=opts.workload_calculator.__name__ if opts.workload_calculator else None,
+            workload_calculator=locate(opts.workload_calculator) if opts.workload_calculator else None,
             workload_mode=opts.workload_mode, allow_parallel_requests=opts.allow_parallel_requests,
-            max_queue_time=opts.max_queue_time, retries=opts.retries, timeout=opts.timeout,
+            max_queue_time=opts.max_queue_time, retries=opts.retries, timeout=opts.timeout, at=locate(self),
         )
 
     def _bind(self, args: tuple, kwargs: dict) -> inspect.BoundArguments:

@@ -12,18 +12,18 @@ import gzip
 import io
 import json
 import os
-import pickle
 import posixpath
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..capture.model import SourceDef, location
 from ..errors import BundleError
 from ..reports import Bundle
 from ..runtime import wire
 from ..runtime._compat import cloudpickle
-from .codegen import APP_FILE, VALUES_FILE, app_module_source
+from .codegen import generated_files
 from .manifest import Manifest
 from .registry_spec import ContextSpec, RemoteSpec
 from .vast_entry import ENTRY_FILE, deployment_source
@@ -57,18 +57,19 @@ def bundle_files(*, manifest: Manifest, code: Any, remotes: tuple[RemoteSpec, ..
         CONFIG_FILE: config_json(manifest.name, image).encode(),
         ENTRY_FILE: deployment_source(manifest.name, code, remotes, contexts).encode(),
         MANIFEST_FILE: manifest.to_json().encode(),
-        APP_FILE: app_module_source(manifest.name, code).encode(),
-        VALUES_FILE: pickle.dumps({v.name: v.payload for v in code.values}, protocol=5),
         REGISTRY_FILE: registry_bytes(code, remotes, contexts),
     }
     extra = dict(runtime_files())
-    for module in code.modules:
+    for path, content in generated_files(manifest.name, code).items():
+        extra[_relative(path, f"generated module {path}")] = content
+    for module in code.file_modules:
         extra[_relative(module.relpath, f"local module {module.module}")] = module.content
     for src, dst in image.copies:
         extra.update(copy_files(src, dst, backend))
     clashes = sorted(set(files) & set(extra))
     if clashes:
-        raise BundleError(f"bundle paths {clashes} are used by vast_magic itself; copy or name your files elsewhere.")
+        raise BundleError(f"bundle paths {clashes} are used by vast_magic itself; copy or name your files (or "
+                          "modules) elsewhere.")
     files.update(extra)
     return files
 
@@ -95,9 +96,12 @@ class _RegistryPickler(cloudpickle.CloudPickler):
 
 
 def registry_bytes(code: Any, remotes: tuple[RemoteSpec, ...], contexts: tuple[ContextSpec, ...]) -> bytes:
-    registry = {"remotes": [spec.to_dict() for spec in remotes], "contexts": [spec.to_dict() for spec in contexts],
-                "classes": [s.name for s in code.sources if s.kind == "class"]}
-    class_refs = {obj: name for name, obj in getattr(code, "class_objects", ())}
+    """What the worker loads: the generated modules to import, and each registered name's location."""
+    registry = {"modules": [module.name for module in code.source_modules],
+                "remotes": [spec.to_dict() for spec in remotes], "contexts": [spec.to_dict() for spec in contexts],
+                "classes": [location(module.name, item.name) for module in code.source_modules for item in module.items
+                            if isinstance(item, SourceDef) and item.kind == "class"]}
+    class_refs = {obj: where for where, obj in code.class_objects}
     out = io.BytesIO()
     try:
         _RegistryPickler(out, class_refs).dump(registry)

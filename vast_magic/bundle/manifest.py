@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import BundleError, ConfigError
 from ..reports import Fingerprint
 from ..secret import Secret
+from ..capture.model import DeploymentRef, ImportDef, SourceDef, ValueDef, location, qualified
 from .registry_spec import ContextSpec, RemoteSpec
 
 __all__ = [
@@ -44,7 +45,8 @@ class Manifest:
     tag: str
     remotes: Pairs = ()        # (function name, digest of source + options + benchmark dataset), sorted
     contexts: Pairs = ()       # (class name, digest of source + constructor args), sorted
-    code: Pairs = ()           # ("source:N" | "import:N" | "value:N" | "module:path" | "deployment:N", digest), sorted
+    code: Pairs = ()           # ("source:Q" | "import:Q" | "value:Q" | "deployment:Q" | "link:Q" | "file:Q", digest),
+                               # sorted; Q = module.name (bare name for notebook cells), see capture.qualified
     pip: tuple[str, ...] = ()
     apt: tuple[str, ...] = ()
     runs: tuple[Any, ...] = ()  # str (shell) or tuple of argv, in order
@@ -107,12 +109,11 @@ def _digest(data: Any) -> str:
 def build_manifest(*, name: str, tag: str, image: Any, autoscaling: Any, code: Any,
                    remotes: tuple[RemoteSpec, ...], contexts: tuple[ContextSpec, ...], secret_key: bytes) -> Manifest:
     """Describe what would be deployed now; pure apart from reading ``copy`` sources."""
-    sources = {item.name: item for item in code.sources}
-    registered = {spec.name for spec in remotes} | {spec.name for spec in contexts}
+    registered = {spec.at for spec in remotes} | {spec.at for spec in contexts}
     return Manifest(
         name=name, tag=tag,
-        remotes=tuple(sorted((spec.name, _remote_digest(spec, sources)) for spec in remotes)),
-        contexts=tuple(sorted((spec.name, _context_digest(spec, sources)) for spec in contexts)),
+        remotes=tuple(sorted((spec.name, _remote_digest(spec, code)) for spec in remotes)),
+        contexts=tuple(sorted((spec.name, _context_digest(spec, code)) for spec in contexts)),
         code=_code_items(code, registered),
         pip=tuple(image.pip), apt=tuple(image.apt),
         runs=tuple(run if isinstance(run, str) else tuple(run) for run in image.runs),
@@ -132,31 +133,46 @@ def _value_digest(obj: Any) -> str:
     return value_digest(obj)
 
 
-def _source(sources: dict, name: str, what: str):
-    item = sources.get(name)
+def _source_digest(code: Any, spec: RemoteSpec | ContextSpec) -> str:
+    """Capture guarantees every registered name has source at its location; the manifest only reads it."""
+    item = code.definition(spec.at)
     if item is None:
-        raise BundleError(f"{what} {name!r} is registered but its source was not captured; "
-                          "define it at the top level of a cell or module and deploy again.")
-    return item
+        raise BundleError(f"internal error: {spec.name!r} is registered at {spec.at!r}, where capture placed no "
+                          "source; please report this with the code that defines it.")
+    return item.digest
 
 
-def _remote_digest(spec: RemoteSpec, sources: dict) -> str:
+def _remote_digest(spec: RemoteSpec, code: Any) -> str:
     options = spec.to_dict()
     options["benchmark_dataset"] = None if spec.benchmark_dataset is None else _value_digest(list(spec.benchmark_dataset))
-    return _digest({"source": _source(sources, spec.name, "remote function").digest, "options": options})
+    return _digest({"source": _source_digest(code, spec), "options": options})
 
 
-def _context_digest(spec: ContextSpec, sources: dict) -> str:
-    arguments = _value_digest([list(spec.args), dict(spec.kwargs)])
-    return _digest({"source": _source(sources, spec.name, "context class").digest, "arguments": arguments})
+def _context_digest(spec: ContextSpec, code: Any) -> str:
+    arguments = _value_digest([list(spec.args), dict(spec.kwargs), spec.at])
+    return _digest({"source": _source_digest(code, spec), "arguments": arguments})
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_KINDS = {SourceDef: "source", ImportDef: "import", ValueDef: "value", DeploymentRef: "deployment"}
 
 
 def _code_items(code: Any, registered: set[str]) -> Pairs:
-    items = [(f"source:{s.name}", s.digest) for s in code.sources if s.name not in registered]
-    items += [(f"import:{i.name}", i.digest) for i in code.imports]
-    items += [(f"value:{v.name}", v.digest) for v in code.values]
-    items += [(f"module:{m.relpath}", m.digest) for m in code.modules]
-    items += [(f"deployment:{n}", hashlib.sha256(n.encode()).hexdigest()) for n in code.deployment_names]
+    """One item per shipped definition, named by module so a tier reason says which module changed."""
+    items = []
+    for module in code.source_modules:
+        for item in module.items:
+            if not (isinstance(item, SourceDef) and location(module.name, item.name) in registered):
+                digest = _text_digest(item.name) if isinstance(item, DeploymentRef) else item.digest
+                items.append((f"{_KINDS[type(item)]}:{qualified(module.name, item.name)}", digest))
+        items += [(f"link:{qualified(module.name, link.name)}", _text_digest(location(link.module, link.attr)))
+                  for link in module.links]
+    for file in code.file_modules:
+        for part, digest in file.parts or (("", file.digest),):
+            items.append((f"file:{file.module}" + (f".{part}" if part else ""), digest))
     return tuple(sorted(items))
 
 

@@ -38,7 +38,7 @@ def decide_tier(previous: Manifest | None, current: Manifest) -> TierDecision:
 
 
 def _code_reasons(old: Manifest, new: Manifest) -> list[str]:
-    reasons = _keyed("code", _short_names(old.remotes + old.code), _short_names(new.remotes + new.code))
+    reasons = _keyed("code", dict(old.remotes + old.code), dict(new.remotes + new.code), show=_code_name)
     reasons += _keyed("context", dict(old.contexts), dict(new.contexts))
     reasons += _listed("pip", old.pip, new.pip) + _listed("apt", old.apt, new.apt)
     if old.runs != new.runs:
@@ -65,21 +65,22 @@ def _autoscaling_reasons(old: Manifest, new: Manifest) -> list[str]:
     return list(describe_changes(AutoscalingConfig(**dict(old.autoscaling)), AutoscalingConfig(**dict(new.autoscaling))))
 
 
-def _short_names(pairs: tuple) -> dict[str, str]:
-    """"source:helper" -> "helper" so a person reads names; other kinds keep their prefix."""
-    return {key.removeprefix("source:"): digest for key, digest in pairs}
+def _code_name(key: str) -> str:
+    """"source:mylib.helper" / "file:mylib.helpers.scale" -> the dotted name a person reads; other kinds keep
+    their prefix ("import:np")."""
+    return key.removeprefix("source:").removeprefix("file:")
 
 
-def _keyed(label: str, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """"label: +name", "label: -name", "label: name changed", sorted by name."""
+def _keyed(label: str, before: dict[str, Any], after: dict[str, Any], show=lambda key: key) -> list[str]:
+    """"label: +name", "label: -name", "label: name changed", sorted by what is shown."""
     reasons = []
-    for key in sorted(set(before) | set(after)):
+    for key in sorted(set(before) | set(after), key=lambda k: (show(k), k)):
         if key not in before:
-            reasons.append(f"{label}: +{key}")
+            reasons.append(f"{label}: +{show(key)}")
         elif key not in after:
-            reasons.append(f"{label}: -{key}")
+            reasons.append(f"{label}: -{show(key)}")
         elif before[key] != after[key]:
-            reasons.append(f"{label}: {key} changed")
+            reasons.append(f"{label}: {show(key)} changed")
     return reasons
 
 

@@ -55,7 +55,7 @@ from vast_magic_runtime import executor as _vm_executor  # noqa: E402
 from vast_magic_runtime import registry as _vm_registry  # noqa: E402
 from vast_magic_runtime import wire as _vm_wire  # noqa: E402
 
-_VM_APP = _vm_registry.load_bundle(_VM_DIR)          # imports vast_magic_app
+_VM_APP = _vm_registry.load_bundle(_VM_DIR)          # imports the generated modules
 _VM_EXECUTOR = _vm_executor.Executor(_VM_APP, {{}})   # no perf: the official worker applies max_queue_time
 
 
@@ -159,7 +159,7 @@ async def _vm_check_benchmarks():
 
 
 def _vm_get_context(cls_or_name):
-    cls = getattr(_VM_APP.module, cls_or_name) if isinstance(cls_or_name, str) else cls_or_name
+    cls = _VM_APP.context_classes[cls_or_name] if isinstance(cls_or_name, str) else cls_or_name
     return app.get_context(cls)
 
 
@@ -179,7 +179,7 @@ async def _vm_aenter():
 app.__aenter__ = _vm_aenter
 
 for _vm_spec in _VM_APP.contexts:
-    app.context(*_vm_spec["args"], **_vm_spec["kwargs"])(getattr(_VM_APP.module, _vm_spec["name"]))
+    app.context(*_vm_spec["args"], **_vm_spec["kwargs"])(_VM_APP.context_classes[_vm_spec["name"]])
 '''
 
 _SHIM = '''\
@@ -193,16 +193,16 @@ async def {name}({params}):
 
 def deployment_source(name: str, code: Any, remotes: tuple[RemoteSpec, ...], contexts: tuple[ContextSpec, ...]) -> str:
     """Text of ``deployment.py`` (contexts come from the registry file, so only remotes are spelled out)."""
-    sources = {item.name: item for item in code.sources}
-    shims = [_shim(spec, sources.get(spec.name)) for spec in remotes]
+    shims = [_shim(spec, code.definition(spec.at)) for spec in remotes]
     return "\n\n".join([_PRELUDE.format(name=name), _HELPERS, *shims]).rstrip("\n") + "\n"
 
 
 def _shim(spec: RemoteSpec, source: Any) -> str:
-    if source is None:
-        raise BundleError(f"remote function {spec.name!r} has no captured source; define it at the top level and deploy again.")
     if spec.name in _RESERVED or spec.name.startswith("_vm_"):
         raise BundleError(f"a remote function cannot be named {spec.name!r} (the Vast entry point uses that name); rename it.")
+    if source is None:
+        raise BundleError(f"internal error: remote function {spec.name!r} is registered at {spec.at!r}, where capture "
+                          "placed no source; please report this with the code that defines it.")
     options = []
     if spec.has_benchmark:
         options += [f"benchmark_generator=_vm_benchmark_payloads({spec.name!r})", f"benchmark_runs={spec.benchmark_runs!r}"]

@@ -1,12 +1,17 @@
 """Code capture: live functions and classes from cells or modules -> shippable source and values.
 
 ``capture_code`` walks from the roots (remote functions, context classes,
-helpers) through the globals they read and returns a ``CapturedCode``; the
-digest functions give the canonical hashes the Manifest compares.
+helpers) through the globals they read and returns a ``CapturedCode``: one
+generated module per origin module that ships as source, local module files,
+and where each root lives on the worker. The digest functions give the
+canonical hashes the Manifest compares.
 """
 from .closure import capture_code
 from .digests import filter_ignored_lines, source_digest, value_digest
-from .model import CapturedCode, ImportDef, ModuleFile, SourceDef, ValueDef
+from .model import (CELLS_MODULE, CapturedCode, DeploymentRef, ImportDef, LinkDef, ModuleFile, SourceDef,
+                    SourceModule, ValueDef, location, qualified)
+from .requirements import requirement_warnings
 
-__all__ = ["capture_code", "filter_ignored_lines", "source_digest", "value_digest",
-           "CapturedCode", "ImportDef", "ModuleFile", "SourceDef", "ValueDef"]
+__all__ = ["capture_code", "filter_ignored_lines", "source_digest", "value_digest", "requirement_warnings",
+           "CELLS_MODULE", "CapturedCode", "DeploymentRef", "ImportDef", "LinkDef", "ModuleFile", "SourceDef",
+           "SourceModule", "ValueDef", "location", "qualified"]

@@ -17,12 +17,14 @@ import inspect
 import io
 import json
 import pickle
+import sys
 import textwrap
 import tokenize
 import types
 from typing import Any
 
-from .names import code_globals, is_session_module
+from .names import code_globals
+from .origins import defines_deployment_code, logical_name, namespace_of
 from .source import class_source
 
 IGNORE_MARKER = "!VAST_IGNORE_CHANGES"
@@ -190,14 +192,17 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+@functools.lru_cache(maxsize=256)
 def _type_id(cls: type) -> str:
-    """Qualified name; for a notebook class also its source digest, since the class travels with the value."""
-    if not is_session_module(cls.__module__):
+    """Qualified name; for a class that ships as source its logical name and source digest (the class travels too)."""
+    module = sys.modules.get(cls.__module__)
+    if module is not None and cls.__module__ != "__main__" and not defines_deployment_code(vars(module)):
         return _qualified(cls)
+    name = f"{logical_name(namespace_of(cls))}.{cls.__qualname__}"
     try:
-        return f"{_qualified(cls)}:{source_digest(class_source(cls, cls.__qualname__))}"
+        return f"{name}:{source_digest(class_source(cls, cls.__qualname__))}"
     except Exception:  # no source to be found: the name is all we have
-        return _qualified(cls)
+        return name
 
 
 def _order_key(canonical: Any) -> str:

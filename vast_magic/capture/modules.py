@@ -1,45 +1,23 @@
-"""Local modules: Python files next to the notebook that workers cannot pip-install.
+"""Local modules shipped as files: Python files of the user's project that workers cannot pip-install.
 
 A module counts as local when its file lies outside the standard library,
-site-packages and the vast_magic package. It ships as files (a package as
-all its ``.py`` files) at the path its dotted name implies, so the generated
-module's plain ``import helpers`` works on the worker unchanged.
+site-packages and the vast_magic package (``origins.is_local_module``). It
+ships as files (a package as all its ``.py`` files, so relative imports work)
+at the path its dotted name implies, so the generated module's plain
+``import helpers`` works on the worker unchanged. Files of modules that ship
+as source are left out by capture: their generated module takes that path.
 """
 from __future__ import annotations
 
-import functools
-import site
+import ast
 import sys
-import sysconfig
 import types
 from pathlib import Path
 
 from ..errors import CaptureError
-from .digests import sha256_text, source_digest
+from .digests import filter_ignored_lines, sha256_text, source_digest
 from .model import ModuleFile
-from .names import is_session_module
-
-
-@functools.lru_cache(maxsize=1)
-def _installed_roots() -> tuple[Path, ...]:
-    """Folders whose modules the worker gets from its own Python or pip, never from the bundle."""
-    paths = sysconfig.get_paths()
-    roots = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths]
-    roots += list(getattr(site, "getsitepackages", lambda: [])())
-    roots.append(site.getusersitepackages())
-    roots.append(str(Path(__file__).resolve().parent.parent))  # vast_magic itself
-    return tuple(Path(p).resolve() for p in roots if p)
-
-
-def is_local_module(module: types.ModuleType) -> bool:
-    """True for a ``.py`` module (or package) outside stdlib, site-packages and vast_magic."""
-    file = getattr(module, "__file__", None)
-    if not file or is_session_module(module.__name__) or not file.endswith(".py"):
-        return False
-    path = Path(file).resolve()
-    if {"site-packages", "dist-packages"} & set(path.parts):
-        return False
-    return not any(path.is_relative_to(root) for root in _installed_roots())
+from .origins import is_local_module
 
 
 def top_level(module_name: str) -> types.ModuleType | None:
@@ -70,7 +48,8 @@ def _module_file(dotted: str, relpath: str, path: Path) -> ModuleFile:
     except OSError as exc:
         raise CaptureError(f"Cannot read local module {dotted!r} from {path} ({exc}); it must stay on disk "
                            "while the deployment is built.") from None
-    return ModuleFile(module=dotted, relpath=relpath, content=content, digest=_file_digest(content))
+    return ModuleFile(module=dotted, relpath=relpath, content=content, digest=_file_digest(content),
+                      parts=file_parts(content))
 
 
 def _file_digest(content: bytes) -> str:
@@ -79,6 +58,29 @@ def _file_digest(content: bytes) -> str:
         return source_digest(content.decode("utf-8"))
     except (UnicodeDecodeError, SyntaxError, ValueError):
         return sha256_text(content)
+
+
+def file_parts(content: bytes) -> tuple[tuple[str, str], ...]:
+    """``(name, digest)`` per top-level def/class, then ``("", digest)`` of the rest and of the order.
+
+    The Manifest stores these instead of one digest per file so a tier reason
+    can say *which* function of a module changed. A file that does not parse
+    is one part.
+    """
+    try:
+        tree = ast.parse(filter_ignored_lines(content.decode("utf-8")))
+    except (UnicodeDecodeError, SyntaxError, ValueError):
+        return (("", sha256_text(content)),)
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    named: dict[str, str] = {}
+    rest: list = []
+    for node in tree.body:
+        if isinstance(node, definitions):
+            named[node.name] = sha256_text(ast.dump(node))  # a later definition of the same name wins, as at run time
+            rest.append(["def", node.name])
+        else:
+            rest.append(ast.dump(node))
+    return tuple(sorted(named.items())) + (("", sha256_text(repr(rest))),)
 
 
 def local_dependencies(module: types.ModuleType) -> list[types.ModuleType]:

@@ -7,10 +7,10 @@ rule, and it describes the code the worker will actually run.
 """
 from __future__ import annotations
 
+import ast
 import dis
 import functools
 import inspect
-import sys
 import types
 from dataclasses import dataclass
 
@@ -91,14 +91,12 @@ def code_globals(code: types.CodeType) -> frozenset[str]:
     return frozenset(found)
 
 
-def is_session_module(name: object) -> bool:
-    """Code of ``__main__`` (cells, ``python app.py``) or of a script the CLI loaded ships as source.
+@functools.lru_cache(maxsize=4096)
+def attribute_uses(source: str) -> frozenset[tuple[str, str]]:
+    """``(name, attr)`` for every ``name.attr`` read in ``source``.
 
-    A loader marks a script module with ``__vast_magic_session__ = True`` so it is
-    treated like ``__main__``: its functions travel as source, never as
-    ``from script import f`` (which would re-run the whole script on the worker).
+    A global bound to a module that ships as source (``import mylib`` then
+    ``mylib.helper(x)``) brings along exactly the attributes read from it.
     """
-    if name == "__main__":
-        return True
-    module = sys.modules.get(name) if isinstance(name, str) else None
-    return bool(module is not None and getattr(module, "__vast_magic_session__", False))
+    return frozenset((node.value.id, node.attr) for node in ast.walk(ast.parse(source))
+                     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name))

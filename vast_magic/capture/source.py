@@ -3,16 +3,24 @@
 ``inspect`` finds functions defined in cells (IPython registers every cell in
 ``linecache``) but not classes: ``inspect.getsource(cls)`` looks for the file
 of ``cls.__module__``, and ``__main__`` has none in a kernel. For classes we
-go through a method's code object to the cell, else through the ``In`` history;
-both are checked against the live class so a stale cell is never shipped.
+go through a method's code object to the cell, else through the file of the
+namespace the class ran in (``%run``), else through the ``In`` history.
+Everything found is checked against the live object (a function's compiled
+code, a class's members), so a file edited after import or a stale cell is
+never shipped in place of the code that runs.
 """
 from __future__ import annotations
 
+import __future__
 import ast
+import functools
+import importlib.machinery
 import inspect
 import linecache
+import os
 import textwrap
-from typing import Any, Callable, Iterator
+import types
+from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import CaptureError
 
@@ -20,24 +28,117 @@ _WHERE = "Define it in a notebook cell or a module file (code made with exec/eva
 
 
 def function_source(fn: Callable, name: str) -> str:
-    """Dedented source of a (possibly decorated) function, decorators included."""
+    """Dedented source of a (possibly decorated) function, decorators included, checked against its code.
+
+    The source is looked up where the code object says it starts; when that is
+    not the function any more (the file changed, or IPython 9's autoreload
+    patched the code from a snippet, so its line numbers start at 1), the
+    function's definition is looked up by name in the file as it is now and
+    taken only if it compiles to the code that runs.
+    """
     target = inspect.unwrap(fn)
     try:
         lines, _ = inspect.getsourcelines(target)
     except (OSError, TypeError) as exc:
         raise CaptureError(f"Cannot find the source of function {name!r} ({exc}). {_WHERE}") from None
-    return _checked(textwrap.dedent("".join(lines)), name)
+    source = _at_its_line(target, textwrap.dedent("".join(lines))) or _by_its_name(target)
+    if source is None:
+        raise CaptureError(
+            f"The source of function {name!r} in {target.__code__.co_filename} no longer matches the code that "
+            "runs: the file changed after it was imported. Reload the module (importlib.reload(module), or "
+            "%autoreload in IPython) or restart, then deploy again.")
+    return _checked(source, name)
 
 
-def class_source(cls: type, name: str) -> str:
-    """Dedented source of a class: from its module file, its cell, or the newest matching ``In[...]``."""
+def _at_its_line(target: Any, source: str) -> str | None:
+    """``source`` if it defines ``target`` as the file on disk compiles it, else None."""
+    code = target.__code__
+    try:
+        if _first_definition(source).name != code.co_name:
+            return None
+    except SyntaxError:
+        return None
+    if not _compiled_by_the_import_system(target) or not os.path.isfile(code.co_filename):
+        return source           # a cell (its text never changes), or code an import hook rewrote (pytest)
+    module = _compile_text("".join(linecache.getlines(code.co_filename)), code.co_flags & _FUTURE_FLAGS)
+    found = _find_code(module, code.co_name, code.co_firstlineno)
+    return source if found is not None and _same_code(found, code) else None
+
+
+def _by_its_name(target: Any) -> str | None:
+    """The top-level definition named like ``target`` in its file now, if it compiles to ``target``'s code."""
+    code = target.__code__
+    text = "".join(linecache.getlines(code.co_filename))
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name:
+            start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            source = textwrap.dedent("".join(text.splitlines(keepends=True)[start - 1:node.end_lineno]))
+            found = _find_code(_compile_text(source, code.co_flags & _FUTURE_FLAGS), code.co_name, None)
+            if found is not None and _same_code(found, code):
+                return source
+    return None
+
+
+def _compiled_by_the_import_system(target: Any) -> bool:
+    """Plain source files (not cells) whose code no import hook rewrote (pytest rewrites asserts)."""
+    loader = target.__globals__.get("__loader__")
+    return loader is None or type(loader) is importlib.machinery.SourceFileLoader
+
+
+_FUTURE_FLAGS = 0
+for _feature in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_text(text: str, flags: int) -> types.CodeType | None:
+    try:
+        return compile(text, "<vast_magic check>", "exec", flags=flags, dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _find_code(module: types.CodeType | None, name: str, line: int | None) -> types.CodeType | None:
+    """The code object named ``name`` (first defined on ``line``, if given) anywhere in ``module``."""
+    pending = [module] if module is not None else []
+    while pending:
+        code = pending.pop()
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                if const.co_name == name and line in (None, const.co_firstlineno):
+                    return const
+                pending.append(const)
+    return None
+
+
+def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """Same bytecode, names and constants (nested code compared the same way); line numbers aside."""
+    if (a.co_code, a.co_names, a.co_varnames, a.co_freevars) != (b.co_code, b.co_names, b.co_varnames, b.co_freevars):
+        return False
+    if len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            if not _same_code(x, y):
+                return False
+        elif type(x) is not type(y) or not (x == y or repr(x) == repr(y)):
+            return False
+    return True
+
+
+def class_source(cls: type, name: str, namespace: Mapping[str, Any] | None = None) -> str:
+    """Dedented source of a class: from its module file, its cell, the file it was ``%run`` from, or ``In[...]``."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
         if _matches_class(_first_definition(source), cls):
             return _checked(source, name)
     except (OSError, TypeError, SyntaxError):
         pass  # defined in a cell: inspect cannot see it
-    for text, node in _class_candidates(cls):
+    for text, node in _class_candidates(cls, namespace or {}):
         if _matches_class(node, cls):
             start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
             block = "\n".join(text.splitlines()[start - 1:node.end_lineno]) + "\n"
@@ -93,26 +194,46 @@ def _checked(source: str, name: str) -> str:
 
 
 # -- classes defined in cells -------------------------------------------------
-def _user_codes(cls: type) -> Iterator[Any]:
-    """Code objects of the methods written in the class body (not generated by dataclass/Enum)."""
+def own_methods(cls: type) -> Iterator[tuple[str, Any]]:
+    """``(qualname, function)`` of the methods written in the class body, not generated (dataclass, Enum)
+    nor wrapped by a library (dataclass's ``__repr__`` wrapper lives in dataclasses.py)."""
     prefix = cls.__qualname__ + "."
     for member in vars(cls).values():
         for fn in (getattr(member, "__func__", None), getattr(member, "fget", None),
                    getattr(member, "func", None), member):
-            code = getattr(inspect.unwrap(fn) if callable(fn) else fn, "__code__", None)
-            if code is not None and code.co_qualname.startswith(prefix):
-                yield code
+            function = inspect.unwrap(fn) if callable(fn) else fn
+            code = getattr(function, "__code__", None)
+            if code is None:
+                continue
+            qualname = getattr(code, "co_qualname", None)
+            if qualname is None:  # Python 3.10: the function's own __qualname__, if exec or a wrapper did not make it
+                generated = code.co_filename == "<string>" or code.co_name != getattr(function, "__name__", None)
+                qualname = "" if generated else getattr(function, "__qualname__", "")
+            if qualname.startswith(prefix):
+                yield qualname, function
                 break
 
 
-def _class_candidates(cls: type) -> Iterator[tuple[str, ast.ClassDef]]:
-    """Class statements named like ``cls``: first in the cells its methods come from, then in ``In``."""
-    for code in _user_codes(cls):
+def _user_codes(cls: type) -> Iterator[tuple[str, Any]]:
+    """``(method qualname, code)`` of the methods written in the class body."""
+    for qualname, function in own_methods(cls):
+        yield qualname, function.__code__
+
+
+def _class_candidates(cls: type, namespace: Mapping[str, Any]) -> Iterator[tuple[str, ast.ClassDef]]:
+    """Class statements named like ``cls``: in the cells or files its methods come from, the file of
+    the namespace it ran in, then ``In``."""
+    for _, code in _user_codes(cls):
         text = "".join(linecache.getlines(code.co_filename))
         for node in _parsed_classes(text, cls.__name__, nested=True):
             start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
             if start <= code.co_firstlineno <= node.end_lineno:
                 yield text, node
+    file = namespace.get("__file__")
+    if isinstance(file, str) and file.endswith(".py"):
+        text = "".join(linecache.getlines(file))
+        for node in _parsed_classes(text, cls.__name__, nested=False):
+            yield text, node
     for text in reversed(_input_history()):
         for node in _parsed_classes(text, cls.__name__, nested=False):
             yield text, node
@@ -148,7 +269,7 @@ def _matches_class(node: ast.ClassDef, cls: type) -> bool:
         return False
     body = _body_names(node, cls)
     live = {name for name in vars(cls) if not _generated_name(name)}
-    live_methods = {code.co_qualname[len(cls.__qualname__) + 1:] for code in _user_codes(cls)}
+    live_methods = {qualname[len(cls.__qualname__) + 1:] for qualname, _ in _user_codes(cls)}
     annotated = {n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
     return (live <= body and live_methods <= body and {n for n in body if not _generated_name(n)} <= live | annotated
             and annotated == set(vars(cls).get("__annotations__", {})))

@@ -12,11 +12,12 @@ import io
 import socket
 import threading
 import types
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cloudpickle
 
 from ..errors import CaptureError
+from ..runtime.wire import CLASS_REF
 from ..secret import Secret
 from .names import code_globals
 
@@ -99,10 +100,22 @@ def _cell_is_set(cell: types.CellType) -> bool:
     return True
 
 
-class _CodeDetectingPickler(cloudpickle.CloudPickler):
-    """cloudpickle that notes whether it had to serialise a code object (by-value code)."""
+class _ShippingPickler(cloudpickle.CloudPickler):
+    """cloudpickle that refers to shipped classes by location and notes whether code went by value."""
 
-    code_by_value = False
+    def __init__(self, file: io.BytesIO, class_ref: Callable[[type], str | None]):
+        super().__init__(file, protocol=5)
+        self.class_ref = class_ref
+        self.code_by_value = False
+        self.refs: set[str] = set()
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, type):
+            where = self.class_ref(obj)
+            if where is not None:
+                self.refs.add(where)
+                return (CLASS_REF, where)
+        return None
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.CodeType):
@@ -110,17 +123,23 @@ class _CodeDetectingPickler(cloudpickle.CloudPickler):
         return super().reducer_override(obj)
 
 
-def pickle_value(name: str, value: Any, used_by: str | None) -> tuple[bytes, bool]:
-    """cloudpickle protocol 5, in-band; returns (payload, whether code objects went by value)."""
+def pickle_value(name: str, value: Any, used_by: str | None,
+                 class_ref: Callable[[type], str | None] = lambda cls: None) -> tuple[bytes, bool, frozenset[str]]:
+    """cloudpickle protocol 5, in-band; returns (payload, whether code went by value, class locations referred to).
+
+    ``class_ref`` gives the location of a class that ships as source (else
+    None): its instances unpickle on the worker as instances of *that* class,
+    so ``isinstance`` holds for values exactly as for call arguments.
+    """
     buffer = io.BytesIO()
-    pickler = _CodeDetectingPickler(buffer, protocol=5)
+    pickler = _ShippingPickler(buffer, class_ref)
     try:
         pickler.dump(value)
     except Exception as exc:
         raise CaptureError(f"{describe(name, used_by)} cannot be pickled ({type(exc).__name__}: {exc}). Create it "
                            "inside the function, or in a context class's __aenter__, instead of "
                            "referencing it from the notebook.") from None
-    return buffer.getvalue(), pickler.code_by_value
+    return buffer.getvalue(), pickler.code_by_value, frozenset(pickler.refs)
 
 
 def modules_used_by(name: str, value: Any) -> set[str]:

@@ -118,7 +118,8 @@ class DeployWidget(_Displayed):
         self.state = state
         lines = status_lines(state)
         _set_html(self.header, _divs(_texts(lines, "header"), self.color, bold=True))
-        _set_html(self.body, _divs(_texts(lines, "body")))
+        _set_html(self.body, "".join(_divs([line.text], RETRY_COLOR if line.part == "warning" else None)
+                                     for line in lines if line.part in ("body", "warning")))
         _set_html(self.workers, _line_divs(tuple(line for line in lines if line.part == "worker"), self.color))
         _set_html(self.footer, "".join(_divs(_texts(lines, part), color, bold) for part, color, bold in FOOTER))
         _set_html(self.traceback, _pre((state.error_traceback or "").rstrip().splitlines(), PHASE_COLORS["failed"]))

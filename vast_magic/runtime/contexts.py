@@ -47,7 +47,7 @@ async def enter_all(app: LoadedApp) -> EnteredContexts:
     """Instantiate (here, on the worker) and enter every context; all or nothing."""
     managers: dict[str, Any] = {}
     for spec in app.contexts:
-        cls = getattr(app.module, spec["name"])
+        cls = app.context_classes[spec["name"]]
         try:
             managers[spec["name"]] = cls(*spec.get("args", ()), **dict(spec.get("kwargs", {})))
         except Exception as exc:

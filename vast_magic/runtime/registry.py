@@ -1,11 +1,11 @@
 """What the worker serves: the worker-side app object and the bundle's registry.
 
 User code refers to its ``Deployment`` variable (``app.get_context(Model)``,
-decorators left in shipped source); the generated ``vast_magic_app`` rebinds that
-name to ``worker_app()``, whose decorators are identities and whose image and
+decorators left in shipped source); each generated module rebinds that name to
+``worker_app()``, whose decorators are identities and whose image and
 autoscaling calls do nothing, because on the worker those decisions are already
-made. ``load_bundle`` imports the generated module and pairs each registered
-name with the live object it names.
+made. ``load_bundle`` imports the generated modules and pairs each registered
+name with the live object at its location (``"mylib.app:square"``).
 """
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import wire
+from . import shipped, wire
 
 __all__ = [
-    "APP_MODULE", "REGISTRY_FILE", "ContextLookupError", "WorkerApp", "worker_app", "RemoteEntry", "LoadedApp",
-    "load_bundle"
+    "REGISTRY_FILE", "ContextLookupError", "WorkerApp", "worker_app", "RemoteEntry", "LoadedApp", "load_bundle"
 ]
 
-APP_MODULE = "vast_magic_app"
 REGISTRY_FILE = "vast_magic_registry.pkl"
 
 
@@ -107,41 +105,45 @@ class RemoteEntry:
 
 @dataclass
 class LoadedApp:
-    module: Any
+    modules: dict[str, Any]                   # generated module name -> module
     remotes: dict[str, RemoteEntry]
-    contexts: list[dict]                      # ContextSpec dicts, in registration order
-    classes: dict[str, type] = field(default_factory=dict)
+    contexts: list[dict]                      # ContextSpec dicts ("name", "at", "args", "kwargs"), in order
+    classes: dict[str, type] = field(default_factory=dict)          # location -> shipped class
+    context_classes: dict[str, type] = field(default_factory=dict)  # context name -> class
 
     @property
     def class_refs(self) -> dict[type, str]:
-        return {cls: name for name, cls in self.classes.items()}
+        return {cls: where for where, cls in self.classes.items()}
 
 
 def load_bundle(bundle_dir: str) -> LoadedApp:
-    """Import ``vast_magic_app`` from ``bundle_dir`` and resolve the registry's names."""
+    """Import the bundle's generated modules from ``bundle_dir`` and resolve the registry's locations."""
     bundle_dir = os.path.abspath(bundle_dir)
     if bundle_dir not in sys.path:
         sys.path.insert(0, bundle_dir)
-    module = importlib.import_module(APP_MODULE)
-    module_classes = {n: v for n, v in vars(module).items() if isinstance(v, type)}
     with open(os.path.join(bundle_dir, REGISTRY_FILE), "rb") as fh:
-        registry = wire.loads(fh.read(), [], module_classes)
-    classes = {name: _lookup(module, name, "shipped class") for name in registry.get("classes", [])}
-    remotes = {spec["name"]: _remote_entry(module, spec) for spec in registry.get("remotes", [])}
-    for spec in registry.get("contexts", []):
-        _lookup(module, spec["name"], "context class")
-    return LoadedApp(module, remotes, list(registry.get("contexts", [])), classes)
+        registry = wire.loads(fh.read(), [], shipped.BY_LOCATION)
+    modules = {name: importlib.import_module(name) for name in registry.get("modules", [])}
+    waiting = shipped.unbound_links()
+    if waiting:
+        raise ImportError(f"the bundle's modules left names unbound: {', '.join(waiting)}")
+    classes = {where: _lookup(where, "shipped class") for where in registry.get("classes", [])}
+    remotes = {spec["name"]: _remote_entry(spec) for spec in registry.get("remotes", [])}
+    contexts = list(registry.get("contexts", []))
+    context_classes = {spec["name"]: _lookup(spec["at"], "context class") for spec in contexts}
+    return LoadedApp(modules, remotes, contexts, classes, context_classes)
 
 
-def _remote_entry(module, spec: dict) -> RemoteEntry:
+def _remote_entry(spec: dict) -> RemoteEntry:
     def helper(key: str):
-        return _lookup(module, spec[key], key.replace("_", " ")) if spec.get(key) else None
-    return RemoteEntry(spec["name"], _lookup(module, spec["name"], "remote function"), dict(spec),
+        return _lookup(spec[key], key.replace("_", " ")) if spec.get(key) else None
+    return RemoteEntry(spec["name"], _lookup(spec["at"], "remote function"), dict(spec),
                        helper("workload_calculator"), helper("benchmark_generator"))
 
 
-def _lookup(module, name: str, what: str):
+def _lookup(where: str, what: str):
     try:
-        return getattr(module, name)
-    except AttributeError:
-        raise LookupError(f"the bundle registers {what} {name!r} but {APP_MODULE}.py defines no such name") from None
+        return shipped.resolve(where)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise LookupError(f"the bundle registers {what} {where.rpartition(':')[2]!r} at {where!r} but the worker "
+                          f"cannot find it there ({type(exc).__name__}: {exc})") from None
