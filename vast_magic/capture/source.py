@@ -9,6 +9,7 @@ both are checked against the live class so a stale cell is never shipped.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import linecache
 import textwrap
@@ -100,9 +101,47 @@ def _user_codes(cls: type) -> Iterator[Any]:
         for fn in (getattr(member, "__func__", None), getattr(member, "fget", None),
                    getattr(member, "func", None), member):
             code = getattr(inspect.unwrap(fn) if callable(fn) else fn, "__code__", None)
-            if code is not None and code.co_qualname.startswith(prefix):
+            if code is not None and (_compiled_qualname(code) or "").startswith(prefix):
                 yield code
                 break
+
+
+def _compiled_qualname(code: Any) -> str | None:
+    """The qualified name the compiler gave ``code``, whatever a decorator renamed since.
+
+    That is ``co_qualname`` on Python 3.11+. Python 3.10 has no such attribute and a
+    function's ``__qualname__`` is no substitute (dataclass renames the ``__init__`` it
+    generates to ``Cls.__init__``), so there the name comes from the def statement at
+    ``co_firstlineno`` in the code's source; generated code without source has none.
+    """
+    qualname = getattr(code, "co_qualname", None)
+    if qualname is not None:
+        return qualname
+    text = "".join(linecache.getlines(code.co_filename))
+    return _def_qualnames(text).get((code.co_firstlineno, code.co_name))
+
+
+@functools.lru_cache(maxsize=32)
+def _def_qualnames(text: str) -> dict[tuple[int, str], str]:
+    """``{(first line, name): qualname}`` of every def in ``text`` (first line = first decorator's)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return {}
+    found: dict[tuple[int, str], str] = {}
+    pending: list[tuple[ast.AST, str]] = [(tree, "")]
+    while pending:
+        node, prefix = pending.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = child.decorator_list[0].lineno if child.decorator_list else child.lineno
+                found[(first, child.name)] = prefix + child.name
+                pending.append((child, f"{prefix}{child.name}.<locals>."))
+            elif isinstance(child, ast.ClassDef):
+                pending.append((child, f"{prefix}{child.name}."))
+            else:
+                pending.append((child, prefix))
+    return found
 
 
 def _class_candidates(cls: type) -> Iterator[tuple[str, ast.ClassDef]]:
@@ -148,7 +187,7 @@ def _matches_class(node: ast.ClassDef, cls: type) -> bool:
         return False
     body = _body_names(node, cls)
     live = {name for name in vars(cls) if not _generated_name(name)}
-    live_methods = {code.co_qualname[len(cls.__qualname__) + 1:] for code in _user_codes(cls)}
+    live_methods = {_compiled_qualname(code)[len(cls.__qualname__) + 1:] for code in _user_codes(cls)}
     annotated = {n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
     return (live <= body and live_methods <= body and {n for n in body if not _generated_name(n)} <= live | annotated
             and annotated == set(vars(cls).get("__annotations__", {})))

@@ -24,6 +24,9 @@ from ...errors import BundleError
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_TOTAL_BYTES = 8 * 1024**3
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# Extraction filters (PEP 706) came with 3.12 and the 3.10.12 / 3.11.4 security releases. Every
+# member is checked here before extraction; the "data" filter is a second guard where it exists.
+EXTRACT_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def is_disk_error(exc: BaseException) -> bool:
@@ -64,7 +67,7 @@ def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *, max_me
             if total > max_total:
                 raise BundleError(f"bundle unpacks to {total} bytes, above the {max_total}-byte limit.")
             root.mkdir(parents=True, exist_ok=True)
-            tar.extractall(root, members=members, filter="data")
+            tar.extractall(root, members=members, **EXTRACT_FILTER)
     except OSError as exc:
         if is_disk_error(exc):
             raise BundleError(f"cannot unpack the bundle into {root}: {exc.strerror}; {DISK_HINT}. "
