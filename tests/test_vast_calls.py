@@ -160,6 +160,18 @@ def test_route_waiting_is_bounded_by_the_timeout(h):
         asyncio.run(h.backend.call(spec("square", timeout=0.2), (1,), {}, {}))
 
 
+@pytest.mark.parametrize("attempt, jitter, expected", [
+    (0, 0.0, 1.0), (1, 0.5, 2.5), (2, 0.0, 4.0), (3, 0.0, 5.0), (1024, 0.9, 5.0), (10 ** 9, 0.0, 5.0), (-1, 0.0, 1.0),
+])
+def test_backoff_is_bounded_for_any_number_of_attempts(attempt, jitter, expected):
+    assert routing.backoff(attempt, jitter) == expected
+
+
+@pytest.mark.parametrize("polls", [1, 2, 3, 1024, 10 ** 6])
+def test_route_wait_delay_stays_within_bounds_after_any_number_of_polls(h, polls):
+    assert 0.1 <= h.backend.router.wait_delay(polls) <= routing.MAX_DELAY
+
+
 def test_call_before_deploy_is_explained(tmp_path):
     harness = Harness(tmp_path, FakeVast(api_key=KEY))
     with pytest.raises(BackendError, match="ensure_ready"):

@@ -32,6 +32,16 @@ from .errors import VastAPIError, VastNotFoundError, VastRejectedError
 logger = logging.getLogger("vast_magic.vast")
 ROUTE_TIMEOUT = 10.0
 STARTUP_RETRIES = 3
+MAX_DELAY = 5.0
+
+
+def backoff(attempt: int, jitter: float) -> float:
+    """``2 ** attempt + jitter`` seconds, at most ``MAX_DELAY``, for any number of attempts.
+
+    The exponent is capped first: ``2 ** 1024`` is an int no float can hold (OverflowError
+    once a worker had been awaited for 1024 polls), and past 2 ** 3 the cap decides anyway.
+    """
+    return min(2 ** min(max(attempt, 0), 8) + jitter, MAX_DELAY)
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class Router:
     def wait_delay(self, polls: int) -> float:
         if polls <= 1:
             return 1.0
-        return random.uniform(0.1, min(2 ** polls + self.jitter(), 5.0))
+        return random.uniform(0.1, backoff(polls, self.jitter()))
 
     async def post(self, endpoint: Endpoint, route: dict, function: str, payload: dict, timeout: float) -> httpx.Response:
         url = f"{str(route['url']).rstrip('/')}/remote/{function}"
@@ -134,7 +144,7 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
             retryable, error, startup_left, after_start_left = _classify(
                 router.api, response, spec, startup_left, after_start_left)
         failures += 1
-        delay = min(2 ** (failures - 1) + router.jitter(), 5.0)
+        delay = backoff(failures - 1, router.jitter())
         if not retryable or loop.time() + delay >= deadline:
             raise error
         logger.warning("%s: retry %d in %.1fs (%s)", spec.function, failures, delay, router.api.scrub(str(error)))
