@@ -7,6 +7,7 @@ every pid it ever recorded (daemon and workers) must be gone.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -158,7 +159,7 @@ class Harness:
 
     def close(self) -> None:
         self.collect()
-        self.backend.close()
+        self.run(_close_on_loop(self.backend))     # its connections belong to the background loop
         daemon_control.engine_stop(self.home)
         deadline = time.monotonic() + 10
         alive = self.alive()
@@ -173,6 +174,11 @@ class Harness:
 
     def alive(self) -> list[int]:
         return [pid for pid, start in self.pids if start is not None and proc_start_time(pid) == start]
+
+
+async def _close_on_loop(backend: LocalBackend) -> None:
+    backend.close()
+    await asyncio.sleep(0)                        # the cancelled connection readers finish
 
 
 @pytest.fixture

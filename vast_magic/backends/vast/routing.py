@@ -24,7 +24,7 @@ from typing import Any, Callable
 import httpx
 
 from ...errors import (BackendError, CallTimeoutError, OverloadedError, WorkerLostError, make_remote_error)
-from ..base import CallOutcome, CallSpec
+from ..base import CallOutcome, CallSpec, unpicklable_arguments
 from . import envelope
 from .api import VastAPI
 from .errors import VastAPIError, VastNotFoundError, VastRejectedError
@@ -119,7 +119,10 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
     """One call with routing and bounded retries; see the module docstring."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + spec.timeout
-    payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes)}
+    try:
+        payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes)}
+    except Exception as exc:
+        raise unpicklable_arguments(spec.function, exc) from exc
     resolve = {name: cls for cls, name in (classes or {}).items()}
     endpoint = await router.endpoint(endpoint_id)
     startup_left, after_start_left = STARTUP_RETRIES + spec.retries, spec.retries
