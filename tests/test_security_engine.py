@@ -129,6 +129,7 @@ def test_hello_is_compared_in_constant_time(monkeypatch):
         reader.feed_eof()
 
         class Sink:
+            def is_closing(self): return False
             def writelines(self, data): pass
             def write(self, data): pass
             async def drain(self): pass
