@@ -159,8 +159,10 @@ class Harness:
 
     def close(self) -> None:
         self.collect()
-        self.run(_close_on_loop(self.backend))     # its connections belong to the background loop
-        daemon_control.engine_stop(self.home)
+        try:
+            self.run(_close_on_loop(self.backend))     # its connections belong to the background loop
+        finally:
+            daemon_control.engine_stop(self.home)      # whatever happened above, no engine outlives the test
         deadline = time.monotonic() + 10
         alive = self.alive()
         while alive and time.monotonic() < deadline:
