@@ -194,6 +194,11 @@ def test_route_waiting_is_bounded_by_the_timeout(h):
         asyncio.run(h.backend.call(spec("square", timeout=0.2), (1,), {}, {}))
 
 
+@pytest.mark.parametrize("polls", [1, 2, 3, 1024, 10 ** 6])
+def test_route_wait_delay_stays_within_bounds_after_any_number_of_polls(h, polls):
+    assert 0.1 <= h.backend.router.wait_delay(polls) <= h.backend.router.retry.cap
+
+
 def test_call_before_deploy_is_explained(tmp_path):
     harness = Harness(tmp_path, FakeVast(api_key=KEY))
     with pytest.raises(BackendError, match="ensure_ready"):

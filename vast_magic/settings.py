@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,10 @@ from .errors import ConfigError
 
 __all__ = ["SettingSpec", "SETTINGS", "ConfigSource", "set_config_source", "resolve", "home"]
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    tomllib = None  # type: ignore[assignment]
+else:  # the backport of the same parser, a dependency on 3.10 (pyproject.toml)
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,6 @@ def _pyproject_table(start: Path) -> Mapping[str, Any]:
     for folder in (start, *start.parents):
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
-            if tomllib is None:
-                return {}
             return _parsed_table(candidate, candidate.stat().st_mtime_ns)
     return {}
 
