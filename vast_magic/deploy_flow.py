@@ -1,7 +1,10 @@
 """The one way through: capture -> manifest -> tier -> bundle -> backend.apply.
 
-CPU work (capture, manifest) runs in the calling thread; backend I/O runs on
-the private background loop. Events produced on the loop travel through a
+It reads a ``DeploymentSnapshot``, the Deployment as a frozen value taken when
+a command starts, never the live object, so what is captured, decided and
+applied is one view of it; after a deploy it records what calls need in the
+deployment's ``Caller``. CPU work (capture, manifest) runs in the calling
+thread; backend I/O runs on the private background loop. Events produced on the loop travel through a
 queue back to the calling thread, which renders them, so nothing on the
 background loop ever writes to the notebook's output.
 """
@@ -16,36 +19,62 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from . import loop, settings
+from .autoscaling import AutoscalingConfig
 from .backends import get_backend
-from .backends.base import CallOutcome, CallSpec, DeployPlan
+from .backends.base import DeployPlan
 from .bundle import build_manifest, decide_tier, secret_key, write_bundle
 from .bundle.manifest import Manifest
+from .bundle.registry_spec import ContextSpec
+from .caller import Caller, Deployed
 from .capture import capture_code, requirement_warnings
 from .display import open_progress
 from .errors import BundleError, ConfigError
 from .events import Event, Packaging, Ready, TierDecided, Warned
+from .image import ImageSpec
+from .remote import RemoteOptions, helper_functions, remote_spec
 from .reports import Bundle, DeployReport, LogLine
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .deployment import Deployment
-    from .remote import RemoteFunction
-
-__all__ = ["Prepared", "Deployed", "DeployFlow"]
+__all__ = ["DeploymentSnapshot", "Prepared", "DeployFlow"]
 
 _BACKENDS: dict[tuple, Any] = {}
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """Everything captured from the live session for one deploy."""
+class DeploymentSnapshot:
+    """A Deployment as data, taken when one command starts: all that this module reads of it.
 
-    backend: str
+    The registered functions and classes are the live code objects (capture reads
+    their source); everything else is a frozen value. ``api_key`` and ``transport``
+    are set only for the Vast backend, and the key is never printed."""
+
+    label: str                    # the Deployment's repr, for messages
     name: str
     tag: str
-    image: Any
+    backend: str
+    ttl: float | None
+    version_label: str | None
+    image: ImageSpec
+    autoscaling: AutoscalingConfig
+    functions: tuple[tuple[str, Callable, RemoteOptions], ...]    # (name, plain function, options), by name
+    contexts: tuple[tuple[type, ContextSpec], ...]               # (class, registration), by class name
+    trusted_types: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    transport: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def helpers(self) -> tuple[Callable, ...]:
+        """The functions the registrations name (benchmark generators, workload calculators): they ship too."""
+        return tuple(helper for _, _, options in self.functions for helper in helper_functions(options))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything captured from the snapshot for one deploy."""
+
+    snapshot: DeploymentSnapshot
     code: Any
     remotes: tuple
     contexts: tuple
@@ -54,51 +83,39 @@ class Prepared:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Deployed:
-    """What calls need after a successful ensure_ready in this process."""
-
-    backend: Any
-    name: str
-    tag: str
-    functions: frozenset
-    class_refs: dict
-
-
 class DeployFlow:
-    def __init__(self, app: "Deployment"):
-        self.app = app
-        self._deployed: Deployed | None = None
+    """Deploys one Deployment's snapshots; what each deploy made callable goes to ``caller``."""
+
+    def __init__(self, caller: Caller):
+        self.caller = caller
         self._last_manifest = None
 
     # -- preparing (calling thread) ---------------------------------------------
-    def prepare(self, backend_kind: str, require_benchmark: bool = False) -> Prepared:
-        app = self.app
-        if not app._remotes:
-            raise ConfigError(f"{app!r} has no remote functions: decorate one with @app.remote (or use %%vast_remote).")
-        functions = [fn for _, fn in sorted(app._remotes.items())]
+    def prepare(self, snapshot: DeploymentSnapshot, require_benchmark: bool = False) -> Prepared:
+        if not snapshot.functions:
+            raise ConfigError(f"{snapshot.label} has no remote functions: decorate one with @app.remote "
+                              "(or use %%vast_remote).")
         if require_benchmark:
-            _check_one_benchmark(functions)
-        registered = [(cls, spec) for _, (cls, spec) in sorted(app._contexts.items())]
-        roots = [*functions, *(cls for cls, _ in registered)]
-        helpers = [helper for fn in functions for helper in fn.helpers()]
-        forbidden = [key for key in [app.api_key()] if key] if backend_kind == "vast" else []
-        code = capture_code(roots, helpers=helpers, backend=backend_kind, forbidden_strings=forbidden)
+            _check_one_benchmark(snapshot.functions)
+        roots = [*(fn for _, fn, _ in snapshot.functions), *(cls for cls, _ in snapshot.contexts)]
+        helpers = list(snapshot.helpers)
+        forbidden = [snapshot.api_key] if snapshot.api_key else []
+        code = capture_code(roots, helpers=helpers, backend=snapshot.backend, forbidden_strings=forbidden)
         where = {id(obj): at for obj, at in zip([*roots, *helpers], code.entries)}
-        remotes = tuple(fn.spec(lambda obj: where[id(obj)]) for fn in functions)
-        contexts = tuple(replace(spec, at=where[id(cls)]) for cls, spec in registered)
-        image = app.image_or_default().spec()
-        manifest = build_manifest(name=app.effective_name, tag=app.tag, image=image, autoscaling=app.autoscaling,
+        remotes = tuple(remote_spec(fn, options, lambda obj: where[id(obj)]) for _, fn, options in snapshot.functions)
+        contexts = tuple(replace(spec, at=where[id(cls)]) for cls, spec in snapshot.contexts)
+        image = snapshot.image
+        manifest = build_manifest(name=snapshot.name, tag=snapshot.tag, image=image, autoscaling=snapshot.autoscaling,
                                   code=code, remotes=remotes, contexts=contexts,
                                   secret_key=secret_key(settings.home()))
         class_refs = {obj: at for at, obj in code.class_objects}
-        warnings = code.warnings + requirement_warnings(code.packages, image.pip, backend_kind)
-        return Prepared(backend_kind, app.effective_name, app.tag, image, code, remotes, contexts, manifest,
-                        class_refs, warnings)
+        warnings = code.warnings + requirement_warnings(code.packages, image.pip, snapshot.backend)
+        return Prepared(snapshot, code, remotes, contexts, manifest, class_refs, warnings)
 
     def write_bundle(self, prepared: Prepared, path: Path) -> Bundle:
+        snapshot = prepared.snapshot
         return write_bundle(path, manifest=prepared.manifest, code=prepared.code, remotes=prepared.remotes,
-                            contexts=prepared.contexts, image=prepared.image, backend=prepared.backend)
+                            contexts=prepared.contexts, image=snapshot.image, backend=snapshot.backend)
 
     def _cached_bundle(self, prepared: Prepared) -> tuple[Path, int, int]:
         """Bundles are content-addressed under the home, so an unchanged deploy writes nothing."""
@@ -128,10 +145,11 @@ class DeployFlow:
             shutil.rmtree(folder, ignore_errors=True)
 
     # -- deploying (background loop) --------------------------------------------
-    def backend(self, kind: str | None = None):
-        kind = kind or self.app.effective_backend
-        home = str(settings.home())
-        api_key, transport = (self.app.api_key(), self.app.transport) if kind == "vast" else (None, None)
+    @staticmethod
+    def backend(snapshot: DeploymentSnapshot):
+        """The backend the snapshot names (one per backend, home, key and transport in this process)."""
+        kind, home = snapshot.backend, str(settings.home())
+        api_key, transport = snapshot.api_key, snapshot.transport
         key = (kind, home, api_key, transport)
         if key not in _BACKENDS:
             _BACKENDS[key] = get_backend(kind, home=home, api_key=api_key, transport=transport)
@@ -139,11 +157,11 @@ class DeployFlow:
 
     async def deploy(self, prepared: Prepared, *, dry_run: bool, wait: bool, timeout: float | None,
                      emit: Callable[[Event], None]) -> DeployReport:
-        started = time.perf_counter()
-        backend = self.backend(prepared.backend)
-        previous_json = await backend.previous_manifest_json(prepared.name, prepared.tag)
+        started, snapshot = time.perf_counter(), prepared.snapshot
+        backend = self.backend(snapshot)
+        previous_json = await backend.previous_manifest_json(snapshot.name, snapshot.tag)
         previous = Manifest.from_json(previous_json) if previous_json else None
-        if previous is None and self._last_manifest is not None and self._last_manifest.name == prepared.name:
+        if previous is None and self._last_manifest is not None and self._last_manifest.name == snapshot.name:
             previous = self._last_manifest  # another tag of this deployment: the reasons say "tag: a -> b"
         decision = decide_tier(previous, prepared.manifest)
         if dry_run:
@@ -162,18 +180,20 @@ class DeployFlow:
         result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
         emit(Ready(result.endpoint, time.perf_counter() - started))
         self._last_manifest = prepared.manifest
-        self._deployed = Deployed(backend, prepared.name, prepared.tag,
-                                  frozenset(r.name for r in prepared.remotes), prepared.class_refs)
+        self.caller.record(Deployed(backend, snapshot.name, snapshot.tag, frozenset(r.name for r in prepared.remotes),
+                                    prepared.class_refs, snapshot.trusted_types))
         return self._report(prepared, decision, size, files, dry_run=False, result=result)
 
-    def _plan(self, prepared: Prepared, decision: Any, path: Path, wait: bool, timeout: float | None) -> DeployPlan:
-        image = prepared.image
+    @staticmethod
+    def _plan(prepared: Prepared, decision: Any, path: Path, wait: bool, timeout: float | None) -> DeployPlan:
+        snapshot = prepared.snapshot
+        image = snapshot.image
         return DeployPlan(
-            name=prepared.name, tag=prepared.tag, tier=decision.tier, reasons=decision.reasons,
+            name=snapshot.name, tag=snapshot.tag, tier=decision.tier, reasons=decision.reasons,
             manifest=prepared.manifest, bundle_path=str(path), env=tuple(image.plain_env()),
             secrets=tuple((k, v.reveal()) for k, v in image.secret_env()),
-            autoscaling=self.app.autoscaling.set_fields(),
-            image=image, ttl=self.app.ttl, version_label=self.app.version_label, wait=wait,
+            autoscaling=snapshot.autoscaling.set_fields(),
+            image=image, ttl=snapshot.ttl, version_label=snapshot.version_label, wait=wait,
             timeout=timeout if timeout is not None else settings.resolve("deploy_timeout"),
         )
 
@@ -187,10 +207,11 @@ class DeployFlow:
         )
 
     # -- entry points ---------------------------------------------------------------
-    def run_sync(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
-        self.backend()  # a missing Vast API key fails here, before any code is captured
-        prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
-        progress = open_progress(prepared.name)
+    def run_sync(self, snapshot: DeploymentSnapshot, *, dry_run: bool, wait: bool,
+                 timeout: float | None) -> DeployReport:
+        self.backend(snapshot)  # a missing Vast API key fails here, before any code is captured
+        prepared = self.prepare(snapshot, require_benchmark=True)
+        progress = open_progress(snapshot.name)
         events: queue.SimpleQueue = queue.SimpleQueue()
         future = loop.submit(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=events.put))
         future.add_done_callback(lambda _: events.put(_FINISHED))   # wakes the wait below at once
@@ -206,10 +227,11 @@ class DeployFlow:
         progress.close(None)
         return report
 
-    async def run_async(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
-        self.backend()
-        prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
-        progress = open_progress(prepared.name)
+    async def run_async(self, snapshot: DeploymentSnapshot, *, dry_run: bool, wait: bool,
+                        timeout: float | None) -> DeployReport:
+        self.backend(snapshot)
+        prepared = self.prepare(snapshot, require_benchmark=True)
+        progress = open_progress(snapshot.name)
         caller = asyncio.get_running_loop()
         emit = lambda event: caller.call_soon_threadsafe(progress.emit, event)  # noqa: E731
         try:
@@ -221,23 +243,6 @@ class DeployFlow:
         await asyncio.sleep(0)
         progress.close(None)
         return report
-
-    def forget_ready(self) -> None:
-        self._deployed = None
-
-    async def call(self, fn: "RemoteFunction", args: tuple, kwargs: dict, cost: float, timeout: float | None) -> CallOutcome:
-        deployed = self._deployed
-        if deployed is None:
-            raise ConfigError(f"{fn.__name__}() was called before {self.app!r} was deployed in this process; "
-                              "run app.ensure_ready() (or %vast_deploy) first.")
-        if fn.__name__ not in deployed.functions:
-            raise ConfigError(f"{fn.__name__} is not part of the deployed version; run app.ensure_ready() again to deploy it.")
-        opts = fn.options
-        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=fn.__name__,
-                        timeout=timeout if timeout is not None else opts.timeout,
-                        max_queue_time=opts.max_queue_time, retries=opts.retries, cost=cost,
-                        trusted_types=self.app.trusted_types)
-        return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
 
 
 _FINISHED = object()
@@ -266,9 +271,9 @@ def _progress_events(emit: Callable[[Event], None]) -> Callable[[Event], None]:
     return forward
 
 
-def _check_one_benchmark(functions: list) -> None:
-    with_benchmark = [fn.__name__ for fn in functions
-                      if fn.options.benchmark_dataset is not None or fn.options.benchmark_generator is not None]
+def _check_one_benchmark(functions: tuple) -> None:
+    with_benchmark = [name for name, _, options in functions
+                      if options.benchmark_dataset is not None or options.benchmark_generator is not None]
     if len(with_benchmark) != 1:
         found = ", ".join(with_benchmark) or "none"
         raise ConfigError(f"Exactly one remote function must define benchmark_dataset or benchmark_generator "

@@ -1,9 +1,10 @@
 """``Deployment``: what a user declares, and the one way it gets deployed.
 
 Declaring (``image``, ``remote``, ``context``, ``configure_autoscaling``)
-only records data. ``ensure_ready`` runs the one path of DESIGN.md:
-capture -> manifest -> decide_tier -> bundle -> backend.apply, emitting
-events that the progress display renders in the calling thread.
+only records data. ``ensure_ready`` hands a frozen snapshot of it to the one
+path of DESIGN.md (``deploy_flow``): capture -> manifest -> decide_tier ->
+bundle -> backend.apply, emitting events that the progress display renders
+in the calling thread. Its remote functions call through its ``Caller``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from .autoscaling import AutoscalingConfig
 from .backends.vast.keys import find_api_key
 from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
-from .deploy_flow import DeployFlow
+from .caller import Caller
+from .deploy_flow import DeployFlow, DeploymentSnapshot
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .remote import RemoteFunction, validate_options
@@ -84,7 +86,8 @@ class Deployment:
         self._autoscaling = AutoscalingConfig()
         self._remotes: dict[str, RemoteFunction] = {}
         self._contexts: dict[str, tuple[type, ContextSpec]] = {}
-        self._flow = DeployFlow(self)
+        self._caller = Caller(owner=self.__repr__)
+        self._flow = DeployFlow(self._caller)
         self._defined_in = _defining_file()
 
     @staticmethod
@@ -138,7 +141,7 @@ class Deployment:
         """Register a function to run on workers: ``@app.remote`` or ``@app.remote(benchmark_dataset=...)``."""
         def register(function: Callable) -> RemoteFunction:
             function = getattr(function, "__vast_magic_wrapped__", function)
-            proxy = RemoteFunction(self, function, validate_options(function, **dict(options)))
+            proxy = RemoteFunction(self._caller, function, validate_options(function, **dict(options)))
             self._remotes[function.__name__] = proxy
             return proxy
         return register(fn) if fn is not None else register
@@ -174,38 +177,50 @@ class Deployment:
         return {name: cls for name, (cls, _) in self._contexts.items()}
 
     # -- deploying ---------------------------------------------------------------
+    def _snapshot(self) -> DeploymentSnapshot:
+        """This deployment as a frozen value: all that one deploy (or manifest, bundle, status) reads of it."""
+        backend = self.effective_backend
+        vast = backend == "vast"
+        return DeploymentSnapshot(
+            label=repr(self), name=self.effective_name, tag=self.tag, backend=backend, ttl=self.ttl,
+            version_label=self.version_label, image=self.image_or_default().spec(), autoscaling=self._autoscaling,
+            functions=tuple((name, fn.local, fn.options) for name, fn in sorted(self._remotes.items())),
+            contexts=tuple(registered for _, registered in sorted(self._contexts.items())),
+            trusted_types=self.trusted_types, api_key=self.api_key() if vast else None,
+            transport=self._transport if vast else None)
+
     def manifest(self):
         """The Manifest that would be deployed now (what decide_tier compares)."""
-        return self._flow.prepare(self.effective_backend).manifest
+        return self._flow.prepare(self._snapshot()).manifest
 
     def build_bundle(self, path: str | os.PathLike) -> Bundle:
         """Write the bundle tarball to ``path`` and return what it holds."""
-        return self._flow.write_bundle(self._flow.prepare(self.effective_backend), Path(path))
+        return self._flow.write_bundle(self._flow.prepare(self._snapshot()), Path(path))
 
     def ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
         """Deploy what changed and wait for workers; works inside Jupyter's running loop."""
-        return self._flow.run_sync(dry_run=dry_run, wait=wait, timeout=timeout)
+        return self._flow.run_sync(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
 
     async def async_ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
-        return await self._flow.run_async(dry_run=dry_run, wait=wait, timeout=timeout)
+        return await self._flow.run_async(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
 
     ensure_ready_async = async_ensure_ready
 
     def status(self) -> DeploymentStatus:
-        return loop.run_sync(self._flow.backend().status(self.effective_name, self.tag))
+        snapshot = self._snapshot()
+        return loop.run_sync(self._flow.backend(snapshot).status(snapshot.name, snapshot.tag))
 
     def logs(self, function: str | None = None, tail: int = 200) -> list[LogLine]:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
             raise ConfigError(f"tail must be a whole number >= 1, got {tail!r}.")
-        return loop.run_sync(self._flow.backend().logs(self.effective_name, self.tag, function, tail))
+        snapshot = self._snapshot()
+        return loop.run_sync(self._flow.backend(snapshot).logs(snapshot.name, snapshot.tag, function, tail))
 
     def teardown(self, all_tags: bool = False) -> None:
         """Stop this deployment's workers (every tag with ``all_tags``); safe to call twice."""
-        loop.run_sync(self._flow.backend().teardown(self.effective_name, None if all_tags else self.tag))
-        self._flow.forget_ready()
-
-    async def _remote_call(self, fn: RemoteFunction, args: tuple, kwargs: dict, cost: float, timeout: float | None):
-        return await self._flow.call(fn, args, kwargs, cost, timeout)
+        snapshot = self._snapshot()
+        loop.run_sync(self._flow.backend(snapshot).teardown(snapshot.name, None if all_tags else snapshot.tag))
+        self._caller.forget()
 
     def api_key(self) -> str | None:
         """The Vast API key (argument, env, then the official CLI key files), never printed."""
