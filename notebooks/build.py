@@ -240,8 +240,8 @@ def main() -> int:
             for name, cells in (("quickstart", QUICKSTART), ("tiers", TIERS), ("errors", ERRORS)):
                 write_and_run(name, cells, name)
         finally:
-            from vast_magic.backends.local import daemon_control
-            daemon_control.engine_stop(Path(home))
+            from vast_magic.backends.local import launcher
+            launcher.engine_stop(Path(home))
     return 0
 
 

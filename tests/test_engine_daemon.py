@@ -8,31 +8,31 @@ import time
 
 from test_engine_helpers import harness, make_bundle, plan  # noqa: F401  (fixture)
 from vast_magic.backends import get_backend
-from vast_magic.backends.local import daemon_control
+from vast_magic.backends.local import launcher
 from vast_magic.backends.local.backend import LocalBackend
 from vast_magic.backends.local.store import read_only
 
 
 def test_start_status_stop_and_one_daemon_per_home(harness):
-    assert daemon_control.engine_status(harness.home)["running"] is False
-    info = daemon_control.engine_start(harness.home)
+    assert launcher.engine_status(harness.home)["running"] is False
+    info = launcher.engine_start(harness.home)
     harness.collect()
-    assert info["running"] and daemon_control.engine_start(harness.home)["pid"] == info["pid"]
-    second = daemon_control.spawn_daemon(harness.home)          # loses the lock, exits at once
+    assert info["running"] and launcher.engine_start(harness.home)["pid"] == info["pid"]
+    second = launcher.spawn_daemon(harness.home)          # loses the lock, exits at once
     assert second.wait(10) == 0
-    status = daemon_control.engine_status(harness.home)
+    status = launcher.engine_status(harness.home)
     assert status["running"] and status["pid"] == info["pid"] and status["deployments"] == []
     for name in ("token", "state.db"):
         assert stat.S_IMODE(os.stat(harness.home / name).st_mode) == 0o600
-    assert daemon_control.engine_stop(harness.home)["stopped"] is True
-    assert daemon_control.engine_status(harness.home)["running"] is False
+    assert launcher.engine_stop(harness.home)["stopped"] is True
+    assert launcher.engine_status(harness.home)["running"] is False
 
 
 def test_idle_engine_exits(harness, monkeypatch):
     monkeypatch.setenv("VAST_MAGIC_ENGINE_IDLE_TIMEOUT", "1")
-    info = daemon_control.engine_start(harness.home)
+    info = launcher.engine_start(harness.home)
     harness.collect()
-    harness.wait_for(lambda: daemon_control.running_engine(harness.home) is None, timeout=10, what="idle exit")
+    harness.wait_for(lambda: launcher.running_engine(harness.home) is None, timeout=10, what="idle exit")
     assert not (harness.home / "engine.json").exists() and info["pid"]
 
 
@@ -43,7 +43,7 @@ def test_dry_run_reads_without_starting_the_engine(harness):
     assert harness.run(backend.status("demo", "default")).state == "stopped"
     assert harness.run(backend.list_deployments()) == []
     harness.run(backend.teardown("demo", None))
-    assert daemon_control.running_engine(harness.home) is None and not (harness.home / "state.db").exists()
+    assert launcher.running_engine(harness.home) is None and not (harness.home / "state.db").exists()
 
 
 def test_scale_to_zero_and_back_on_demand(harness):
@@ -74,9 +74,9 @@ def test_load_reports_scale_up_then_back_down(harness):
 def test_previous_manifest_is_read_read_only(harness):
     deployed = plan(make_bundle(harness.folder), secrets=[("API_TOKEN", "hunter2")])
     harness.apply(deployed)
-    daemon_control.engine_stop(harness.home)              # reading must not need (or start) the engine
+    launcher.engine_stop(harness.home)              # reading must not need (or start) the engine
     assert harness.run(harness.backend.previous_manifest_json("demo", "default")) == deployed.manifest.to_json()
     assert harness.run(harness.backend.previous_manifest_json("demo", "other")) is None
-    assert daemon_control.running_engine(harness.home) is None
+    assert launcher.running_engine(harness.home) is None
     for path in harness.home.glob("state.db*"):           # secrets live in the db: owner-only
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path

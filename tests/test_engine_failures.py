@@ -13,7 +13,7 @@ import pytest
 
 from test_engine_helpers import harness, make_bundle, pid_gone, plan  # noqa: F401  (fixture)
 from vast_magic import events
-from vast_magic.backends.local import daemon_control
+from vast_magic.backends.local import launcher
 from vast_magic.backends.local.backend import LocalBackend
 from vast_magic.errors import CallTimeoutError, DeployError, OverloadedError, WorkerLostError
 
@@ -55,13 +55,13 @@ def test_worker_killed_mid_call(harness, retries):
 def test_engine_killed_then_restarted_reaps_and_restores(harness):
     harness.apply(plan(make_bundle(harness.folder)))
     (worker,) = harness.workers()
-    info = daemon_control.running_engine(harness.home)
+    info = launcher.running_engine(harness.home)
     os.kill(worker.pid, signal.SIGSTOP)           # a frozen worker cannot notice the engine is gone
     os.kill(info["pid"], signal.SIGKILL)
-    harness.wait_for(lambda: daemon_control.running_engine(harness.home) is None, what="engine gone")
+    harness.wait_for(lambda: launcher.running_engine(harness.home) is None, what="engine gone")
     status = harness.run(harness.backend.status("demo", "default"))   # deployments exist: auto-start
     harness.wait_for(lambda: pid_gone(worker.pid, worker.start_time), timeout=10, what="frozen worker reaped")
-    assert daemon_control.running_engine(harness.home)["pid"] != info["pid"]
+    assert launcher.running_engine(harness.home)["pid"] != info["pid"]
     assert status.name == "demo"
     harness.wait_for(lambda: _ready_pids(harness), what="restored worker")
     assert harness.call("square", 4) == 16
@@ -114,7 +114,7 @@ def test_overload_and_timeout(harness):
 
 def test_raw_socket_without_token_is_refused_before_unpickling(harness, tmp_path):
     harness.apply(plan(make_bundle(harness.folder)))
-    port = daemon_control.running_engine(harness.home)["port"]
+    port = launcher.running_engine(harness.home)["port"]
     marker = tmp_path / "pwned"
 
     class Evil:

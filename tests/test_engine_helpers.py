@@ -21,7 +21,7 @@ import pytest
 from runtime_helpers import remote_spec, write_bundle
 from vast_magic import loop
 from vast_magic.backends.base import DeployPlan
-from vast_magic.backends.local import daemon_control, store
+from vast_magic.backends.local import launcher, store
 from vast_magic.backends.local.backend import LocalBackend
 from vast_magic.backends.local.workers import proc_start_time
 from vast_magic.runtime import shm
@@ -141,7 +141,7 @@ class Harness:
         return store.read_only(self.home, "workers", "name = ? AND tag = ?", (name, tag))
 
     def collect(self) -> None:
-        info = daemon_control.running_engine(self.home)
+        info = launcher.running_engine(self.home)
         if info:
             self.pids.add((info["pid"], info["start_time"]))
         for rec in store.read_only(self.home, "workers"):
@@ -162,7 +162,7 @@ class Harness:
         try:
             self.run(_close_on_loop(self.backend))     # its connections belong to the background loop
         finally:
-            daemon_control.engine_stop(self.home)      # whatever happened above, no engine outlives the test
+            launcher.engine_stop(self.home)      # whatever happened above, no engine outlives the test
         deadline = time.monotonic() + 10
         alive = self.alive()
         while alive and time.monotonic() < deadline:

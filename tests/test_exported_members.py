@@ -32,7 +32,7 @@ PENDING = {
     "vast_magic.capture.source", "vast_magic.capture.values", "vast_magic.runtime.framing",
     "vast_magic.runtime.server", "vast_magic.runtime.engine_link", "vast_magic.runtime.shm",
     "vast_magic.runtime.benchmark", "vast_magic.backends.local.channel", "vast_magic.backends.local.pool",
-    "vast_magic.backends.local.client", "vast_magic.backends.local.daemon", "vast_magic.backends.local.workers",
+    "vast_magic.backends.local.engine_client", "vast_magic.backends.local.daemon_main", "vast_magic.backends.local.workers",
     "vast_magic.backends.local.bundles", "vast_magic.backends.vast.envelope", "vast_magic.capture.builds",
     "vast_magic.capture.origins", "vast_magic.capture.requirements", "vast_magic.runtime.shipped",
 }

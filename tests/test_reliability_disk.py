@@ -26,7 +26,7 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 from vast_magic import Deployment
 from vast_magic.errors import VastMagicError
-from vast_magic.backends.local import daemon_control, store
+from vast_magic.backends.local import launcher, store
 
 HOME = Path(os.environ["VAST_MAGIC_HOME"])
 MODE = sys.argv[1]
@@ -50,7 +50,7 @@ async def square_v2(x):
 pids = set()
 def collect():
     """Remember every engine/worker pid, also in a file outside the tmpfs for the test's last resort."""
-    info = daemon_control.running_engine(HOME)
+    info = launcher.running_engine(HOME)
     if info:
         pids.add((info["pid"], info["start_time"]))
     pids.update((w.pid, w.start_time) for w in store.read_only(HOME, "workers"))
@@ -100,7 +100,7 @@ finally:
     collect()
     if MODE == "readonly":
         subprocess.run(["mount", "-o", "remount,bind,rw", str(HOME)])   # the engine must be able to stop
-    daemon_control.engine_stop(HOME)
+    launcher.engine_stop(HOME)
 print("RESULT " + json.dumps(out))
 '''
 

@@ -18,7 +18,7 @@ from vast_magic.backends.local.workers import proc_start_time
 SCRIPT = r'''
 import json, os, signal, sys, threading, time
 from vast_magic import Deployment, settings
-from vast_magic.backends.local import daemon_control
+from vast_magic.backends.local import launcher
 from vast_magic.backends.local.workers import proc_start_time
 
 app = Deployment(name="rel")
@@ -48,7 +48,7 @@ def gone_within(pid, start, seconds):
 
 out = {"tier": app.ensure_ready().tier, "worker": pid.call()}
 if sys.argv[1] == "kill-engine":
-    engine = daemon_control.running_engine(settings.home())
+    engine = launcher.running_engine(settings.home())
     worker_start = proc_start_time(out["worker"])
     box = {}
     flight = threading.Thread(target=lambda: box.update(r=slow.map(range(8), return_exceptions=True)))
@@ -60,7 +60,7 @@ if sys.argv[1] == "kill-engine":
     out["killed_engine"] = [engine["pid"], engine["start_time"]]
     out["old_worker_exit_s"] = gone_within(out["worker"], worker_start, 10)
     out["next_call"] = square.call(5)
-    out["engine_back"] = daemon_control.running_engine(settings.home())["pid"] != engine["pid"]
+    out["engine_back"] = launcher.running_engine(settings.home())["pid"] != engine["pid"]
     out["after_tier"] = app.ensure_ready().tier
     out["new_worker"] = pid.call()
 print("RESULT " + json.dumps(out))

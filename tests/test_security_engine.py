@@ -26,7 +26,7 @@ import pytest
 
 from test_engine_helpers import harness, make_bundle, plan  # noqa: F401  (fixture)
 from vast_magic.backends.base import CallSpec
-from vast_magic.backends.local import daemon_control
+from vast_magic.backends.local import launcher
 from vast_magic.backends.local.bundles import extracted_bundle
 from vast_magic.errors import BundleError
 from vast_magic.runtime import handshake
@@ -65,7 +65,7 @@ def _listening(inodes: set[str]) -> list[tuple[str, int]]:
 
 def test_engine_and_workers_listen_on_loopback_only(harness):
     harness.apply(plan(make_bundle(harness.folder), autoscaling={"cold_workers": 2, "max_workers": 2}))
-    engine = daemon_control.running_engine(harness.home)
+    engine = launcher.running_engine(harness.home)
     workers = [w for w in harness.workers() if w.state == "ready"]
     assert len(workers) == 2
     for pid, expected_port in [(engine["pid"], engine["port"]), *((w.pid, w.port) for w in workers)]:
@@ -96,7 +96,7 @@ def test_worker_refuses_strangers_before_unpickling(harness, tmp_path):
     (worker,) = harness.workers()
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"op": "call", "id": 1, "fn": "square", "args": (_Evil(marker),), "kwargs": {}})
-    token = daemon_control.load_token(harness.home)
+    token = launcher.load_token(harness.home)
     nonce = _frame(handshake.PREFIX + os.urandom(32))
     hellos = {
         "no hello, a pickle": b"",
@@ -175,7 +175,7 @@ def test_an_impostor_on_a_dead_workers_port_gets_no_token_and_no_pickle(harness,
     assert harness.call("square", 3) == 9
     pool = harness.backend.pools[("demo", "default")]
     (route,) = pool.routes.values()
-    daemon_control.engine_stop(harness.home)
+    launcher.engine_stop(harness.home)
     harness.wait_for(lambda: not pool.routes, timeout=10, what="the routes to go with the engine link")
     marker = tmp_path / "pwned"
     squatter = _Squatter(route.port, marker)
@@ -185,7 +185,7 @@ def test_an_impostor_on_a_dead_workers_port_gets_no_token_and_no_pickle(harness,
             assert harness.run(_call_through_stale_route(harness.backend, pool, route, x)) == x * x   # re-routed
     finally:
         squatter.stop()
-    token = daemon_control.load_token(harness.home).encode()
+    token = launcher.load_token(harness.home).encode()
     hello = struct.pack("!IQ", 0, len(handshake.PREFIX) + 32) + handshake.PREFIX
     assert len(squatter.received) == 2                      # one answer of each kind was tried on the client
     for data in squatter.received:                          # a random nonce, and not one byte more

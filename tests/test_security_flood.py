@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import pytest
 
 from test_engine_helpers import harness, make_bundle, plan  # noqa: F401  (fixture)
-from vast_magic.backends.local import daemon_control, loops
+from vast_magic.backends.local import launcher, loops
 from vast_magic.backends.local.engine import Engine
 from vast_magic.backends.local.store import Store
 from vast_magic.backends.local.workers import proc_start_time
@@ -38,11 +38,11 @@ FILE_LIMIT = 1024
 
 def _start_limited_engine(home: Path, limit: int) -> subprocess.Popen:
     """The daemon as ``spawn_daemon`` starts it, but with soft and hard open-file limits of ``limit``."""
-    daemon_control.load_token(home)
+    launcher.load_token(home)
     log = open(home / "engine.log", "ab")
     with log:
         return subprocess.Popen(
-            [sys.executable, "-m", "vast_magic.backends.local.daemon", "--home", str(home), "--idle-timeout", "120"],
+            [sys.executable, "-m", "vast_magic.backends.local.daemon_main", "--home", str(home), "--idle-timeout", "120"],
             cwd=str(home), start_new_session=True, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "VAST_MAGIC_HOME": str(home)},
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
@@ -83,7 +83,7 @@ def enough_descriptors():
 
 def test_a_flood_of_idle_connections_does_not_break_serving(harness, enough_descriptors):
     daemon = _start_limited_engine(harness.home, FILE_LIMIT)
-    engine = harness.wait_for(lambda: daemon_control.running_engine(harness.home), what="the limited engine")
+    engine = harness.wait_for(lambda: launcher.running_engine(harness.home), what="the limited engine")
     harness.apply(plan(make_bundle(harness.folder), autoscaling={"cold_workers": 1, "max_workers": 1}))
     (worker,) = harness.workers()
     assert _open_files_limit(engine["pid"]) == (FILE_LIMIT, FILE_LIMIT)
@@ -195,20 +195,20 @@ def test_the_daemon_raises_its_soft_open_file_limit_to_the_hard_limit(tmp_path):
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    daemon_control.load_token(home)
+    launcher.load_token(home)
     with open(home / "engine.log", "ab") as log:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "vast_magic.backends.local.daemon", "--home", str(home), "--idle-timeout", "60"],
+            [sys.executable, "-m", "vast_magic.backends.local.daemon_main", "--home", str(home), "--idle-timeout", "60"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "VAST_MAGIC_HOME": str(home)},
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
     try:
         deadline = time.monotonic() + 20
-        while daemon_control.running_engine(home) is None and time.monotonic() < deadline:
+        while launcher.running_engine(home) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert daemon_control.running_engine(home) is not None, (home / "engine.log").read_text()
+        assert launcher.running_engine(home) is not None, (home / "engine.log").read_text()
         expected = hard if hard != resource.RLIM_INFINITY else 1 << 16
         assert _open_files_limit(daemon.pid)[0] == expected > 256
     finally:
-        daemon_control.engine_stop(home)
+        launcher.engine_stop(home)
         daemon.wait(10)

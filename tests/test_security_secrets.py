@@ -23,7 +23,7 @@ import tarfile
 from pathlib import Path
 
 from test_engine_helpers import harness, make_bundle, plan  # noqa: F401  (fixture)
-from vast_magic.backends.local import daemon_control, workers
+from vast_magic.backends.local import launcher, workers
 
 SECRET = "s3cr3t-value"
 
@@ -101,7 +101,7 @@ def test_workers_get_a_minimal_environment_plus_exactly_their_deployment_env(har
     monkeypatch.setenv("LC_CANARY_LOCALE", "kept")
     harness.apply(plan(make_bundle(harness.folder), env=[("DECLARED", "yes")], secrets=[("API_SECRET", "s3")]))
     (worker,) = harness.workers()
-    engine = daemon_control.running_engine(harness.home)
+    engine = launcher.running_engine(harness.home)
     assert b"HF_TOKEN=notebook-canary-hf" in Path(f"/proc/{engine['pid']}/environ").read_bytes()  # it was there
 
     seen = {key: harness.call("env", key) for key in ("HF_TOKEN", "VAST_MAGIC_CANARY", "VAST_MAGIC_TOKEN_FILE",
@@ -113,4 +113,4 @@ def test_workers_get_a_minimal_environment_plus_exactly_their_deployment_env(har
     keys = {item.split(b"=", 1)[0].decode() for item in environ.split(b"\0") if item}
     extra = {k for k in keys - workers.INHERITED - {"DECLARED", "API_SECRET"} if not k.startswith("LC_")}
     assert not extra, extra
-    assert daemon_control.load_token(harness.home).encode() not in environ     # the token came through a pipe
+    assert launcher.load_token(harness.home).encode() not in environ     # the token came through a pipe

@@ -24,7 +24,7 @@ from runtime_helpers import remote_spec
 from test_engine_helpers import harness, make_bundle, pid_gone, plan  # noqa: F401  (fixture)
 from vast_magic import loop
 from vast_magic.backends.base import CallSpec
-from vast_magic.backends.local import daemon_control
+from vast_magic.backends.local import launcher
 from vast_magic.errors import WorkerLostError
 from vast_magic.runtime import shm
 
@@ -147,7 +147,7 @@ def _export_then_die(directory: str) -> str:
 
 
 def _kill_engine(harness) -> None:
-    engine = daemon_control.running_engine(harness.home)
+    engine = launcher.running_engine(harness.home)
     workers = harness.workers()
     os.kill(engine["pid"], signal.SIGKILL)
     harness.wait_for(lambda: all(pid_gone(w.pid, w.start_time) for w in workers) and
@@ -160,12 +160,12 @@ def test_segments_of_dead_processes_are_swept_at_engine_start_and_by_engine_stop
     dead = _export_then_die(directory)
     live = shm.Segments(directory).export(memoryview(b"y" * (2 * MIB))).decode()   # this process lives on
     assert sorted(_segments_in(directory)) == sorted([dead, live])
-    daemon_control.engine_start(harness.home)
+    launcher.engine_start(harness.home)
     harness.collect()
     assert _segments_in(directory) == [live]                 # the dead creator's went at start; a live one's stays
     assert harness.call("nbytes", np.ones(2 * MIB, dtype=np.uint8)) == 2 * MIB
 
     _kill_engine(harness)
     _export_then_die(directory)
-    assert daemon_control.engine_stop(harness.home)["stopped"] is False    # nothing ran, and still:
+    assert launcher.engine_stop(harness.home)["stopped"] is False    # nothing ran, and still:
     assert not os.path.exists(directory)

@@ -20,7 +20,7 @@ from .backends.vast.keys import find_api_key
 from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
 from .caller import Caller
-from .deploy_flow import DeployFlow, DeploymentSnapshot
+from .deploy_pipeline import DeployFlow, DeploymentSnapshot
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .remote import RemoteFunction, validate_options

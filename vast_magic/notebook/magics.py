@@ -15,7 +15,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
 from .. import settings
-from . import session as ops
+from . import actions as ops
 from .config import VastMagic
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Client side: ``backend.LocalBackend`` (the backend protocol), ``client`` (the
 connection to the daemon), ``pool`` (direct connections to workers),
-``daemon_control`` (find/start/stop the daemon; the CLI's ``engine`` command).
+``launcher`` (find/start/stop the daemon; the CLI's ``engine`` command).
 Daemon side: ``daemon`` (the process), ``engine`` (live state and the
 reconcile loop), ``rollout`` (tiers), ``control`` (request ops), ``workers``
 (processes), ``bundles`` (safe extraction), ``venvs`` (pip requirements),

@@ -85,7 +85,7 @@ def spawn_daemon(home: Path, idle_timeout: float | None = None) -> subprocess.Po
     fd = os.open(Path(home) / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "vast_magic.backends.local.daemon", "--home", str(home), "--idle-timeout", str(idle)],
+            [sys.executable, "-m", "vast_magic.backends.local.daemon_main", "--home", str(home), "--idle-timeout", str(idle)],
             cwd=str(home), start_new_session=True, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             close_fds=True, env={**os.environ, "VAST_MAGIC_HOME": str(home)},
         )

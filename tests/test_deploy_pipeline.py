@@ -11,7 +11,7 @@ import pytest
 
 from vast_magic import Deployment
 from vast_magic.caller import Caller
-from vast_magic.deploy_flow import DeployFlow, DeploymentSnapshot
+from vast_magic.deploy_pipeline import DeployFlow, DeploymentSnapshot
 from vast_magic.errors import ConfigError
 from vast_magic.testing import FakeVast
 

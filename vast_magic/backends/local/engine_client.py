@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ... import errors
 from ...errors import BackendError, EngineConnectionLostError, EngineUnavailableError
 from .channel import Channel, connect
-from .daemon_control import ensure_engine, load_token, running_engine
+from .launcher import ensure_engine, load_token, running_engine
 
 RouteHandler = Callable[[list | None], None]
 _ERROR_KINDS = {name: getattr(errors, name) for name in

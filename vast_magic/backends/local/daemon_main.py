@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from ...runtime import framing, handshake, shm
-from . import control
+from . import daemon_ops
 from . import workers as procs
 from .channel import Channel
-from .daemon_control import load_token, write_json_atomic
+from .launcher import load_token, write_json_atomic
 from .engine import Engine
 from .loops import keep_running, log
 from .store import Store
@@ -65,7 +65,7 @@ async def _connection(engine: Engine, gate: handshake.PreAuthGate, reader: async
                 is_worker = True
                 await engine.on_worker_message(message, channel)
             else:
-                engine.background(control.handle(engine, channel, message))
+                engine.background(daemon_ops.handle(engine, channel, message))
     except (asyncio.IncompleteReadError, ConnectionError, framing.FrameError, OSError, asyncio.CancelledError):
         pass                                   # peer gone, or the engine is shutting down
     finally:
