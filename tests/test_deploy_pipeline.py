@@ -1,4 +1,4 @@
-"""The deploy flow reads a frozen snapshot of the Deployment; remote functions call through its Caller.
+"""The deploy pipeline reads a frozen snapshot of the Deployment; remote functions call through its Caller.
 
 A deploy works on ``Deployment._snapshot()`` (a ``DeploymentSnapshot``), never on
 the live object, so what is captured, decided and applied is one view of it; the
@@ -11,7 +11,7 @@ import pytest
 
 from vast_magic import Deployment
 from vast_magic.caller import Caller
-from vast_magic.deploy_pipeline import DeployFlow, DeploymentSnapshot
+from vast_magic.deploy_pipeline import DeployPipeline, DeploymentSnapshot
 from vast_magic.errors import ConfigError
 from vast_magic.testing import FakeVast
 
@@ -53,7 +53,7 @@ def declared(**options) -> Deployment:
 
 
 def manifest_of(snapshot: DeploymentSnapshot) -> str:
-    return DeployFlow(Caller(lambda: "a test")).prepare(snapshot).manifest.to_json()
+    return DeployPipeline(Caller(lambda: "a test")).prepare(snapshot).manifest.to_json()
 
 
 def test_a_deploy_reads_the_snapshot_not_the_live_deployment():
@@ -89,7 +89,7 @@ def test_the_api_key_and_transport_are_taken_for_vast_only_and_the_key_never_sho
 def test_a_deployment_without_functions_is_named_in_the_error():
     with pytest.raises(ConfigError, match=r"^Deployment\(name='empty', tag='default', backend='local'\) has no remote "
                                           r"functions: decorate one with @app\.remote"):
-        DeployFlow(Caller(lambda: "unused")).prepare(Deployment(name="empty")._snapshot())
+        DeployPipeline(Caller(lambda: "unused")).prepare(Deployment(name="empty")._snapshot())
 
 
 def test_calls_go_through_the_caller_which_checks_what_was_deployed():

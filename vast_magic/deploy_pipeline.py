@@ -37,7 +37,7 @@ from .image import ImageSpec
 from .remote import RemoteOptions, helper_functions, remote_spec
 from .reports import Bundle, DeployReport, LogLine
 
-__all__ = ["DeploymentSnapshot", "Prepared", "DeployFlow"]
+__all__ = ["DeploymentSnapshot", "Prepared", "DeployPipeline"]
 
 _BACKENDS: dict[tuple, Any] = {}
 
@@ -83,7 +83,7 @@ class Prepared:
     warnings: tuple[str, ...] = ()
 
 
-class DeployFlow:
+class DeployPipeline:
     """Deploys one Deployment's snapshots; what each deploy made callable goes to ``caller``."""
 
     def __init__(self, caller: Caller):

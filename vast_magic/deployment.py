@@ -2,7 +2,7 @@
 
 Declaring (``image``, ``remote``, ``context``, ``configure_autoscaling``)
 only records data. ``ensure_ready`` hands a frozen snapshot of it to the one
-path of DESIGN.md (``deploy_flow``): capture -> manifest -> decide_tier ->
+path of DESIGN.md (``deploy_pipeline``): capture -> manifest -> decide_tier ->
 bundle -> backend.apply, emitting events that the progress display renders
 in the calling thread. Its remote functions call through its ``Caller``.
 """
@@ -20,7 +20,7 @@ from .backends.vast.keys import find_api_key
 from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
 from .caller import Caller
-from .deploy_pipeline import DeployFlow, DeploymentSnapshot
+from .deploy_pipeline import DeployPipeline, DeploymentSnapshot
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .remote import RemoteFunction, validate_options
@@ -87,7 +87,7 @@ class Deployment:
         self._remotes: dict[str, RemoteFunction] = {}
         self._contexts: dict[str, tuple[type, ContextSpec]] = {}
         self._caller = Caller(owner=self.__repr__)
-        self._flow = DeployFlow(self._caller)
+        self._pipeline = DeployPipeline(self._caller)
         self._defined_in = _defining_file()
 
     @staticmethod
@@ -191,35 +191,35 @@ class Deployment:
 
     def manifest(self):
         """The Manifest that would be deployed now (what decide_tier compares)."""
-        return self._flow.prepare(self._snapshot()).manifest
+        return self._pipeline.prepare(self._snapshot()).manifest
 
     def build_bundle(self, path: str | os.PathLike) -> Bundle:
         """Write the bundle tarball to ``path`` and return what it holds."""
-        return self._flow.write_bundle(self._flow.prepare(self._snapshot()), Path(path))
+        return self._pipeline.write_bundle(self._pipeline.prepare(self._snapshot()), Path(path))
 
     def ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
         """Deploy what changed and wait for workers; works inside Jupyter's running loop."""
-        return self._flow.run_sync(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
+        return self._pipeline.run_sync(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
 
     async def async_ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
-        return await self._flow.run_async(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
+        return await self._pipeline.run_async(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
 
     ensure_ready_async = async_ensure_ready
 
     def status(self) -> DeploymentStatus:
         snapshot = self._snapshot()
-        return loop.run_sync(self._flow.backend(snapshot).status(snapshot.name, snapshot.tag))
+        return loop.run_sync(self._pipeline.backend(snapshot).status(snapshot.name, snapshot.tag))
 
     def logs(self, function: str | None = None, tail: int = 200) -> list[LogLine]:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
             raise ConfigError(f"tail must be a whole number >= 1, got {tail!r}.")
         snapshot = self._snapshot()
-        return loop.run_sync(self._flow.backend(snapshot).logs(snapshot.name, snapshot.tag, function, tail))
+        return loop.run_sync(self._pipeline.backend(snapshot).logs(snapshot.name, snapshot.tag, function, tail))
 
     def teardown(self, all_tags: bool = False) -> None:
         """Stop this deployment's workers (every tag with ``all_tags``); safe to call twice."""
         snapshot = self._snapshot()
-        loop.run_sync(self._flow.backend(snapshot).teardown(snapshot.name, None if all_tags else snapshot.tag))
+        loop.run_sync(self._pipeline.backend(snapshot).teardown(snapshot.name, None if all_tags else snapshot.tag))
         self._caller.forget()
 
     def api_key(self) -> str | None:

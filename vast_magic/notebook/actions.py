@@ -1,4 +1,4 @@
-"""The notebook session: the plain functions every magic delegates to.
+"""What the magics do: the plain functions every magic delegates to, and the notebook session they act on.
 
 Magics only parse their line; everything they do is here, callable from
 Python with the same effect. A cell handed to ``%%vast_remote`` or

@@ -1,4 +1,4 @@
-"""The local engine process: ``python -m vast_magic.backends.local.daemon --home DIR``.
+"""The local engine process: ``python -m vast_magic.backends.local.daemon_main --home DIR``.
 
 Its life: take the home's lock (a second daemon exits at once), reap the
 workers an earlier daemon left and restore stored deployments, listen on
