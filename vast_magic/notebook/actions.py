@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from IPython.core.error import UsageError
 
-from ..capture.closure import is_deployment
+from ..capture import is_deployment
 from ..display import show_status
 from ..events import format_event
 

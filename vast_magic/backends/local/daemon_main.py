@@ -28,6 +28,8 @@ from .engine import Engine
 from .loops import keep_running, log
 from .store import Store
 
+__all__ = ["WORKER_OPS", "SEGMENT_MAX_AGE", "SEGMENT_DEAD_GRACE", "raise_file_limit", "serve", "main"]
+
 WORKER_OPS = {"state", "log", "load"}
 SEGMENT_MAX_AGE = 300.0      # a segment nobody attached in 5 minutes never will be
 SEGMENT_DEAD_GRACE = 10.0    # its creator died: a receiver reading the frame right now still finds it

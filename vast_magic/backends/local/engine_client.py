@@ -17,6 +17,8 @@ from ...errors import BackendError, EngineConnectionLostError, EngineUnavailable
 from .channel import Channel, connect
 from .launcher import ensure_engine, load_token, running_engine
 
+__all__ = ["RouteHandler", "IDEMPOTENT", "EngineClient"]
+
 RouteHandler = Callable[[list | None], None]
 _ERROR_KINDS = {name: getattr(errors, name) for name in
                 ("DeployError", "ConfigError", "BackendError", "BundleError", "OverloadedError")}
