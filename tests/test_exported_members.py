@@ -14,7 +14,7 @@ import sys
 import types
 
 import vast_magic
-from tests.test_layering import module_files
+from tests.package_modules import module_files
 
 EXPORTED = [
     "BackendError", "Bundle", "BundleError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "vast_magic"
+from tests.package_modules import PACKAGE, module_files
 
 #: top to bottom; a name covers the module and everything under it (the longest name wins)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
@@ -36,18 +36,6 @@ FOUNDATIONS = ("vast_magic.errors", "vast_magic.loop", "vast_magic.settings", "v
 
 
 # -- the graph ---------------------------------------------------------------------------------------------
-def module_files(package: Path = PACKAGE) -> dict[str, Path]:
-    """Dotted module name -> file, for every module of the package (vendored code aside)."""
-    found = {}
-    for path in sorted(package.rglob("*.py")):
-        parts = path.relative_to(package.parent).with_suffix("").parts
-        if "_vendor" in parts:
-            continue
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        found[name] = path
-    return found
-
-
 def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
     """The package's modules ``name`` imports anywhere in its file."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]

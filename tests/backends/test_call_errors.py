@@ -17,7 +17,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.backends.vast.test_api import KEY, Harness as VastHarness, make_plan
+from tests.backends.vast.vast_harness import KEY, Harness as VastHarness, make_plan
 from vast_magic.backends.base import CallSpec
 from vast_magic.backends.local.backend import pickled_call
 from vast_magic.backends.local.channel import connect

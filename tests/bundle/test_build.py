@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundle.test_manifest import SECRET_VALUE, demo_inputs, make_code, make_image, source
+from tests.bundle.sample_inputs import SECRET_VALUE, demo_inputs, make_code, make_image, source
 from vast_magic.backends.local.bundles import EXTRACT_FILTER
 from vast_magic.bundle import read_bundle_manifest, write_bundle
 from vast_magic.bundle.registry_spec import RemoteSpec

@@ -1,91 +1,23 @@
 """The Manifest: canonical content, stable JSON and fingerprint, secrets only as HMACs."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import cloudpickle
 import pytest
 
-from vast_magic.bundle import Manifest, build_manifest, decide_tier, secret_key
-from vast_magic.bundle.registry_spec import ContextSpec, RemoteSpec
-from vast_magic.capture.digests import source_digest, value_digest
-from vast_magic.capture.model import (CapturedCode, DeploymentRef, ImportDef, ModuleFile, SourceDef, SourceModule,
-                                      ValueDef)
+from tests.bundle.sample_inputs import (CONTEXTS, KEY, REMOTES, SECRET_VALUE, demo_inputs, make_autoscaling, make_code,
+                                        make_image, source, value)
+from vast_magic.bundle import Manifest, decide_tier, secret_key
+from vast_magic.bundle.registry_spec import RemoteSpec
 from vast_magic.errors import BundleError, ConfigError
 from vast_magic.secret import Secret
-
-KEY = b"k" * 32
-SECRET_VALUE = "hf_sekrit_value_123"
-SQUARE = ("async def square(x, y=1):\n    model = app.get_context(Model)\n    print('squaring', x)\n"
-          "    return helper(x * x) * y + model.offset + len(TAGS)\n")
-HELPER = "def helper(x):\n    return x + OFFSET\n"
-MODEL = ("class Model:\n    def __init__(self, offset):\n        self.offset = offset\n"
-         "    async def __aenter__(self):\n        return self\n    async def __aexit__(self, *exc):\n        return False\n")
-
-
-def source(name: str, text: str, kind: str = "function") -> SourceDef:
-    return SourceDef(name, kind, text, source_digest(text))
-
-
-def value(name: str, obj) -> ValueDef:
-    return ValueDef(name, cloudpickle.dumps(obj, protocol=5), value_digest(obj))
-
-
-def make_code(*, helper: str = HELPER, offset: int = 100, extra: tuple = ()) -> CapturedCode:
-    """Notebook-cell code as capture would give it: one generated module, in run order."""
-    items = (ImportDef("math", "import math", hashlib.sha256(b"import math").hexdigest()),
-             value("OFFSET", offset), value("TAGS", {"b", "a", "c"}), DeploymentRef("app"),
-             source("helper", helper), source("Model", MODEL, "class"), source("square", SQUARE), *extra)
-    return CapturedCode(
-        source_modules=(SourceModule("vast_magic_app", "vast_magic_app.py", items),),
-        file_modules=(ModuleFile("localmod", "localmod.py", b"X = 1\n", hashlib.sha256(b"X = 1\n").hexdigest()),))
-
-
-def make_image(**changes):
-    from vast_magic.image import ImageSpec
-    fields = dict(from_image="vastai/base-image:@vastai-automatic-tag", storage=16.0, pip=("numpy",), apt=(),
-                  env=(("MODE", "fast"), ("HF_TOKEN", Secret(SECRET_VALUE))), requirements=None,
-                  search="verified=true rentable=true rented=false", runs=("echo hi", ("python", "-V")), copies=(),
-                  venv=None, system_python=False, ports=((3000, "tcp"),), docker_login=())
-    fields.update(changes)
-    return ImageSpec(**fields)
-
-
-def make_autoscaling(**fields):
-    from vast_magic.autoscaling import AutoscalingConfig
-    return AutoscalingConfig(**fields)
-
-
-REMOTES = (RemoteSpec("square", True, benchmark_dataset=({"x": 2}, {"x": 3}), benchmark_runs=2,
-                      at="vast_magic_app:square"),)
-CONTEXTS = (ContextSpec("Model", (), (("offset", 10),), at="vast_magic_app:Model"),)
-
-
-@dataclass
-class Inputs:
-    name: str = "demo"
-    tag: str = "default"
-    code: CapturedCode = None
-    remotes: tuple = REMOTES
-    contexts: tuple = CONTEXTS
-    image: object = None
-    autoscaling: object = None
-
-    def manifest(self, key: bytes = KEY) -> Manifest:
-        return build_manifest(name=self.name, tag=self.tag, image=self.image, autoscaling=self.autoscaling,
-                              code=self.code, remotes=self.remotes, contexts=self.contexts, secret_key=key)
-
-
-def demo_inputs(**image_changes) -> Inputs:
-    return Inputs(code=make_code(), image=make_image(**image_changes), autoscaling=make_autoscaling(max_workers=4))
 
 
 def test_same_inputs_give_the_same_json_and_fingerprint():
@@ -94,11 +26,11 @@ def test_same_inputs_give_the_same_json_and_fingerprint():
 
 
 def test_fingerprint_is_the_same_across_hash_seeds():
-    code = "import tests.bundle.test_manifest as t; print(t.demo_inputs().manifest().fingerprint())"
-    tests_dir = str(Path(__file__).resolve().parents[2])
+    code = "import tests.bundle.sample_inputs as t; print(t.demo_inputs().manifest().fingerprint())"
+    root = str(Path(__file__).resolve().parents[2])      # where ``tests`` is a package
     outputs = set()
     for seed in ("0", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
         assert proc.returncode == 0, proc.stderr
         outputs.add(proc.stdout.strip())

@@ -1,4 +1,5 @@
-"""Shared pieces for the capture tests: a real IPython shell, and a fresh process that runs shipped code.
+"""Running what capture ships: notebook cells in a real IPython shell (the ``shell`` fixture, conftest.py),
+and a fresh process that imports the shipped code.
 
 ``run_shipped`` writes what the bundle holds for the captured code (the
 generated modules, the values file, local module files and the worker runtime)
@@ -15,25 +16,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 from vast_magic.bundle.build import runtime_files
 from vast_magic.bundle.codegen import generated_files
 from vast_magic.capture import CELLS_MODULE, CapturedCode, location
-
-
-@pytest.fixture
-def shell():
-    """A real InteractiveShell with an in-memory history, fresh for each test."""
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    InteractiveShell.clear_instance()
-    instance = InteractiveShell.instance(config=config)
-    yield instance
-    instance.reset(new_session=False)
-    InteractiveShell.clear_instance()
 
 
 def run_cells(shell: InteractiveShell, *cells: str) -> None:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.capture.shipping import run_cells, run_shipped, shell  # noqa: F401 (fixture)
+from tests.capture.shipping import run_cells, run_shipped
 from vast_magic.capture import capture_code, source_digest
 
 STAND_IN_APP = """

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.capture.shipping import run_cells, shell  # noqa: F401 (fixture)
+from tests.capture.shipping import run_cells
 from vast_magic.capture import capture_code
 from vast_magic.errors import CaptureError, VastMagicError
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.capture.shipping import run_cells, run_shipped, shell  # noqa: F401 (fixture)
+from tests.capture.shipping import run_cells, run_shipped
 from vast_magic.bundle import build_manifest, decide_tier
 from vast_magic.capture import CELLS_MODULE, LinkDef, capture_code, requirement_warnings
 from vast_magic.capture.origins import FILES, INSTALLED, SOURCE, Classifier, logical_name, module_name_for_file
@@ -253,7 +253,7 @@ def test_tier_reasons_name_the_module_and_the_function(project):
     import mylib_i
 
     def manifest():
-        from tests.bundle.test_manifest import make_autoscaling, make_image
+        from tests.bundle.sample_inputs import make_autoscaling, make_image
         from vast_magic.bundle.registry_spec import RemoteSpec
         code = capture_code([mylib_i.f])
         return build_manifest(name="m", tag="default", image=make_image(), autoscaling=make_autoscaling(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from tests.capture.shipping import run_cells, shell  # noqa: F401 (fixture)
+from tests.capture.shipping import run_cells
 from vast_magic.capture import capture_code
 from vast_magic.capture.source import _compiled_qualname, _def_qualnames
 

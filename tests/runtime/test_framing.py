@@ -1,4 +1,4 @@
-"""Framing: big buffers out-of-band, absurd headers refused before allocating (the handshake: test_runtime_handshake.py)."""
+"""Framing: big buffers out-of-band, absurd headers refused before allocating (the handshake: test_handshake.py)."""
 from __future__ import annotations
 
 import asyncio

@@ -3,7 +3,7 @@
 A folder someone else prepared (open mode, a link, another owner) is refused
 with a clear error and never written to; segment names carry their creator so
 that sweeps remove what dead processes left (the end-to-end SIGKILL cases live
-in test_security_engine.py).
+in backends/local/test_segments.py).
 """
 from __future__ import annotations
 

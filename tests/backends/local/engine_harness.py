@@ -1,9 +1,10 @@
-"""Fixtures for the local engine tests: a temp home, real bundles, plans, and an orphan check.
+"""The local engine tests' harness: real bundles, plans, and an engine home with an orphan check.
 
-Bundles are laid out with ``runtime_helpers.write_bundle`` (runtime copied in)
-and tarred here, so these tests need nothing from the bundle builder. Every
-test gets its own ``VAST_MAGIC_HOME``; at teardown the engine is stopped and
-every pid it ever recorded (daemon and workers) must be gone.
+Bundles are laid out with ``worker_harness.write_bundle`` (runtime copied in)
+and tarred here, so these tests need nothing from the bundle builder. The
+``harness`` fixture (conftest.py) gives every test its own ``VAST_MAGIC_HOME``;
+at teardown the engine is stopped and every pid it ever recorded (daemon and
+workers) must be gone.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 from tests.runtime.worker_harness import remote_spec, write_bundle
 from vast_magic import loop
@@ -181,19 +181,6 @@ class Harness:
 async def _close_on_loop(backend: LocalBackend) -> None:
     backend.close()
     await asyncio.sleep(0)                        # the cancelled connection readers finish
-
-
-@pytest.fixture
-def harness(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    monkeypatch.setenv("VAST_MAGIC_HOME", str(home))
-    monkeypatch.setenv("VAST_MAGIC_ENGINE_IDLE_TIMEOUT", "120")
-    h = Harness(home, tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def pid_gone(pid: int, start: int | None) -> bool:

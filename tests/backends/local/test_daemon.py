@@ -6,7 +6,7 @@ import stat
 import threading
 import time
 
-from tests.backends.local.engine_harness import harness, make_bundle, plan  # noqa: F401  (fixture)
+from tests.backends.local.engine_harness import make_bundle, plan
 from vast_magic.backends import get_backend
 from vast_magic.backends.local import launcher
 from vast_magic.backends.local.backend import LocalBackend

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.backends.local.engine_harness import harness, make_bundle, pid_gone, plan  # noqa: F401  (fixture)
+from tests.backends.local.engine_harness import make_bundle, pid_gone, plan
 from vast_magic import events
 from vast_magic.errors import RemoteError
 from vast_magic.image import Image

@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from tests.runtime.worker_harness import remote_spec
-from tests.backends.local.engine_harness import APP as ENGINE_APP, harness, make_bundle, plan  # noqa: F401  (fixture)
+from tests.backends.local.engine_harness import APP as ENGINE_APP, make_bundle, plan
 from vast_magic import events
 from vast_magic.backends.base import CallSpec
 from vast_magic.errors import DeployError, WorkerLostError

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.backends.local.engine_harness import harness, make_bundle, plan  # noqa: F401  (fixture)
+from tests.backends.local.engine_harness import make_bundle, plan
 from vast_magic.backends.local import launcher, loops
 from vast_magic.backends.local.engine import Engine
 from vast_magic.backends.local.store import Store

@@ -22,7 +22,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from tests.backends.local.engine_harness import harness, make_bundle, plan  # noqa: F401  (fixture)
+from tests.backends.local.engine_harness import make_bundle, plan
 from vast_magic.backends.local import launcher, workers
 
 SECRET = "s3cr3t-value"

@@ -5,10 +5,10 @@
 - a worker refuses a connection that does not complete the mutual handshake
   (the old token hello, no proof, a wrong proof, an oversized hello) before
   anything is unpickled: a pickle that would create a marker file never does,
-  and the token never leaves the worker (the handshake table: test_runtime_handshake.py);
+  and the token never leaves the worker (the handshake table: runtime/test_handshake.py);
 - the home is 0700; token, state, engine info, secret key and logs are 0600;
 - bundle extraction refuses chained symlinks that leave it, in either order,
-  and strips setuid bits (the per-member table lives in test_engine_bundles.py).
+  and strips setuid bits (the per-member table lives in test_bundles.py).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends.local.engine_harness import harness, make_bundle, plan  # noqa: F401  (fixture)
+from tests.backends.local.engine_harness import make_bundle, plan
 from vast_magic.backends.base import CallSpec
 from vast_magic.backends.local import launcher
 from vast_magic.backends.local.bundles import extracted_bundle
@@ -230,7 +230,7 @@ def _tar(path: Path, members: list[tuple[str, bytes, str, int]]) -> Path:
 @pytest.mark.parametrize("order", ["x first", "s1 first"])
 def test_chained_symlinks_cannot_escape_and_leave_nothing_behind(tmp_path, order):
     """Each link alone stays inside (x -> ., s1 -> x/..) but together they point outside: refused in either
-    archive order, before anything is written (the member table is in test_engine_bundles.py)."""
+    archive order, before anything is written (the member table is in test_bundles.py)."""
     home = tmp_path / "home"
     links = [("x", b"", ".", 0o777), ("s1", b"", "x/..", 0o777)]
     tar = _tar(tmp_path / "chain.tar.gz", (links if order == "x first" else links[::-1]) +

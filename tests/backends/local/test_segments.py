@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.runtime.worker_harness import remote_spec
-from tests.backends.local.engine_harness import harness, make_bundle, pid_gone, plan  # noqa: F401  (fixture)
+from tests.backends.local.engine_harness import make_bundle, pid_gone, plan
 from vast_magic import loop
 from vast_magic.backends.base import CallSpec
 from vast_magic.backends.local import launcher

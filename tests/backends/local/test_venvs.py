@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from tests.backends.local.engine_harness import harness, make_bundle, plan  # noqa: F401  (fixture)
+from tests.backends.local.engine_harness import make_bundle, plan
 from vast_magic.backends.local.venvs import MARKER
 from vast_magic.errors import DeployError
 

@@ -30,7 +30,7 @@ from vast_magic.errors import (BackendError, CallTimeoutError, ConfigError, Over
                                UntrustedTypeError, VastNotFoundError, WorkerLostError)
 from vast_magic.remote import write_outcome
 from vast_magic.testing import AUTOSCALER, WORKER, FakeVast
-from tests.backends.vast.test_api import KEY, Harness, make_plan
+from tests.backends.vast.vast_harness import KEY, Harness, make_plan
 
 
 class Point:

@@ -11,12 +11,7 @@ from vast_magic.testing import FakeVast
 from vast_magic.errors import DeployError
 from vast_magic.events import BenchmarkScored, Failed, WorkerState
 from vast_magic.reports import LogLine
-from tests.backends.vast.test_api import KEY, Harness, make_plan
-
-
-@pytest.fixture
-def h(tmp_path):
-    return Harness(tmp_path)
+from tests.backends.vast.vast_harness import KEY, Harness, make_plan
 
 
 # -- heartbeats ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from vast_magic.backends.vast.offers import OFFER_LIMIT, OfferPreview, preview_offers, summarize
 from vast_magic.errors import VastAuthError
 from vast_magic.testing import FakeVast
-from tests.backends.vast.test_api import KEY, Image, Query
+from tests.backends.vast.vast_harness import KEY, Image, Query
 
 
 def offer(gpu, dph):
