@@ -232,8 +232,8 @@ class DeployPipeline:
         self.backend(snapshot)
         prepared = self.prepare(snapshot, require_benchmark=True)
         progress = open_progress(snapshot.name)
-        caller = asyncio.get_running_loop()
-        emit = lambda event: caller.call_soon_threadsafe(progress.emit, event)  # noqa: E731
+        calling_loop = asyncio.get_running_loop()
+        emit = lambda event: calling_loop.call_soon_threadsafe(progress.emit, event)  # noqa: E731
         try:
             report = await loop.run_on_loop(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=emit))
         except BaseException as exc:
