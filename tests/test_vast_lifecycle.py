@@ -97,7 +97,8 @@ def test_returns_without_polling(h, tmp_path, changes, note):
 @pytest.mark.parametrize("fake_knobs, expected", [
     (dict(ready_after=10 ** 6), "became ready within 0.05s: worker 1010: starting (loading)"),
     (dict(worker_error="Lifecycle startup failed: boom"),
-     "every new worker of endpoint 1101 failed: worker 1010: Lifecycle startup failed: boom"),
+     "every new worker of endpoint 1101 failed; fix the cause and deploy again (the previous version, if any, "
+     "keeps serving). What the workers said:\nworker 1010: Lifecycle startup failed: boom"),
 ])
 def test_readiness_failure_says_what_was_seen(tmp_path, fake_knobs, expected):
     """No ready worker by the deadline, or every worker failed (at once: no waiting for the timeout)."""

@@ -150,8 +150,9 @@ class ControlPlane:
 
     def _delete(self, deployment: BoxDeployment, why: str) -> None:
         deployment.deleted = True
-        for worker in self.workers_of(deployment):
-            self._stop(worker)
+        for worker in self.workers_of(deployment, include_stopped=True):
+            if worker.status != "stopped" and worker.kill_at is None:
+                self._stop(worker)
         self.note(f"{deployment.name}/{deployment.tag}: {why}; its workers are stopping")
 
     def heartbeat(self, deployment_id: int) -> Answer:

@@ -10,6 +10,7 @@ reference: ``/api/v0/...`` on the webserver (Bearer user key; the worker's
 """
 from __future__ import annotations
 
+import dataclasses
 import email.parser
 import email.policy
 import json
@@ -61,7 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:   # the box must answer, and say what broke
                 plane.note(f"box error on {request.method} {request.path}: {traceback.format_exc(limit=3)}")
                 answer = Answer(500, {"error_msg": f"vast box: {type(exc).__name__}: {exc}"})
-            plane.requests.append(request)
+            plane.requests.append(dataclasses.replace(request, answer=answer))
         self._answer(answer)
 
     def _answer(self, answer: Answer) -> None:

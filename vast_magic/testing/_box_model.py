@@ -29,6 +29,7 @@ class BoxRequest:
     headers: dict             # lower-case names
     raw: bytes
     json: Any = None
+    answer: Answer | None = None    # what the box answered (set when it is recorded)
 
     @property
     def bearer(self) -> str | None:

@@ -163,7 +163,7 @@ def worker_row(worker: Any, now: float) -> dict[str, Any]:
     }
 
 
-def waiting_status(statuses: Iterable[str], deleted: bool) -> str:
+def waiting_status(statuses: Iterable[str], deleted: bool = False) -> str:
     """The ``status`` text of a ``/route/`` answer without ``url`` (reference 8.3)."""
     if deleted:
         return "endpoint stopped"

@@ -164,7 +164,8 @@ class VastBackend:
         logs = self._logs.setdefault((spec.name, spec.tag), collections.deque(maxlen=2000))
         now = time.time()
         for stream, text in outcome.output:
-            logs.append(LogLine(now, f"endpoint {record.endpoint_id}", stream, text, spec.function))
+            for line in text.splitlines():
+                logs.append(LogLine(now, f"endpoint {record.endpoint_id}", stream, line, spec.function))
         return outcome
 
     async def _record(self, name: str, tag: str) -> state.DeployRecord:

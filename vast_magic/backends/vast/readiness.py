@@ -144,9 +144,9 @@ class ReadinessWatch:
             await self.sleep(min(self.interval, left))
 
     def failed_message(self, failed: list[WorkerInfo]) -> str:
-        errors = "; ".join(f"worker {w.id}: {w.error}" for w in failed)
-        return (f"every new worker of endpoint {self.endpoint_id} failed: {errors}. Fix the cause (the message "
-                "comes from the worker) and deploy again; the previous version, if any, keeps serving.")
+        errors = "\n".join(f"worker {w.id}: {w.error}" for w in failed)
+        return (f"every new worker of endpoint {self.endpoint_id} failed; fix the cause and deploy again (the "
+                f"previous version, if any, keeps serving). What the workers said:\n{errors}")
 
     def timeout_message(self, timeout: float) -> str:
         if not self.seen:
