@@ -40,7 +40,7 @@ def route(plane: Any, request: BoxRequest) -> Answer:
         return Answer(400, {"error_msg": f"endpoint {name!r} not found"})
     if not (_same(body.get("api_key"), deployment.endpoint_key) and _same(request.bearer, deployment.endpoint_key)):
         return Answer(401, {"error_msg": "invalid endpoint api key"})
-    request_idx = body.get("request_idx") or next(plane._reqnums)
+    request_idx = body.get("request_idx") or next(plane.numbers)
     base = {"endpoint": name, "request_idx": request_idx, "cost": body.get("cost")}
     if deployment.deleted:
         return Answer(200, base | {"status": rules.waiting_status((), deleted=True)})
@@ -48,12 +48,12 @@ def route(plane: Any, request: BoxRequest) -> Answer:
     ready = [w for w in workers if w.status == "idle" and w.process is not None and w.process.poll() is None]
     if not ready:
         if not workers and deployment.version.uploaded:     # cold_workers=0: the first request recruits
-            plane._recruit(deployment)
+            plane.recruit(deployment)
         return Answer(200, base | {"status": rules.waiting_status(w.status for w in plane.workers_of(deployment))})
     ready.sort(key=lambda w: w.id)
-    worker = ready[next(plane._turns) % len(ready)]          # round robin over the ready workers
+    worker = ready[next(plane.turns) % len(ready)]          # round robin over the ready workers
     return Answer(200, base | {"url": worker.url, "signature": plane.signer.sign(worker.url),
-                               "reqnum": next(plane._reqnums)})
+                               "reqnum": next(plane.numbers)})
 
 
 def _same(offered: Any, expected: str) -> bool:
@@ -64,7 +64,7 @@ def endpoint_workers(plane: Any, request: BoxRequest) -> Answer:
     body = request.json if isinstance(request.json, dict) else {}
     deployment = next((d for d in plane.deployments.values() if d.endpoint_id == body.get("id") and not d.deleted),
                       None)
-    if not plane._user(request) or deployment is None:
+    if not plane.is_user(request) or deployment is None:
         return Answer(200, {"error_msg": "authenticate_endpoint_apikey_by_id failed"})
     now = plane.clock()
     rows = [rules.worker_row(w, now) for w in plane.workers_of(deployment, include_stopped=True)
@@ -111,7 +111,7 @@ def _take_over(plane: Any, worker: BoxWorker) -> None:
     """A replacement is ready: the worker it replaces takes no more calls from now on."""
     old = plane.workers.get(worker.replaces) if worker.replaces else None
     if old is not None and old.status not in rules.TERMINAL:
-        plane._retire(old)
+        plane.retire(old)
         plane.note(f"worker {old.id}: replaced by worker {worker.id}; finishing its requests")
 
 
@@ -124,7 +124,7 @@ def delete_requests(plane: Any, request: BoxRequest) -> Answer:
 
 def update_workers(plane: Any, request: BoxRequest) -> Answer:
     body = request.json if isinstance(request.json, dict) else {}
-    if not plane._user(request):
+    if not plane.is_user(request):
         return Answer(401, {"success": False, "error_msg": "invalid api key"})
     deployment = next((d for d in plane.deployments.values()
                        if d.workergroup_id == body.get("workergroup_id") and not d.deleted), None)
@@ -134,15 +134,15 @@ def update_workers(plane: Any, request: BoxRequest) -> Answer:
     if body.get("cancel_update"):
         pending = [w for w in workers if w.replaces is not None and w.status != "idle"]
         for worker in pending:
-            plane._stop(worker)
+            plane.stop_worker(worker)
         return Answer(200, {"success": True, "workers_to_update": 0, "cancelled": True, "error_msg": None})
     taken = {w.replaces for w in workers if w.replaces is not None}
     stale = [w for w in workers if w.version_id != deployment.current and w.retiring_since is None
              and w.id not in taken]
     for worker in stale:
-        plane._recruit(deployment, replaces=worker.id)
+        plane.recruit(deployment, replaces=worker.id)
     if not workers:
-        plane._scale(deployment)
+        plane.scale(deployment)
     plane.note(f"update_workers {deployment.name}: {len(stale)} worker(s) to v{deployment.current}")
     return Answer(200, {"success": True, "workers_to_update": len(stale), "cancelled": False, "error_msg": None})
 
@@ -165,7 +165,7 @@ def tick(plane: Any) -> None:
             worker.status = "stopped" if worker.retiring_since is not None else "error"
             worker.stopped_at = worker.stopped_at or now
         elif worker.retiring_since is not None and worker.kill_at is None and _done(worker, now):
-            plane._stop(worker)
+            plane.stop_worker(worker)
         elif worker.kill_at is not None and now >= worker.kill_at and process is not None:
             procs.signal_group(process, signal.SIGKILL)
         if process is None and worker.retiring_since is not None:
@@ -173,7 +173,7 @@ def tick(plane: Any) -> None:
     for deployment in plane.deployments.values():
         ttl = deployment.body.get("ttl")
         if not deployment.deleted and isinstance(ttl, (int, float)) and ttl > 0 and now - deployment.last_heartbeat > ttl:
-            plane._delete(deployment, f"no heartbeat for {ttl:g}s (ttl)")
+            plane.delete_deployment(deployment, f"no heartbeat for {ttl:g}s (ttl)")
 
 
 def _done(worker: BoxWorker, now: float) -> bool:

@@ -44,8 +44,8 @@ class ControlPlane:
         self.events: list[str] = []
         self.hook = procs.write_hook(root / "hook")
         self._ids = itertools.count(101)
-        self._reqnums = itertools.count(1)
-        self._turns = itertools.count()
+        self.numbers = itertools.count(1)
+        self.turns = itertools.count()
         self._secret = secrets.token_bytes(32)
         self._next_worker = 0
 
@@ -63,7 +63,7 @@ class ControlPlane:
         return [w for w in self.workers.values() if w.deployment_id == deployment.id
                 and (include_stopped or w.status not in rules.TERMINAL)]
 
-    def _user(self, request: BoxRequest) -> bool:
+    def is_user(self, request: BoxRequest) -> bool:
         body_key = request.json.get("api_key") if isinstance(request.json, dict) else None
         offered = [k for k in (request.bearer, body_key, (request.query.get("api_key") or [None])[0]) if k]
         return bool(offered) and all(hmac.compare_digest(k, self.api_key) for k in offered)
@@ -93,7 +93,7 @@ class ControlPlane:
             if not version.uploaded:
                 answer |= {"upload_url": f"{self.urls['storage']}/upload", "upload_fields": version.upload_fields}
         elif action == "autoscale_update":
-            self._scale(deployment)
+            self.scale(deployment)
         self.note(f"PUT {deployment.name}/{deployment.tag}: {action} (deployment {deployment.id})")
         return Answer(200, answer)
 
@@ -135,7 +135,7 @@ class ControlPlane:
         deployment = self.deployments.get(deployment_id)
         if deployment is None or deployment.deleted:
             return Answer(404, {"success": False, "msg": "deployment not found"})
-        self._delete(deployment, "deleted")
+        self.delete_deployment(deployment, "deleted")
         return Answer(200, {"success": True})
 
     def delete_by_name(self, body: Any) -> Answer:
@@ -145,14 +145,14 @@ class ControlPlane:
         if not hits:
             return Answer(404, {"success": False, "msg": "no deployment with that name"})
         for deployment in hits:
-            self._delete(deployment, "deleted by name")
+            self.delete_deployment(deployment, "deleted by name")
         return Answer(200, {"success": True, "deleted": len(hits)})
 
-    def _delete(self, deployment: BoxDeployment, why: str) -> None:
+    def delete_deployment(self, deployment: BoxDeployment, why: str) -> None:
         deployment.deleted = True
         for worker in self.workers_of(deployment, include_stopped=True):
             if worker.status != "stopped" and worker.kill_at is None:
-                self._stop(worker)
+                self.stop_worker(worker)
         self.note(f"{deployment.name}/{deployment.tag}: {why}; its workers are stopping")
 
     def heartbeat(self, deployment_id: int) -> Answer:
@@ -229,21 +229,21 @@ class ControlPlane:
         if version.problem:
             self.note(f"{deployment.name} v{version.id}: the box will not run it: {version.problem}")
         if version.id == deployment.current and not self.workers_of(deployment):
-            self._scale(deployment)
+            self.scale(deployment)
 
     # -- recruiting and stopping --------------------------------------------------------------------
-    def _scale(self, deployment: BoxDeployment) -> None:
+    def scale(self, deployment: BoxDeployment) -> None:
         """Bring the endpoint to its target count on the current version (surplus: newest retire first)."""
         if not deployment.version.uploaded:
             return
         live = [w for w in self.workers_of(deployment) if w.retiring_since is None]
         target = rules.target_workers(deployment.body, self.max_workers)
         for _ in range(target - len(live)):
-            self._recruit(deployment)
+            self.recruit(deployment)
         for worker in sorted(live, key=lambda w: w.id, reverse=True)[:max(0, len(live) - target)]:
-            self._retire(worker)
+            self.retire(worker)
 
-    def _recruit(self, deployment: BoxDeployment, replaces: int | None = None) -> BoxWorker:
+    def recruit(self, deployment: BoxDeployment, replaces: int | None = None) -> BoxWorker:
         self._next_worker += 1
         version = deployment.version
         worker = BoxWorker(self._next_worker, deployment.id, version.id, secrets.token_hex(16), secrets.token_hex(16),
@@ -266,11 +266,11 @@ class ControlPlane:
                   + (f", replacing worker {replaces}" if replaces else ""))
         return worker
 
-    def _retire(self, worker: BoxWorker) -> None:
+    def retire(self, worker: BoxWorker) -> None:
         """No more calls; stopped once a report after now shows no request in flight (or after a limit)."""
         worker.status, worker.retiring_since = "destroying", self.clock()
 
-    def _stop(self, worker: BoxWorker) -> None:
+    def stop_worker(self, worker: BoxWorker) -> None:
         if worker.process is not None and worker.process.poll() is None:
             procs.signal_group(worker.process)
             worker.kill_at = self.clock() + _KILL_AFTER

@@ -108,7 +108,7 @@ def _webserver(plane: Any, r: BoxRequest) -> Answer:
     if parts[:1] == ["deployment"] and parts[2:] == ["download_url"] and r.method == "GET":
         return plane.download_url(_int(parts[1]), r)          # the worker's container key, not the user's
     heartbeat = parts[2:] == ["heartbeat"]
-    if r.bearer is None or not plane._user(r):
+    if r.bearer is None or not plane.is_user(r):
         return Answer(401, {"success": False, "msg": "invalid api key"})
     routes = {
         ("PUT", "deployments"): lambda: plane.put(r),
