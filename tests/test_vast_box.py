@@ -33,7 +33,8 @@ LOOPBACK = {"127.0.0.1", "::1"}
 
 
 @pytest.fixture
-def box(tmp_path, monkeypatch):
+def box(request, tmp_path, monkeypatch):
+    """A running box (``workers_shape`` from ``indirect`` parametrization); every worker gone afterwards."""
     monkeypatch.setenv("VAST_MAGIC_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
@@ -41,7 +42,7 @@ def box(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VAST_MAGIC_VAST_POLL_INTERVAL", "0.5")     # the documented testing knob
     settings.set_config_source(None)
-    with VastBox() as running:
+    with VastBox(workers_shape=getattr(request, "param", "dict")) as running:
         yield running
         pids = [w["pid"] for w in running.workers() if w["pid"]]
     assert not [pid for pid in pids if _alive(pid)], "the box left worker processes running"
@@ -199,6 +200,7 @@ def test_a_call_waits_on_route_until_a_cold_worker_is_ready(box, shell):
     run(shell, "app.teardown()")
 
 
+@pytest.mark.parametrize("box", ["list"], indirect=True)     # get_endpoint_workers as the SDK expects it
 def test_a_failing_benchmark_fails_the_deploy_with_the_workers_message(box, shell):
     shell.user_ns["BOX"] = box.deployment_args()
     run(shell, "from vast_magic import Deployment\napp = Deployment(name='broken', backend='vast', **BOX)")

@@ -12,6 +12,7 @@ stopped on delete or when a ttl runs out without heartbeats.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import itertools
@@ -29,6 +30,7 @@ __all__ = ["ControlPlane"]
 
 _REQUIRED = ("name", "image", "file_hash", "file_size")
 _KILL_AFTER = 10.0        # seconds from SIGINT to SIGKILL
+_KEEP_REQUESTS = 5000     # the newest requests the box remembers (for tests and people)
 
 
 class ControlPlane:
@@ -40,7 +42,7 @@ class ControlPlane:
         self.lock = threading.RLock()
         self.deployments: dict[int, BoxDeployment] = {}
         self.workers: dict[int, BoxWorker] = {}
-        self.requests: list[BoxRequest] = []
+        self.requests: collections.deque[BoxRequest] = collections.deque(maxlen=_KEEP_REQUESTS)
         self.events: list[str] = []
         self.hook = procs.write_hook(root / "hook")
         self._ids = itertools.count(101)

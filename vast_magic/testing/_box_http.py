@@ -26,6 +26,7 @@ from ._box_model import Answer, BoxRequest
 __all__ = ["ROLES", "serve", "dispatch", "form_fields"]
 
 ROLES = ("webserver", "autoscaler", "storage")
+_KEEP_BYTES = 64 * 1024
 
 
 class _Server(ThreadingHTTPServer):
@@ -62,7 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:   # the box must answer, and say what broke
                 plane.note(f"box error on {request.method} {request.path}: {traceback.format_exc(limit=3)}")
                 answer = Answer(500, {"error_msg": f"vast box: {type(exc).__name__}: {exc}"})
-            plane.requests.append(dataclasses.replace(request, answer=answer))
+            plane.requests.append(_kept(request, answer))
         self._answer(answer)
 
     def _answer(self, answer: Answer) -> None:
@@ -83,6 +84,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+def _kept(request: BoxRequest, answer: Answer) -> BoxRequest:
+    """What the record keeps: bodies over ``_KEEP_BYTES`` (bundles, blobs) only by their size."""
+    raw = request.raw if len(request.raw) <= _KEEP_BYTES else b""
+    if isinstance(answer.body, bytes) and len(answer.body) > _KEEP_BYTES:
+        answer = Answer(answer.status, f"<{len(answer.body)} bytes>", answer.content_type)
+    return dataclasses.replace(request, raw=raw, answer=answer)
 
 
 def serve(role: str, plane: Any, port: int = 0) -> _Server:

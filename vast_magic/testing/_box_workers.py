@@ -11,8 +11,10 @@ own ``/etc``; here it shares the machine. The box gives it those two walls from
 outside the official code, with a start-up hook (``sitecustomize.py`` on the
 worker's ``PYTHONPATH`` only, written by the box): a server that asks for every
 interface listens on 127.0.0.1 instead (the official worker passes no host to
-aiohttp), and appends to ``/etc/environment`` go to a file in the worker's
-folder. ``listening_addresses`` lets tests check the first wall from ``/proc``.
+aiohttp), appends to ``/etc/environment`` go to a file in the worker's
+folder, and a worker whose box process is gone (killed with its kernel, say)
+stops as a container would. ``listening_addresses`` lets tests check the first
+wall from ``/proc``.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ SITECUSTOMIZE = '''\
 
 Loaded only by the box's workers (their PYTHONPATH). A server asking for every
 interface listens on VAST_BOX_BIND_HOST; appends to /etc/environment go to
-VAST_BOX_ETC_ENVIRONMENT.
+VAST_BOX_ETC_ENVIRONMENT; when the box process (VAST_BOX_PID) is gone, the
+worker is interrupted like a stopped container (SIGINT, then exit after 10 s).
 """
 import asyncio.base_events as _base_events
 import builtins as _builtins
@@ -43,6 +46,7 @@ import os as _os
 
 _HOST = _os.environ.get("VAST_BOX_BIND_HOST")
 _ETC_ENVIRONMENT = _os.environ.get("VAST_BOX_ETC_ENVIRONMENT")
+_BOX_PID = _os.environ.get("VAST_BOX_PID")
 _EVERY_INTERFACE = (None, "", "0.0.0.0", "::")
 
 if _HOST:
@@ -61,6 +65,20 @@ if _ETC_ENVIRONMENT:
         return _open(_ETC_ENVIRONMENT if file == "/etc/environment" else file, *args, **kwargs)
 
     _builtins.open = _open_box_etc
+
+if _BOX_PID:
+    import signal as _signal
+    import threading as _threading
+    import time as _time
+
+    def _stop_without_the_box():
+        while _os.getppid() == int(_BOX_PID):
+            _time.sleep(0.5)
+        _os.kill(_os.getpid(), _signal.SIGINT)
+        _time.sleep(10.0)
+        _os._exit(1)
+
+    _threading.Thread(target=_stop_without_the_box, name="vast-box-watch", daemon=True).start()
 '''
 
 
@@ -83,7 +101,7 @@ def worker_env(*, python: Path, hook: Path, folder: Path, from_env_string: Mappi
            "HOME": str(folder / "home"), "TMPDIR": str(folder / "tmp"), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
     env.update(from_env_string)
     env.update(platform)
-    env.update(PYTHONPATH=str(hook), VAST_BOX_BIND_HOST=BIND_HOST,
+    env.update(PYTHONPATH=str(hook), VAST_BOX_BIND_HOST=BIND_HOST, VAST_BOX_PID=str(os.getpid()),
                VAST_BOX_ETC_ENVIRONMENT=str(folder / "etc-environment"))
     return env
 
