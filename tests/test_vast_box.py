@@ -260,3 +260,41 @@ def _text(outputs: list) -> str:
         elif output["output_type"] == "error":
             parts.append(f"{output['ename']}: {output['evalue']}")
     return "".join(parts)
+
+
+def test_a_box_in_a_terminal_prints_what_to_export_and_serves_until_ctrl_c(tmp_path, monkeypatch, shell):
+    """``python -m vast_magic.testing``: the export lines point a client at it; Ctrl-C stops it and its workers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("VAST_MAGIC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
+    process = subprocess.Popen([sys.executable, "-m", "vast_magic.testing", "--api-key", "terminal-key"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    try:
+        lines = [process.stdout.readline() for _ in range(6)]
+        exports = dict(line.strip().removeprefix("export ").split("=", 1) for line in lines if "export " in line)
+        assert exports["VAST_API_KEY"] == "terminal-key" and lines[-1].startswith("Ctrl-C stops it")
+        for key, value in exports.items():
+            monkeypatch.setenv(key, value)
+        run(shell, "from vast_magic import Deployment\napp = Deployment(name='terminal', backend='vast')")
+        run(shell, "@app.remote(benchmark_dataset=[{'x': 1}])\nasync def inc(x):\n    return x + 1")
+        assert run(shell, "value = app.ensure_ready()").backend_action == "created"
+        assert run(shell, "value = inc.call(41)") == 42
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and "stopping the box and its workers" in rest
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-workrs", "2"], "unrecognized arguments: --max-workrs 2"),
+    (["--webserver-port", "eighty"], "argument --webserver-port: invalid int value: 'eighty'"),
+])
+def test_box_command_typos(argv, message, capsys):
+    from vast_magic.testing.box import main
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err

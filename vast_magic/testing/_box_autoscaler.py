@@ -57,7 +57,7 @@ def route(plane: Any, request: BoxRequest) -> Answer:
 
 
 def _same(offered: Any, expected: str) -> bool:
-    return isinstance(offered, str) and hmac.compare_digest(offered, expected)
+    return isinstance(offered, str) and hmac.compare_digest(offered.encode(), expected.encode())
 
 
 def endpoint_workers(plane: Any, request: BoxRequest) -> Answer:

@@ -43,7 +43,7 @@ class ControlPlane:
         self.deployments: dict[int, BoxDeployment] = {}
         self.workers: dict[int, BoxWorker] = {}
         self.requests: collections.deque[BoxRequest] = collections.deque(maxlen=_KEEP_REQUESTS)
-        self.events: list[str] = []
+        self.events: collections.deque[str] = collections.deque(maxlen=_KEEP_REQUESTS)
         self.hook = procs.write_hook(root / "hook")
         self._ids = itertools.count(101)
         self.numbers = itertools.count(1)
@@ -68,7 +68,7 @@ class ControlPlane:
     def is_user(self, request: BoxRequest) -> bool:
         body_key = request.json.get("api_key") if isinstance(request.json, dict) else None
         offered = [k for k in (request.bearer, body_key, (request.query.get("api_key") or [None])[0]) if k]
-        return bool(offered) and all(hmac.compare_digest(k, self.api_key) for k in offered)
+        return bool(offered) and all(hmac.compare_digest(str(k).encode(), self.api_key.encode()) for k in offered)
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
