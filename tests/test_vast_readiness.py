@@ -54,7 +54,7 @@ SHAPES = [
 def test_both_answer_shapes(data, ids, said):
     reported, vast_said = readiness.parse_workers(data)
     assert [w.info.id for w in reported] == ids and vast_said == said
-    assert all(w.loaded_at == 17.0 for w in reported)
+    assert all(w.generation == (17.0, 0.0) for w in reported)
 
 
 def test_worker_line_shows_vast_status_next_to_ours():
@@ -78,28 +78,34 @@ def test_polls_faster_than_5s_only_on_loopback(interval, url, ok):
 
 
 # -- the watch, against scripted answers -------------------------------------------------------------------
-def w(worker_id, status, perf=0.0, loaded_at=0.0, error=""):
-    return {"id": worker_id, "status": status, "measured_perf": perf, "loaded_at": loaded_at, "error_msg": error}
+def w(worker_id, status, perf=0.0, loaded_at=0.0, error="", started_at=50.0):
+    return {"id": worker_id, "status": status, "measured_perf": perf, "loaded_at": loaded_at, "error_msg": error,
+            "started_at": started_at}
 
 
 OLD_READY = w(1, "idle", 9.0, loaded_at=100.0)
+BEFORE = {"1": (100.0, 50.0)}
 WATCHES = [
     # (answers in order, previous generation, returned ready ids or the error text)
     ([[w(1, "loading")], [OLD_READY]], None, ["1"]),
     ([{"error_msg": "not yet"}, {"workers": [OLD_READY]}], None, ["1"]),
-    ([[OLD_READY], [OLD_READY, w(2, "loading")], [w(1, "destroying"), w(2, "idle", 8.0, 200.0)]], {"1": 100.0}, ["2"]),
-    ([[OLD_READY], [w(1, "update_rebooting")], [w(1, "idle", 9.5, 150.0)]], {"1": 100.0}, ["1"]),  # same id, reloaded
-    ([[OLD_READY, w(2, "error", error="boom")]], {"1": 100.0}, "What the workers said:\nworker 2: boom"),
+    ([[OLD_READY], [OLD_READY, w(2, "loading")], [w(1, "destroying"), w(2, "idle", 8.0, 200.0)]], BEFORE, ["2"]),
+    ([[OLD_READY], [w(1, "update_rebooting")], [w(1, "idle", 9.5, 150.0)]], BEFORE, ["1"]),   # same id, reloaded
+    ([[OLD_READY], [w(1, "update_rebooting")], [OLD_READY]], BEFORE, ["1"]),      # seen restarting, same times
+    ([[OLD_READY], [w(1, "idle", 9.0, 100.0, started_at=60.0)]], BEFORE, ["1"]),   # started again
+    ([[OLD_READY, w(2, "error", error="boom")]], BEFORE, "What the workers said:\nworker 2: boom"),
+    ([[w(1, "error", error="old bug")], [w(1, "error", error="old bug"), w(2, "idle", 3.0, 300.0)]],
+     {"1": (0.0, 50.0)}, ["2"]),                        # the failed worker of before the update does not fail it
     ([[w(1, "error", error="bad import")]], None, "worker 1: bad import"),
-    ([[OLD_READY]] * 3, {"1": 100.0}, "no worker of endpoint 9 became ready for an updated worker within"),
+    ([[OLD_READY]] * 3, BEFORE, "no worker of endpoint 9 became ready for an updated worker within"),
     ([{"error_msg": "no such endpoint"}] * 3, None, "Vast reported no workers yet (no machine matched the "
                                                     "requirements, or none was started); it answered: no such endpoint"),
 ]
 
 
 @pytest.mark.parametrize("answers, previous, expected", WATCHES, ids=[
-    "first-ready", "error-msg-then-dict", "replacement", "reloaded-in-place", "new-worker-failed", "failed",
-    "old-only-times-out", "never-queryable"])
+    "first-ready", "error-msg-then-dict", "replacement", "reloaded-in-place", "restart-seen", "started-again",
+    "new-worker-failed", "old-failure-ignored", "failed", "old-only-times-out", "never-queryable"])
 def test_readiness_watch(answers, previous, expected):
     queue = list(answers)
     seen_bodies = []

@@ -14,7 +14,8 @@ knob, ``vast_poll_interval``).
 
 After a soft update the workers that were there before still report ready
 while they are being replaced; ``ReadinessWatch(previous=...)`` waits for a
-worker that is new, or that loaded again (another ``loaded_at``).
+worker that is new, that loaded again (another ``loaded_at`` or
+``started_at``), or that was seen starting since the update.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class Reported:
     """One worker as reported, with what tells a reloaded worker apart from the one before."""
 
     info: WorkerInfo
-    loaded_at: float
+    generation: tuple[float, float]       # (loaded_at, started_at): changes when the worker loads again
 
 
 def worker_info(raw: dict) -> WorkerInfo:
@@ -86,7 +87,7 @@ def parse_workers(data: Any) -> tuple[tuple[Reported, ...], str | None]:
             return (), str(data.get("error_msg") or data) or None
         data = data.get("workers")
     items = data if isinstance(data, list) else []
-    return tuple(Reported(worker_info(item), _number(item.get("loaded_at")))
+    return tuple(Reported(worker_info(item), (_number(item.get("loaded_at")), _number(item.get("started_at"))))
                  for item in items if isinstance(item, dict)), None
 
 
@@ -102,11 +103,12 @@ class ReadinessWatch:
     """Polls until a worker is ready (a new one, after a soft update); an event per reported change."""
 
     def __init__(self, api: VastAPI, endpoint_id: int, emit: EventSink, *, interval: float = MIN_POLL_INTERVAL,
-                 sleep: Callable[[float], Any] | None = None, previous: dict[str, float] | None = None):
+                 sleep: Callable[[float], Any] | None = None, previous: dict[str, tuple] | None = None):
         self.api, self.endpoint_id, self.emit = api, endpoint_id, emit
         self.interval = interval
         self.sleep = sleep or asyncio.sleep
-        self.previous = previous          # worker id -> loaded_at before the update; None: any worker will do
+        self.previous = previous          # worker id -> generation before the update; None: any worker will do
+        self.restarted: set[str] = set()  # workers of before the update seen starting since
         self.seen: dict[str, WorkerInfo] = {}
         self.vast_said: str | None = None
 
@@ -124,7 +126,9 @@ class ReadinessWatch:
     def _updated(self, worker: Reported) -> bool:
         if self.previous is None or worker.info.id not in self.previous:
             return True
-        return worker.loaded_at != self.previous[worker.info.id]
+        if worker.info.state == "starting":
+            self.restarted.add(worker.info.id)
+        return worker.info.id in self.restarted or worker.generation != self.previous[worker.info.id]
 
     async def wait(self, timeout: float) -> tuple[WorkerInfo, ...]:
         loop = asyncio.get_running_loop()
@@ -160,6 +164,6 @@ class ReadinessWatch:
                 "Check image.preview_offers(), the worker logs in the Vast console, or deploy with a longer timeout.")
 
 
-def generations(reported: tuple[Reported, ...]) -> dict[str, float]:
-    """Worker id -> loaded_at: what ``ReadinessWatch(previous=...)`` compares against."""
-    return {w.info.id: w.loaded_at for w in reported}
+def generations(reported: tuple[Reported, ...]) -> dict[str, tuple]:
+    """Worker id -> (loaded_at, started_at): what ``ReadinessWatch(previous=...)`` compares against."""
+    return {w.info.id: w.generation for w in reported}
