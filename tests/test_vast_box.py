@@ -13,7 +13,6 @@ why (CI has the package index), never skip.
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
 import nbformat
@@ -155,6 +154,11 @@ def test_cells_deploy_and_run_on_the_official_worker(box, shell, capsys):
     new = next(w for w in box.workers() if w["replaces"] == worker["id"])
     assert new["version"] == 2 and new["status"] == "idle"
     assert next(w for w in box.workers() if w["id"] == worker["id"])["status"] in ("destroying", "stopped")
+    run(shell, "app.configure_autoscaling(max_workers=2)")
+    scaled = run(shell, "value = app.ensure_ready()")
+    unchanged = run(shell, "value = app.ensure_ready()")
+    assert [(r.tier, r.backend_action) for r in (scaled, unchanged)] == [(1, "autoscale_update"), (0, "exists")]
+    assert len([w for w in box.workers() if w["alive"] and w["status"] == "idle"]) == 1     # cold_workers unset: 1
 
     run(shell, "%vast_teardown --app app")
     assert "boxdemo: torn down (tag default)" in capsys.readouterr().out
@@ -166,7 +170,9 @@ def assert_wire(box: VastBox, workers: int) -> None:
     """What crossed the box: each request of reference 1.2's order, from the right party with the right key."""
     def count(role, method, path):
         return len(box.requests(role, method, path))
-    (put1, put2) = box.requests("webserver", "PUT", "/api/v0/deployments/")
+    put1, *later = box.requests("webserver", "PUT", "/api/v0/deployments/")
+    assert [put.answer.body["action"] for put in [put1, *later]] == ["created", "soft_update", "autoscale_update",
+                                                                    "exists"]                     # reference 8.1
     assert put1.bearer == box.api_key and f"-e VAST_API_URL={box.web_url}" in put1.json["env"]
     assert f"-e REPORT_ADDR={box.autoscaler_url}" in put1.json["env"]
     assert count("storage", "POST", "/upload") == 2
@@ -205,12 +211,10 @@ def test_a_failing_benchmark_fails_the_deploy_with_the_workers_message(box, shel
     shell.user_ns["BOX"] = box.deployment_args()
     run(shell, "from vast_magic import Deployment\napp = Deployment(name='broken', backend='vast', **BOX)")
     run(shell, "@app.remote(benchmark_dataset=[{'x': 0}])\nasync def invert(x):\n    return 1 / x")
-    started = time.monotonic()
     with pytest.raises(DeployError, match=r"every new worker of endpoint \d+ failed; fix the cause.*\nworker 1: "
                                           r"Lifecycle startup failed: benchmark call invert\(\*\*\{'x': 0\}\) "
                                           r"failed: builtins.ZeroDivisionError: division by zero\n"):
-        run(shell, "app.ensure_ready(timeout=120)")
-    assert time.monotonic() - started < 60          # failed as soon as the worker said so, not at the timeout
+        run(shell, "app.ensure_ready(timeout=120)")    # the worker's words, not "no worker became ready within"
     run(shell, "app.teardown()")
 
 
