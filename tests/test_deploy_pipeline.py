@@ -7,6 +7,8 @@ Backend ``vast`` runs against the fake Vast API (no processes, no network).
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from vast_magic import Deployment
@@ -96,9 +98,10 @@ def test_calls_go_through_the_caller_which_checks_what_was_deployed():
     fake = FakeVast(api_key=KEY, ready_after=0)
     app = declared(backend="vast", api_key=KEY, transport=fake.transport())
     proxy = app.functions["square"]
-    assert repr(proxy) == "<remote function square(x) on Deployment(name='snap', tag='default', backend='vast')>"
-    with pytest.raises(ConfigError, match=r"^square\(\) was called before Deployment\(name='snap', tag='default', "
-                                          r"backend='vast'\) was deployed in this process; run app\.ensure_ready\(\)"):
+    assert repr(app).startswith("Deployment(name='snap', tag='default', backend='vast'")
+    assert repr(proxy) == f"<remote function square(x) on {app!r}>"
+    with pytest.raises(ConfigError, match=rf"^square\(\) was called before {re.escape(repr(app))} was deployed in this "
+                                          r"process; run app\.ensure_ready\(\)"):
         proxy.call(3)
     fake.functions["square"] = square
     app.ensure_ready()

@@ -47,8 +47,8 @@ class DeploymentSnapshot:
     """A Deployment as data, taken when one command starts: all that this module reads of it.
 
     The registered functions and classes are the live code objects (capture reads
-    their source); everything else is a frozen value. ``api_key`` and ``transport``
-    are set only for the Vast backend, and the key is never printed."""
+    their source); everything else is a frozen value. ``api_key``, ``transport`` and
+    the two URLs are set only for the Vast backend; the key is never printed."""
 
     label: str                    # the Deployment's repr, for messages
     name: str
@@ -63,6 +63,8 @@ class DeploymentSnapshot:
     trusted_types: tuple[str, ...] = ()
     api_key: str | None = field(default=None, repr=False)
     transport: Any = field(default=None, repr=False, compare=False)
+    vast_url: str | None = None
+    autoscaler_url: str | None = None
 
     @property
     def helpers(self) -> tuple[Callable, ...]:
@@ -147,12 +149,14 @@ class DeployPipeline:
     # -- deploying (background loop) --------------------------------------------
     @staticmethod
     def backend(snapshot: DeploymentSnapshot):
-        """The backend the snapshot names (one per backend, home, key and transport in this process)."""
+        """The backend the snapshot names (one per backend, home and Vast connection in this process)."""
         kind, home = snapshot.backend, str(settings.home())
-        api_key, transport = snapshot.api_key, snapshot.transport
-        key = (kind, home, api_key, transport)
+        options = {} if kind != "vast" else {
+            "api_key": snapshot.api_key, "transport": snapshot.transport, "webserver_url": snapshot.vast_url,
+            "autoscaler_url": snapshot.autoscaler_url, "poll_interval": settings.resolve("vast_poll_interval")}
+        key = (kind, home, *sorted(options.items()))
         if key not in _BACKENDS:
-            _BACKENDS[key] = get_backend(kind, home=home, api_key=api_key, transport=transport)
+            _BACKENDS[key] = get_backend(kind, home=home, **options)
         return _BACKENDS[key]
 
     async def deploy(self, prepared: Prepared, *, dry_run: bool, wait: bool, timeout: float | None,

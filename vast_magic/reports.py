@@ -20,12 +20,15 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class WorkerInfo:
+    """One worker; ``state`` is one of WORKER_STATES, ``detail`` the backend's own status text (Vast's)."""
+
     id: str
     state: str
     perf: float | None = None
     pid: int | None = None
     version: str | None = None
     error: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,15 @@ class Bundle:
 
 @dataclass(frozen=True)
 class DeploymentStatus:
+    """``services``: (role, URL) of what the backend talks to (Vast's webserver and autoscaler)."""
+
     name: str
     tag: str
     endpoint: str | None
     state: str
     workers: tuple[WorkerInfo, ...]
     not_applied_locally: tuple[str, ...] = field(default=())
+    services: tuple[tuple[str, str], ...] = field(default=())
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def test_numpy_and_output_come_back(h):
     assert outcome.value.tolist() == [0, 1, 4, 9]
     assert outcome.output == (("stdout", "squaring [0 1 2 3]\n"),)
     logs = asyncio.run(h.backend.logs("demo", "default", "square", 10))
-    assert [line.text for line in logs] == ["squaring [0 1 2 3]\n"]
+    assert [line.text for line in logs] == ["squaring [0 1 2 3]"]      # one line per LogLine, as the local engine
 
 
 def test_remote_exception_keeps_type_and_message(h):
