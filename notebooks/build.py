@@ -109,7 +109,7 @@ print("tier", report.tier, report.reasons, "workers", len(report.workers))
 ]
 
 #: The quickstart's last section: the same cells with ``backend="vast"``. nbval skips them (they need an
-#: account, or the box); ``build.py`` runs them against a ``VastBox`` and tests/test_vast_box.py runs
+#: account, or the box); ``build.py`` runs them against a ``VastBox`` and tests/testing/test_box.py runs
 #: exactly these cells in a kernel pointed at one.
 VAST_SECTION = [
     md('''

@@ -59,7 +59,7 @@ def _free_port() -> int:
 
 def _notebook_without_outputs(folder: Path) -> Path:
     """The quickstart without outputs, and without its Vast section (nbval-skip: it needs an account or the
-    box; tests/test_vast_box.py runs it in a kernel)."""
+    box; tests/testing/test_box.py runs it in a kernel)."""
     notebook = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
     notebook.cells = [c for c in notebook.cells if "nbval-skip" not in c.metadata.get("tags", [])]
     for cell in notebook.cells:

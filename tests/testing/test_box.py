@@ -27,7 +27,7 @@ from vast_magic.errors import DeployError
 from vast_magic.testing import VastBox
 from vast_magic.testing._box_workers import listening_addresses
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = {"127.0.0.1", "::1"}
 
 
