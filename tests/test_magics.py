@@ -254,11 +254,44 @@ def test_config_rejects_invalid_values(shell, caplog):
     assert settings.resolve("display") == "auto"
 
 
-def test_deploy_overrides_are_validated_and_applied(shell, app):
-    shell.run_cell_magic("vast_remote", "", SQUARE)
+def test_deploy_overrides_are_validated_and_apply_to_that_deploy_only(shell, app, monkeypatch):
+    monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
+    shell.run_cell_magic("vast_remote", "--benchmark [{'x': 2}]", SQUARE)
     with pytest.raises(ConfigError, match="name 'bad name!' is invalid"):
         shell.run_line_magic("vast_deploy", "--name 'bad name!' --dry-run")
-    assert app.name == "My-Demo-1"
+    report = shell.run_line_magic("vast_deploy", "--name other --tag t2 --ttl 30 --dry-run")
+    assert report.dry_run and (app.name, app.tag, app.ttl, app.backend) == ("My-Demo-1", "default", None, None)
+    assert app.manifest().name == "My-Demo-1"        # nothing of the flags stuck
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"name": "renamed"}, ("renamed", "default", None, None)),
+    ({"tag": "canary", "ttl": 90}, ("My-Demo-1", "canary", 90.0, None)),
+    ({"backend": "local", "ttl": None}, ("My-Demo-1", "default", None, "local")),
+    ({"name": None}, (None, "default", None, None)),                 # None: the default name, as in the constructor
+    ({}, ("My-Demo-1", "default", None, None)),
+])
+def test_configure_changes_only_what_is_passed_and_returns_the_deployment(app, changes, expected):
+    assert app.configure(**changes) is app
+    assert (app.name, app.tag, app.ttl, app.backend) == expected
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"name": "bad name!"}, "name 'bad name!' is invalid"),
+    ({"tag": ""}, "tag '' is invalid"),
+    ({"ttl": 0}, "ttl must be a positive number"),
+    ({"backend": "gcp"}, "expected one of local, vast"),
+    ({"name": "fine", "ttl": -1}, "ttl must be a positive number"),   # all checked before any is set
+])
+def test_configure_checks_like_the_constructor_and_changes_nothing_on_error(app, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        app.configure(**changes)
+    assert (app.name, app.tag, app.ttl, app.backend) == ("My-Demo-1", "default", None, None)
+
+
+def test_configure_takes_keywords_only(app):
+    with pytest.raises(TypeError):
+        app.configure("positional")
 
 
 def test_vast_image_sets_the_session_image(shell, app):
@@ -289,7 +322,7 @@ def test_vast_deploy_dry_run_returns_a_report_and_shows_progress(shell, app, cap
     report = shell.run_line_magic("vast_deploy", "--dry-run --tag t1 --ttl 60")
     assert isinstance(report, DeployReport)
     assert (report.dry_run, report.tier, report.reasons, report.endpoint) == (True, 4, ("new deployment",), None)
-    assert (app.tag, app.ttl) == ("t1", 60.0)
+    assert (app.tag, app.ttl) == ("default", None)              # the flags were for that deploy only
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [f"packaged {report.files} files, {lines[0].split(', ')[1]}", "tier 4: new deployment"]
     assert len(lines) == 3 and lines[2].startswith("dry run: nothing changed or started (")

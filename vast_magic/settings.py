@@ -48,6 +48,20 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _whole_number(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}")
+        return number
+    return parse
+
+
 def _path(value: Any) -> str:
     return str(Path(os.path.expanduser(str(value))).absolute())
 
@@ -61,6 +75,10 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("deploy_timeout", 600.0, _positive_float, "seconds ensure_ready waits for workers"),
         SettingSpec("call_timeout", 600.0, _positive_float, "default per-call timeout in seconds"),
         SettingSpec("engine_idle_timeout", 600.0, _positive_float, "seconds an engine with no deployment stays up"),
+        SettingSpec("worker_log_bytes", 10 << 20, _whole_number(64 << 10),
+                    "bytes of one local worker log file before it rotates (read when the engine starts)"),
+        SettingSpec("worker_log_files", 3, _whole_number(1),
+                    "log files kept per local worker, the current one included (read when the engine starts)"),
     )
 }
 

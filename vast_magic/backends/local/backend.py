@@ -29,7 +29,8 @@ from ..retry import IMMEDIATE, Retryable
 from .client import EngineClient
 from .daemon_control import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
-from .store import read_previous_manifest_json
+from .logfiles import logged_deployments
+from .store import read_only, read_previous_manifest_json
 from .venvs import pip_args_from_env
 
 __all__ = ["not_applied_locally", "LocalBackend"]
@@ -213,6 +214,19 @@ class LocalBackend:
 
     async def list_deployments(self) -> list[DeploymentStatus]:
         return [_status(s) for s in await self._engine_request("list", [])]
+
+    async def known_deployments(self) -> list[tuple[str, str]]:
+        """Recorded deployments, those the running engine holds (a first deploy still starting), and those
+        whose worker logs are still on disk (so the logs of a torn-down deployment can be read); never
+        starts the engine."""
+        known = {(r.name, r.tag) for r in await asyncio.to_thread(read_only, self.home, "deployments")}
+        known |= set(await asyncio.to_thread(logged_deployments, self.home))
+        try:
+            listed = await self.engine.request("list", autostart=False, answer_timeout=60)
+        except EngineUnavailableError:
+            listed = []
+        known |= {(s["name"], s["tag"]) for s in listed}
+        return sorted(known)
 
     async def logs(self, name: str, tag: str, function: str | None, tail: int) -> list[LogLine]:
         lines = await self._engine_request("logs", [], name=name, tag=tag, function=function, tail=tail)
