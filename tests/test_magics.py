@@ -78,8 +78,12 @@ BAD_ARGUMENTS = [
                                                "it defines: square", False),
     ("vast_remote", "", "x = 1\ndef _helper():\n    pass\n", "defines no public top-level function to register; "
                                                            "define one", False),
-    ("vast_remote", "--benchmark [", SQUARE, "--benchmark '[' is not a Python expression", False),
+    ("vast_remote", "--benchmark [", SQUARE, "--benchmark '[' is not a Python expression; write it as in Python",
+     False),
     ("vast_remote", "--benchmark missing", SQUARE, "--benchmark 'missing' failed: NameError", False),
+    ("vast_remote", "--benchmark [{'x': nope}]", SQUARE, "--benchmark \"[{'x': nope}]\" failed: NameError: name "
+                                                        "'nope' is not defined; write it as in Python", False),
+    ("vast_remote", "--benchmark", SQUARE, "argument --benchmark: expected one argument", True),
     ("vast_remote", "--benchmark [{'x':1}]", TWO, "--benchmark applies to one function but the cell registers "
                                                  "square, cube", False),
     ("vast_remote", "--workload nope", SQUARE, "--workload nope: there is no function 'nope'", False),
@@ -127,6 +131,44 @@ def test_question_mark_help_shows_docstring_and_arguments(shell, magic, text):
 
 def test_session_deployment_is_named_after_the_notebook(app):
     assert app.name == "My-Demo-1"
+
+
+def test_the_session_deployment_is_vast_app_and_the_first_magic_says_so(shell, capsys):
+    shell.run_cell_magic("vast_remote", "", SQUARE)
+    session = get_session(shell)
+    assert shell.user_ns["vast_app"] is session.app and session.variable == "vast_app"
+    assert capsys.readouterr().out == ("vast_magic: this notebook's deployment 'My-Demo-1' is `vast_app` (magics "
+                                       "without --app use it; e.g. vast_app.configure(name=...), vast_app.status())\n")
+    shell.run_cell_magic("vast_remote", "", TWO)
+    assert capsys.readouterr().out == ""                     # said once
+    assert sorted(shell.user_ns["vast_app"].functions) == ["cube", "square"]
+
+
+@pytest.mark.parametrize("taken, expected", [
+    ({}, "vast_app"),
+    ({"vast_app": 42}, "vast_app_2"),                                   # the user's own value is never replaced
+    ({"vast_app": "mine", "vast_app_2": None}, "vast_app_3"),
+    ({"vast_app": [1], "vast_app_2": {}}, "vast_app_3"),               # unhashable values are theirs too
+])
+def test_the_session_variable_never_takes_a_users_name(taken, expected):
+    from vast_magic import Deployment
+    from vast_magic.notebook.session import session_variable
+    assert session_variable(taken, Deployment(name="x")) == expected
+
+
+def test_a_taken_vast_app_is_said_and_kept(capsys):
+    shell = make_shell(__session__="/tmp/clash.ipynb", vast_app=42)
+    shell.run_line_magic("load_ext", "vast_magic")
+    try:
+        app = get_session(shell).app
+        assert shell.user_ns["vast_app"] == 42 and shell.user_ns["vast_app_2"] is app
+        assert ("vast_magic: vast_app already holds a int of yours, so this notebook's deployment 'clash' is "
+                "`vast_app_2`") in capsys.readouterr().out
+        shell.run_line_magic("reload_ext", "vast_magic")      # a new session: vast_app_2 was the session's, reused
+        again = get_session(shell).app
+        assert shell.user_ns["vast_app_2"] is again and again is not app and shell.user_ns["vast_app"] == 42
+    finally:
+        shell.run_line_magic("unload_ext", "vast_magic")
 
 
 @pytest.mark.parametrize("user_ns, name", [
@@ -190,6 +232,24 @@ def test_a_raising_cell_registers_nothing_and_reraises(shell, app, cell, error, 
         assert "bad cell" in capsys.readouterr().out
         assert info.value._render_traceback_() == [
             "%%vast_remote: nothing was registered because the cell raised ValueError (see above)."]
+
+
+@pytest.mark.parametrize("line, dataset, runs", [
+    ("--benchmark [{'x': 1.0}]", ({"x": 1.0},), 10),                                 # as IPython's magics write it
+    ("--benchmark [{'x': 2}, {'x': 3}] --benchmark-runs 3", ({"x": 2}, {"x": 3}), 3),
+    ("--benchmark \"[{'x': 2}, {'x': 3}]\"", ({"x": 2}, {"x": 3}), 10),               # quoted whole
+    ("--benchmark '[{\"x\": 4}]'", ({"x": 4},), 10),
+    ("--benchmark [{\"x\": 5}]", ({"x": 5},), 10),
+    ("--benchmark=[{'x': 6}] --serial", ({"x": 6},), 10),
+    ("--benchmark-runs 2 --benchmark [{'x': v} for v in (7, 8)]", ({"x": 7}, {"x": 8}), 2),
+    ("--benchmark [{'x': known}]  # a comment", ({"x": 9},), 10),       # shell form {x: known} fails: raw is used
+    ("--benchmark [{'x': '--not an option'}]", ({"x": "--not an option"},), 10),
+])
+def test_benchmark_written_either_way(shell, app, line, dataset, runs):
+    shell.user_ns["known"] = 9
+    shell.run_cell_magic("vast_remote", line, SQUARE)
+    options = app.functions["square"].options
+    assert (options.benchmark_dataset, options.benchmark_runs) == (dataset, runs)
 
 
 def test_invalid_options_register_nothing(shell, app):

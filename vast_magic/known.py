@@ -21,14 +21,24 @@ def _label(name: str, tag: str | None) -> str:
     return name if tag is None else f"{name}/{tag}"
 
 
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
 def closest_first(wanted: str, candidates: Iterable[str]) -> list[str]:
     """``candidates`` ordered by similarity to ``wanted`` (difflib's ratio), ties alphabetically."""
-    def similarity(candidate: str) -> float:
-        return difflib.SequenceMatcher(None, wanted, candidate, autojunk=False).ratio()
-    return sorted(set(candidates), key=lambda c: (-similarity(c), c))
+    return sorted(set(candidates), key=lambda c: (-_similarity(wanted, c), c))
 
 
-_WHERE = {"local": "local engine", "vast": "Vast from this machine"}
+def _closest_pairs(name: str, tag: str | None, pairs: set[tuple[str, str]]) -> list[str]:
+    """Labels of the known deployments, the closest name first, then (for the same name) the closest tag."""
+    if tag is None:
+        return closest_first(name, {n for n, _ in pairs})
+    ordered = sorted(pairs, key=lambda p: (-_similarity(name, p[0]), p[0], -_similarity(tag, p[1]), p[1]))
+    return [_label(n, t) for n, t in ordered]
+
+
+_WHERE = {"local": "on the local engine", "vast": "on Vast from this machine"}
 _LISTING = {"local": "`vast-magic ls`", "vast": "the Vast console"}
 
 
@@ -39,12 +49,11 @@ def unknown_deployment(name: str, tag: str | None, known: Iterable[tuple[str, st
     pairs = {(str(n), str(t)) for n, t in known}
     if any(n == name and (tag is None or t == tag) for n, t in pairs):
         return None
-    wanted, where = _label(name, tag), _WHERE.get(backend, backend)
+    wanted, where = _label(name, tag), _WHERE.get(backend, f"on {backend}")
     hint = f" {hint}" if hint else ""
     if not pairs:
-        return f"there is no deployment {wanted} on the {where}, and none is known: deploy one first.{hint}"
-    labels = [_label(n, t) for n, t in pairs] if tag is not None else sorted({n for n, _ in pairs})
-    ordered = closest_first(wanted, labels)
+        return f"there is no deployment {wanted} {where}, and none is known: deploy one first.{hint}"
+    ordered = _closest_pairs(name, tag, pairs)
     shown = ", ".join(ordered[:SHOWN]) + (f" and {len(ordered) - SHOWN} more" if len(ordered) > SHOWN else "")
-    return (f"there is no deployment {wanted} on the {where}; known, closest first: {shown} "
+    return (f"there is no deployment {wanted} {where}; known, closest first: {shown} "
             f"({_LISTING.get(backend, 'the backend')} lists them).{hint}")

@@ -26,8 +26,8 @@ from . import logfiles
 from . import workers as procs
 from .bundles import worker_dir
 from .channel import Channel
-from .failures import FailedWorker, as_info, exit_cause, failures_to_keep, mark_replaced
-from .loops import keep_running, log
+from .failures import FailedWorker, add_failure, as_info, exit_cause, failures_to_keep, mark_replaced
+from .loops import keep_running
 from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
 from .store import DeploymentRecord, Store, WorkerRecord
 from .worker_output import OutputPipe
@@ -116,7 +116,6 @@ class Engine:
         self.home, self.store, self.token, self.idle_timeout = home, store, token, idle_timeout
         self.shm_dir = shm_dir                            # None: big buffers go inline (no usable /dev/shm)
         self.log_limits = log_limits
-        self.log_errors = 0                               # failed log writes (engine.log says the first few)
         self.port = 0
         self.deployments: dict[tuple[str, str], Deployment] = {}
         self.subscribers: dict[tuple[str, str], set[Channel]] = collections.defaultdict(set)
@@ -250,10 +249,7 @@ class Engine:
         worker.rec.state, worker.rec.error = state, error
         if state == "failed":                      # gone, but status keeps saying why for a while
             last = logfiles.tail(Path(worker.rec.log_path), 1)
-            lines = (error or "").strip().splitlines()
-            failure = FailedWorker(worker.info(), time.time(), cause or (lines[-1] if lines else "failed"),
-                                   last[0].text if last else None)
-            dep.failed = failures_to_keep((*dep.failed, failure), failure.failed_at)
+            dep.failed = add_failure(dep.failed, worker.info(), cause, last[0].text if last else None, time.time())
         if worker.log is not None:
             worker.log.close()
         if worker.channel is not None:
@@ -313,13 +309,8 @@ class Engine:
         if dep.watchers:
             for line in records:
                 dep.notify("LogLine", **asdict(line))
-        try:                          # a full or read-only home loses the file copy, never the worker
-            if worker.log is not None:
-                worker.log.write(records)
-        except OSError as exc:
-            self.log_errors += 1
-            if self.log_errors <= 3 or self.log_errors % 1000 == 0:
-                log(f"cannot write {worker.rec.log_path} ({self.log_errors} failed writes): {exc}")
+        if worker.log is not None:
+            worker.log.write(records)
 
     async def on_worker_disconnect(self, channel: Channel) -> None:
         for dep in list(self.deployments.values()):

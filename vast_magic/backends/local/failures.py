@@ -15,8 +15,8 @@ from typing import Sequence
 
 from ...reports import WorkerInfo
 
-__all__ = ["KEEP_SECONDS", "KEEP_COUNT", "FailedWorker", "exit_cause", "failures_to_keep", "mark_replaced",
-           "summary", "as_info"]
+__all__ = ["KEEP_SECONDS", "KEEP_COUNT", "FailedWorker", "exit_cause", "failures_to_keep", "add_failure",
+           "mark_replaced", "summary", "as_info"]
 
 KEEP_SECONDS = 600.0     # a failed worker is shown for 10 minutes ...
 KEEP_COUNT = 5           # ... and only the 5 newest failures are shown
@@ -49,6 +49,14 @@ def failures_to_keep(failures: Sequence[FailedWorker], now: float, keep_seconds:
     young = [f for f in failures if now - f.failed_at <= keep_seconds]
     young.sort(key=lambda f: f.failed_at)
     return tuple(young[-keep_count:]) if keep_count > 0 else ()
+
+
+def add_failure(failures: Sequence[FailedWorker], info: WorkerInfo, cause: str | None, last_line: str | None,
+                now: float) -> tuple[FailedWorker, ...]:
+    """``failures`` with one more (its cause by default the last line of its error), pruned."""
+    lines = (info.error or "").strip().splitlines()
+    failure = FailedWorker(info, now, cause or (lines[-1] if lines else "failed"), last_line)
+    return failures_to_keep((*failures, failure), now)
 
 
 def mark_replaced(failures: Sequence[FailedWorker], worker: str) -> tuple[FailedWorker, ...]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ...reports import LogLine
+from .loops import log
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_FILES", "MIN_MAX_BYTES", "MAX_LINE_CHARS", "KEEP_STOPPED_LOGS",
@@ -130,16 +131,28 @@ class WorkerLog:
         self.path, self.limits = Path(path), limits
         self._fd: int | None = None
         self._size = 0
+        self.failed_writes = 0
 
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)   # pruning removes empty folders
+            for folder in (self.path.parent.parent.parent, self.path.parent.parent, self.path.parent):
+                folder.mkdir(mode=0o700, exist_ok=True)     # each level private; pruning removes empty ones
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._size = os.fstat(self._fd).st_size
         return self._fd
 
     def write(self, lines: Iterable[LogLine]) -> None:
-        """Append the records, rotating first whenever the next one would pass ``max_bytes``."""
+        """Append the records, rotating first whenever the next one would pass ``max_bytes``. A full or
+        read-only home loses lines (engine.log says so), never the worker."""
+        try:
+            self._write(lines)
+        except OSError as exc:
+            self.close()
+            self.failed_writes += 1
+            if self.failed_writes <= 3 or self.failed_writes % 1000 == 0:
+                log(f"cannot write {self.path} ({self.failed_writes} failed writes): {exc}")
+
+    def _write(self, lines: Iterable[LogLine]) -> None:
         pending: list[bytes] = []
         size = self._size if self._fd is not None else None
         for line in lines:
