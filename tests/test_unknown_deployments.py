@@ -95,6 +95,9 @@ def test_cli_typos_exit_1_with_the_known_deployments_and_touch_nothing(engine_ho
     assert vast_magic("teardown", "demo-app", "--tag", "canary").stdout == "torn down demo-app/canary\n"
     again = vast_magic("teardown", "demo-app", "--tag", "canary")       # its logs are kept: still known
     assert again.returncode == 0 and "stopped" in vast_magic("status", "demo-app", "--tag", "canary").stdout
+    assert vast_magic("engine", "stop").returncode == 0
+    post_mortem = vast_magic("logs", "demo-app", "--tag", "canary")     # read from the files, no engine needed
+    assert post_mortem.returncode == 0 and "] benchmark square: perf " in post_mortem.stdout, post_mortem.stderr
 
 
 def test_cli_in_an_empty_home_says_none_is_known(engine_home):

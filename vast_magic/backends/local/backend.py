@@ -29,7 +29,7 @@ from ..retry import IMMEDIATE, Retryable
 from .client import EngineClient
 from .daemon_control import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
-from .logfiles import logged_deployments
+from .logfiles import deployment_tail, logged_deployments
 from .store import read_only, read_previous_manifest_json
 from .venvs import pip_args_from_env
 
@@ -229,7 +229,13 @@ class LocalBackend:
         return sorted(known)
 
     async def logs(self, name: str, tag: str, function: str | None, tail: int) -> list[LogLine]:
-        lines = await self._engine_request("logs", [], name=name, tag=tag, function=function, tail=tail)
+        """Read by the engine (the writer: it never reads mid-rotation); when none runs, nothing rotates and
+        the files are read here, so logs outlive the engine and a teardown."""
+        try:
+            lines = await self.engine.request("logs", autostart=False, answer_timeout=60, name=name, tag=tag,
+                                              function=function, tail=tail)
+        except EngineUnavailableError:
+            return await asyncio.to_thread(deployment_tail, self.home, name, tag, tail, function)
         return [LogLine(**line) for line in lines]
 
     async def teardown(self, name: str, tag: str | None) -> None:
