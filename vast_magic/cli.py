@@ -18,8 +18,8 @@ from .events import deployment_summary, format_deployment_status, format_event
 from .known import unknown_deployment
 
 __all__ = [
-    "SCRIPT_MODULE", "UnknownDeployment", "load_deployment", "cmd_bundle", "cmd_deploy", "cmd_ls", "cmd_status", "cmd_logs",
-    "cmd_teardown", "cmd_engine", "cmd_run_notebook", "build_parser", "main"
+    "SCRIPT_MODULE", "UnknownDeployment", "load_deployment", "cmd_bundle", "cmd_deploy", "cmd_ls", "cmd_status",
+    "cmd_logs", "cmd_teardown", "cmd_engine", "cmd_run_notebook", "build_parser", "main"
 ]
 
 SCRIPT_MODULE = "__vast_magic_script__"

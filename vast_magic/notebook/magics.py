@@ -195,7 +195,9 @@ class VastMagics(Magics):
     def vast_deploy(self, line: str = ""):
         """Build the bundle from this notebook, decide the tier, apply it and show progress.
 
-        Returns the DeployReport. Re-running with nothing changed is tier 0.
+        Returns the DeployReport. Re-running with nothing changed is tier 0. --name, --tag, --ttl
+        and --backend apply to this deploy only (calls then go to it); app.configure(name=...)
+        changes them for good.
         """
         args = parse(self.vast_deploy, line)
         return ops.deploy(self.session.target(args.app), name=args.name, tag=args.tag, ttl=args.ttl,

@@ -105,7 +105,7 @@ async def serve(home: Path, idle_timeout: float, log_limits: LogLimits = LogLimi
     await asyncio.gather(*(procs.stop(w.rec.pid, w.rec.start_time, 2.0, w.popen) for w in workers))
     for worker in workers:
         store.delete_worker(worker.rec.id)
-        worker.drain_output(1 << 10)           # their last words, into their logs
+        worker.drain_output()                  # their last words, into their logs
         for pipe in worker.pipes:
             pipe.close()
         if worker.log is not None:

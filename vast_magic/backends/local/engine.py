@@ -240,7 +240,7 @@ class Engine:
         """The process is gone: record why, drop it everywhere, wake whoever waits on it.
 
         ``cause`` is how it ended ("killed by SIGKILL"); by default the last line of ``error``."""
-        worker.drain_output(1 << 10)               # a dead writer's last bytes are still in the pipe
+        worker.drain_output()                      # a dead writer's last bytes are still in the pipe
         for pipe in worker.pipes:
             pipe.close()
         dep.workers.pop(worker.rec.id, None)
@@ -358,7 +358,7 @@ class Engine:
             if worker.role == "draining":
                 self.forget_worker(dep, worker, "stopped", None)
             else:
-                worker.drain_output(1 << 10)
+                worker.drain_output()
                 cause = exit_cause(code)
                 error = worker.rec.error or f"worker {cause}\n" + "\n".join(
                     line.text for line in logfiles.tail(Path(worker.rec.log_path), 20))

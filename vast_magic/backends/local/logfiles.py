@@ -29,7 +29,7 @@ from ...reports import LogLine
 from .loops import log
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "DEFAULT_FILES", "MIN_MAX_BYTES", "MAX_LINE_CHARS", "KEEP_STOPPED_LOGS",
+    "DEFAULT_MAX_BYTES", "DEFAULT_FILES", "MAX_LINE_CHARS", "KEEP_STOPPED_LOGS",
     "KEEP_STOPPED_WORKERS", "LogLimits", "encode", "decode", "log_dir", "worker_log_path", "rotated_paths",
     "logged_deployments", "find_worker_log", "WorkerLog", "tail", "deployment_tail", "LogSet", "logs_to_prune",
     "prune",
@@ -37,7 +37,6 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 10 << 20       # one file
 DEFAULT_FILES = 3                  # the current file and two rotated ones
-MIN_MAX_BYTES = 64 << 10
 MAX_LINE_CHARS = 16 << 10          # a longer line is cut, so a single record always fits a file
 KEEP_STOPPED_LOGS = 200            # stopped workers whose logs stay for `vast-magic logs` and post-mortems ...
 KEEP_STOPPED_WORKERS = 8           # ... within 8 workers' worth of bytes (8 x max_bytes x files)
