@@ -40,9 +40,11 @@ class Caller:
         """What the last successful deploy made callable."""
         self._deployed = deployed
 
-    def forget(self) -> None:
-        """After a teardown: calls must deploy again first."""
-        self._deployed = None
+    def forget(self, name: str, tag: str | None) -> None:
+        """After a teardown of (name, tag) (every tag when None): calls to it must deploy again first."""
+        deployed = self._deployed
+        if deployed is not None and deployed.name == name and tag in (None, deployed.tag):
+            self._deployed = None
 
     async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
                    max_queue_time: float, retries: int) -> CallOutcome:

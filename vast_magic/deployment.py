@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Deployment"]
 
+#: ``configure``'s "leave this one as it is" (None is a value there: no ttl, the backend setting, the default name)
+_UNCHANGED: Any = type("Unchanged", (), {"__repr__": lambda self: "<unchanged>"})()
+
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -59,6 +62,20 @@ def _defining_file() -> str | None:
     return file if isinstance(file, str) and file.endswith(".py") else None
 
 
+def _check_ttl(ttl: Any) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}.")
+    return float(ttl)
+
+
+def _checked(name: Any, tag: Any, ttl: Any, backend: Any) -> tuple[str | None, str, float | None, str | None]:
+    """The constructor's rules for name, tag, ttl and backend (None: default name, no ttl, the setting)."""
+    return (_check_name("name", name) if name is not None else None, _check_name("tag", tag), _check_ttl(ttl),
+            settings.resolve("backend", backend) if backend is not None else None)
+
+
 class Deployment:
     """A Vast.ai Serverless deployment: functions, contexts, an image and autoscaling."""
 
@@ -77,11 +94,8 @@ class Deployment:
         ``trusted_types``: classes (or module names, trusting every name in that package) that answers
         from Vast workers may carry beyond plain values, numpy and the deployment's own classes; answers
         from a Vast host are unpickled with an allow-list, because the host is a third party."""
-        self.name = _check_name("name", name) if name is not None else None
-        self.tag = _check_name("tag", tag)
+        self.name, self.tag, self.ttl, self.backend = _checked(name, tag, ttl, backend)
         self.version_label = version_label
-        self.ttl = self._check_ttl(ttl)
-        self.backend = settings.resolve("backend", backend) if backend is not None else None
         self.trusted_types = normalize_trusted_types(trusted_types)
         self._api_key = api_key
         self._vast_url = settings.resolve("vast_url", vast_url) if vast_url is not None else None
@@ -95,13 +109,20 @@ class Deployment:
         self._pipeline = DeployPipeline(self._caller)
         self._defined_in = _defining_file()
 
-    @staticmethod
-    def _check_ttl(ttl: Any) -> float | None:
-        if ttl is None:
-            return None
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}.")
-        return float(ttl)
+    def configure(self, *, name: str | None = _UNCHANGED, tag: str = _UNCHANGED, ttl: float | None = _UNCHANGED,
+                  backend: str | None = _UNCHANGED) -> "Deployment":
+        """Change the name, tag, ttl or backend for good; pass only what changes. Returns this Deployment.
+
+        Values are checked like the constructor's, all before any is set, so a bad one changes
+        nothing. ``None`` means what it means there: the default name, no ttl, the ``backend``
+        setting. The next ``ensure_ready`` deploys under the new name/tag (a new tag is a new
+        endpoint: tier 4; the old one serves until torn down). A flag such as
+        ``%vast_deploy --tag canary`` applies to that one deploy and does not call this.
+        """
+        self.name, self.tag, self.ttl, self.backend = _checked(
+            *(new if new is not _UNCHANGED else old for new, old in
+              ((name, self.name), (tag, self.tag), (ttl, self.ttl), (backend, self.backend))))
+        return self
 
     def __repr__(self) -> str:
         backend = self.effective_backend
@@ -194,12 +215,18 @@ class Deployment:
         return {name: cls for name, (cls, _) in self._contexts.items()}
 
     # -- deploying ---------------------------------------------------------------
-    def _snapshot(self) -> DeploymentSnapshot:
-        """This deployment as a frozen value: all that one deploy (or manifest, bundle, status) reads of it."""
-        backend = self.effective_backend
+    def _snapshot(self, *, name: str | None = None, tag: str | None = None, ttl: float | None = None,
+                  backend: str | None = None) -> DeploymentSnapshot:
+        """This deployment as a frozen value: all that one command (deploy, manifest, bundle, status, logs,
+        teardown) reads of it, with that command's own overrides (``%vast_deploy --tag canary``; None: keep)
+        checked like the constructor's. The Deployment itself is left as it is."""
+        name, tag, ttl, backend = _checked(*(new if new is not None else old for new, old in
+                                             ((name, self.name), (tag, self.tag), (ttl, self.ttl),
+                                              (backend, self.backend))))
+        backend = backend or settings.resolve("backend")
         vast = backend == "vast"
         return DeploymentSnapshot(
-            label=repr(self), name=self.effective_name, tag=self.tag, backend=backend, ttl=self.ttl,
+            label=repr(self), name=name or _default_name(self._defined_in), tag=tag, backend=backend, ttl=ttl,
             version_label=self.version_label, image=self.image_or_default().spec(), autoscaling=self._autoscaling,
             functions=tuple((name, fn.local, fn.options) for name, fn in sorted(self._remotes.items())),
             contexts=tuple(registered for _, registered in sorted(self._contexts.items())),
@@ -217,7 +244,13 @@ class Deployment:
 
     def ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
         """Deploy what changed and wait for workers; works inside Jupyter's running loop."""
-        return self._pipeline.run_sync(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
+        return self._ensure_ready_as(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
+
+    def _ensure_ready_as(self, snapshot: DeploymentSnapshot, *, dry_run: bool = False, wait: bool = True,
+                         timeout: float | None = None) -> DeployReport:
+        """``ensure_ready`` of ``snapshot`` (``%vast_deploy --name/--tag/--ttl/--backend``: that deploy only);
+        calls then go to what was deployed last."""
+        return self._pipeline.run_sync(snapshot, dry_run=dry_run, wait=wait, timeout=timeout)
 
     async def async_ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
         return await self._pipeline.run_async(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
@@ -237,8 +270,14 @@ class Deployment:
     def teardown(self, all_tags: bool = False) -> None:
         """Stop this deployment's workers (every tag with ``all_tags``); safe to call twice."""
         snapshot = self._snapshot()
-        loop.run_sync(self._pipeline.backend(snapshot).teardown(snapshot.name, None if all_tags else snapshot.tag))
-        self._caller.forget()
+        tag = None if all_tags else snapshot.tag
+        loop.run_sync(self._pipeline.backend(snapshot).teardown(snapshot.name, tag))
+        self._caller.forget(snapshot.name, tag)
+
+    def _known_deployments(self) -> list[tuple[str, str]]:
+        """The (name, tag) pairs this deployment's backend knows of (the local engine's records, or this
+        machine's Vast records): what "no such deployment" messages offer instead."""
+        return loop.run_sync(self._pipeline.backend(self._snapshot()).known_deployments())
 
     def api_key(self) -> str | None:
         """The Vast API key (argument, env, then the official CLI key files), never printed."""
