@@ -1,9 +1,31 @@
-"""The frozen value types the public API returns (a contract: see DESIGN.md)."""
+"""The frozen value types the public API returns (a contract: see DESIGN.md).
+
+``DeployReport`` and ``DeploymentStatus`` draw themselves as HTML in Jupyter
+(``_repr_html_``) with a renderer the display layer registers
+(``register_html``): this module sits below the display and cannot import it.
+Their text (``repr``) stays what it was; without a registered renderer, or when
+the renderer declines (text display mode), Jupyter shows that text.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
-__all__ = ["WORKER_STATES", "Fingerprint", "WorkerInfo", "DeployReport", "Bundle", "DeploymentStatus", "LogLine"]
+__all__ = ["WORKER_STATES", "Fingerprint", "WorkerInfo", "DeployReport", "Bundle", "CallStats", "DeploymentStatus",
+           "LogLine", "register_html"]
+
+_HTML_RENDERERS: dict[type, Callable[[Any], "str | None"]] = {}
+
+
+def register_html(cls: type, render: Callable[[Any], "str | None"]) -> None:
+    """Let instances of ``cls`` show as ``render(instance)`` in Jupyter (None: show the text instead)."""
+    _HTML_RENDERERS[cls] = render
+
+
+class _HTMLRepr:
+    def _repr_html_(self) -> str | None:
+        render = _HTML_RENDERERS.get(type(self))
+        return render(self) if render is not None else None
 
 WORKER_STATES = ("starting", "installing", "contexts", "benchmarking", "ready", "failed", "stopped")
 
@@ -20,16 +42,21 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class WorkerInfo:
+    """``load``: the workload it has now, in the unit of ``perf`` (so ``load / perf`` is how busy it is);
+    ``reliability`` (0-1): the host's, as Vast reports it. Both None when unknown."""
+
     id: str
     state: str
     perf: float | None = None
     pid: int | None = None
     version: str | None = None
     error: str | None = None
+    load: float | None = None
+    reliability: float | None = None
 
 
 @dataclass(frozen=True)
-class DeployReport:
+class DeployReport(_HTMLRepr):
     tier: int
     reasons: tuple[str, ...]
     fingerprint: Fingerprint
@@ -50,13 +77,31 @@ class Bundle:
 
 
 @dataclass(frozen=True)
-class DeploymentStatus:
+class CallStats:
+    """This process's recent calls to one deployment, counted on the client (``window`` seconds back)."""
+
+    calls: int                  # calls that ended in the window
+    failed: int                 # of which raised or failed
+    window: float               # seconds the figures cover
+    rate: float                 # calls per second over the window
+    p50: float | None           # latency percentiles in seconds (None without calls)
+    p99: float | None
+    total: int = 0              # calls since this process first called the deployment
+
+
+@dataclass(frozen=True)
+class DeploymentStatus(_HTMLRepr):
+    """``calls``: this process's recent calls (None where nothing counts them, e.g. the CLI);
+    ``workload_per_call``: what one call weighs in the unit of ``perf`` (None: a workload calculator decides)."""
+
     name: str
     tag: str
     endpoint: str | None
     state: str
     workers: tuple[WorkerInfo, ...]
     not_applied_locally: tuple[str, ...] = field(default=())
+    calls: CallStats | None = None
+    workload_per_call: float | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,16 @@ def _number(value: Any) -> float:
         return 0.0
 
 
+def _optional(value: Any) -> float | None:
+    """A number Vast may leave out (``cur_load``, ``reliability``): None when absent or not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def worker_info(raw: dict) -> WorkerInfo:
     """One worker as Vast reports it -> WorkerInfo."""
     error = str(raw.get("error_msg") or "").strip() or None
@@ -46,7 +56,8 @@ def worker_info(raw: dict) -> WorkerInfo:
         state = "starting"
     version = raw.get("version")
     return WorkerInfo(id=str(raw.get("id")), state=state, perf=perf, version=str(version) if version else None,
-                      error=error or (f"Vast reports status {status!r}" if state == "failed" else None))
+                      error=error or (f"Vast reports status {status!r}" if state == "failed" else None),
+                      load=_optional(raw.get("cur_load")), reliability=_optional(raw.get("reliability")))
 
 
 async def endpoint_workers(api: VastAPI, endpoint_id: int, emit: EventSink | None = None) -> tuple[WorkerInfo, ...]:
@@ -76,7 +87,8 @@ class ReadinessWatch:
                 continue
             if info.perf is not None and (before is None or before.perf != info.perf):
                 self.emit(BenchmarkScored(info.id, info.perf))
-            self.emit(WorkerState(info.id, info.state, perf=info.perf, version=info.version, error=info.error))
+            self.emit(WorkerState(info.id, info.state, perf=info.perf, version=info.version, error=info.error,
+                                  load=info.load, reliability=info.reliability))
             self.seen[info.id] = info
 
     async def wait(self, timeout: float) -> tuple[WorkerInfo, ...]:
