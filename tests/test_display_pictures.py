@@ -8,6 +8,7 @@ its picture, never by parsing its layout.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import itertools
 import re
@@ -256,7 +257,7 @@ def test_the_status_card_draws_score_and_load_bars_and_the_call_figures():
     assert re.findall(r'data-score="([\d.]+)"', card) == ["1.0000", "0.2500"]
     assert re.findall(r'data-load="([\d.]+)"', card) == ["0.5000", "0.0000"]
     assert "load 50%" in card and "idle" in card and "40.0 k calls/s" in card
-    assert "calls: 2/s · p50 310 µs · p99 4.20 ms · 120 in the last 60.0 s, 2 failed" in card
+    assert "2.00 calls/s · p50 310 µs · p99 4.20 ms · 120 calls in the last 60.0 s, 2 failed" in card
     assert 'data-p50="0.00031"' in card and "not applied locally: apt: ffmpeg" in card
 
 
@@ -295,7 +296,10 @@ def test_report_card_says_what_a_dry_run_did():
     card = report_card(DeployReport(4, ("new deployment",), Fingerprint("a", "b", "c", "d"), 10, 1, None, (), None,
                                     True))
     assert 'data-state="dry run"' in card and "nothing was applied" in card and "• new deployment" in card
-    assert "2.00 M workload/s" in report_card(REPORT)           # a report does not know what a call weighs
+    assert "2.00 M workload/s" in report_card(REPORT)           # a calculator decides what a call weighs
+    weighed = dataclasses.replace(REPORT, workload_per_call=100.0)
+    assert "20.0 k calls/s" in report_card(weighed)
+    assert weighed == REPORT and repr(weighed) == repr(REPORT)   # a drawing hint, not part of the report
 
 
 # -- figures ------------------------------------------------------------------------------------------------------

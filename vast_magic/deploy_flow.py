@@ -192,13 +192,14 @@ class DeployFlow:
             timeout=timeout if timeout is not None else settings.resolve("deploy_timeout"),
         )
 
-    @staticmethod
-    def _report(prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool, result: Any = None) -> DeployReport:
+    def _report(self, prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool,
+                result: Any = None) -> DeployReport:
         return DeployReport(
             tier=decision.tier, reasons=tuple(decision.reasons), fingerprint=prepared.manifest.fingerprint(),
             bundle_size=size, files=files, endpoint=result.endpoint if result else None,
             workers=tuple(result.workers) if result else (), benchmark=result.benchmark if result else None,
             dry_run=dry_run, backend_action=result.backend_action if result else None,
+            workload_per_call=workload_per_call(self.app._remotes.values()),
         )
 
     # -- entry points ---------------------------------------------------------------

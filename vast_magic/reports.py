@@ -57,6 +57,8 @@ class WorkerInfo:
 
 @dataclass(frozen=True)
 class DeployReport(_HTMLRepr):
+    """``workload_per_call`` only helps drawing perf as calls/s; it is not part of the report's text or identity."""
+
     tier: int
     reasons: tuple[str, ...]
     fingerprint: Fingerprint
@@ -67,6 +69,7 @@ class DeployReport(_HTMLRepr):
     benchmark: float | None
     dry_run: bool
     backend_action: str | None = None
+    workload_per_call: float | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class CallStats:
 @dataclass(frozen=True)
 class DeploymentStatus(_HTMLRepr):
     """``calls``: this process's recent calls (None where nothing counts them, e.g. the CLI);
-    ``workload_per_call``: what one call weighs in the unit of ``perf`` (None: a workload calculator decides)."""
+    ``workload_per_call``: what one call weighs in the unit of ``perf`` (None: a workload calculator decides),
+    only for drawing perf as calls/s, so not part of the text or identity."""
 
     name: str
     tag: str
@@ -101,7 +105,7 @@ class DeploymentStatus(_HTMLRepr):
     workers: tuple[WorkerInfo, ...]
     not_applied_locally: tuple[str, ...] = field(default=())
     calls: CallStats | None = None
-    workload_per_call: float | None = None
+    workload_per_call: float | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

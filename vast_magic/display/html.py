@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 
 from ..events import DeployState, WorkerRow, deployment_lines, format_worker, status_lines
 from ..reports import CallStats, DeploymentStatus, DeployReport, WorkerInfo
-from .figures import format_rate, format_seconds, format_share
+from .figures import format_number, format_rate, format_seconds, format_share
 from .steps import Step
 
 __all__ = ["COLORS", "PHASE_COLORS", "STEP_COLORS", "STEP_ICONS", "WORKER_COLORS", "WORKER_LABELS", "TIER_MEANINGS",
@@ -51,6 +51,8 @@ _FONT = ("font-family:var(--jp-ui-font-family, system-ui, sans-serif);font-size:
          f"color:{COLORS['text']};line-height:1.45")
 _MONO = "font-family:var(--jp-code-font-family, monospace);font-size:var(--jp-code-font-size, 12px)"
 _NUMBERS = "font-variant-numeric:tabular-nums;white-space:nowrap"
+_COLUMNS = "minmax(8em, 17em) 8em 8em 9.5em"           # worker, state, score bar, figure (then the load text)
+_STATUS_COLUMNS = _COLUMNS + " 6em"                     # ... and a load bar
 
 
 def _e(text: object) -> str:
@@ -67,12 +69,12 @@ def _card(kind: str, color: str, body: str, **data: object) -> str:
 
 
 def _line(text: str, cls: str, color: str | None = None, extra: str = "") -> str:
-    style = (f"color:{color};" if color else "") + extra
+    style = (f"color:{color};" if color else "") + (f"{extra};" if extra else "")
     return f'<div class="{cls}" style="{style}white-space:pre-wrap">{_e(text)}</div>'
 
 
 def _badge(state: str, color: str, label: str | None = None) -> str:
-    return (f'<span class="vm-badge"{_attrs(state=state)} style="display:inline-block;color:{color};'
+    return (f'<span class="vm-badge"{_attrs(state=state)} style="justify-self:start;color:{color};'
             f'border:1px solid {color};border-radius:9px;padding:0 7px;font-size:var(--jp-ui-font-size0, 11px);'
             f'line-height:1.5;white-space:nowrap">{_e(label or state)}</span>')
 
@@ -95,7 +97,7 @@ def _error_block(text: str) -> str:
 def tier_table(reasons: tuple[str, ...], tiers: tuple[int | None, ...], tier: int) -> str:
     """What changed -> the tier it implies; the changes that set the tier in bold."""
     if not reasons:
-        return _line("no changes: tier 0, nothing to do", "vm-tiers vm-empty", COLORS["muted"])
+        return ""          # the step's own line already says "no changes"
     head = (f'<tr><th style="text-align:left;font-weight:600;padding:0 12px 0 0;color:{COLORS["muted"]}">what changed'
             f'</th><th style="text-align:left;font-weight:600;color:{COLORS["muted"]}">tier it implies</th></tr>')
     rows = []
@@ -124,10 +126,10 @@ def _worker_row(worker: str, state: str, perf: float | None, best: float | None,
              _badge(state, color, WORKER_LABELS.get(state)),
              _bar("score", score, COLORS["brand"], f"benchmark score relative to the best worker: {figure or 'none yet'}"),
              f'<span class="vm-figure" style="{_NUMBERS}">{_e(figure)}</span>']
-    columns = "minmax(8em, 17em) 9.5em 8em 8.5em"
+    columns = _COLUMNS
     if load_bar:
         cells.append(_bar("load", busy, COLORS["warn"], f"load: {load_text or 'unknown'}"))
-        columns += " 6em"
+        columns = _STATUS_COLUMNS
     cells.append(f'<span class="vm-load" style="color:{COLORS["muted"]};{_NUMBERS}">{_e(load_text + extra)}</span>')
     row = (f'<div class="vm-worker"{_attrs(worker=worker, state=state)} title="{_e(text)}" style="display:grid;'
            f'grid-template-columns:{columns} auto;column-gap:8px;align-items:center">{"".join(cells)}</div>')
@@ -136,13 +138,20 @@ def _worker_row(worker: str, state: str, perf: float | None, best: float | None,
     return row
 
 
+def _worker_header() -> str:
+    labels = ["worker", "state", "score", "", "load", ""]
+    cells = "".join(f"<span>{label}</span>" for label in labels)
+    return (f'<div class="vm-worker-header" style="display:grid;grid-template-columns:{_STATUS_COLUMNS} auto;'
+            f'column-gap:8px;color:{COLORS["faint"]};font-size:var(--jp-ui-font-size0, 11px)">{cells}</div>')
+
+
 def worker_rows(rows: Iterable[WorkerRow | WorkerInfo], workload_per_call: float | None = None,
                 load_bar: bool = False) -> str:
     """One row per worker: id, state badge, score bar (relative to the best worker), calls/s, load."""
     rows = list(rows)
     perfs = [row.perf for row in rows if row.perf is not None]
     best = max(perfs) if perfs else None
-    out = []
+    out = [_worker_header()] if load_bar and rows else []
     for row in rows:
         worker = row.worker if isinstance(row, WorkerRow) else row.id
         as_row = row if isinstance(row, WorkerRow) else WorkerRow(row.id, row.state, row.perf, row.error)
@@ -218,8 +227,8 @@ def _calls_line(calls: CallStats | None) -> str:
         return _line(text, "vm-calls", COLORS["muted"])
     failed = f", {calls.failed} failed" if calls.failed else ""
     latency = f" · p50 {format_seconds(calls.p50)} · p99 {format_seconds(calls.p99)}" if calls.p50 is not None else ""
-    text = (f"calls: {calls.rate:.3g}/s{latency} · {calls.calls} in the last {format_seconds(calls.window)}"
-            f"{failed} (counted in this notebook)")
+    text = (f"{format_number(calls.rate)} calls/s{latency} · {calls.calls} calls in the last "
+            f"{format_seconds(calls.window)}{failed} (counted in this notebook)")
     return (f'<div class="vm-calls"{_attrs(rate=f"{calls.rate:.6g}", p50=calls.p50, p99=calls.p99)} '
             f'style="{_NUMBERS};white-space:pre-wrap">{_e(text)}</div>')
 
@@ -251,7 +260,8 @@ def report_card(report: DeployReport) -> str:
     if report.endpoint:
         facts.append(f"endpoint: {report.endpoint}")
     if report.benchmark is not None:
-        facts.append(f"benchmark: best {format_rate(report.benchmark)} ({report.benchmark:,.1f}/s)")
+        facts.append(f"benchmark: best {format_rate(report.benchmark, report.workload_per_call)} "
+                     f"(perf {report.benchmark:,.1f}/s)")
     body += [_line(fact, "vm-body", COLORS["muted"]) for fact in facts]
-    body.append(worker_rows(report.workers))
+    body.append(worker_rows(report.workers, report.workload_per_call))
     return _card("report", PHASE_COLORS[state], "".join(body), state=state)
