@@ -342,3 +342,23 @@ def test_log_lines_stay_out_of_the_deploy_picture():
     assert "benchmark square" not in view.card.value and "benchmark square" in view.output.value
     assert view.logs.selected_index is None and view.logs.get_title(0) == "worker output (last 1 lines)"
     view.finish(view.state)
+
+
+def test_vast_workers_fill_the_stepper_live(tmp_path):
+    """On the Vast backend (the fake API), the stepper learns Vast's action and the worker rows update per poll."""
+    from test_vast_api import KEY, Harness, make_plan
+    from vast_magic.testing import FakeVast
+    harness = Harness(tmp_path, fake=FakeVast(api_key=KEY, ready_after=2))
+    harness.apply(make_plan(tmp_path, wait=True))
+    opening = [Packaging(3, 900), TierDecided(4, ("new deployment",), tiers=(4,))]
+    drawn = []
+    state = fold(opening, workload_per_call=100.0)
+    for event in harness.events:
+        state = apply_event(state, event)
+        drawn.append(tuple(row.state for row in state.workers))
+    rows = [(row.worker, row.state) for row in state.workers]
+    assert len(rows) == 1 and rows[0][1] == "ready"
+    steps = {step.key: step for step in deploy_steps(state)}
+    assert steps["apply"].result == VAST_APPLIED["created"] and steps["workers"].state == "running"
+    assert [d for i, d in enumerate(drawn) if d and d != drawn[i - 1]] == [("starting",), ("benchmarking",), ("ready",)]
+    assert state.tiers == (4,)                                      # Vast's repeated decision kept each tier
