@@ -40,8 +40,6 @@ import httpx
 import nbformat
 import pytest
 
-from conftest import EngineHome
-
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -173,7 +171,7 @@ class JupyterLab:
 class Session:
     lab: JupyterLab
     page: object
-    engine: EngineHome
+    engine: object          # conftest.EngineHome
     shots: Path
 
     def run_all(self, notebook: str) -> None:
@@ -194,18 +192,16 @@ class Session:
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def session(tmp_path_factory, module_engine_home):
     _require_tools()
     from playwright.sync_api import sync_playwright
     folder = tmp_path_factory.mktemp("lab")
-    home = folder / "home"
-    home.mkdir(mode=0o700)
     shots = Path(os.environ.get("VAST_MAGIC_ARTIFACTS") or folder / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     _quickstart_without_outputs(folder)
     _pictures_notebook(folder)
-    engine = EngineHome(home)
-    lab = JupyterLab(folder, home)
+    engine = module_engine_home
+    lab = JupyterLab(folder, engine.path)
     try:
         lab.wait_ready()
         with sync_playwright() as playwright:
@@ -216,7 +212,6 @@ def session(tmp_path_factory):
                 browser.close()
     finally:
         lab.stop()
-        engine.stop_everything()
 
 
 KERNEL_IDLE = """(path) => {
@@ -380,3 +375,16 @@ def test_deploy_and_status_pictures_in_both_themes(session):
             session.screenshot(_cell(page, name).locator(".vm-card"), f"{name.replace(' ', '-')}-{theme}")
         print(f"screenshot: {session.shots / f'deploy-and-status-{theme}.png'}")
     assert colors["light"] != colors["dark"], colors                        # the pictures follow the theme
+
+
+def test_missing_tools_skip_locally_and_fail_under_ci(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("VAST_MAGIC_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium not installed"):
+        _require_tools()
+    for variable in ("CI", "VAST_MAGIC_REQUIRE_BROWSER"):
+        with monkeypatch.context() as patch:
+            patch.setenv(variable, "1")
+            with pytest.raises(pytest.fail.Exception, match="required here .CI.: chromium not installed"):
+                _require_tools()

@@ -111,31 +111,38 @@ def tier_table(reasons: tuple[str, ...], tiers: tuple[int | None, ...], tier: in
             f'color:inherit;background:transparent">{head}{"".join(rows)}</table>')
 
 
-def _worker_row(worker: str, state: str, perf: float | None, best: float | None, workload_per_call: float | None,
-                load: float | None, reliability: float | None, error: str | None, text: str,
-                load_bar: bool) -> str:
-    color = WORKER_COLORS.get(state, COLORS["muted"])
-    score = perf / best if perf is not None and best else None
-    figure = format_rate(perf, workload_per_call) if perf is not None else ""
-    busy = load / perf if load is not None and perf else None
-    load_text = "" if load is None else ("idle" if not load else f"load {format_share(busy)}" if busy is not None
-                                          else f"load {load:g}")
-    extra = f" · reliability {format_share(reliability)}" if reliability is not None else ""
-    cells = [f'<span class="vm-worker-id" title="{_e(worker)}" style="{_MONO};overflow:hidden;text-overflow:ellipsis;'
-             f'white-space:nowrap">{_e(worker)}</span>',
-             _badge(state, color, WORKER_LABELS.get(state)),
+def _as_row(worker: WorkerRow | WorkerInfo) -> WorkerRow:
+    if isinstance(worker, WorkerRow):
+        return worker
+    return WorkerRow(worker.id, worker.state, worker.perf, worker.error, worker.load, worker.reliability)
+
+
+def _load_text(row: WorkerRow, busy: float | None) -> str:
+    text = "" if row.load is None else "idle" if not row.load else \
+        f"load {format_share(busy)}" if busy is not None else f"load {row.load:g}"
+    return text + (f" · reliability {format_share(row.reliability)}" if row.reliability is not None else "")
+
+
+def _worker_row(row: WorkerRow, best: float | None, workload_per_call: float | None, load_bar: bool) -> str:
+    color = WORKER_COLORS.get(row.state, COLORS["muted"])
+    score = row.perf / best if row.perf is not None and best else None
+    figure = format_rate(row.perf, workload_per_call) if row.perf is not None else ""
+    busy = row.load / row.perf if row.load is not None and row.perf else None
+    load_text = _load_text(row, busy)
+    cells = [f'<span class="vm-worker-id" title="{_e(row.worker)}" style="{_MONO};overflow:hidden;'
+             f'text-overflow:ellipsis;white-space:nowrap">{_e(row.worker)}</span>',
+             _badge(row.state, color, WORKER_LABELS.get(row.state)),
              _bar("score", score, COLORS["brand"], f"benchmark score relative to the best worker: {figure or 'none yet'}"),
              f'<span class="vm-figure" style="{_NUMBERS}">{_e(figure)}</span>']
-    columns = _COLUMNS
     if load_bar:
         cells.append(_bar("load", busy, COLORS["warn"], f"load: {load_text or 'unknown'}"))
-        columns = _STATUS_COLUMNS
-    cells.append(f'<span class="vm-load" style="color:{COLORS["muted"]};{_NUMBERS}">{_e(load_text + extra)}</span>')
-    row = (f'<div class="vm-worker"{_attrs(worker=worker, state=state)} title="{_e(text)}" style="display:grid;'
-           f'grid-template-columns:{columns} auto;column-gap:8px;align-items:center">{"".join(cells)}</div>')
-    if state == "failed" and error:
-        row += _line(f"error: {error.strip().splitlines()[-1]}", "vm-worker-error", COLORS["error"])
-    return row
+    cells.append(f'<span class="vm-load" style="color:{COLORS["muted"]};{_NUMBERS}">{_e(load_text)}</span>')
+    html_row = (f'<div class="vm-worker"{_attrs(worker=row.worker, state=row.state)} title="{_e(format_worker(row))}" '
+                f'style="display:grid;grid-template-columns:{_STATUS_COLUMNS if load_bar else _COLUMNS} auto;'
+                f'column-gap:8px;align-items:center">{"".join(cells)}</div>')
+    if row.state == "failed" and row.error:
+        html_row += _line(f"error: {row.error.strip().splitlines()[-1]}", "vm-worker-error", COLORS["error"])
+    return html_row
 
 
 def _worker_header() -> str:
@@ -152,11 +159,7 @@ def worker_rows(rows: Iterable[WorkerRow | WorkerInfo], workload_per_call: float
     perfs = [row.perf for row in rows if row.perf is not None]
     best = max(perfs) if perfs else None
     out = [_worker_header()] if load_bar and rows else []
-    for row in rows:
-        worker = row.worker if isinstance(row, WorkerRow) else row.id
-        as_row = row if isinstance(row, WorkerRow) else WorkerRow(row.id, row.state, row.perf, row.error)
-        out.append(_worker_row(worker, row.state, row.perf, best, workload_per_call, row.load, row.reliability,
-                               row.error, format_worker(as_row), load_bar))
+    out += [_worker_row(_as_row(row), best, workload_per_call, load_bar) for row in rows]
     return f'<div class="vm-workers" style="margin:1px 0 3px 0">{"".join(out)}</div>' if out else ""
 
 
