@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from test_manifest import SECRET_VALUE, demo_inputs, make_code, make_image, source
+from vast_magic.backends.local.bundles import EXTRACT_FILTER
 from vast_magic.bundle import read_bundle_manifest, write_bundle
 from vast_magic.bundle.registry_spec import RemoteSpec
 from vast_magic.bundle.vast_entry import deployment_source
@@ -34,7 +35,7 @@ def build(path: Path, inputs=None, backend: str = "local"):
 
 def extract(bundle: Path, into: Path) -> Path:
     with tarfile.open(bundle) as tar:
-        tar.extractall(into, filter="data")
+        tar.extractall(into, **EXTRACT_FILTER)
     return into
 
 

@@ -137,7 +137,8 @@ def test_any_status_renders_as_text_and_as_a_picture(status):
 DEPLOY = [Packaging(24, 41_000), Warned("remote code imports 'yaml'"),
           TierDecided(2, ("code: square changed", "autoscaling: max_workers 2 -> 3"), tiers=(2, 1)),
           WorkerState("w1", "starting", pid=7), WorkerState("w1", "installing"), WorkerState("w1", "contexts"),
-          WorkerState("w1", "benchmarking"), BenchmarkScored("w1", 2_475_112.7), WorkerState("w1", "ready", perf=2_475_112.7),
+          WorkerState("w1", "benchmarking"), BenchmarkScored("w1", 2_475_112.7),
+          WorkerState("w1", "ready", perf=2_475_112.7),
           Ready("local://demo/default", 0.46)]
 
 
@@ -211,15 +212,16 @@ def test_the_tier_table_gives_each_change_the_tier_it_implies():
 def test_worker_rows_draw_badges_score_bars_relative_to_the_best_and_load():
     events = [WorkerState("w1", "ready", perf=2_000_000.0, load=500_000.0, reliability=0.992),
               WorkerState("w2", "ready", perf=500_000.0), WorkerState("w3", "contexts"),
-              WorkerState("w4", "failed", error="Traceback ...\nValueError: bad model")]
+              WorkerState("w4", "failed", error="Traceback ...\nValueError: bad model"),
+              WorkerState("w5", "starting", detail="model_loading")]
     state = fold(events, workload_per_call=100.0)
     card = deploy_card(state, deploy_steps(state), {})
     rows = dict(re.findall(r'data-worker="(w\d)" data-state="([a-z]+)"', card))
-    assert rows == {"w1": "ready", "w2": "ready", "w3": "contexts", "w4": "failed"}
+    assert rows == {"w1": "ready", "w2": "ready", "w3": "contexts", "w4": "failed", "w5": "starting"}
     assert re.findall(r'data-score="([\d.]+)"', card) == ["1.0000", "0.2500"]
     assert "20.0 k calls/s" in card and "5.00 k calls/s" in card       # perf 2e6 at 100 per call
     assert "load 25% · reliability 99%" in card and "entering contexts" in card
-    assert "error: ValueError: bad model" in card
+    assert "error: ValueError: bad model" in card and "vast: model_loading" in card    # Vast's own word
 
 
 def test_the_step_clock_times_running_steps_and_freezes_finished_ones():
@@ -252,7 +254,8 @@ def test_the_status_card_draws_score_and_load_bars_and_the_call_figures():
                               (WorkerInfo("w1", "ready", 4_000_000.0, load=2_000_000.0),
                                WorkerInfo("w2", "ready", 1_000_000.0, load=0.0),
                                WorkerInfo("w3", "starting")),
-                              ("apt: ffmpeg",), CallStats(120, 2, 60.0, 2.0, 0.00031, 0.0042, 500), 100.0)
+                              ("apt: ffmpeg",), calls=CallStats(120, 2, 60.0, 2.0, 0.00031, 0.0042, 500),
+                              workload_per_call=100.0)
     card = status_card(status)
     assert re.findall(r'data-score="([\d.]+)"', card) == ["1.0000", "0.2500"]
     assert re.findall(r'data-load="([\d.]+)"', card) == ["0.5000", "0.0000"]
@@ -261,7 +264,8 @@ def test_the_status_card_draws_score_and_load_bars_and_the_call_figures():
     assert 'data-p50="0.00031"' in card and "not applied locally: apt: ffmpeg" in card
 
 
-@pytest.mark.parametrize("calls, text", [(None, None), (CallStats(0, 0, 60.0, 0.0, None, None, 0), "no calls from this notebook yet"),
+@pytest.mark.parametrize("calls, text", [(None, None),
+                                         (CallStats(0, 0, 60.0, 0.0, None, None, 0), "no calls from this notebook yet"),
                                          (CallStats(0, 0, 60.0, 0.0, None, None, 9), "in the last minute")])
 def test_the_status_card_without_recent_calls(calls, text):
     card = status_card(DeploymentStatus("demo", "default", None, "stopped", (), calls=calls))

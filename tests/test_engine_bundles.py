@@ -109,7 +109,7 @@ def test_extraction_is_cached_and_worker_copies_are_private(tmp_path):
 def test_without_tarfiles_data_filter_our_own_checks_still_hold(tmp_path, monkeypatch):
     """Python 3.10/3.11 patch releases before 3.10.12/3.11.4 have no ``filter=``: links are still resolved
     by us, and modes lose setuid and group/other write."""
-    monkeypatch.setattr(bundles, "_EXTRACT_FILTER", {})
+    monkeypatch.setattr(bundles, "EXTRACT_FILTER", {})
     with pytest.raises(BundleError, match="leads outside"):
         safe_extract(_tar(tmp_path / "evil.tar.gz", [_link("s1", "x/.."), _link("x", ".")]), tmp_path / "out1")
     tool = _member("tool", data=b"#!/bin/sh\n")

@@ -7,6 +7,7 @@ every pid it ever recorded (daemon and workers) must be gone.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -158,8 +159,10 @@ class Harness:
 
     def close(self) -> None:
         self.collect()
-        self.backend.close()
-        daemon_control.engine_stop(self.home)
+        try:
+            self.run(_close_on_loop(self.backend))     # its connections belong to the background loop
+        finally:
+            daemon_control.engine_stop(self.home)      # whatever happened above, no engine outlives the test
         deadline = time.monotonic() + 10
         alive = self.alive()
         while alive and time.monotonic() < deadline:
@@ -173,6 +176,11 @@ class Harness:
 
     def alive(self) -> list[int]:
         return [pid for pid, start in self.pids if start is not None and proc_start_time(pid) == start]
+
+
+async def _close_on_loop(backend: LocalBackend) -> None:
+    backend.close()
+    await asyncio.sleep(0)                        # the cancelled connection readers finish
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ class _QueueChannel:
     async def recv(self):
         return await self.inbox.get()
 
-    async def send(self, message):
+    async def send_pickled(self, main, buffers=()):
         pass
 
     def close(self):
@@ -74,7 +74,7 @@ def test_a_retired_connection_closes_after_its_last_answer():
     async def scenario():
         channel = _QueueChannel()
         conn = WorkerConnection(Route("w", 1, 1.0, "v1"), channel)
-        answer = await conn.call({"id": 7}, {})
+        answer = await conn.call(7, (b"request 7", []), {})
         conn.retire()                                          # drained while one call is in flight
         assert not channel.closed
         channel.inbox.put_nowait({"id": 7, "ok": True})

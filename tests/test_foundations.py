@@ -214,6 +214,36 @@ def test_deployment_lines_and_summary():
     assert events.deployment_summary(status) == "demo\tv2\tready\t1/2 ready\tlocal://demo/v2"
 
 
+def test_deployment_lines_show_the_services_and_vast_worker_status():
+    from vast_magic.reports import DeploymentStatus, WorkerInfo
+    status = DeploymentStatus("demo", "default", "vast endpoint 9", "deploying",
+                              (WorkerInfo("4", "starting", detail="model_loading"),),
+                              services=(("webserver", "http://127.0.0.1:1"), ("autoscaler", "http://127.0.0.1:2")))
+    assert [line.text for line in events.deployment_lines(status)][1:] == [
+        "endpoint vast endpoint 9", "webserver http://127.0.0.1:1, autoscaler http://127.0.0.1:2",
+        "worker 4: starting (vast: model_loading)"]
+
+
+@pytest.mark.parametrize("env, explicit, shown", [
+    ({}, {}, ("https://console.vast.ai", "https://run.vast.ai")),
+    ({"VAST_MAGIC_VAST_URL": "http://127.0.0.1:9/", "VAST_MAGIC_AUTOSCALER_URL": "http://[::1]:8"}, {},
+     ("http://127.0.0.1:9", "http://[::1]:8")),
+    ({"VAST_MAGIC_VAST_URL": "http://127.0.0.1:9"}, {"vast_url": "https://vast.example.com/"},
+     ("https://vast.example.com", "https://run.vast.ai")),
+])
+def test_endpoint_urls_resolve_like_every_setting_and_show_in_repr(clean_settings, monkeypatch, env, explicit, shown):
+    from vast_magic import Deployment
+    for name in ("VAST_MAGIC_VAST_URL", "VAST_MAGIC_AUTOSCALER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = Deployment(name="d", backend="vast", **explicit)
+    assert (app.vast_url, app.autoscaler_url) == shown
+    assert repr(app) == (f"Deployment(name='d', tag='default', backend='vast', vast_url={shown[0]!r}, "
+                         f"autoscaler_url={shown[1]!r})")
+    assert repr(Deployment(name="d", backend="local")) == "Deployment(name='d', tag='default', backend='local')"
+
+
 # -- Secret -----------------------------------------------------------------------
 def test_secret_never_renders(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_supersecret")

@@ -116,7 +116,9 @@ def test_magics_end_to_end_in_a_text_mode_kernel(tmp_path, monkeypatch):
                                                 "endpoint local://kernel-test/default"]
     log_lines = text_of(logs).splitlines()
     assert len(log_lines) == 3 and all(line.startswith("[kernel-test-default-") for line in log_lines)
-    assert "benchmark square: perf" in log_lines[-1]
+    # the worker ships log lines about once a second: the newest is its benchmark line, or a call's
+    # output when the calls above were shipped already (a slow machine, or 3.10 under load)
+    assert "benchmark square: perf" in log_lines[-1] or re.search(r"\] computing [1-5]$", log_lines[-1])
     errors = [o for o in failing if o["output_type"] == "error"]
     assert errors[0]["ename"] == "ValueError" and errors[0]["evalue"] == "broken cell"
     assert "nothing was registered" in "".join(errors[-1]["traceback"])

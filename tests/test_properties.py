@@ -126,6 +126,8 @@ SETTING_VALUES = {
     "backend": st.sampled_from(["local", "vast"]),
     "display": st.sampled_from(["auto", "widget", "text"]),
     "deploy_timeout": st.floats(0.5, 1e4, allow_nan=False).map(lambda x: round(x, 3)),
+    "vast_url": st.sampled_from(["https://console.vast.ai", "http://127.0.0.1:8080", "https://vast.example.com/api/"]),
+    "autoscaler_url": st.sampled_from(["https://run.vast.ai", "http://[::1]:9", "http://localhost:7000"]),
 }
 SOURCES = ("argument", "config", "env", "pyproject")
 

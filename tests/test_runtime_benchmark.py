@@ -13,13 +13,17 @@ from runtime_helpers import remote_spec
 
 
 class Recorder:
-    """An async remote function that records its inputs and its peak concurrency."""
+    """``call`` is an async remote function that records its inputs and its peak concurrency.
+
+    A coroutine function runs on the loop: the calls of a round all start in one loop
+    iteration, before any of their sleeps can end, so the peak is exact.
+    """
 
     def __init__(self, delay: float = 0.0, fail_on=None):
         self.inputs, self.running, self.peak = [], 0, 0
         self.delay, self.fail_on = delay, fail_on
 
-    async def __call__(self, x):
+    async def call(self, x):
         self.inputs.append(x)
         self.running += 1
         self.peak = max(self.peak, self.running)
@@ -36,25 +40,55 @@ def _entry(function, workload=None, generator=None, **options) -> RemoteEntry:
     return RemoteEntry("f", function, remote_spec("f", **options), workload, generator)
 
 
-def _bench(entry, rng=None):
-    return asyncio.run(run_benchmark(entry, lambda payload: invoke(entry, (), payload), rng))
+def _bench(entry, rng=None, dispatched=None, clock=None):
+    """Run the benchmark; ``dispatched`` gets each payload's ``x`` in the order calls are dispatched."""
+    def dispatch(payload):
+        if dispatched is not None:
+            dispatched.append(payload["x"])
+        return invoke(entry, (), payload)
+    timing = {"clock": clock} if clock is not None else {}
+    return asyncio.run(run_benchmark(entry, dispatch, rng, **timing))
+
+
+def _clock(*round_seconds: float):
+    """A clock read twice per round (start, end) whose rounds last ``round_seconds``, warm-up first."""
+    readings, now = [], 0.0
+    for seconds in round_seconds:
+        readings += [now, now + seconds]
+        now += seconds + 1.0
+    return iter(readings).__next__
 
 
 def test_every_dataset_item_is_used_round_robin_from_a_random_start():
-    rec = Recorder()
+    rec, dispatched = Recorder(), []
     dataset = [{"x": i} for i in range(7)]
-    _bench(_entry(rec, benchmark_dataset=dataset, benchmark_runs=3), random.Random(4))
-    assert len(rec.inputs) == 1 + 3 * 10
-    assert set(rec.inputs) == set(range(7))
-    start = rec.inputs[0]
-    assert rec.inputs == [(start + k) % 7 for k in range(31)]
+    _bench(_entry(rec.call, benchmark_dataset=dataset, benchmark_runs=3), random.Random(4), dispatched)
+    start = dispatched[0]
+    assert dispatched == [(start + k) % 7 for k in range(1 + 3 * 10)]     # warm-up, then 3 rounds of 10
+    assert sorted(rec.inputs) == sorted(dispatched)                       # each call got its own input
+
+
+def test_inputs_do_not_depend_on_the_order_concurrent_calls_run():
+    """Calls that start in reverse (or any) order still get the round-robin inputs, in dispatch order."""
+    rec, dispatched = Recorder(), []
+
+    async def scrambled(x):          # a round holds each x once; the bigger x, the sooner it gets to run
+        await asyncio.sleep(0.002 * (9 - x))
+        return await rec.call(x)
+
+    _bench(_entry(scrambled, benchmark_dataset=[{"x": i} for i in range(10)], benchmark_runs=2),
+           random.Random(1), dispatched)
+    start = dispatched[0]
+    assert dispatched == [(start + k) % 10 for k in range(21)]
+    assert sorted(rec.inputs) == sorted(dispatched) and rec.inputs != dispatched
 
 
 def test_start_is_random():
     starts = set()
     for seed in range(12):
         rec = Recorder()
-        _bench(_entry(rec, benchmark_dataset=[{"x": i} for i in range(5)], benchmark_runs=1), random.Random(seed))
+        _bench(_entry(rec.call, benchmark_dataset=[{"x": i} for i in range(5)], benchmark_runs=1),
+               random.Random(seed))
         starts.add(rec.inputs[0])
     assert len(starts) > 1
 
@@ -62,27 +96,22 @@ def test_start_is_random():
 def test_a_failing_call_fails_the_benchmark_with_its_traceback():
     rec = Recorder(fail_on=2)
     with pytest.raises(BenchmarkError, match=r"(?s)failed:.*ValueError: cannot handle 2"):
-        _bench(_entry(rec, benchmark_dataset=[{"x": 1}, {"x": 2}], benchmark_runs=2))
+        _bench(_entry(rec.call, benchmark_dataset=[{"x": 1}, {"x": 2}], benchmark_runs=2))
 
 
 @pytest.mark.parametrize("parallel, peak", [(True, 10), (False, 1)])
 def test_concurrency_is_10_or_1_in_serial_mode(parallel, peak):
     rec = Recorder(delay=0.01)
-    _bench(_entry(rec, benchmark_dataset=[{"x": 1}], benchmark_runs=2, allow_parallel_requests=parallel))
+    _bench(_entry(rec.call, benchmark_dataset=[{"x": 1}], benchmark_runs=2, allow_parallel_requests=parallel))
     assert rec.peak == peak and len(rec.inputs) == 1 + 2 * peak
 
 
 def test_perf_is_the_best_round_and_median_is_reported():
-    delays = iter([0.0] + [0.2] * 10 + [0.02] * 10 + [0.1] * 10)    # warm-up, then three rounds
-
-    async def slow(x):
-        await asyncio.sleep(next(delays))
-
-    result = _bench(_entry(slow, benchmark_dataset=[{"x": 1}], benchmark_runs=3))
-    assert len(result.rounds) == 3
-    assert result.perf == max(result.rounds) == result.rounds[1]
-    assert result.median == sorted(result.rounds)[1]
-    assert 10 * 100.0 / 0.2 * 0.5 < result.perf / 10 < 10 * 100.0 / 0.02 * 1.01   # workload 100 per call
+    result = _bench(_entry(Recorder().call, benchmark_dataset=[{"x": 1}], benchmark_runs=3),
+                    clock=_clock(9.0, 0.2, 0.02, 0.1))            # warm-up (not scored), then three rounds
+    assert result.rounds == pytest.approx((10 * 100.0 / 0.2, 10 * 100.0 / 0.02, 10 * 100.0 / 0.1))
+    assert result.perf == max(result.rounds) == result.rounds[1]      # workload 100 per call, 10 calls a round
+    assert result.median == result.rounds[2]
 
 
 @pytest.mark.parametrize("mode, calculator", [
@@ -94,9 +123,11 @@ def test_workload_calculator_modes(mode, calculator):
         return x
 
     fast = _bench(_entry(sync_function, calculator, benchmark_dataset=[{"x": 1000}], benchmark_runs=2,
-                         workload_mode=mode))
-    default = _bench(_entry(sync_function, None, benchmark_dataset=[{"x": 1000}], benchmark_runs=2))
-    assert fast.perf > default.perf * 20        # 10000 vs 100 workload per call, same speed
+                         workload_mode=mode), clock=_clock(1.0, 2.0, 2.0))
+    default = _bench(_entry(sync_function, None, benchmark_dataset=[{"x": 1000}], benchmark_runs=2),
+                     clock=_clock(1.0, 2.0, 2.0))
+    assert fast.rounds == (10 * 10000.0 / 2.0,) * 2              # the calculator's workload per call
+    assert default.rounds == (10 * 100.0 / 2.0,) * 2             # the default workload per call
 
 
 @pytest.mark.parametrize("calculator, message", [
@@ -108,7 +139,7 @@ def test_workload_calculator_modes(mode, calculator):
 ])
 def test_bad_workloads_fail_clearly(calculator, message):
     with pytest.raises(BenchmarkError, match=message):
-        _bench(_entry(Recorder(), calculator, benchmark_dataset=[{"x": 1}], workload_mode="params"))
+        _bench(_entry(Recorder().call, calculator, benchmark_dataset=[{"x": 1}], workload_mode="params"))
 
 
 def test_generator_function_yielding_dicts_is_called_again_when_exhausted():
@@ -119,15 +150,18 @@ def test_generator_function_yielding_dicts_is_called_again_when_exhausted():
         yield {"x": 1}
         yield {"x": 2}
 
-    _bench(_entry(rec, generator=gen, benchmark_runs=1))
-    assert rec.inputs == [1, 2] * 5 + [1] and len(calls) == 6
+    dispatched = []
+    _bench(_entry(rec.call, generator=gen, benchmark_runs=1), dispatched=dispatched)
+    assert dispatched == [1, 2] * 5 + [1] and len(calls) == 6
+    assert sorted(rec.inputs) == sorted(dispatched)
 
 
 def test_generator_function_returning_one_dict_per_call():
     counter = iter(range(100))
-    rec = Recorder()
-    _bench(_entry(rec, generator=lambda: {"x": next(counter)}, benchmark_runs=1))
-    assert rec.inputs == list(range(11))
+    rec, dispatched = Recorder(), []
+    _bench(_entry(rec.call, generator=lambda: {"x": next(counter)}, benchmark_runs=1), dispatched=dispatched)
+    assert dispatched == list(range(11))
+    assert sorted(rec.inputs) == dispatched
 
 
 @pytest.mark.parametrize("options, generator, message", [
@@ -141,4 +175,4 @@ def test_generator_function_returning_one_dict_per_call():
 ])
 def test_bad_benchmark_inputs_table(options, generator, message):
     with pytest.raises(BenchmarkError, match=message):
-        _bench(_entry(Recorder(), generator=generator, **options))
+        _bench(_entry(Recorder().call, generator=generator, **options))

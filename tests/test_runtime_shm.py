@@ -115,6 +115,9 @@ def test_sweep_removes_only_old_unattached_segments(segments):
 
 def test_a_failed_send_removes_its_segments(segments):
     class BrokenWriter:
+        def is_closing(self):
+            return False
+
         def writelines(self, parts):
             raise ConnectionResetError("peer gone")
 

@@ -88,7 +88,7 @@ class Harness:
         self.sleeps: list[float] = []
         self.events: list = []
         self.backend = VastBackend(home=str(tmp_path / "home"), api_key=KEY, transport=self.fake.transport(),
-                                   poll_interval=0.01, sleep=self._sleep, jitter=jitter)
+                                   sleep=self._sleep, jitter=jitter)
 
     async def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)

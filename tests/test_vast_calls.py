@@ -126,7 +126,7 @@ def test_numpy_and_output_come_back(h):
     assert outcome.value.tolist() == [0, 1, 4, 9]
     assert outcome.output == (("stdout", "squaring [0 1 2 3]\n"),)
     logs = asyncio.run(h.backend.logs("demo", "default", "square", 10))
-    assert [line.text for line in logs] == ["squaring [0 1 2 3]\n"]
+    assert [line.text for line in logs] == ["squaring [0 1 2 3]"]      # one line per LogLine, as the local engine
 
 
 def test_remote_exception_keeps_type_and_message(h):
@@ -192,6 +192,11 @@ def test_route_waiting_is_bounded_by_the_timeout(h):
     h.fake.route_waits = 10 ** 6
     with pytest.raises(CallTimeoutError, match="became ready"):
         asyncio.run(h.backend.call(spec("square", timeout=0.2), (1,), {}, {}))
+
+
+@pytest.mark.parametrize("polls", [1, 2, 3, 1024, 10 ** 6])
+def test_route_wait_delay_stays_within_bounds_after_any_number_of_polls(h, polls):
+    assert 0.1 <= h.backend.router.wait_delay(polls) <= h.backend.router.retry.cap
 
 
 def test_call_before_deploy_is_explained(tmp_path):

@@ -1,10 +1,11 @@
 """Our bundle served by the official worker (``vastai==1.9.1``), offline, with real request signatures.
 
-A cached venv (``.venv-vastai-1.9.1/`` in the repo root, gitignored) holds the
-official wheel and numpy. The bundle is built through the public API from
-functions defined in real IPython cells, and again from the same code kept in
-a module that a script imports (``import compat_app``), with a helper in a
-second local module shipped as a file. The worker runs
+The official venv is the one the box uses (``vast_magic.testing.official``: built
+once in the user cache, never in the checkout), and so is the signer (a helper
+process of that venv holding a fresh RSA key). The bundle is built through the
+public API from functions defined in real IPython cells, and again from the same
+code kept in a module that a script imports (``import compat_app``), with a helper
+in a second local module shipped as a file. The worker runs
 ``python -m vastai.serverless.remote.serve_deployment`` with
 ``DEBUG_DEPLOYMENT_TAR`` (reference 4.1-4.2), next to a loopback stand-in for
 the autoscaler (``/pubkey/``, ``/worker_status/``, ``/delete_requests/``).
@@ -12,7 +13,9 @@ The official worker listens on all interfaces, so the whole exchange runs in a
 child process inside a private network namespace (``unshare -n``) when the
 system allows it; traffic goes only to 127.0.0.1 either way. Calls use the
 official request body (reference 3.1-3.2), both with our envelope and as plain
-JSON. The test is skipped only when the venv is missing and PyPI is unreachable.
+JSON. tests/test_vast_box.py runs the whole path (upload and download
+included); this test pins the worker-side contract alone. If the venv cannot
+be built the test fails, saying why.
 """
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ from pathlib import Path
 
 import pytest
 
+from vast_magic.testing._box_signer import Signer
+from vast_magic.testing.official import OfficialVenvError, official_python
+
 ROOT = Path(__file__).resolve().parents[1]
-VASTAI_VERSION = "1.9.1"
-VENV = Path(os.environ.get("VAST_MAGIC_COMPAT_VENV", ROOT / f".venv-vastai-{VASTAI_VERSION}"))
 READY_TIMEOUT = 180.0
 
 CELLS = [
@@ -50,40 +54,21 @@ CELLS = [
 ]
 
 
-# -- the cached venv -------------------------------------------------------------------------------
-def _pypi_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-        return True
-    except OSError:
-        return False
-
-
+# -- the cached venv and the signer (shared with the box) ------------------------------------------
 def ensure_venv() -> Path:
-    python = VENV / "bin" / "python"
-    probe = [str(python), "-c", "import vastai, numpy, Crypto; print(vastai.__file__)"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    if not _pypi_reachable():
-        pytest.skip(f"{VENV} is missing and PyPI is unreachable: cannot install vastai=={VASTAI_VERSION}")
-    shutil.rmtree(VENV, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", f"vastai=={VASTAI_VERSION}", "numpy"], check=True)
-    subprocess.run(probe, check=True, capture_output=True)
-    return python
+    try:
+        return official_python()
+    except OfficialVenvError as exc:
+        pytest.fail(f"the official vastai venv is needed and could not be built: {exc}")
 
 
 def sign(python: Path, url: str) -> tuple[str, str]:
     """A fresh RSA key (PEM public part) and the signature of ``url`` as the autoscaler makes it."""
-    code = (
-        "import base64, json, sys\nfrom Crypto.PublicKey import RSA\nfrom Crypto.Hash import SHA256\n"
-        "from Crypto.Signature import pkcs1_15\nkey = RSA.generate(2048)\n"
-        "msg = json.dumps({'url': sys.argv[1]}, indent=4, sort_keys=True).encode()\n"
-        "sig = base64.b64encode(pkcs1_15.new(key).sign(SHA256.new(msg))).decode()\n"
-        "print(json.dumps([key.publickey().export_key().decode(), sig]))\n")
-    out = subprocess.run([str(python), "-c", code, url], check=True, capture_output=True, text=True).stdout
-    pem, signature = json.loads(out)
-    return pem, signature
+    signer = Signer(python)
+    try:
+        return signer.pubkey, signer.sign(url)
+    finally:
+        signer.close()
 
 
 # -- building the bundle from IPython cells, or from an imported module ---------------------------------

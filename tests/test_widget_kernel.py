@@ -74,7 +74,8 @@ def test_every_step_state_failure_included_through_the_widget_in_a_kernel(tmp_pa
     labels = list(DEPLOYS)
     cells = [SETUP, *(cell_for(label, DEPLOYS[label]) for label in labels), "print(json.dumps(seen))"]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(notebook, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     seen = {label: [[tuple(step) for step in steps] for steps in drawn]     # after 0, 1, 2... events
             for label, drawn in json.loads(notebook.cells[-1].outputs[0]["text"]).items()}
     states = widget_states(notebook)

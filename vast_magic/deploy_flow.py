@@ -145,10 +145,12 @@ class DeployFlow:
     def backend(self, kind: str | None = None):
         kind = kind or self.app.effective_backend
         home = str(settings.home())
-        api_key, transport = (self.app.api_key(), self.app.transport) if kind == "vast" else (None, None)
-        key = (kind, home, api_key, transport)
+        options = {} if kind != "vast" else {
+            "api_key": self.app.api_key(), "transport": self.app.transport, "webserver_url": self.app.vast_url,
+            "autoscaler_url": self.app.autoscaler_url, "poll_interval": settings.resolve("vast_poll_interval")}
+        key = (kind, home, *sorted(options.items()))
         if key not in _BACKENDS:
-            _BACKENDS[key] = get_backend(kind, home=home, api_key=api_key, transport=transport)
+            _BACKENDS[key] = get_backend(kind, home=home, **options)
         return _BACKENDS[key]
 
     async def deploy(self, prepared: Prepared, *, dry_run: bool, wait: bool, timeout: float | None,

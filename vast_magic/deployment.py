@@ -65,10 +65,13 @@ class Deployment:
 
     def __init__(self, *, name: str | None = None, tag: str = "default", version_label: str | None = None,
                  api_key: str | None = None, ttl: float | None = None, backend: str | None = None,
+                 vast_url: str | None = None, autoscaler_url: str | None = None,
                  transport: "httpx.AsyncBaseTransport | None" = None,
                  trusted_types: Iterable[type | str] | None = None):
-        """``transport``: the HTTP transport for the Vast API (default: the network). Tests pass
-        ``vast_magic.testing.FakeVast().transport()`` to run ``backend="vast"`` offline.
+        """``vast_url`` / ``autoscaler_url``: where the Vast API and autoscaler are (default: Vast's own;
+        settings ``vast_url`` / ``autoscaler_url``, e.g. ``VAST_MAGIC_VAST_URL``), e.g. a
+        ``vast_magic.testing.VastBox``. ``transport``: the HTTP transport for the Vast API (default: the
+        network); tests pass ``vast_magic.testing.FakeVast().transport()``.
 
         ``trusted_types``: classes (or module names, trusting every name in that package) that answers
         from Vast workers may carry beyond plain values, numpy and the deployment's own classes; answers
@@ -80,6 +83,8 @@ class Deployment:
         self.backend = settings.resolve("backend", backend) if backend is not None else None
         self.trusted_types = normalize_trusted_types(trusted_types)
         self._api_key = api_key
+        self._vast_url = settings.resolve("vast_url", vast_url) if vast_url is not None else None
+        self._autoscaler_url = settings.resolve("autoscaler_url", autoscaler_url) if autoscaler_url is not None else None
         self._transport = transport
         self._image: Image | None = None
         self._autoscaling = AutoscalingConfig()
@@ -97,7 +102,9 @@ class Deployment:
         return float(ttl)
 
     def __repr__(self) -> str:
-        return f"Deployment(name={self.effective_name!r}, tag={self.tag!r}, backend={self.effective_backend!r})"
+        backend = self.effective_backend
+        where = f", vast_url={self.vast_url!r}, autoscaler_url={self.autoscaler_url!r}" if backend == "vast" else ""
+        return f"Deployment(name={self.effective_name!r}, tag={self.tag!r}, backend={backend!r}{where})"
 
     # -- declaring ---------------------------------------------------------------
     @property
@@ -107,6 +114,16 @@ class Deployment:
     @property
     def effective_backend(self) -> str:
         return self.backend or settings.resolve("backend")
+
+    @property
+    def vast_url(self) -> str:
+        """The Vast API base URL in effect (argument, %config, VAST_MAGIC_VAST_URL, pyproject, default)."""
+        return self._vast_url or settings.resolve("vast_url")
+
+    @property
+    def autoscaler_url(self) -> str:
+        """The Vast autoscaler base URL in effect (argument, %config, VAST_MAGIC_AUTOSCALER_URL, pyproject, default)."""
+        return self._autoscaler_url or settings.resolve("autoscaler_url")
 
     def image(self, from_image: str = DEFAULT_IMAGE, storage: float = DEFAULT_STORAGE, **docker_login: Any) -> Image:
         """Set the worker image (replacing any earlier one) and return it for chaining."""
@@ -120,7 +137,7 @@ class Deployment:
     def _preview_offers(self, spec: ImageSpec, api_key: str | None) -> Any:
         """What ``image.preview_offers()`` asks: the Vast API, with this deployment's key and transport."""
         from .backends.vast.offers import preview_offers   # httpx is imported only when Vast is used
-        return preview_offers(spec, api_key or self.api_key(), transport=self._transport)
+        return preview_offers(spec, api_key or self.api_key(), transport=self._transport, webserver_url=self.vast_url)
 
     @property
     def transport(self) -> "httpx.AsyncBaseTransport | None":

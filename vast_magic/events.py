@@ -17,8 +17,8 @@ from .reports import DeploymentStatus, LogLine
 
 __all__ = [
     "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Failed", "Warned", "Event",
-    "EventSink", "WorkerRow", "DeployState", "PHASES", "apply_event", "Line", "format_worker", "format_retry",
-    "status_lines", "format_status", "format_event", "deployment_lines", "format_deployment_status",
+    "EventSink", "WorkerRow", "DeployState", "PHASES", "apply_event", "Line", "last_line", "format_worker",
+    "format_retry", "status_lines", "format_status", "format_event", "deployment_lines", "format_deployment_status",
     "deployment_summary"
 ]
 
@@ -51,6 +51,7 @@ class WorkerState:
     pid: int | None = None
     version: str | None = None
     error: str | None = None
+    detail: str | None = None        # the backend's own status text (Vast's), shown next to the state
     load: float | None = None
     reliability: float | None = None
 
@@ -101,6 +102,7 @@ class WorkerRow:
     state: str
     perf: float | None = None
     error: str | None = None
+    detail: str | None = None
     load: float | None = None
     reliability: float | None = None
 
@@ -171,8 +173,8 @@ def apply_event(state: DeployState, event: Event) -> DeployState:
                        backend_action=event.backend_action)
     if isinstance(event, WorkerState):
         return replace(state, workers=_upsert_worker(state.workers, event.worker, state=event.state,
-                                                     perf=event.perf, error=event.error, load=event.load,
-                                                     reliability=event.reliability))
+                                                     perf=event.perf, error=event.error, detail=event.detail,
+                                                     load=event.load, reliability=event.reliability))
     if isinstance(event, BenchmarkScored):
         return replace(state, workers=_upsert_worker(state.workers, event.worker, state="benchmarking", perf=event.perf))
     if isinstance(event, Ready):
@@ -217,10 +219,17 @@ def _tier(tier: int, reasons: tuple[str, ...], backend_action: str | None) -> st
     return f"tier {tier}{action}: " + ("; ".join(reasons) or "no changes")
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line of a traceback or message: what it ended with."""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def format_worker(row: WorkerRow) -> str:
+    detail = f" (vast: {row.detail})" if row.detail and row.detail.lower() != row.state else ""
     perf = f" perf={row.perf:,.1f}/s" if row.perf is not None else ""
-    error = f" error: {row.error.strip().splitlines()[-1]}" if row.error else ""
-    return f"worker {row.worker}: {row.state}{perf}{error}"
+    error = f" error: {last_line(row.error)}" if row.error and row.error.strip() else ""
+    return f"worker {row.worker}: {row.state}{detail}{perf}{error}"
 
 
 def format_retry(event: Retry) -> str:
@@ -263,7 +272,7 @@ def format_event(event: Event) -> str | None:
     if isinstance(event, TierDecided):
         return _tier(event.tier, event.reasons, event.backend_action)
     if isinstance(event, WorkerState):
-        return format_worker(WorkerRow(event.worker, event.state, event.perf, event.error))
+        return format_worker(WorkerRow(event.worker, event.state, event.perf, event.error, event.detail))
     if isinstance(event, BenchmarkScored):
         return f"worker {event.worker}: benchmark {event.perf:,.1f}/s"
     if isinstance(event, Ready):
@@ -284,7 +293,9 @@ def deployment_lines(status: DeploymentStatus) -> tuple[Line, ...]:
     lines = [Line("header", f"vast_magic {status.name} (tag {status.tag}): {status.state}")]
     if status.endpoint:
         lines.append(Line("body", f"endpoint {status.endpoint}"))
-    lines += [Line("worker", format_worker(WorkerRow(w.id, w.state, w.perf, w.error)), w.state)
+    if status.services:
+        lines.append(Line("body", ", ".join(f"{role} {url}" for role, url in status.services)))
+    lines += [Line("worker", format_worker(WorkerRow(w.id, w.state, w.perf, w.error, w.detail)), w.state)
               for w in status.workers]
     if status.not_applied_locally:
         lines.append(Line("body", "not applied locally: " + ", ".join(status.not_applied_locally)))

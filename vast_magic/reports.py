@@ -42,7 +42,8 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """``load``: the workload it has now, in the unit of ``perf`` (so ``load / perf`` is how busy it is);
+    """One worker; ``state`` is one of WORKER_STATES, ``detail`` the backend's own status text (Vast's).
+    ``load``: the workload it has now, in the unit of ``perf`` (so ``load / perf`` is how busy it is);
     ``reliability`` (0-1): the host's, as Vast reports it. Both None when unknown."""
 
     id: str
@@ -51,6 +52,7 @@ class WorkerInfo:
     pid: int | None = None
     version: str | None = None
     error: str | None = None
+    detail: str | None = None
     load: float | None = None
     reliability: float | None = None
 
@@ -94,7 +96,8 @@ class CallStats:
 
 @dataclass(frozen=True)
 class DeploymentStatus(_HTMLRepr):
-    """``calls``: this process's recent calls (None where nothing counts them, e.g. the CLI);
+    """``services``: (role, URL) of what the backend talks to (Vast's webserver and autoscaler);
+    ``calls``: this process's recent calls (None where nothing counts them, e.g. the CLI);
     ``workload_per_call``: what one call weighs in the unit of ``perf`` (None: a workload calculator decides),
     only for drawing perf as calls/s, so not part of the text or identity."""
 
@@ -104,6 +107,7 @@ class DeploymentStatus(_HTMLRepr):
     state: str
     workers: tuple[WorkerInfo, ...]
     not_applied_locally: tuple[str, ...] = field(default=())
+    services: tuple[tuple[str, str], ...] = field(default=())
     calls: CallStats | None = None
     workload_per_call: float | None = field(default=None, repr=False, compare=False)
 

@@ -8,20 +8,23 @@ nearest ``pyproject.toml`` above the working directory, then the default.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
+import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["SettingSpec", "SETTINGS", "ConfigSource", "set_config_source", "resolve", "home"]
+__all__ = ["SettingSpec", "SETTINGS", "ConfigSource", "set_config_source", "resolve", "home", "is_loopback_url"]
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    tomllib = None  # type: ignore[assignment]
+else:  # the backport of the same parser, a dependency on 3.10 (pyproject.toml)
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,31 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is ``localhost`` or a loopback IP literal (127.0.0.0/8, ::1)."""
+    host = urlsplit(str(url)).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _service_url(value: Any) -> str:
+    """An https:// base URL (plain http:// only on loopback), without a trailing slash."""
+    text = str(value).strip().rstrip("/")
+    split = urlsplit(text)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ValueError("expected a base URL like https://console.vast.ai")
+    if split.username or split.password or split.query or split.fragment:
+        raise ValueError("write only scheme, host, port and path (no credentials, query or fragment)")
+    if split.scheme == "http" and not is_loopback_url(text):
+        raise ValueError("plain http:// is accepted only for loopback addresses (127.0.0.1, ::1, localhost); "
+                         "use https://")
+    return text
+
+
 def _path(value: Any) -> str:
     return str(Path(os.path.expanduser(str(value))).absolute())
 
@@ -61,6 +89,10 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("deploy_timeout", 600.0, _positive_float, "seconds ensure_ready waits for workers"),
         SettingSpec("call_timeout", 600.0, _positive_float, "default per-call timeout in seconds"),
         SettingSpec("engine_idle_timeout", 600.0, _positive_float, "seconds an engine with no deployment stays up"),
+        SettingSpec("vast_url", "https://console.vast.ai", _service_url, "the Vast API (webserver) base URL"),
+        SettingSpec("autoscaler_url", "https://run.vast.ai", _service_url, "the Vast autoscaler base URL"),
+        SettingSpec("vast_poll_interval", 5.0, _positive_float,
+                    "seconds between readiness polls on Vast (below 5 only for a loopback autoscaler: a testing knob)"),
     )
 }
 
@@ -78,8 +110,6 @@ def _pyproject_table(start: Path) -> Mapping[str, Any]:
     for folder in (start, *start.parents):
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
-            if tomllib is None:
-                return {}
             return _parsed_table(candidate, candidate.stat().st_mtime_ns)
     return {}
 

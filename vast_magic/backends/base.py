@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import CallTimeoutError, OverloadedError, make_remote_error
+from ..errors import CallTimeoutError, CaptureError, OverloadedError, make_remote_error
 from ..events import EventSink, Retry
 from ..reports import DeploymentStatus, LogLine, WorkerInfo
 
 __all__ = [
     "DeployPlan", "ApplyResult", "CallSpec", "CallOutcome", "WORKER_TIMEOUT_MARK", "outcome_from_response",
-    "Backend"
+    "unpicklable_arguments", "Backend"
 ]
 
 
@@ -93,6 +93,14 @@ def outcome_from_response(response: dict, function: str | None = None, import_mo
         raise CallTimeoutError(f"{text}; pass a larger timeout= to @app.remote.")
     return CallOutcome(error=make_remote_error(kind, text, str(envelope.get("traceback") or ""), import_modules),
                        output=output)
+
+
+def unpicklable_arguments(function: str, exc: BaseException) -> CaptureError:
+    """The error for arguments that cannot be pickled; each backend raises it ``from exc`` at the one
+    step that pickles them, so a later failure (connection, worker, retry) is never blamed on them."""
+    return CaptureError(f"the arguments of {function} cannot be sent to a worker ({exc}); nothing was sent. "
+                        "Pass plain data (numbers, strings, lists, dicts, arrays, dataclasses) and create locks, "
+                        "files, sockets or clients inside the remote function.")
 
 
 class Backend(Protocol):

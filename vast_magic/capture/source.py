@@ -205,13 +205,48 @@ def own_methods(cls: type) -> Iterator[tuple[str, Any]]:
             code = getattr(function, "__code__", None)
             if code is None:
                 continue
-            qualname = getattr(code, "co_qualname", None)
-            if qualname is None:  # Python 3.10: the function's own __qualname__, if exec or a wrapper did not make it
-                generated = code.co_filename == "<string>" or code.co_name != getattr(function, "__name__", None)
-                qualname = "" if generated else getattr(function, "__qualname__", "")
+            qualname = _compiled_qualname(code) or ""
             if qualname.startswith(prefix):
                 yield qualname, function
                 break
+
+
+def _compiled_qualname(code: Any) -> str | None:
+    """The qualified name the compiler gave ``code``, whatever a decorator renamed since.
+
+    That is ``co_qualname`` on Python 3.11+. Python 3.10 has no such attribute and a
+    function's ``__qualname__`` is no substitute (dataclass renames the ``__init__`` it
+    generates to ``Cls.__init__``), so there the name comes from the def statement at
+    ``co_firstlineno`` in the code's source; generated code without source has none.
+    """
+    qualname = getattr(code, "co_qualname", None)
+    if qualname is not None:
+        return qualname
+    text = "".join(linecache.getlines(code.co_filename))
+    return _def_qualnames(text).get((code.co_firstlineno, code.co_name))
+
+
+@functools.lru_cache(maxsize=32)
+def _def_qualnames(text: str) -> dict[tuple[int, str], str]:
+    """``{(first line, name): qualname}`` of every def in ``text`` (first line = first decorator's)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return {}
+    found: dict[tuple[int, str], str] = {}
+    pending: list[tuple[ast.AST, str]] = [(tree, "")]
+    while pending:
+        node, prefix = pending.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = child.decorator_list[0].lineno if child.decorator_list else child.lineno
+                found[(first, child.name)] = prefix + child.name
+                pending.append((child, f"{prefix}{child.name}.<locals>."))
+            elif isinstance(child, ast.ClassDef):
+                pending.append((child, f"{prefix}{child.name}."))
+            else:
+                pending.append((child, prefix))
+    return found
 
 
 def _user_codes(cls: type) -> Iterator[tuple[str, Any]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 from typing import Iterable, Mapping
 
-from ..events import DeployState, WorkerRow, deployment_lines, format_worker, status_lines
+from ..events import DeployState, WorkerRow, deployment_lines, format_worker, last_line, status_lines
 from ..reports import CallStats, DeploymentStatus, DeployReport, WorkerInfo
 from .figures import format_number, format_rate, format_seconds, format_share
 from .steps import Step
@@ -114,13 +114,19 @@ def tier_table(reasons: tuple[str, ...], tiers: tuple[int | None, ...], tier: in
 def _as_row(worker: WorkerRow | WorkerInfo) -> WorkerRow:
     if isinstance(worker, WorkerRow):
         return worker
-    return WorkerRow(worker.id, worker.state, worker.perf, worker.error, worker.load, worker.reliability)
+    return WorkerRow(worker.id, worker.state, perf=worker.perf, error=worker.error, detail=worker.detail,
+                     load=worker.load, reliability=worker.reliability)
 
 
 def _load_text(row: WorkerRow, busy: float | None) -> str:
-    text = "" if row.load is None else "idle" if not row.load else \
-        f"load {format_share(busy)}" if busy is not None else f"load {row.load:g}"
-    return text + (f" · reliability {format_share(row.reliability)}" if row.reliability is not None else "")
+    """What else is known: the load, the host's reliability, the backend's own status word (Vast's)."""
+    parts = [] if row.load is None else ["idle" if not row.load else
+                                         f"load {format_share(busy)}" if busy is not None else f"load {row.load:g}"]
+    if row.reliability is not None:
+        parts.append(f"reliability {format_share(row.reliability)}")
+    if row.detail and row.detail.lower() != row.state:
+        parts.append(f"vast: {row.detail}")
+    return " · ".join(parts)
 
 
 def _worker_row(row: WorkerRow, best: float | None, workload_per_call: float | None, load_bar: bool) -> str:
@@ -132,7 +138,7 @@ def _worker_row(row: WorkerRow, best: float | None, workload_per_call: float | N
     cells = [f'<span class="vm-worker-id" title="{_e(row.worker)}" style="{_MONO};overflow:hidden;'
              f'text-overflow:ellipsis;white-space:nowrap">{_e(row.worker)}</span>',
              _badge(row.state, color, WORKER_LABELS.get(row.state)),
-             _bar("score", score, COLORS["brand"], f"benchmark score relative to the best worker: {figure or 'none yet'}"),
+             _bar("score", score, COLORS["brand"], f"benchmark score next to the best worker's: {figure or 'none'}"),
              f'<span class="vm-figure" style="{_NUMBERS}">{_e(figure)}</span>']
     if load_bar:
         cells.append(_bar("load", busy, COLORS["warn"], f"load: {load_text or 'unknown'}"))
@@ -140,8 +146,8 @@ def _worker_row(row: WorkerRow, best: float | None, workload_per_call: float | N
     html_row = (f'<div class="vm-worker"{_attrs(worker=row.worker, state=row.state)} title="{_e(format_worker(row))}" '
                 f'style="display:grid;grid-template-columns:{_STATUS_COLUMNS if load_bar else _COLUMNS} auto;'
                 f'column-gap:8px;align-items:center">{"".join(cells)}</div>')
-    if row.state == "failed" and row.error:
-        html_row += _line(f"error: {row.error.strip().splitlines()[-1]}", "vm-worker-error", COLORS["error"])
+    if row.state == "failed" and row.error and row.error.strip():
+        html_row += _line(f"error: {last_line(row.error)}", "vm-worker-error", COLORS["error"])
     return html_row
 
 
@@ -195,8 +201,9 @@ def _step(step: Step, state: DeployState, elapsed: float | None) -> str:
             f'<span class="vm-step-title" style="font-weight:600;color:{COLORS["faint"] if faded else COLORS["text"]}">'
             f'{_e(step.title)}</span>'
             f'<span class="vm-step-result" style="color:{color if step.state == "failed" else COLORS["muted"]};'
-            f'overflow:hidden;text-overflow:ellipsis;white-space:nowrap" title="{_e(step.result)}">{_e(step.result)}</span>'
-            f'<span class="vm-step-time" style="color:{COLORS["muted"]};{_NUMBERS};text-align:right">{_e(timing)}</span>')
+            f'overflow:hidden;text-overflow:ellipsis;white-space:nowrap" title="{_e(step.result)}">'
+            f'{_e(step.result)}</span><span class="vm-step-time" style="color:{COLORS["muted"]};{_NUMBERS};'
+            f'text-align:right">{_e(timing)}</span>')
     details = _step_details(step, state)
     details = f'<div class="vm-step-details" style="grid-column:2 / -1">{details}</div>' if details else ""
     return (f'<div class="vm-step"{_attrs(step=step.key, state=step.state)} style="display:grid;'
@@ -210,7 +217,8 @@ def deploy_card(state: DeployState, steps: tuple[Step, ...], elapsed: Mapping[st
     header = next(line.text for line in status_lines(state) if line.part == "header")
     took = f" · {format_seconds(total)}" if total is not None else ""
     title = (f'<div class="vm-title" style="font-weight:600">{_e(header)}'
-             f'<span class="vm-total" style="font-weight:400;color:{COLORS["muted"]};{_NUMBERS}">{_e(took)}</span></div>')
+             f'<span class="vm-total" style="font-weight:400;color:{COLORS["muted"]};{_NUMBERS}">{_e(took)}</span>'
+             '</div>')
     body = "".join(_step(step, state, elapsed.get(step.key)) for step in steps)
     return _card("deploy", PHASE_COLORS[state.phase], title + f'<div class="vm-steps">{body}</div>', phase=state.phase)
 

@@ -25,8 +25,11 @@ class VastMagic(Configurable):
     backend = _trait("backend")
     display = _trait("display")
     home = _trait("home")
+    vast_url = _trait("vast_url")
+    autoscaler_url = _trait("autoscaler_url")
+    vast_poll_interval = _trait("vast_poll_interval")
 
-    @validate("backend", "display", "home")
+    @validate("backend", "display", "home", "vast_url", "autoscaler_url", "vast_poll_interval")
     def _check(self, proposal):
         value = proposal["value"]
         if value is None:

@@ -6,6 +6,13 @@ worker instead of counting as a success, and the workload per call comes from th
 function's workload calculator. One warm-up call, then ``benchmark_runs`` rounds
 of 10 concurrent calls (1 without ``allow_parallel_requests``); perf is the best
 round's workload per second, the median is reported too.
+
+What the inputs are is decided before any call of a round starts, never by
+which call the event loop happens to run first: the round's payloads are taken
+from the input stream (the dataset round robin from a random start, or the
+generator function, called again whenever it is exhausted) and the calls are
+dispatched in that order. The order in which concurrent calls then *run* is the
+scheduler's business (it differs between Python versions) and is not promised.
 """
 from __future__ import annotations
 
@@ -37,26 +44,37 @@ class BenchmarkResult:
     rounds: tuple[float, ...]
 
 
-async def run_benchmark(entry: RemoteEntry, invoke: Invoke, rng: random.Random | None = None) -> BenchmarkResult:
-    """Benchmark one function through ``invoke(payload)``; raise BenchmarkError on any failure."""
+async def run_benchmark(entry: RemoteEntry, invoke: Invoke, rng: random.Random | None = None,
+                        clock: Callable[[], float] = time.perf_counter) -> BenchmarkResult:
+    """Benchmark one function through ``invoke(payload)``; raise BenchmarkError on any failure.
+
+    ``rng`` picks the dataset's starting item and ``clock`` times the rounds: tests pass their own.
+    """
     payloads = _payloads(entry, rng or random.Random())
     concurrency = PARALLEL_CONCURRENCY if entry.option("allow_parallel_requests", True) else 1
     runs = int(entry.option("benchmark_runs", 10))
     if runs < 1:
         raise BenchmarkError(f"benchmark_runs must be at least 1 for {entry.name}, got {runs}")
-    await _round(entry, invoke, [next(payloads)])                       # warm-up, not scored
+    await _round(entry, invoke, _take(payloads, 1), clock)                 # warm-up, not scored
     rounds = []
     for _ in range(runs):
-        workload, seconds = await _round(entry, invoke, [next(payloads) for _ in range(concurrency)])
+        workload, seconds = await _round(entry, invoke, _take(payloads, concurrency), clock)
         rounds.append(workload / max(seconds, 1e-9))
     return BenchmarkResult(max(rounds), statistics.median(rounds), tuple(rounds))
 
 
-async def _round(entry: RemoteEntry, invoke: Invoke, batch: list[dict]) -> tuple[float, float]:
+def _take(payloads: Iterator[dict], count: int) -> list[dict]:
+    """The next ``count`` inputs, all picked before the round dispatches its first call."""
+    return [next(payloads) for _ in range(count)]
+
+
+async def _round(entry: RemoteEntry, invoke: Invoke, batch: list[dict],
+                 clock: Callable[[], float]) -> tuple[float, float]:
     workload = sum([_workload(entry, p) for p in batch])
-    start = time.perf_counter()
-    results = await asyncio.gather(*(invoke(p) for p in batch), return_exceptions=True)
-    seconds = time.perf_counter() - start
+    start = clock()
+    calls = [invoke(p) for p in batch]                 # dispatched in batch order, one call per input
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    seconds = clock() - start
     for payload, result in zip(batch, results):
         if isinstance(result, BaseException):
             tb = "".join(traceback.format_exception(result))

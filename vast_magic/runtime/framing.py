@@ -82,17 +82,35 @@ async def write_frame(writer: asyncio.StreamWriter, main: bytes, buffers=(), seg
     lengths = [v.nbytes | SHARED if name else v.nbytes for v, name in zip(views, names)]
     head = HEADER.pack(len(views), len(main)) + b"".join(LENGTH.pack(n) for n in lengths)
     try:
-        writer.writelines([head, main])
+        _put(writer, head, main)
         await writer.drain()
         for view, name in zip(views, names):
             if name:
-                writer.write(name)
+                _put(writer, name)
                 continue
             for start in range(0, view.nbytes, _CHUNK):
-                writer.write(view[start:start + _CHUNK])
+                _put(writer, view[start:start + _CHUNK])
                 await writer.drain()
         await writer.drain()
     except BaseException:
         for name in filter(None, names):
             segments.discard(name)                 # no-op for those the receiver already attached
         raise
+
+
+def _put(writer: asyncio.StreamWriter, *chunks) -> None:
+    """Queue ``chunks`` on the stream, or raise ConnectionResetError when the connection is closing.
+
+    asyncio has no single answer for a write after the connection closed: ``write`` drops
+    the bytes silently, and on Python 3.12 and 3.13 the socket transport's ``writelines``
+    calls a callback that closing cleared (``TypeError: 'NoneType' object is not callable``,
+    CPython issue 136234). Checking first gives every version the same ConnectionError; no
+    await separates the check from the write, so the connection cannot close in between.
+    """
+    if writer.is_closing():
+        raise ConnectionResetError("the connection is closed")
+    if len(chunks) == 1:
+        writer.write(chunks[0])          # a big chunk as it is (writelines joins into a copy before 3.12)
+    else:
+        writer.writelines(chunks)
+

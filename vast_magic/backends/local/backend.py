@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import math
 import os
-import pickle
 import site
 import sys
 import warnings
@@ -19,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ... import events, settings
-from ...errors import (BackendError, CallTimeoutError, CaptureError, ConfigError, DeployError, EngineUnavailableError,
+from ...errors import (BackendError, CallTimeoutError, ConfigError, DeployError, EngineUnavailableError,
                        WorkerLostError)
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
-from ...runtime import shm
-from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response
+from ...runtime import shm, wire
+from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
 from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
 from .client import EngineClient
@@ -170,13 +169,12 @@ class LocalBackend:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + spec.timeout
         pool = await self._pool(spec.name, spec.tag)
-        route, conn = await self._connect(pool, spec, deadline)
         call_id = pool.next_id()
-        request = {"op": "call", "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
-                   "cost": spec.cost, "timeout": spec.timeout}
+        pickled = pickled_call(spec, call_id, args, kwargs, classes)
+        route, conn = await self._connect(pool, spec, deadline)
         conn.inflight += spec.cost
         try:
-            future = await _send(conn, request, classes, spec.function)
+            future = await conn.call(call_id, pickled, classes)
             response = await asyncio.wait_for(future, max(0.0, deadline - loop.time()) + 1.0)
         except asyncio.TimeoutError:
             conn.pending.pop(call_id, None)
@@ -234,15 +232,18 @@ class LocalBackend:
         self.engine.close()
 
 
-async def _send(conn: Any, request: dict, classes: Any, function: str) -> asyncio.Future:
-    """Send one call; arguments that cannot be pickled are the caller's error, and nothing was sent."""
+def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any) -> tuple[bytes, list]:
+    """The call request pickled for the wire: the one step where the caller's arguments can be at fault.
+
+    Their CaptureError is raised here, chained to the pickling error, before any worker is
+    chosen; what fails later (the connection, the worker, a retry) is a BackendError.
+    """
+    request = {"op": "call", "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
+               "cost": spec.cost, "timeout": spec.timeout}
     try:
-        return await conn.call(request, classes)
-    except (pickle.PicklingError, TypeError, AttributeError) as exc:
-        conn.pending.pop(request["id"], None)
-        raise CaptureError(f"the arguments of {function} cannot be sent to a worker ({exc}); nothing was sent. "
-                           "Pass plain data (numbers, strings, lists, dicts, arrays, dataclasses) and create locks, "
-                           "files, sockets or clients inside the remote function.") from None
+        return wire.dumps(request, classes)
+    except Exception as exc:
+        raise unpicklable_arguments(spec.function, exc) from exc
 
 
 def _status(data: dict) -> DeploymentStatus:

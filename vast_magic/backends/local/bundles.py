@@ -24,6 +24,9 @@ from ...errors import BundleError
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_TOTAL_BYTES = 8 * 1024**3
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# Extraction filters (PEP 706) came with 3.12 and the 3.10.12 / 3.11.4 security releases. Every
+# member is checked here before extraction; the "data" filter is a second guard where it exists.
+EXTRACT_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def is_disk_error(exc: BaseException) -> bool:
@@ -94,9 +97,6 @@ def _check_tree(members: list[tarfile.TarInfo]) -> None:
             resolve_inside(member.linkname, links, f"{member.name!r} (hard link to {member.linkname!r})")
 
 
-#: tarfile's own "data" filter where this Python has it (3.10.12+, 3.11.4+): a second line of defence
-_EXTRACT_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-
 
 def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *, max_member: int = MAX_MEMBER_BYTES,
                  max_total: int = MAX_TOTAL_BYTES) -> Path:
@@ -111,11 +111,11 @@ def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *, max_me
             total = sum(m.size for m in members)
             if total > max_total:
                 raise BundleError(f"bundle unpacks to {total} bytes, above the {max_total}-byte limit.")
-            if not _EXTRACT_FILTER:
+            if not EXTRACT_FILTER:
                 for member in members:                      # what the data filter would do: no setuid, no
                     member.mode &= 0o755                    # group/other write (old 3.10/3.11 patch releases)
             root.mkdir(parents=True, exist_ok=True)
-            tar.extractall(root, members=members, **_EXTRACT_FILTER)
+            tar.extractall(root, members=members, **EXTRACT_FILTER)
     except OSError as exc:
         if is_disk_error(exc):
             raise BundleError(f"cannot unpack the bundle into {root}: {exc.strerror}; {DISK_HINT}. "

@@ -24,7 +24,11 @@ class Channel:
         self.closed = False
 
     async def send(self, message: Any) -> None:
-        main, buffers = wire.dumps(message, self.class_refs)
+        await self.send_pickled(*wire.dumps(message, self.class_refs))
+
+    async def send_pickled(self, main: bytes, buffers=()) -> None:
+        """Write a message already pickled by ``wire.dumps`` (for callers that must tell a failure
+        to pickle from a failure to send); a closed connection raises a ConnectionError."""
         async with self._lock:
             await framing.write_frame(self.writer, main, buffers, self.segments)
 

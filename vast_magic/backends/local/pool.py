@@ -72,20 +72,34 @@ class WorkerConnection:
                     future.set_exception(WorkerLostError(f"worker {self.route.worker} closed the connection mid-call"))
             self.pending.clear()
 
-    async def call(self, request: dict, class_refs: Mapping[type, str]) -> asyncio.Future:
-        """Send ``request``; the returned future resolves to the worker's response dict."""
+    async def call(self, call_id: int, pickled: tuple[bytes, list], class_refs: Mapping[type, str]) -> asyncio.Future:
+        """Send call ``call_id`` (its request as ``wire.dumps`` made it); the future resolves to the response.
+
+        The arguments were pickled before, so any failure here is the connection's (WorkerLostError),
+        never the caller's: the reader may close the connection while this call waits for its turn.
+        """
         if not self.alive:
             raise WorkerLostError(f"worker {self.route.worker} is gone")
         future = asyncio.get_running_loop().create_future()
-        self.pending[request["id"]] = future
-        self.channel.class_refs = dict(class_refs)
+        self.pending[call_id] = future
         self.channel.resolve = {name: cls for cls, name in class_refs.items()}
         try:
-            await self.channel.send(request)
-        except (ConnectionError, OSError) as exc:
-            self.pending.pop(request["id"], None)
-            raise WorkerLostError(f"worker {self.route.worker} is unreachable ({exc})") from exc
+            await self.channel.send_pickled(*pickled)
+        except BaseException as exc:
+            self._abandon(call_id, future)
+            if isinstance(exc, Exception):
+                raise WorkerLostError(f"worker {self.route.worker} is unreachable ({exc!r})") from exc
+            raise
         return future
+
+    def _abandon(self, call_id: int, future: asyncio.Future) -> None:
+        """Forget a call that was not sent. The reader may already have failed its future when the
+        connection closed: that exception is superseded by the caller's, so mark it seen."""
+        self.pending.pop(call_id, None)
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 class DeploymentPool:

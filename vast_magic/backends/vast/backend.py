@@ -65,19 +65,24 @@ class VastBackend:
     def __init__(self, home: str | os.PathLike | None = None, api_key: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, webserver_url: str = DEFAULT_WEBSERVER,
                  autoscaler_url: str | None = None, autoscaler_instance: str = "prod",
-                 poll_interval: float = 2.0, sleep: Any = None, jitter: Callable[[], float] = random.random,
-                 **_: Any):
+                 poll_interval: float = readiness.MIN_POLL_INTERVAL, sleep: Any = None,
+                 jitter: Callable[[], float] = random.random, **_: Any):
         self.home = str(home) if home is not None else str(settings.home())
         self.api = VastAPI(require_api_key(api_key), webserver_url=webserver_url,
                            autoscaler_url=autoscaler_for(autoscaler_instance, autoscaler_url),
                            transport=transport, sleep=sleep, jitter=jitter)
         self.router = routing.Router(self.api)
         self.heartbeats = HeartbeatScheduler(self._beat)
-        self.poll_interval = poll_interval
+        self.poll_interval = readiness.check_poll_interval(poll_interval, self.api.autoscaler_url)
         self._logs: dict[tuple[str, str], collections.deque] = {}
 
     def __repr__(self) -> str:
-        return f"VastBackend(home={self.home!r}, webserver_url={self.api.webserver_url!r}, api_key='***')"
+        return (f"VastBackend(home={self.home!r}, webserver_url={self.api.webserver_url!r}, "
+                f"autoscaler_url={self.api.autoscaler_url!r}, api_key='***')")
+
+    @property
+    def services(self) -> tuple[tuple[str, str], ...]:
+        return (("webserver", self.api.webserver_url), ("autoscaler", self.api.autoscaler_url))
 
     # -- deploy ------------------------------------------------------------------------------
     async def previous_manifest_json(self, name: str, tag: str) -> str | None:
@@ -90,7 +95,7 @@ class VastBackend:
 
     async def apply(self, plan: DeployPlan, emit: EventSink) -> ApplyResult:
         try:
-            answer = await self._register(plan, emit)
+            answer, outgoing = await self._register(plan, emit)
             note = tier_note(plan.tier, answer.action)
             emit(TierDecided(plan.tier, plan.reasons + ((note,) if note else ()), answer.action))
             if plan.ttl:
@@ -101,7 +106,7 @@ class VastBackend:
                                                             "so ensure_ready does not wait for one."))
             elif plan.wait:
                 watch = readiness.ReadinessWatch(self.api, answer.endpoint_id, emit, interval=self.poll_interval,
-                                                 sleep=self.api.sleep)
+                                                 sleep=self.api.sleep, previous=outgoing)
                 workers = await watch.wait(plan.timeout)
         except BackendError as exc:
             emit(Failed(str(exc)))
@@ -110,8 +115,12 @@ class VastBackend:
         return ApplyResult(endpoint=endpoint_label(answer.endpoint_id), workers=workers,
                            benchmark=max(perfs) if perfs else None, backend_action=answer.action)
 
-    async def _register(self, plan: DeployPlan, emit: EventSink) -> deploy.PutAnswer:
-        """PUT, then upload and soft update as the answer asks; remember what was applied."""
+    async def _register(self, plan: DeployPlan, emit: EventSink) -> tuple[deploy.PutAnswer, dict | None]:
+        """PUT, then upload and soft update as the answer asks; remember what was applied.
+
+        On a soft update, the workers as they were before ``/update_workers/`` come back too, so the
+        readiness watch waits for an updated one (None: any ready worker will do).
+        """
         for value in [v for _, v in plan.secrets] + list(deploy.docker_login_fields(plan.image).values()):
             self.api.add_secret(value)   # so an error text that echoes the body cannot show them
         env = deploy.compile_env(plan.image, plan.secrets, autoscaler_url=self.api.autoscaler_url,
@@ -121,15 +130,18 @@ class VastBackend:
         answer = await deploy.register(self.api, body, emit)
         if answer.wants_upload:
             await deploy.upload(self.api, answer, plan.bundle_path, emit)
+        outgoing = None
         if answer.action == "soft_update":
-            await deploy.soft_update(self.api, answer, emit)
+            before, _ = await readiness.endpoint_workers(self.api, answer.endpoint_id, emit)
+            if await deploy.soft_update(self.api, answer, emit) is not None:
+                outgoing = readiness.generations(before)
         previous = await self._read(plan.name, plan.tag)
         if previous is not None and previous.endpoint_id != answer.endpoint_id:
             self.router.forget(previous.endpoint_id)
         await asyncio.to_thread(state.write_record, self.home, state.DeployRecord(
             plan.name, plan.tag, answer.deployment_id, answer.endpoint_id, plan.manifest.to_json(),
             answer.action, plan.ttl))
-        return answer
+        return answer, outgoing
 
     async def _beat(self, deployment_id: int) -> bool:
         """``POST /api/v0/deployment/{id}/heartbeat/``: Bearer key, no body, no ``api_key`` query; False once gone."""
@@ -152,7 +164,8 @@ class VastBackend:
         logs = self._logs.setdefault((spec.name, spec.tag), collections.deque(maxlen=2000))
         now = time.time()
         for stream, text in outcome.output:
-            logs.append(LogLine(now, f"endpoint {record.endpoint_id}", stream, text, spec.function))
+            for line in text.splitlines():
+                logs.append(LogLine(now, f"endpoint {record.endpoint_id}", stream, line, spec.function))
         return outcome
 
     async def _record(self, name: str, tag: str) -> state.DeployRecord:
@@ -165,17 +178,18 @@ class VastBackend:
     async def status(self, name: str, tag: str) -> DeploymentStatus:
         record = await self._read(name, tag)
         if record is None:
-            return DeploymentStatus(name, tag, None, "stopped", ())
+            return DeploymentStatus(name, tag, None, "stopped", (), services=self.services)
         try:
             what = f"GET /api/v0/deployment/{record.deployment_id}/"
             response = await self.api.request("GET", self.api.web(f"/api/v0/deployment/{record.deployment_id}/"),
                                               what=what)
         except VastNotFoundError:
-            return DeploymentStatus(name, tag, None, "stopped", ())
+            return DeploymentStatus(name, tag, None, "stopped", (), services=self.services)
         data = (self.api.json(response, what) or {}).get("deployment") or {}
-        workers = await readiness.endpoint_workers(self.api, record.endpoint_id)
+        reported, _ = await readiness.endpoint_workers(self.api, record.endpoint_id)
+        workers = tuple(w.info for w in reported)
         return DeploymentStatus(name, tag, endpoint_label(record.endpoint_id),
-                                deployment_state(data, workers), workers)
+                                deployment_state(data, workers), workers, services=self.services)
 
     async def list_deployments(self) -> list[DeploymentStatus]:
         what = "GET /api/v0/deployments"

@@ -27,7 +27,7 @@ import httpx
 from ...errors import (BackendError, CallTimeoutError, OverloadedError, VastAPIError, VastNotFoundError,
                        VastRejectedError, WorkerLostError, make_remote_error)
 from ...events import Retry
-from ..base import CallOutcome, CallSpec
+from ..base import CallOutcome, CallSpec, unpicklable_arguments
 from ..retry import Retryable
 from . import envelope, trusted
 from .api import VastAPI
@@ -37,6 +37,7 @@ __all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "Endpoint", "Router", "call", "de
 logger = logging.getLogger("vast_magic.vast")
 ROUTE_TIMEOUT = 10.0
 STARTUP_RETRIES = 3
+
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,10 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
                classes: dict | None) -> CallOutcome:
     """One call with routing and bounded retries; see the module docstring."""
     deadline = asyncio.get_running_loop().time() + spec.timeout
-    payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes)}
+    try:
+        payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes)}
+    except Exception as exc:
+        raise unpicklable_arguments(spec.function, exc) from exc
     resolve = {name: cls for cls, name in (classes or {}).items()}
     endpoint = await router.endpoint(endpoint_id)
     budget = {False: STARTUP_RETRIES + spec.retries, True: spec.retries}   # by may_have_run

@@ -28,7 +28,7 @@ scripted number of times; worker calls run plain Python functions behind the
 same shim contract as the generated ``deployment.py`` (our envelope, or plain
 JSON). Knobs: ``fail(method, path, *outcomes)`` queues statuses or exceptions
 for matching requests; ``workergroups_visible``, ``put_workergroup``,
-``ready_after``, ``worker_error``, ``route_waits``. Every request is recorded.
+``ready_after``, ``worker_error``, ``route_waits``, ``workers_shape``. Every request is recorded.
 """
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from .backends.vast import envelope
-from .runtime import wire
+from ..backends.vast import envelope
+from ..runtime import wire
 
 __all__ = ["FakeVast", "FakeDeployment", "Recorded", "WEB", "AUTOSCALER", "STORAGE", "WORKER"]
 
@@ -57,6 +57,7 @@ IMAGE_FIELDS = ("image", "env", "search_params", "storage", "docker_login_user",
 SCALING_FIELDS = ("cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",
                   "max_queue_time", "target_queue_time", "inactivity_timeout", "autoscaler_instance", "ttl")
 AUTH_FIELDS = ("cost", "endpoint", "reqnum", "request_idx", "signature", "url")
+PLACEHOLDER_PERF = 8.5       # what Vast reports as perf before a worker measured itself (a DLPerf score)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class FakeDeployment:
     uploaded: bool = False
     heartbeats: int = 0
     polls: int = 0
+    generation: int = 0        # bumped by /update_workers/: a reloaded worker reports another loaded_at
     deleted: bool = False
 
 
@@ -92,6 +94,7 @@ class FakeVast:
     ready_after: int = 1            # get_endpoint_workers polls that show a starting worker first
     worker_error: str | None = None
     worker_perf: float = 1234.5
+    workers_shape: str = "list"     # get_endpoint_workers: "list" (the SDK's) or "dict" ({"workers": [...]}, the spec)
     route_waits: int = 0
     workergroups_visible: bool = True
     put_workergroup: bool = True
@@ -195,7 +198,9 @@ class FakeVast:
         if action in ("created", "soft_update"):
             answer |= {"upload_url": f"{STORAGE}/upload", "upload_fields": {"key": f"bundles/{current.id}.tar.gz",
                                                                             "policy": "p0l1cy", "x-amz-signature": "s1g"}}
-            current.uploaded, current.polls = False, 0
+            current.uploaded = False
+            if action == "created":
+                current.polls = 0
         return httpx.Response(200, json=answer)
 
     def _create(self, body: dict) -> FakeDeployment:
@@ -262,7 +267,10 @@ class FakeVast:
             if body.get("api_key") != self.api_key or not self._user_ok(r):
                 return httpx.Response(401, text="bad key")
             self.updates.append(body)
-            return httpx.Response(200, json={"success": True})
+            for d in self.deployments.values():
+                if d.workergroup_id == body.get("workergroup_id"):
+                    d.polls, d.generation = 0, d.generation + 1     # its workers restart on the new version
+            return httpx.Response(200, json={"success": True, "workers_to_update": 1, "cancelled": False})
         if r.path == "/get_endpoint_workers/":
             return self._workers(body)
         if r.path == "/route/":
@@ -276,9 +284,10 @@ class FakeVast:
         d.polls += 1
         loaded = d.polls > self.ready_after and self.worker_error is None
         worker = {"id": d.id * 10, "status": "error" if self.worker_error else ("idle" if loaded else "loading"),
-                  "loadtime": 3.5 if loaded else 0.0, "error_msg": self.worker_error or "",
-                  "cur_perf": 0.0, "max_perf": self.worker_perf if loaded else 0.0}
-        return httpx.Response(200, json=[worker])
+                  "error_msg": self.worker_error or "", "cur_perf": 0.0, "dlperf": PLACEHOLDER_PERF,
+                  "perf": self.worker_perf if loaded else PLACEHOLDER_PERF,
+                  "measured_perf": self.worker_perf if loaded else 0.0, "loaded_at": 1700000000.0 + d.generation if loaded else 0.0}
+        return httpx.Response(200, json=[worker] if self.workers_shape == "list" else {"workers": [worker]})
 
     def _route(self, r: Recorded, body: dict) -> httpx.Response:
         endpoint_id = int(str(body.get("endpoint", "ep-0")).removeprefix("ep-") or 0)
