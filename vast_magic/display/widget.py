@@ -85,8 +85,16 @@ class DeployWidget(_Displayed):
     def color(self) -> str:
         return PHASE_COLORS[self.state.phase]
 
+    def show(self) -> "DeployWidget":
+        super().show()
+        self._start_ticker()          # packaging runs before the first event: its time ticks too
+        return self
+
     def render_event(self, event: Event, state: DeployState) -> None:
         self._render(state)
+        self._start_ticker()
+
+    def _start_ticker(self) -> None:
         if self.ticker is None and not self._finished.is_set():
             self.ticker = threading.Thread(target=self._tick, name="vast-magic-deploy-clock", daemon=True)
             self.ticker.start()
