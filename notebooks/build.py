@@ -1,16 +1,20 @@
 """Write the shipped notebooks from their cell lists and run them to save real outputs.
 
-`python notebooks/build.py` regenerates quickstart/tiers/errors.ipynb, executes
-each on the local engine in a temporary VAST_MAGIC_HOME (text display, as CI
-runs them) and saves them with outputs; the quickstart's Vast section runs
-against a ``vast_magic.testing.VastBox`` (nbval skips it). Cells whose output nbval compares carry
+`python notebooks/build.py [NAME ...]` regenerates quickstart/tiers/errors.ipynb
+(or only the named ones), executes each on the local engine in a temporary
+VAST_MAGIC_HOME (text display, as CI runs them) and saves them with outputs;
+the quickstart's Vast section runs against a ``vast_magic.testing.VastBox``
+(nbval skips it). Cells whose output nbval compares carry
 `# NBVAL_CHECK_OUTPUT`; cells that raise on purpose carry the
-`raises-exception` tag.
+`raises-exception` tag. Paths of this machine in the outputs (the repository,
+the temporary home, the Python installation) are written relative, so a saved
+notebook names none.
 """
 from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -170,8 +174,15 @@ ERRORS = [
     code("from vast_magic.query import gpu_ram\napp.image('vastai/base-image:@vastai-automatic-tag').require(gpu_ram >= 'lots')", RAISES),
     code("app.configure_autoscaling(target_util=1.5)", RAISES),
     code("%%vast_remote --app app\nx = 1   # no function in this cell", RAISES),
+    md("`--benchmark` is a Python expression, written as in Python or quoted whole; when neither evaluates, "
+       "the message shows both ways."),
     code('''
-%%vast_remote --app app --benchmark '[{"x": 1}]'
+%%vast_remote --app app --benchmark [{'x': one}]
+async def triple(x):
+    return 3 * x
+''', RAISES),
+    code('''
+%%vast_remote --app app --benchmark [{'x': 1}]
 async def double(x):
     return 2 * x
 '''),
@@ -203,6 +214,14 @@ async def broken(x):
     return x
 '''),
     code("report = %vast_deploy --app app"),
+    md("Status, logs and teardown of a deployment that does not exist say so, with the known ones closest "
+       "first (a typo used to look like a success)."),
+    code("typo = Deployment(name='erors')\n%vast_teardown --app typo", RAISES),
+    code('''
+import subprocess, sys
+done = subprocess.run([sys.executable, "-m", "vast_magic", "status", "erors"], capture_output=True, text=True)
+print(done.stderr, "exit status", done.returncode)
+'''),
     code("await broken(-1)   # the remote traceback is shown, and it is a ValueError", RAISES),
     code('''
 # NBVAL_CHECK_OUTPUT
@@ -216,24 +235,6 @@ except ValueError as exc:          # remote errors keep their type
 ]
 
 
-def scrubbed(text: str, home: str) -> str:
-    """Tracebacks without this machine's paths: the repository, the temporary home, the interpreter."""
-    for path, label in ((str(HERE.parent) + "/", ""), (home, "$VAST_MAGIC_HOME"),
-                        (sys.base_prefix, "<python>"), (sys.prefix, "<venv>")):
-        text = text.replace(path, label)
-    return text
-
-
-def scrub(nb, home: str) -> None:
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            if output.output_type == "error":
-                output.traceback = [scrubbed(line, home) for line in output.traceback]
-                output.evalue = scrubbed(output.evalue, home)
-            elif output.output_type == "stream":
-                output.text = scrubbed(output.text, home)
-
-
 def write_and_run(name: str, cells: list, deployment: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -245,25 +246,58 @@ def write_and_run(name: str, cells: list, deployment: str) -> None:
                   c.metadata.get("tags", []) and any(o.output_type == "error" for o in c.outputs)]
     missing = [c.source.splitlines()[0] for c in nb.cells if RAISES in c.metadata.get("tags", [])
                and not any(o.output_type == "error" or "UsageError" in o.get("text", "") for o in c.outputs)]
-    scrub(nb, os.environ["VAST_MAGIC_HOME"])
+    _write_relative_paths(nb)
     nbformat.write(nb, HERE / f"{name}.ipynb")
     print(f"{name}.ipynb: {len(nb.cells)} cells; unexpected errors {unexpected}; expected errors missing {missing}")
 
 
-def main() -> int:
+def _write_relative_paths(nb) -> None:
+    """Tracebacks name files of this machine: write them relative to the repository, the home, Python."""
+    paths = sysconfig.get_paths()
+    replacements = [(str(HERE.parent) + "/", ""), (os.environ["VAST_MAGIC_HOME"] + "/", "$VAST_MAGIC_HOME/"),
+                    (paths["purelib"] + "/", "<site-packages>/"), (paths["stdlib"] + "/", "<python>/")]
+
+    def scrub(text: str) -> str:
+        for old, new in replacements:
+            text = text.replace(old, new)
+        return text
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = scrub(output["text"])
+            if "traceback" in output:
+                output["traceback"] = [scrub(line) for line in output["traceback"]]
+            if "evalue" in output:
+                output["evalue"] = scrub(output["evalue"])
+            for kind, value in output.get("data", {}).items():
+                if kind.startswith("text/") and isinstance(value, str):
+                    output["data"][kind] = scrub(value)
+
+
+NOTEBOOKS = {"quickstart": QUICKSTART, "tiers": TIERS, "errors": ERRORS}
+
+
+def main(names: list[str] | None = None) -> int:
     from vast_magic.testing import VastBox
 
     os.environ["VAST_MAGIC_DISPLAY"] = "text"
+    unknown = [name for name in names or [] if name not in NOTEBOOKS]
+    if unknown:
+        print(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="vast-magic-nb-") as home:
         os.environ["VAST_MAGIC_HOME"] = home
         try:
-            with VastBox() as box:             # the quickstart's Vast section runs against the box
-                os.environ.update(box.env())
-                write_and_run("quickstart", QUICKSTART, "quickstart")
-                for key in box.env():
-                    del os.environ[key]
-            for name, cells in (("tiers", TIERS), ("errors", ERRORS)):
-                write_and_run(name, cells, name)
+            for name in names or NOTEBOOKS:
+                if name == "quickstart":
+                    with VastBox() as box:     # the quickstart's Vast section runs against the box
+                        os.environ.update(box.env())
+                        write_and_run(name, NOTEBOOKS[name], name)
+                        for key in box.env():
+                            del os.environ[key]
+                else:
+                    write_and_run(name, NOTEBOOKS[name], name)
         finally:
             from vast_magic.backends.local import daemon_control
             daemon_control.engine_stop(Path(home))
@@ -271,4 +305,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

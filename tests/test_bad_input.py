@@ -154,6 +154,12 @@ def _call_before_deploy(ctx: Ctx) -> None:
     _with_remote(benchmark_dataset=[{"x": 1}]).call(1)
 
 
+def _magic_teardown_typo(ctx: Ctx) -> None:
+    shell = ctx.shell()
+    shell.run_cell("from vast_magic import Deployment\ntypo = Deployment(name='badinptu')")
+    shell.run_line_magic("vast_teardown", "--app typo --all-tags")
+
+
 def _magic_cell_raises(ctx: Ctx) -> None:
     shell = ctx.shell()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -256,6 +262,13 @@ CASES = [
          r"has no Deployment named 'nope'; found: app", True),
     Case("cli status unknown name", lambda c: c.cli("status", "nope"), CliFailed, r"`vast-magic ls` lists", True),
     Case("cli logs unknown name", lambda c: c.cli("logs", "nope"), CliFailed, r"`vast-magic ls` lists", True),
+    Case("cli teardown typo", lambda c: c.cli("teardown", "badinptu"), CliFailed,
+         r"^vast-magic teardown: there is no deployment badinptu/default on the local engine; known, closest first: "
+         r"badinput/default \(`vast-magic ls` lists them\)\. Pass --tag T", True),
+    Case("cli status unknown tag", lambda c: c.cli("status", "badinput", "--tag", "v2"), CliFailed,
+         r"no deployment badinput/v2 on the local engine; known, closest first: badinput/default", True),
+    Case("cli teardown all tags typo", lambda c: c.cli("teardown", "badinpu", "--all-tags"), CliFailed,
+         r"no deployment badinpu on the local engine; known, closest first: badinput \(", True),
     Case("cli engine action", lambda c: c.cli("engine", "restart"), CliFailed, r"usage: .*invalid choice: 'restart'"),
     Case("cli bundle no output", lambda c: c.cli("bundle", "app.py"), CliFailed, r"usage: .*required: -o/--output"),
     # -- magics (a real IPython shell) ----------------------------------------------------------
@@ -273,6 +286,21 @@ CASES = [
     Case("magic deploy option", lambda c: c.shell().run_line_magic("vast_deploy", "--bogus"), UsageError,
          r"unrecognized arguments: --bogus.*%vast_deploy \[--app VAR\]"),
     Case("magic cell raises", _magic_cell_raises, NameError, r"not_defined_here"),
+    Case("magic status never deployed", lambda c: c.shell().run_line_magic("vast_status", ""), UsageError,
+         r"^%vast_status: there is no deployment bad/default on the local engine; known, closest first: "
+         r"badinput/default .*vast_app\.configure\(name=\.\.\., tag=\.\.\.\)", True),
+    Case("magic logs never deployed", lambda c: c.shell().run_line_magic("vast_logs", "square"), UsageError,
+         r"^%vast_logs: there is no deployment bad/default .*closest first: badinput/default", True),
+    Case("magic teardown typo", _magic_teardown_typo, UsageError,
+         r"^%vast_teardown: there is no deployment badinptu on the local engine; known, closest first: badinput "
+         r".*typo\.configure\(name=", True),
+    Case("magic benchmark neither form", lambda c: c.cell("vast_remote", "--benchmark [{'x': y_undefined}]",
+                                                          "def f(x):\n    return x\n"), UsageError,
+         r"--benchmark \"\[\{'x': y_undefined\}\]\" failed: NameError: name 'y_undefined' is not defined; write it "
+         r"as in Python, --benchmark \[\{'x': 2\}, \{'x': 3\}\], or quoted whole, --benchmark \"\[\{'x': 2\}"),
+    Case("magic benchmark open quote", lambda c: c.cell("vast_remote", "--benchmark \"[{'x': 1}]",
+                                                        "def f(x):\n    return x\n"), UsageError,
+         r"is not a Python expression; write it as in Python, --benchmark \[\{'x': 2\}, \{'x': 3\}\], or quoted"),
 ]
 
 

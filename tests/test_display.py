@@ -196,15 +196,19 @@ def test_resolve_display_mode_rejects_unknown_modes(monkeypatch):
         resolve_display_mode()
 
 
-def test_map_progress_text_prints_one_final_line(capsys):
+@pytest.mark.parametrize("failed, stream", [(1, "err"), (0, "out")])
+def test_map_progress_text_prints_one_final_line(capsys, failed, stream):
+    """One line at the end; on stderr when calls failed (red in Jupyter, as the widget's bar)."""
     bar = open_map_progress(5, "text")
     for done in range(6):
-        bar.update(done, 1 if done > 3 else 0)
-    assert capsys.readouterr().out == ""
+        bar.update(done, failed if done > 3 else 0)
+    assert capsys.readouterr() == ("", "")
     bar.close()
     bar.close()
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and out[0].startswith("map: 5/5 done, 1 failed in ")
+    captured = capsys.readouterr()
+    lines = getattr(captured, stream).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("map: 5/5 done" + (", 1 failed in " if failed else " in "))
+    assert getattr(captured, "out" if stream == "err" else "err") == ""
 
 
 @pytest.mark.parametrize("done, failed, style", [(4, 0, "success"), (4, 1, "danger"), (2, 0, "")])

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from vast_magic.backends.local.engine import logs_to_prune
 from vast_magic.backends.local.pool import DeploymentPool, Route, WorkerConnection
 from vast_magic.errors import OverloadedError
 
@@ -88,14 +87,3 @@ def test_a_retired_connection_closes_after_its_last_answer():
         assert idle.channel.closed and idle._reader.done()
 
     asyncio.run(scenario())
-
-
-@pytest.mark.parametrize("entries, live, keep, expected", [
-    ([("a.log", 1), ("b.log", 2), ("c.log", 3)], set(), 2, ["a.log"]),            # the oldest stopped one goes
-    ([("a.log", 1), ("b.log", 2), ("c.log", 3)], {"a.log"}, 1, ["b.log"]),        # a live worker's log stays
-    ([("a.log", 1)], set(), 200, []),
-    ([], {"x.log"}, 0, []),
-    ([("a.log", 5), ("b.log", 1)], set(), 0, ["a.log", "b.log"]),
-])
-def test_which_worker_logs_are_pruned(entries, live, keep, expected):
-    assert logs_to_prune(entries, live, keep) == expected

@@ -78,8 +78,12 @@ BAD_ARGUMENTS = [
                                                "it defines: square", False),
     ("vast_remote", "", "x = 1\ndef _helper():\n    pass\n", "defines no public top-level function to register; "
                                                            "define one", False),
-    ("vast_remote", "--benchmark [", SQUARE, "--benchmark '[' is not a Python expression", False),
+    ("vast_remote", "--benchmark [", SQUARE, "--benchmark '[' is not a Python expression; write it as in Python",
+     False),
     ("vast_remote", "--benchmark missing", SQUARE, "--benchmark 'missing' failed: NameError", False),
+    ("vast_remote", "--benchmark [{'x': nope}]", SQUARE, "--benchmark \"[{'x': nope}]\" failed: NameError: name "
+                                                        "'nope' is not defined; write it as in Python", False),
+    ("vast_remote", "--benchmark", SQUARE, "argument --benchmark: expected one argument", True),
     ("vast_remote", "--benchmark [{'x':1}]", TWO, "--benchmark applies to one function but the cell registers "
                                                  "square, cube", False),
     ("vast_remote", "--workload nope", SQUARE, "--workload nope: there is no function 'nope'", False),
@@ -127,6 +131,44 @@ def test_question_mark_help_shows_docstring_and_arguments(shell, magic, text):
 
 def test_session_deployment_is_named_after_the_notebook(app):
     assert app.name == "My-Demo-1"
+
+
+def test_the_session_deployment_is_vast_app_and_the_first_magic_says_so(shell, capsys):
+    shell.run_cell_magic("vast_remote", "", SQUARE)
+    session = get_session(shell)
+    assert shell.user_ns["vast_app"] is session.app and session.variable == "vast_app"
+    assert capsys.readouterr().out == ("vast_magic: this notebook's deployment 'My-Demo-1' is `vast_app` (magics "
+                                       "without --app use it; e.g. vast_app.configure(name=...), vast_app.status())\n")
+    shell.run_cell_magic("vast_remote", "", TWO)
+    assert capsys.readouterr().out == ""                     # said once
+    assert sorted(shell.user_ns["vast_app"].functions) == ["cube", "square"]
+
+
+@pytest.mark.parametrize("taken, expected", [
+    ({}, "vast_app"),
+    ({"vast_app": 42}, "vast_app_2"),                                   # the user's own value is never replaced
+    ({"vast_app": "mine", "vast_app_2": None}, "vast_app_3"),
+    ({"vast_app": [1], "vast_app_2": {}}, "vast_app_3"),               # unhashable values are theirs too
+])
+def test_the_session_variable_never_takes_a_users_name(taken, expected):
+    from vast_magic import Deployment
+    from vast_magic.notebook.session import session_variable
+    assert session_variable(taken, Deployment(name="x")) == expected
+
+
+def test_a_taken_vast_app_is_said_and_kept(capsys):
+    shell = make_shell(__session__="/tmp/clash.ipynb", vast_app=42)
+    shell.run_line_magic("load_ext", "vast_magic")
+    try:
+        app = get_session(shell).app
+        assert shell.user_ns["vast_app"] == 42 and shell.user_ns["vast_app_2"] is app
+        assert ("vast_magic: vast_app already holds a int of yours, so this notebook's deployment 'clash' is "
+                "`vast_app_2`") in capsys.readouterr().out
+        shell.run_line_magic("reload_ext", "vast_magic")      # a new session: vast_app_2 was the session's, reused
+        again = get_session(shell).app
+        assert shell.user_ns["vast_app_2"] is again and again is not app and shell.user_ns["vast_app"] == 42
+    finally:
+        shell.run_line_magic("unload_ext", "vast_magic")
 
 
 @pytest.mark.parametrize("user_ns, name", [
@@ -192,6 +234,24 @@ def test_a_raising_cell_registers_nothing_and_reraises(shell, app, cell, error, 
             "%%vast_remote: nothing was registered because the cell raised ValueError (see above)."]
 
 
+@pytest.mark.parametrize("line, dataset, runs", [
+    ("--benchmark [{'x': 1.0}]", ({"x": 1.0},), 10),                                 # as IPython's magics write it
+    ("--benchmark [{'x': 2}, {'x': 3}] --benchmark-runs 3", ({"x": 2}, {"x": 3}), 3),
+    ("--benchmark \"[{'x': 2}, {'x': 3}]\"", ({"x": 2}, {"x": 3}), 10),               # quoted whole
+    ("--benchmark '[{\"x\": 4}]'", ({"x": 4},), 10),
+    ("--benchmark [{\"x\": 5}]", ({"x": 5},), 10),
+    ("--benchmark=[{'x': 6}] --serial", ({"x": 6},), 10),
+    ("--benchmark-runs 2 --benchmark [{'x': v} for v in (7, 8)]", ({"x": 7}, {"x": 8}), 2),
+    ("--benchmark [{'x': known}]  # a comment", ({"x": 9},), 10),       # shell form {x: known} fails: raw is used
+    ("--benchmark [{'x': '--not an option'}]", ({"x": "--not an option"},), 10),
+])
+def test_benchmark_written_either_way(shell, app, line, dataset, runs):
+    shell.user_ns["known"] = 9
+    shell.run_cell_magic("vast_remote", line, SQUARE)
+    options = app.functions["square"].options
+    assert (options.benchmark_dataset, options.benchmark_runs) == (dataset, runs)
+
+
 def test_invalid_options_register_nothing(shell, app):
     with pytest.raises(ConfigError, match="benchmark_dataset"):
         shell.run_cell_magic("vast_remote", "--benchmark \"[{'y': 1}]\"", SQUARE)
@@ -254,11 +314,44 @@ def test_config_rejects_invalid_values(shell, caplog):
     assert settings.resolve("display") == "auto"
 
 
-def test_deploy_overrides_are_validated_and_applied(shell, app):
-    shell.run_cell_magic("vast_remote", "", SQUARE)
+def test_deploy_overrides_are_validated_and_apply_to_that_deploy_only(shell, app, monkeypatch):
+    monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
+    shell.run_cell_magic("vast_remote", "--benchmark [{'x': 2}]", SQUARE)
     with pytest.raises(ConfigError, match="name 'bad name!' is invalid"):
         shell.run_line_magic("vast_deploy", "--name 'bad name!' --dry-run")
-    assert app.name == "My-Demo-1"
+    report = shell.run_line_magic("vast_deploy", "--name other --tag t2 --ttl 30 --dry-run")
+    assert report.dry_run and (app.name, app.tag, app.ttl, app.backend) == ("My-Demo-1", "default", None, None)
+    assert app.manifest().name == "My-Demo-1"        # nothing of the flags stuck
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"name": "renamed"}, ("renamed", "default", None, None)),
+    ({"tag": "canary", "ttl": 90}, ("My-Demo-1", "canary", 90.0, None)),
+    ({"backend": "local", "ttl": None}, ("My-Demo-1", "default", None, "local")),
+    ({"name": None}, (None, "default", None, None)),                 # None: the default name, as in the constructor
+    ({}, ("My-Demo-1", "default", None, None)),
+])
+def test_configure_changes_only_what_is_passed_and_returns_the_deployment(app, changes, expected):
+    assert app.configure(**changes) is app
+    assert (app.name, app.tag, app.ttl, app.backend) == expected
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"name": "bad name!"}, "name 'bad name!' is invalid"),
+    ({"tag": ""}, "tag '' is invalid"),
+    ({"ttl": 0}, "ttl must be a positive number"),
+    ({"backend": "gcp"}, "expected one of local, vast"),
+    ({"name": "fine", "ttl": -1}, "ttl must be a positive number"),   # all checked before any is set
+])
+def test_configure_checks_like_the_constructor_and_changes_nothing_on_error(app, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        app.configure(**changes)
+    assert (app.name, app.tag, app.ttl, app.backend) == ("My-Demo-1", "default", None, None)
+
+
+def test_configure_takes_keywords_only(app):
+    with pytest.raises(TypeError):
+        app.configure("positional")
 
 
 def test_vast_image_sets_the_session_image(shell, app):
@@ -289,7 +382,7 @@ def test_vast_deploy_dry_run_returns_a_report_and_shows_progress(shell, app, cap
     report = shell.run_line_magic("vast_deploy", "--dry-run --tag t1 --ttl 60")
     assert isinstance(report, DeployReport)
     assert (report.dry_run, report.tier, report.reasons, report.endpoint) == (True, 4, ("new deployment",), None)
-    assert (app.tag, app.ttl) == ("t1", 60.0)
+    assert (app.tag, app.ttl) == ("default", None)              # the flags were for that deploy only
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [f"packaged {report.files} files, {lines[0].split(', ')[1]}", "tier 4: new deployment"]
     assert len(lines) == 3 and lines[2].startswith("dry run: nothing changed or started (")

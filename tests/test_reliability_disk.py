@@ -58,7 +58,7 @@ def collect():
 
 def break_disk():
     if MODE == "full-engine":          # the client's bundle cache already holds v2: the engine is the one to fail
-        app2._flow._cached_bundle(app2._flow.prepare("local"))
+        app2._flow._cached_bundle(app2._flow.prepare(app2._target()))
     if MODE.startswith("full"):
         with open(HOME / "filler", "wb", buffering=0) as filler:   # unbuffered: nothing left to flush at close
             try:

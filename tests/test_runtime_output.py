@@ -54,7 +54,8 @@ def test_ten_concurrent_calls_get_only_their_own_output():
     assert streams[0].getvalue() == "" and streams[1].getvalue() == ""
 
 
-def test_writes_outside_calls_go_to_the_real_stream_and_the_sink():
+def test_writes_outside_calls_go_to_the_real_stream_only_and_calls_also_to_the_sink():
+    """The local engine logs the real stream (a pipe) itself: the sink gets only what calls print, once."""
     seen = []
     with swapped_streams() as streams:
         output.set_log_sink(lambda stream, text, function, owner: seen.append((stream, text, function)))
@@ -66,7 +67,30 @@ def test_writes_outside_calls_go_to_the_real_stream_and_the_sink():
             thread.join(5)
     assert streams[0].getvalue().splitlines() == ["worker says hi", "from a plain thread"]
     assert out.items() == [("stdout", "inside\n")]
-    assert ("stdout", "inside", "square") in seen and ("stdout", "worker says hi", None) in seen
+    assert ("stdout", "inside", "square") in seen and {function for _, _, function in seen} == {"square"}
+
+
+class _BrokenPipe(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_broken_real_stream_never_fails_a_print():
+    """The engine died (its end of the worker's output pipe is gone): the worker's prints must not raise."""
+    saved = sys.stdout
+    try:
+        sys.stdout = _BrokenPipe()
+        output.install()
+        print("still fine")
+        sys.stdout.flush()
+        with output.capture("f") as out:
+            print("inside")
+    finally:
+        sys.stdout = saved
+    assert out.items() == [("stdout", "inside\n")]
 
 
 def test_consecutive_writes_merge_and_stream_changes_split():

@@ -203,12 +203,14 @@ def test_home_and_private_files_are_owner_only(harness):
     home = harness.home
     assert harness.call("shout", "hi") == "HI"
     assert _mode(home) == 0o700
-    private = [home / "token", home / "engine.json", home / "engine.log", *home.glob("state.db*"),
-               *(home / "logs").glob("*.log")]
-    assert len(list((home / "logs").glob("*.log"))) >= 1
+    logs = list((home / "logs").glob("*/*/*.log*"))              # logs/<name>/<tag>/<worker>.log[.N]
+    private = [home / "token", home / "engine.json", home / "engine.log", *home.glob("state.db*"), *logs]
+    assert len(logs) >= 1
     wrong = {str(p.relative_to(home)): oct(_mode(p)) for p in private if _mode(p) != 0o600}
     assert not wrong, wrong
-    folders = {str(p.relative_to(home)): oct(_mode(p)) for p in home.iterdir() if p.is_dir() and _mode(p) != 0o700}
+    log_folders = [*(home / "logs").glob("*"), *(home / "logs").glob("*/*")]
+    folders = {str(p.relative_to(home)): oct(_mode(p)) for p in [*home.iterdir(), *log_folders]
+               if p.is_dir() and _mode(p) != 0o700}
     assert not folders, folders
 
 

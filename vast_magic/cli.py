@@ -21,10 +21,11 @@ from typing import Sequence
 from . import loop, settings
 from .errors import ConfigError, VastMagicError
 from .events import deployment_summary, format_deployment_status, format_event
+from .known import unknown_deployment
 
 __all__ = [
-    "split_target", "import_target", "load_deployment", "cmd_bundle", "cmd_deploy", "cmd_ls", "cmd_status", "cmd_logs",
-    "cmd_teardown", "cmd_engine", "cmd_run_notebook", "build_parser", "main"
+    "split_target", "import_target", "UnknownDeploymentError", "load_deployment", "cmd_bundle", "cmd_deploy", "cmd_ls",
+    "cmd_status", "cmd_logs", "cmd_teardown", "cmd_engine", "cmd_run_notebook", "build_parser", "main"
 ]
 
 
@@ -93,9 +94,31 @@ def load_deployment(target: str, app_name: str | None = None):
     return next(iter(found.values()))
 
 
+class UnknownDeploymentError(Exception):
+    """A name (or tag) that no deployment has: the command exits 1 with the known ones listed."""
+
+
 def _local_backend():
     from .backends import get_backend
     return get_backend("local", home=str(settings.home()))
+
+
+def _backend(kind: str | None):
+    """The backend status/logs/teardown act on: ``--backend``, else the ``backend`` setting."""
+    kind = settings.resolve("backend", kind)
+    if kind == "local":
+        return _local_backend()
+    from .backends import get_backend
+    from .backends.vast.keys import find_api_key
+    return get_backend("vast", home=str(settings.home()), api_key=find_api_key(None))
+
+
+def _check_known(backend, name: str, tag: str | None) -> None:
+    """Typos must not look like success: an unknown deployment is an error listing the known ones."""
+    message = unknown_deployment(name, tag, loop.run_sync(backend.known_deployments()), backend.kind,
+                                 "" if tag is None else "Pass --tag T for another tag.")
+    if message:
+        raise UnknownDeploymentError(message)
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -123,29 +146,31 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _known_status(name: str, tag: str):
-    """The status of a recorded deployment; an unknown name is an error that says where to look."""
-    status = loop.run_sync(_local_backend().status(name, tag))
-    if status.endpoint is None and status.state == "stopped":
-        raise ConfigError(f"there is no local deployment {name}/{tag}; `vast-magic ls` lists the deployments "
-                          "(pass --tag T for another tag).")
-    return status
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    print(format_deployment_status(_known_status(args.name, args.tag)))
+    backend = _backend(args.backend)
+    _check_known(backend, args.name, args.tag)
+    print(format_deployment_status(loop.run_sync(backend.status(args.name, args.tag))))
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    _known_status(args.name, args.tag)
-    for line in loop.run_sync(_local_backend().logs(args.name, args.tag, args.function, args.tail)):
+    if args.tail < 1:
+        raise ConfigError(f"--tail must be a whole number >= 1, got {args.tail}.")
+    backend = _backend(args.backend)
+    _check_known(backend, args.name, args.tag)
+    lines = loop.run_sync(backend.logs(args.name, args.tag, args.function, args.tail))
+    for line in lines:
         print(format_event(line).rstrip())
+    if not lines:
+        print(f"no log lines for {args.name}/{args.tag}" + (f" function {args.function}" if args.function else ""))
     return 0
 
 
 def cmd_teardown(args: argparse.Namespace) -> int:
-    loop.run_sync(_local_backend().teardown(args.name, None if args.all_tags else args.tag))
+    backend = _backend(args.backend)
+    tag = None if args.all_tags else args.tag
+    _check_known(backend, args.name, tag)
+    loop.run_sync(backend.teardown(args.name, tag))
     print(f"torn down {args.name}" + ("" if args.all_tags else f"/{args.tag}"))
     return 0
 
@@ -186,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("teardown", cmd_teardown, "stop a deployment")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("name"), p.add_argument("--tag", default="default")
+        p.add_argument("--backend", choices=("local", "vast"), help="where it runs (default: the backend setting)")
         if name == "logs":
             p.add_argument("function", nargs="?"), p.add_argument("--tail", type=int, default=200)
         if name == "teardown":
@@ -204,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except UnknownDeploymentError as exc:
+        print(f"vast-magic {args.command}: {exc}", file=sys.stderr)
+        return 1
     except VastMagicError as exc:
         print(f"vast-magic: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

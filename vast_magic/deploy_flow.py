@@ -35,9 +35,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from .deployment import Deployment
     from .remote import RemoteFunction
 
-__all__ = ["Prepared", "Deployed", "DeployFlow", "workload_per_call"]
+__all__ = ["DeployTarget", "Prepared", "Deployed", "DeployFlow", "workload_per_call"]
 
 _BACKENDS: dict[tuple, Any] = {}
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """Where one command acts: name, tag, ttl and backend, read once from the Deployment (with the
+    command's own overrides, e.g. ``%vast_deploy --tag canary``) so a deploy never reads them twice."""
+
+    name: str
+    tag: str
+    ttl: float | None
+    backend: str
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,7 @@ class Prepared:
     backend: str
     name: str
     tag: str
+    ttl: float | None
     image: Any
     code: Any
     remotes: tuple
@@ -86,8 +98,8 @@ class DeployFlow:
         self._calls: dict[tuple[str, str], CallCounter] = {}   # kept across redeploys of a name and tag
 
     # -- preparing (calling thread) ---------------------------------------------
-    def prepare(self, backend_kind: str, require_benchmark: bool = False) -> Prepared:
-        app = self.app
+    def prepare(self, target: DeployTarget, require_benchmark: bool = False) -> Prepared:
+        app, backend_kind = self.app, target.backend
         if not app._remotes:
             raise ConfigError(f"{app!r} has no remote functions: decorate one with @app.remote (or use %%vast_remote).")
         functions = [fn for _, fn in sorted(app._remotes.items())]
@@ -102,12 +114,12 @@ class DeployFlow:
         remotes = tuple(fn.spec(lambda obj: where[id(obj)]) for fn in functions)
         contexts = tuple(replace(spec, at=where[id(cls)]) for cls, spec in registered)
         image = app.image_or_default().spec()
-        manifest = build_manifest(name=app.effective_name, tag=app.tag, image=image, autoscaling=app.autoscaling,
+        manifest = build_manifest(name=target.name, tag=target.tag, image=image, autoscaling=app.autoscaling,
                                   code=code, remotes=remotes, contexts=contexts,
                                   secret_key=secret_key(settings.home()))
         class_refs = {obj: at for at, obj in code.class_objects}
         warnings = code.warnings + requirement_warnings(code.packages, image.pip, backend_kind)
-        return Prepared(backend_kind, app.effective_name, app.tag, image, code, remotes, contexts, manifest,
+        return Prepared(backend_kind, target.name, target.tag, target.ttl, image, code, remotes, contexts, manifest,
                         class_refs, warnings)
 
     def write_bundle(self, prepared: Prepared, path: Path) -> Bundle:
@@ -190,7 +202,7 @@ class DeployFlow:
             manifest=prepared.manifest, bundle_path=str(path), env=tuple(image.plain_env()),
             secrets=tuple((k, v.reveal()) for k, v in image.secret_env()),
             autoscaling=self.app.autoscaling.set_fields(),
-            image=image, ttl=self.app.ttl, version_label=self.app.version_label, wait=wait,
+            image=image, ttl=prepared.ttl, version_label=self.app.version_label, wait=wait,
             timeout=timeout if timeout is not None else settings.resolve("deploy_timeout"),
         )
 
@@ -205,9 +217,9 @@ class DeployFlow:
         )
 
     # -- entry points ---------------------------------------------------------------
-    def run_sync(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
-        self.backend()  # a missing Vast API key fails here, before any code is captured
-        prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
+    def run_sync(self, target: DeployTarget, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
+        self.backend(target.backend)  # a missing Vast API key fails here, before any code is captured
+        prepared = self.prepare(target, require_benchmark=True)
         progress = open_progress(prepared.name, workload_per_call=workload_per_call(self.app._remotes.values()))
         events: queue.SimpleQueue = queue.SimpleQueue()
         future = loop.submit(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=events.put))
@@ -224,9 +236,9 @@ class DeployFlow:
         progress.close(None)
         return report
 
-    async def run_async(self, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
-        self.backend()
-        prepared = self.prepare(self.app.effective_backend, require_benchmark=True)
+    async def run_async(self, target: DeployTarget, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
+        self.backend(target.backend)
+        prepared = self.prepare(target, require_benchmark=True)
         progress = open_progress(prepared.name, workload_per_call=workload_per_call(self.app._remotes.values()))
         caller = asyncio.get_running_loop()
         emit = lambda event: caller.call_soon_threadsafe(progress.emit, event)  # noqa: E731
@@ -240,8 +252,11 @@ class DeployFlow:
         progress.close(None)
         return report
 
-    def forget_ready(self) -> None:
-        self._deployed = None
+    def forget_ready(self, name: str, tag: str | None) -> None:
+        """After a teardown of (name, tag) (every tag when None): calls must deploy again first."""
+        deployed = self._deployed
+        if deployed is not None and deployed.name == name and tag in (None, deployed.tag):
+            self._deployed = None
 
     def call_stats(self, name: str, tag: str) -> CallStats | None:
         """This process's recent calls to (name, tag); None before the first deploy of it here."""

@@ -19,7 +19,7 @@ from .autoscaling import AutoscalingConfig
 from .backends.vast.keys import find_api_key
 from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
-from .deploy_flow import DeployFlow, workload_per_call
+from .deploy_flow import DeployFlow, DeployTarget, workload_per_call
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .remote import RemoteFunction, validate_options
@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
 __all__ = ["Deployment"]
+
+#: ``configure``'s "leave this one as it is" (None is a value there: no ttl, the backend setting, the default name)
+_UNCHANGED: Any = type("Unchanged", (), {"__repr__": lambda self: "<unchanged>"})()
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -58,6 +61,20 @@ def _defining_file() -> str | None:
     return file if isinstance(file, str) and file.endswith(".py") else None
 
 
+def _check_ttl(ttl: Any) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}.")
+    return float(ttl)
+
+
+def _checked(name: Any, tag: Any, ttl: Any, backend: Any) -> tuple[str | None, str, float | None, str | None]:
+    """The constructor's rules for name, tag, ttl and backend (None: default name, no ttl, the setting)."""
+    return (_check_name("name", name) if name is not None else None, _check_name("tag", tag), _check_ttl(ttl),
+            settings.resolve("backend", backend) if backend is not None else None)
+
+
 class Deployment:
     """A Vast.ai Serverless deployment: functions, contexts, an image and autoscaling."""
 
@@ -76,11 +93,8 @@ class Deployment:
         ``trusted_types``: classes (or module names, trusting every name in that package) that answers
         from Vast workers may carry beyond plain values, numpy and the deployment's own classes; answers
         from a Vast host are unpickled with an allow-list, because the host is a third party."""
-        self.name = _check_name("name", name) if name is not None else None
-        self.tag = _check_name("tag", tag)
+        self.name, self.tag, self.ttl, self.backend = _checked(name, tag, ttl, backend)
         self.version_label = version_label
-        self.ttl = self._check_ttl(ttl)
-        self.backend = settings.resolve("backend", backend) if backend is not None else None
         self.trusted_types = normalize_trusted_types(trusted_types)
         self._api_key = api_key
         self._vast_url = settings.resolve("vast_url", vast_url) if vast_url is not None else None
@@ -93,13 +107,29 @@ class Deployment:
         self._flow = DeployFlow(self)
         self._defined_in = _defining_file()
 
-    @staticmethod
-    def _check_ttl(ttl: Any) -> float | None:
-        if ttl is None:
-            return None
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}.")
-        return float(ttl)
+    def configure(self, *, name: str | None = _UNCHANGED, tag: str = _UNCHANGED, ttl: float | None = _UNCHANGED,
+                  backend: str | None = _UNCHANGED) -> "Deployment":
+        """Change the name, tag, ttl or backend for good; pass only what changes. Returns this Deployment.
+
+        Values are checked like the constructor's, all before any is set, so a bad one changes
+        nothing. ``None`` means what it means there: the default name, no ttl, the ``backend``
+        setting. The next ``ensure_ready`` deploys under the new name/tag (a new tag is a new
+        endpoint: tier 4; the old one serves until torn down). A flag such as
+        ``%vast_deploy --tag canary`` applies to that one deploy and does not call this.
+        """
+        self.name, self.tag, self.ttl, self.backend = _checked(
+            *(new if new is not _UNCHANGED else old for new, old in
+              ((name, self.name), (tag, self.tag), (ttl, self.ttl), (backend, self.backend))))
+        return self
+
+    def _target(self, *, name: str | None = None, tag: str | None = None, ttl: float | None = None,
+                backend: str | None = None) -> DeployTarget:
+        """What one command acts on: this deployment's settings, with that command's overrides (None: keep)
+        checked like the constructor's; the Deployment itself is left as it is."""
+        name, tag, ttl, backend = _checked(*(new if new is not None else old for new, old in
+                                             ((name, self.name), (tag, self.tag), (ttl, self.ttl),
+                                              (backend, self.backend))))
+        return DeployTarget(name or _default_name(), tag, ttl, backend or settings.resolve("backend"))
 
     def __repr__(self) -> str:
         backend = self.effective_backend
@@ -194,37 +224,51 @@ class Deployment:
     # -- deploying ---------------------------------------------------------------
     def manifest(self):
         """The Manifest that would be deployed now (what decide_tier compares)."""
-        return self._flow.prepare(self.effective_backend).manifest
+        return self._flow.prepare(self._target()).manifest
 
     def build_bundle(self, path: str | os.PathLike) -> Bundle:
         """Write the bundle tarball to ``path`` and return what it holds."""
-        return self._flow.write_bundle(self._flow.prepare(self.effective_backend), Path(path))
+        return self._flow.write_bundle(self._flow.prepare(self._target()), Path(path))
 
     def ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
         """Deploy what changed and wait for workers; works inside Jupyter's running loop."""
-        return self._flow.run_sync(dry_run=dry_run, wait=wait, timeout=timeout)
+        return self._ensure_ready_as(self._target(), dry_run=dry_run, wait=wait, timeout=timeout)
+
+    def _ensure_ready_as(self, target: DeployTarget, *, dry_run: bool = False, wait: bool = True,
+                         timeout: float | None = None) -> DeployReport:
+        """``ensure_ready`` under ``target`` (``%vast_deploy --name/--tag/--ttl/--backend``: that deploy only);
+        calls then go to what was deployed last."""
+        return self._flow.run_sync(target, dry_run=dry_run, wait=wait, timeout=timeout)
 
     async def async_ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
-        return await self._flow.run_async(dry_run=dry_run, wait=wait, timeout=timeout)
+        return await self._flow.run_async(self._target(), dry_run=dry_run, wait=wait, timeout=timeout)
 
     ensure_ready_async = async_ensure_ready
 
     def status(self) -> DeploymentStatus:
         """The backend's view of the workers, with this process's recent calls (rate, p50/p99) added."""
-        name, tag = self.effective_name, self.tag
-        status = loop.run_sync(self._flow.backend().status(name, tag))
-        return dataclasses.replace(status, calls=self._flow.call_stats(name, tag),
+        target = self._target()
+        status = loop.run_sync(self._flow.backend(target.backend).status(target.name, target.tag))
+        return dataclasses.replace(status, calls=self._flow.call_stats(target.name, target.tag),
                                    workload_per_call=workload_per_call(self._remotes.values()))
 
     def logs(self, function: str | None = None, tail: int = 200) -> list[LogLine]:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
             raise ConfigError(f"tail must be a whole number >= 1, got {tail!r}.")
-        return loop.run_sync(self._flow.backend().logs(self.effective_name, self.tag, function, tail))
+        target = self._target()
+        return loop.run_sync(self._flow.backend(target.backend).logs(target.name, target.tag, function, tail))
 
     def teardown(self, all_tags: bool = False) -> None:
         """Stop this deployment's workers (every tag with ``all_tags``); safe to call twice."""
-        loop.run_sync(self._flow.backend().teardown(self.effective_name, None if all_tags else self.tag))
-        self._flow.forget_ready()
+        target = self._target()
+        tag = None if all_tags else target.tag
+        loop.run_sync(self._flow.backend(target.backend).teardown(target.name, tag))
+        self._flow.forget_ready(target.name, tag)
+
+    def _known_deployments(self) -> list[tuple[str, str]]:
+        """The (name, tag) pairs this deployment's backend knows of (the local engine's records, or this
+        machine's Vast records): what "no such deployment" messages offer instead."""
+        return loop.run_sync(self._flow.backend().known_deployments())
 
     async def _remote_call(self, fn: RemoteFunction, args: tuple, kwargs: dict, cost: float, timeout: float | None):
         return await self._flow.call(fn, args, kwargs, cost, timeout)

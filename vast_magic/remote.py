@@ -26,7 +26,7 @@ from .events import format_event
 if TYPE_CHECKING:  # pragma: no cover
     from .deployment import Deployment
 
-__all__ = ["RemoteOptions", "validate_options", "write_outcome", "RemoteFunction"]
+__all__ = ["RemoteOptions", "validate_options", "write_outcome", "map_failure_report", "RemoteFunction"]
 
 _UNSET = object()
 
@@ -124,6 +124,30 @@ def write_outcome(outcome: CallOutcome) -> None:
     sys.stdout.flush()
 
 
+_SHOWN_INDICES = 20
+
+
+def map_failure_report(name: str, outcomes: list, with_traceback: bool) -> str | None:
+    """What ``f.map`` says at the end when calls failed: which items (0-based indices, like the results list),
+    and the first failure's remote traceback (``with_traceback``: when it is not raised, which shows it)."""
+    failed = [i for i, outcome in enumerate(outcomes) if _error_of(outcome) is not None]
+    if not failed:
+        return None
+    shown = ", ".join(map(str, failed[:_SHOWN_INDICES])) + (f" and {len(failed) - _SHOWN_INDICES} more"
+                                                            if len(failed) > _SHOWN_INDICES else "")
+    lines = [f"[vast_magic] {name}.map: {len(failed)} of {len(outcomes)} calls failed, items {shown}"]
+    if with_traceback:
+        first = _error_of(outcomes[failed[0]])
+        lines.append(f"item {failed[0]} failed with:")
+        traceback = getattr(first, "remote_traceback", "") or f"{type(first).__name__}: {first}"
+        lines += [traceback.rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _error_of(outcome: Any) -> BaseException | None:
+    return outcome if isinstance(outcome, BaseException) else outcome.error
+
+
 class RemoteFunction:
     """A function registered on a Deployment; calling it runs it on a worker."""
 
@@ -202,12 +226,17 @@ class RemoteFunction:
         return lambda *args, **kwargs: self._call(args, kwargs, timeout=seconds)
 
     async def _gather(self, calls: list[inspect.BoundArguments], counter: list[int]) -> list:
-        """Run every call concurrently on the background loop; count finished ones."""
+        """Run every call concurrently on the background loop; count finished (``counter[0]``) and failed
+        (``counter[1]``) ones."""
         async def one(bound: inspect.BoundArguments):
+            failed = True
             try:
-                return await self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), None)
+                outcome = await self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), None)
+                failed = outcome.error is not None
+                return outcome
             finally:
                 counter[0] += 1
+                counter[1] += failed
 
         return await asyncio.gather(*(one(b) for b in calls), return_exceptions=True)
 
@@ -216,26 +245,26 @@ class RemoteFunction:
 
     async def map_async(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
         """Concurrent calls over zipped iterables, results in input order."""
-        calls, counter = self._calls(iterables), [0]
+        calls, counter = self._calls(iterables), [0, 0]
         bar = open_map_progress(len(calls))
         task = asyncio.ensure_future(loop.run_on_loop(self._gather(calls, counter)))
         while not task.done():
             await asyncio.wait([task], timeout=0.1)
-            bar.update(counter[0], 0)
-        bar.update(counter[0], 0)
+            bar.update(counter[0], counter[1])
+        bar.update(counter[0], counter[1])
         bar.close()
         return self._collect(task.result(), return_exceptions)
 
     def map(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
         """Blocking ``map``: ``square.map([1, 2, 3]) -> [1, 4, 9]``, progress shown in the calling cell."""
-        calls, counter = self._calls(iterables), [0]
+        calls, counter = self._calls(iterables), [0, 0]
         bar = open_map_progress(len(calls))
         future = loop.submit(self._gather(calls, counter))
         try:
             while not future.done():
                 concurrent.futures.wait([future], timeout=0.1)
-                bar.update(counter[0], 0)
-            bar.update(counter[0], 0)
+                bar.update(counter[0], counter[1])
+            bar.update(counter[0], counter[1])
         except KeyboardInterrupt:
             future.cancel()
             raise
@@ -244,13 +273,17 @@ class RemoteFunction:
         return self._collect(future.result(), return_exceptions)
 
     def _collect(self, outcomes: list, return_exceptions: bool) -> list:
-        """Write each call's output in order, then return values or raise the first error."""
-        results = []
+        """Write each call's output in order, say which items failed, then return values (errors in place
+        with ``return_exceptions``) or raise the first error (its remote traceback shows)."""
         for outcome in outcomes:
-            error = outcome if isinstance(outcome, BaseException) else outcome.error
             if not isinstance(outcome, BaseException):
                 write_outcome(outcome)
-            if error is not None and not return_exceptions:
-                raise error
-            results.append(error if error is not None else outcome.value)
-        return results
+        report = map_failure_report(self.__name__, outcomes, with_traceback=return_exceptions)
+        if report:
+            sys.stderr.write(report)
+            sys.stderr.flush()
+        errors = [_error_of(outcome) for outcome in outcomes]
+        first = next((error for error in errors if error is not None), None)
+        if first is not None and not return_exceptions:
+            raise first
+        return [error if error is not None else outcome.value for error, outcome in zip(errors, outcomes)]

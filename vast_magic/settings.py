@@ -76,6 +76,20 @@ def _service_url(value: Any) -> str:
     return text
 
 
+def _whole_number(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}")
+        return number
+    return parse
+
+
 def _path(value: Any) -> str:
     return str(Path(os.path.expanduser(str(value))).absolute())
 
@@ -93,6 +107,10 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("autoscaler_url", "https://run.vast.ai", _service_url, "the Vast autoscaler base URL"),
         SettingSpec("vast_poll_interval", 5.0, _positive_float,
                     "seconds between readiness polls on Vast (below 5 only for a loopback autoscaler: a testing knob)"),
+        SettingSpec("worker_log_bytes", 10 << 20, _whole_number(64 << 10),
+                    "bytes of one local worker log file before it rotates (read when the engine starts)"),
+        SettingSpec("worker_log_files", 3, _whole_number(1),
+                    "log files kept per local worker, the current one included (read when the engine starts)"),
     )
 }
 

@@ -120,6 +120,9 @@ class Backend(Protocol):
 
     async def status(self, name: str, tag: str) -> DeploymentStatus: ...
 
+    async def known_deployments(self) -> list[tuple[str, str]]:
+        """The (name, tag) pairs this backend knows of from this machine, read without starting anything."""
+
     async def logs(self, name: str, tag: str, function: str | None, tail: int) -> list[LogLine]: ...
 
     async def teardown(self, name: str, tag: str | None) -> None:

@@ -29,13 +29,14 @@ class TextDeployView:
 
 
 class TextMapView:
-    """Silent while running (a scrolling bar would flood logs), one line at the end."""
+    """Silent while running (a scrolling bar would flood logs), one line at the end: on stderr when calls
+    failed (Jupyter shows it red, like the widget's bar)."""
 
     def render(self, state: MapState) -> None:
         return None
 
     def finish(self, state: MapState) -> None:
-        print(format_map(state), file=sys.stdout, flush=True)
+        print(format_map(state), file=sys.stderr if state.failed else sys.stdout, flush=True)
 
 
 def print_status(status: DeploymentStatus) -> None:

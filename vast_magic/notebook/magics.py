@@ -19,7 +19,7 @@ from . import session as ops
 from .config import VastMagic
 
 __all__ = [
-    "APP_HELP", "strip_comment", "parse", "VastMagics", "get_session", "load_ipython_extension",
+    "APP_HELP", "strip_comment", "parse", "split_expression_option", "expression_forms", "VastMagics", "get_session", "load_ipython_extension",
     "unload_ipython_extension"
 ]
 
@@ -47,6 +47,54 @@ def parse(magic: Callable, line: str) -> Any:
     except (UsageError, ValueError) as exc:  # ValueError: unbalanced quotes in the line
         usage = magic.parser.format_usage().strip()
         raise UsageError(f"{exc}\n{usage}") from None
+
+
+_OPTION_START = re.compile(r"\s+--[A-Za-z]")
+
+
+def _scan(line: str, start: int = 0, stop_at_option: bool = True) -> int:
+    """From ``start``, the index of the next ``--option`` outside quotes and brackets (the end of a value
+    that may hold spaces in brackets), or with ``stop_at_option=False`` len(line) if all brackets and quotes
+    close and -1 if not."""
+    quote, depth, index = None, 0, start
+    while index < len(line):
+        char = line[index]
+        if quote:
+            quote = None if char == quote and line[index - 1] != "\\" else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+        elif stop_at_option and depth == 0 and _OPTION_START.match(line, index):
+            return index
+        index += 1
+    return index if stop_at_option or (quote is None and depth == 0) else -1
+
+
+def split_expression_option(line: str, option: str) -> tuple[str, str | None]:
+    """Take ``option``'s value out of ``line`` as written (quotes kept, spaces allowed inside brackets):
+    returns (the line without it, the raw value), or (line, None) when the option is absent or empty."""
+    for match in re.finditer(rf"(?:^|\s){re.escape(option)}(?:=|\s+|$)", line):
+        if _scan(line[:match.start()], stop_at_option=False) < 0:     # inside another option's quoted value
+            continue
+        end = _scan(line, match.end())
+        raw = line[match.end():end].strip()
+        if raw:
+            return line[:match.start()] + " " + line[end:], raw
+    return line, None
+
+
+def expression_forms(raw: str) -> tuple[str, ...]:
+    """The texts a Python-expression option may mean, in the order to try them: shell-split (quotes
+    removed: ``--benchmark "[{'x': 2}]"``), then as written (IPython's own magics keep quotes:
+    ``--benchmark [{'x': 2}]``)."""
+    try:
+        split = " ".join(arg_split(raw, posix=True))
+    except ValueError:            # unbalanced quotes: only the raw text can be meant
+        split = None
+    return tuple(dict.fromkeys(form for form in (split, raw) if form))
 
 
 def _app_and_call_args(line: str) -> tuple[str, str]:
@@ -92,8 +140,9 @@ class VastMagics(Magics):
     @argument("--function", nargs="+", action="extend", metavar="NAME",
               help="register only these functions (default: every top-level function not starting with _)")
     @argument("--benchmark", metavar="EXPR",
-              help="benchmark input, a Python expression: a list of argument dicts or a generator function; "
-                   "quote it when it has spaces or quotes, e.g. --benchmark \"[{'x': 2}, {'x': 3}]\"")
+              help="benchmark input, a Python expression: a list of argument dicts or a generator function, "
+                   "written as in Python (--benchmark [{'x': 2}, {'x': 3}]) or quoted whole "
+                   "(--benchmark \"[{'x': 2}, {'x': 3}]\")")
     @argument("--benchmark-runs", type=int, metavar="N", help="benchmark rounds (default 10)")
     @argument("--workload", metavar="VAR", help="a notebook function computing each call's workload")
     @argument("--parallel", action="store_true", help="workers take concurrent calls (the default)")
@@ -108,12 +157,14 @@ class VastMagics(Magics):
         functions the cell defines ship as dependencies. If the cell raises,
         nothing is registered.
         """
-        args = parse(self.vast_remote, line)
+        rest, benchmark = split_expression_option(strip_comment(line), "--benchmark")
+        args = parse(self.vast_remote, rest)
         if args.parallel and args.serial:
             raise UsageError(f"give --parallel or --serial, not both\n{self.vast_remote.parser.format_usage().strip()}")
         parallel = True if args.parallel else (False if args.serial else None)
         ops.register_remote_cell(self.shell, self.session.target(args.app), cell, args.function,
-                                 benchmark=args.benchmark, benchmark_runs=args.benchmark_runs,
+                                 benchmark=expression_forms(benchmark) if benchmark else None,
+                                 benchmark_runs=args.benchmark_runs,
                                  workload=args.workload, parallel=parallel, retries=args.retries)
 
     @magic_arguments()
@@ -144,7 +195,9 @@ class VastMagics(Magics):
     def vast_deploy(self, line: str = ""):
         """Build the bundle from this notebook, decide the tier, apply it and show progress.
 
-        Returns the DeployReport. Re-running with nothing changed is tier 0.
+        Returns the DeployReport. Re-running with nothing changed is tier 0. --name, --tag, --ttl
+        and --backend apply to this deploy only (calls then go to it); app.configure(name=...)
+        changes them for good.
         """
         args = parse(self.vast_deploy, line)
         return ops.deploy(self.session.target(args.app), name=args.name, tag=args.tag, ttl=args.ttl,
@@ -156,7 +209,8 @@ class VastMagics(Magics):
     def vast_status(self, line: str = ""):
         """Show the deployment's endpoint and workers (a live widget in Jupyter, a snapshot in text mode)."""
         args = parse(self.vast_status, line)
-        ops.status(self.session.target(args.app))
+        app = self.session.target(args.app)
+        ops.status(app, variable=args.app or self.session.variable)
 
     @magic_arguments()
     @argument("--app", metavar="VAR", help=APP_HELP)
@@ -166,16 +220,18 @@ class VastMagics(Magics):
     def vast_logs(self, line: str = ""):
         """Print recent worker log lines (output of calls that outlived their cell lands here)."""
         args = parse(self.vast_logs, line)
-        ops.logs(self.session.target(args.app), args.function, args.tail)
+        app = self.session.target(args.app)
+        ops.logs(app, args.function, args.tail, variable=args.app or self.session.variable)
 
     @magic_arguments()
     @argument("--app", metavar="VAR", help=APP_HELP)
     @argument("--all-tags", action="store_true", help="stop every tag of this deployment, not only the current one")
     @line_magic
     def vast_teardown(self, line: str = ""):
-        """Stop the deployment's workers; safe to run twice."""
+        """Stop the deployment's workers; safe to run twice (a deployment never deployed is an error)."""
         args = parse(self.vast_teardown, line)
-        ops.teardown(self.session.target(args.app), all_tags=args.all_tags)
+        app = self.session.target(args.app)
+        ops.teardown(app, all_tags=args.all_tags, variable=args.app or self.session.variable)
 
 
 def get_session(ipython: Any) -> ops.NotebookSession:

@@ -12,6 +12,7 @@ import ast
 import inspect
 import re
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -20,14 +21,20 @@ from IPython.core.error import UsageError
 from ..capture.closure import is_deployment
 from ..display import show_status
 from ..events import format_event
+from ..known import unknown_deployment
 
 __all__ = [
-    "notebook_name", "NotebookSession", "parse_env", "set_image", "run_cell_or_raise", "parse_cell",
-    "top_level_names", "choose_functions", "remote_options", "register_remote_cell", "parse_call_args",
-    "register_context_cell", "apply_overrides", "deploy", "status", "logs", "teardown"
+    "SESSION_VARIABLE", "notebook_name", "session_variable", "NotebookSession", "parse_env", "set_image",
+    "run_cell_or_raise", "parse_cell", "top_level_names", "choose_functions", "BENCHMARK_QUOTING",
+    "evaluate_benchmark", "remote_options", "register_remote_cell", "parse_call_args", "register_context_cell",
+    "deploy", "check_known", "status", "logs", "teardown"
 ]
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: the notebook variable that holds the session deployment (the one magics use without --app)
+SESSION_VARIABLE = "vast_app"
+_SESSION_APPS: "weakref.WeakSet" = weakref.WeakSet()   # every session deployment a session bound, any shell
 
 
 # -- the session deployment -------------------------------------------------------
@@ -45,19 +52,36 @@ def notebook_name(user_ns: Mapping[str, Any]) -> str:
     return "notebook"
 
 
+def session_variable(user_ns: Mapping[str, Any], deployment: Any) -> str:
+    """The variable to bind the session deployment to: ``vast_app``, unless it holds something that is not
+    a session deployment (the user's own value is never overwritten); then ``vast_app_2``, ``vast_app_3``..."""
+    def free(name: str) -> bool:
+        value = user_ns.get(name)
+        return name not in user_ns or value is deployment or value in _SESSION_APPS
+    number = 1
+    while not free(name := SESSION_VARIABLE if number == 1 else f"{SESSION_VARIABLE}_{number}"):
+        number += 1
+    return name
+
+
 class NotebookSession:
-    """What ``%load_ext vast_magic`` sets up: the shell and its session ``Deployment``."""
+    """What ``%load_ext vast_magic`` sets up: the shell and its session ``Deployment``.
+
+    The session deployment is what magics without ``--app`` act on; it is bound in the notebook as
+    ``vast_app`` (see ``session_variable``) so it can be configured and called from Python too.
+    """
 
     def __init__(self, shell: Any):
         self.shell = shell
         self._app = None
+        self.variable: str | None = None
 
     @property
     def app(self):
         """Created on first use, so a notebook that only uses ``--app VAR`` never sees the naming warning."""
         if self._app is None:
             from ..deployment import Deployment
-            self._app = Deployment(name=notebook_name(self.shell.user_ns))
+            self._bind(Deployment(name=notebook_name(self.shell.user_ns)))
         return self._app
 
     @app.setter
@@ -65,7 +89,19 @@ class NotebookSession:
         """Make ``deployment`` the one the magics act on (e.g. one built with a test transport)."""
         if not is_deployment(deployment):
             raise UsageError(f"the session deployment must be a vast_magic Deployment, not {type(deployment).__name__}.")
-        self._app = deployment
+        self._bind(deployment)
+
+    def _bind(self, deployment: Any) -> None:
+        """Hold ``deployment`` and put it in the notebook under a free name; say which, in this cell's output."""
+        variable = session_variable(self.shell.user_ns, deployment)
+        taken = self.shell.user_ns.get(SESSION_VARIABLE) if variable != SESSION_VARIABLE else None
+        self._app, self.variable = deployment, variable
+        _SESSION_APPS.add(deployment)
+        self.shell.user_ns[variable] = deployment
+        note = (f"{SESSION_VARIABLE} already holds a {type(taken).__name__} of yours, so " if variable != SESSION_VARIABLE
+                else "")
+        print(f"vast_magic: {note}this notebook's deployment {deployment.effective_name!r} is `{variable}` "
+              f"(magics without --app use it; e.g. {variable}.configure(name=...), {variable}.status())")
 
     def target(self, var: str | None = None):
         """The session deployment, or the ``Deployment`` held in notebook variable ``var``."""
@@ -147,13 +183,42 @@ def top_level_names(tree: ast.Module, kinds: tuple[type, ...]) -> list[str]:
     return names
 
 
-def _referenced_names(expression: str | None) -> set[str]:
-    if not expression:
-        return set()
-    try:
-        return {n.id for n in ast.walk(ast.parse(expression, mode="eval")) if isinstance(n, ast.Name)}
-    except SyntaxError:
-        raise UsageError(f"--benchmark {expression!r} is not a Python expression.") from None
+#: how to write --benchmark, shown when what was written does not work
+BENCHMARK_QUOTING = ("write it as in Python, --benchmark [{'x': 2}, {'x': 3}], or quoted whole, "
+                     "--benchmark \"[{'x': 2}, {'x': 3}]\" (a generator function: --benchmark make_inputs)")
+
+
+def _forms(expression: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The texts ``--benchmark`` may mean, in the order to try (see magics.expression_forms)."""
+    if expression is None:
+        return ()
+    return (expression,) if isinstance(expression, str) else tuple(expression)
+
+
+def _referenced_names(expression: str | Iterable[str] | None) -> set[str]:
+    """The names the benchmark expression uses (a generator defined in the cell is a helper, not a remote)."""
+    forms, names, parsed = _forms(expression), set(), False
+    for form in forms:
+        try:
+            tree = ast.parse(form, mode="eval")
+        except SyntaxError:
+            continue
+        parsed = True
+        names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    if forms and not parsed:
+        raise UsageError(f"--benchmark {forms[-1]!r} is not a Python expression; {BENCHMARK_QUOTING}.")
+    return names
+
+
+def evaluate_benchmark(user_ns: dict, expression: str | Iterable[str]) -> Any:
+    """The first form of the expression that evaluates in the notebook; else a UsageError with the quoting."""
+    forms, failures = _forms(expression), []
+    for form in forms:
+        try:
+            return eval(form, user_ns)  # noqa: S307 - the user's own expression, in their namespace
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+    raise UsageError(f"--benchmark {forms[-1]!r} failed: {failures[-1]}; {BENCHMARK_QUOTING}.")
 
 
 def choose_functions(tree: ast.Module, requested: Iterable[str] | None, helpers: set[str]) -> list[str]:
@@ -173,15 +238,14 @@ def choose_functions(tree: ast.Module, requested: Iterable[str] | None, helpers:
     return chosen
 
 
-def remote_options(user_ns: dict, *, benchmark: str | None = None, benchmark_runs: int | None = None,
+def remote_options(user_ns: dict, *, benchmark: str | Iterable[str] | None = None, benchmark_runs: int | None = None,
                    workload: str | None = None, parallel: bool | None = None, retries: int | None = None) -> dict:
-    """Turn magic arguments into ``app.remote(**options)``, looking values up in the notebook."""
+    """Turn magic arguments into ``app.remote(**options)``, looking values up in the notebook.
+
+    ``benchmark`` is an expression, or the forms it may have been meant as (tried in order)."""
     options: dict[str, Any] = {}
     if benchmark is not None:
-        try:
-            value = eval(benchmark, user_ns)  # noqa: S307 - the user's own expression, in their namespace
-        except Exception as exc:
-            raise UsageError(f"--benchmark {benchmark!r} failed: {type(exc).__name__}: {exc}") from None
+        value = evaluate_benchmark(user_ns, benchmark)
         key = "benchmark_generator" if callable(value) else "benchmark_dataset"
         options[key] = value
     if workload is not None:
@@ -268,33 +332,37 @@ def register_context_cell(shell: Any, app: Any, cell: str, call_args: str = "") 
 
 
 # -- deploying and operating -------------------------------------------------------
-def apply_overrides(app: Any, *, name: str | None = None, tag: str | None = None, ttl: float | None = None,
-                    backend: str | None = None) -> None:
-    """Change name/tag/ttl/backend, validated by the Deployment constructor's own rules."""
-    changes = {k: v for k, v in (("name", name), ("tag", tag), ("ttl", ttl), ("backend", backend)) if v is not None}
-    if not changes:
-        return
-    checked = type(app)(**{"name": app.name, "tag": app.tag, "ttl": app.ttl, "backend": app.backend, **changes})
-    for key in changes:
-        setattr(app, key, getattr(checked, key))
-
-
 def deploy(app: Any, *, name: str | None = None, tag: str | None = None, ttl: float | None = None,
            backend: str | None = None, dry_run: bool = False, wait: bool = True, timeout: float | None = None):
-    """``%vast_deploy``: apply overrides, then ``app.ensure_ready``; returns the DeployReport."""
-    apply_overrides(app, name=name, tag=tag, ttl=ttl, backend=backend)
-    return app.ensure_ready(dry_run=dry_run, wait=wait, timeout=timeout)
+    """``%vast_deploy``: ``app.ensure_ready`` with the flags' name/tag/ttl/backend for this deploy only
+    (checked like the constructor's; ``app.configure(...)`` changes them for good). Returns the DeployReport."""
+    target = app._target(name=name, tag=tag, ttl=ttl, backend=backend)
+    return app._ensure_ready_as(target, dry_run=dry_run, wait=wait, timeout=timeout)
 
 
-def status(app: Any, mode: str | None = None):
+def check_known(app: Any, magic: str, all_tags: bool = False, variable: str | None = None) -> None:
+    """Status, logs or teardown of a deployment its backend does not know (never deployed, a typo in a
+    name) is a UsageError listing the known ones, closest first, instead of an empty success."""
+    target = app._target()
+    tag = None if all_tags else target.tag
+    hint = (f"Deploy it first (%vast_deploy), or act on another: --app VAR, or "
+            f"{variable or 'app'}.configure(name=..., tag=...).")
+    message = unknown_deployment(target.name, tag, app._known_deployments(), target.backend, hint)
+    if message:
+        raise UsageError(f"%{magic}: {message}")
+
+
+def status(app: Any, mode: str | None = None, variable: str | None = None):
     """``%vast_status``: show the status (a live widget, or one text snapshot) and return it."""
+    check_known(app, "vast_status", variable=variable)
     snapshot = app.status()
     show_status(snapshot, mode=mode, refresh=app.status)
     return snapshot
 
 
-def logs(app: Any, function: str | None = None, tail: int = 200) -> list:
+def logs(app: Any, function: str | None = None, tail: int = 200, variable: str | None = None) -> list:
     """``%vast_logs``: print the recent worker log lines and return them."""
+    check_known(app, "vast_logs", variable=variable)
     lines = app.logs(function, tail)
     for line in lines:
         print(format_event(line))
@@ -303,7 +371,9 @@ def logs(app: Any, function: str | None = None, tail: int = 200) -> list:
     return lines
 
 
-def teardown(app: Any, all_tags: bool = False) -> None:
-    """``%vast_teardown``: stop the workers (idempotent) and say what was stopped."""
+def teardown(app: Any, all_tags: bool = False, variable: str | None = None) -> None:
+    """``%vast_teardown``: stop the workers and say what was stopped (again is fine while its logs are
+    kept; a name no backend knows is a UsageError)."""
+    check_known(app, "vast_teardown", all_tags=all_tags, variable=variable)
     app.teardown(all_tags=all_tags)
     print(f"{app.effective_name}: torn down ({'all tags' if all_tags else 'tag ' + app.tag})")

@@ -4,8 +4,10 @@
 ``sys.stdout``/``sys.stderr`` are replaced once by proxies that look up the
 current call in a ``ContextVar``. Tasks and ``asyncio.to_thread`` copy the
 context, so prints from a call's own threads land in that call's output. Writes
-outside any call go to the real stream (the worker log). Every write is also
-offered to an optional log sink (``set_log_sink``), tagged with the function name.
+outside any call go to the real stream only (on the local engine a pipe the
+engine logs); writes inside a call are also offered to an optional log sink
+(``set_log_sink``), tagged with the function name, so they reach the log once.
+A real stream that broke (the engine is gone) never fails the print.
 """
 from __future__ import annotations
 
@@ -65,17 +67,23 @@ class _StreamProxy(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         capture = _current.get()
-        if capture is not None:
-            capture.write(self._name, text)
-        else:
-            self._real.write(text)
+        if capture is None:
+            try:
+                self._real.write(text)
+            except (OSError, ValueError):         # a broken pipe or closed stream: the output has nowhere to go
+                pass
+            return len(text)
+        capture.write(self._name, text)
         sink = _sink[0]
         if sink is not None:
-            sink(self._name, text, capture.function if capture else None, capture)
+            sink(self._name, text, capture.function, capture)
         return len(text)
 
     def flush(self) -> None:
-        self._real.flush()
+        try:
+            self._real.flush()
+        except (OSError, ValueError):
+            pass
 
     def writable(self) -> bool:
         return True

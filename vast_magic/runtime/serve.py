@@ -197,7 +197,17 @@ async def _run(worker: Worker, link: EngineLink, background: list) -> int:
     return 0
 
 
+def _line_buffered() -> None:
+    """stdout is a pipe the engine logs: each line goes out when printed, before the state it explains."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 def main() -> None:
+    _line_buffered()
     loop = asyncio.new_event_loop()
     try:
         code = loop.run_until_complete(live())
@@ -205,7 +215,10 @@ def main() -> None:
         traceback.print_exc()
         code = 2
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        try:
+            stream.flush()
+        except (OSError, ValueError):            # the engine (the pipe's reader) is gone
+            pass
     # os._exit, not sys.exit: a sync call still running in a to_thread worker would
     # otherwise hold the interpreter open and break the "exit within 2 s" promise.
     os._exit(code)

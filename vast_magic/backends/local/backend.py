@@ -28,7 +28,8 @@ from ..retry import IMMEDIATE, Retryable
 from .client import EngineClient
 from .daemon_control import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
-from .store import read_previous_manifest_json
+from .logfiles import deployment_tail, logged_deployments
+from .store import read_only, read_previous_manifest_json
 from .venvs import pip_args_from_env
 
 __all__ = ["not_applied_locally", "LocalBackend"]
@@ -212,8 +213,27 @@ class LocalBackend:
     async def list_deployments(self) -> list[DeploymentStatus]:
         return [_status(s) for s in await self._engine_request("list", [])]
 
+    async def known_deployments(self) -> list[tuple[str, str]]:
+        """Recorded deployments, those the running engine holds (a first deploy still starting), and those
+        whose worker logs are still on disk (so the logs of a torn-down deployment can be read); never
+        starts the engine."""
+        known = {(r.name, r.tag) for r in await asyncio.to_thread(read_only, self.home, "deployments")}
+        known |= set(await asyncio.to_thread(logged_deployments, self.home))
+        try:
+            listed = await self.engine.request("list", autostart=False, answer_timeout=60)
+        except EngineUnavailableError:
+            listed = []
+        known |= {(s["name"], s["tag"]) for s in listed}
+        return sorted(known)
+
     async def logs(self, name: str, tag: str, function: str | None, tail: int) -> list[LogLine]:
-        lines = await self._engine_request("logs", [], name=name, tag=tag, function=function, tail=tail)
+        """Read by the engine (the writer: it never reads mid-rotation); when none runs, nothing rotates and
+        the files are read here, so logs outlive the engine and a teardown."""
+        try:
+            lines = await self.engine.request("logs", autostart=False, answer_timeout=60, name=name, tag=tag,
+                                              function=function, tail=tail)
+        except EngineUnavailableError:
+            return await asyncio.to_thread(deployment_tail, self.home, name, tag, tail, function)
         return [LogLine(**line) for line in lines]
 
     async def teardown(self, name: str, tag: str | None) -> None:

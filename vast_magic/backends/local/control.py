@@ -17,7 +17,8 @@ from ...errors import BackendError, ConfigError, DeployError, VastMagicError
 from . import rollout
 from .bundles import DISK_HINT, is_disk_error
 from .channel import Channel
-from .engine import Engine, status_of, tail_lines
+from . import logfiles
+from .engine import Engine, status_of
 
 __all__ = [
     "handle", "op_apply", "op_route", "op_subscribe", "op_status", "op_list", "op_logs", "op_worker_log",
@@ -116,12 +117,11 @@ async def op_list(engine: Engine, channel: Channel, req: dict):
 
 
 async def op_logs(engine: Engine, channel: Channel, req: dict):
-    dep = engine.deployments.get((req["name"], req["tag"]))
-    if dep is None:
-        return []
+    """The last lines of every worker of (name, tag), read from their log files across rotations (also for
+    workers that stopped, and after a teardown, as long as their logs are kept)."""
     function, tail = req.get("function"), int(req.get("tail") or 200)
-    lines = [asdict(line) for line in dep.logs if function is None or line.function == function]
-    return lines[-tail:] if tail > 0 else []
+    lines = await asyncio.to_thread(logfiles.deployment_tail, engine.home, req["name"], req["tag"], tail, function)
+    return [asdict(line) for line in lines]
 
 
 async def op_worker_log(engine: Engine, channel: Channel, req: dict):
@@ -130,7 +130,12 @@ async def op_worker_log(engine: Engine, channel: Channel, req: dict):
     if "/" in worker_id or worker_id.startswith("."):
         raise ConfigError(f"invalid worker id {worker_id!r}")
     await asyncio.sleep(float(req.get("settle") or 0.0))     # let a dying worker's last words land
-    return [line.rstrip("\n") for line in tail_lines(str(engine.home / "logs" / f"{worker_id}.log"), int(req.get("tail") or 20))]
+    _, worker = engine.find_worker(worker_id)
+    if worker is not None:
+        worker.drain_output()
+    path = await asyncio.to_thread(logfiles.find_worker_log, engine.home, worker_id)
+    lines = await asyncio.to_thread(logfiles.tail, path, int(req.get("tail") or 20)) if path else []
+    return [line.text for line in lines]
 
 
 async def op_teardown(engine: Engine, channel: Channel, req: dict):

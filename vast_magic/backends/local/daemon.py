@@ -25,6 +25,7 @@ from . import workers as procs
 from .channel import Channel
 from .daemon_control import load_token, write_json_atomic
 from .engine import Engine
+from .logfiles import LogLimits
 from .loops import keep_running, log
 from .store import Store
 
@@ -77,11 +78,11 @@ async def _connection(engine: Engine, gate: handshake.PreAuthGate, reader: async
             await engine.on_worker_disconnect(channel)
 
 
-async def serve(home: Path, idle_timeout: float) -> None:
+async def serve(home: Path, idle_timeout: float, log_limits: LogLimits = LogLimits()) -> None:
     token = load_token(home)
     store = Store(home)
     segments = _segment_dir(home)
-    engine = Engine(home, store, token, idle_timeout, shm_dir=segments)
+    engine = Engine(home, store, token, idle_timeout, shm_dir=segments, log_limits=log_limits)
     engine.restore()
     gate = handshake.PreAuthGate(token)
     server = await asyncio.start_server(lambda r, w: _connection(engine, gate, r, w), "127.0.0.1", 0, limit=1 << 20)
@@ -104,6 +105,11 @@ async def serve(home: Path, idle_timeout: float) -> None:
     await asyncio.gather(*(procs.stop(w.rec.pid, w.rec.start_time, 2.0, w.popen) for w in workers))
     for worker in workers:
         store.delete_worker(worker.rec.id)
+        worker.drain_output()                  # their last words, into their logs
+        for pipe in worker.pipes:
+            pipe.close()
+        if worker.log is not None:
+            worker.log.close()
     for channel in list(engine.channels):
         channel.close()
     await asyncio.sleep(0.05)                  # let connection handlers see the close before the store goes
@@ -143,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="vast_magic local engine daemon")
     parser.add_argument("--home", required=True)
     parser.add_argument("--idle-timeout", type=float, default=600.0)
+    parser.add_argument("--worker-log-bytes", type=int, default=LogLimits().max_bytes)
+    parser.add_argument("--worker-log-files", type=int, default=LogLimits().files)
     args = parser.parse_args(argv)
     home = Path(args.home)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except BlockingIOError:
         log("another engine holds the lock for this home; exiting")
         return 0
-    asyncio.run(serve(home, args.idle_timeout))
+    asyncio.run(serve(home, args.idle_timeout, LogLimits(args.worker_log_bytes, args.worker_log_files)))
     log("stopped")
     return 0
 

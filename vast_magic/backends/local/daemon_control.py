@@ -82,10 +82,13 @@ def has_deployments(home: Path) -> bool:
 
 def spawn_daemon(home: Path, idle_timeout: float | None = None) -> subprocess.Popen:
     idle = idle_timeout if idle_timeout is not None else settings.resolve("engine_idle_timeout")
+    log_limits = ["--worker-log-bytes", str(settings.resolve("worker_log_bytes")),   # the engine's for its life
+                  "--worker-log-files", str(settings.resolve("worker_log_files"))]
     fd = os.open(Path(home) / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "vast_magic.backends.local.daemon", "--home", str(home), "--idle-timeout", str(idle)],
+            [sys.executable, "-m", "vast_magic.backends.local.daemon", "--home", str(home), "--idle-timeout", str(idle),
+             *log_limits],
             cwd=str(home), start_new_session=True, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             close_fds=True, env={**os.environ, "VAST_MAGIC_HOME": str(home)},
         )

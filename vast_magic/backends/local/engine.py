@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+import functools
 import os
 import re
 import secrets
@@ -22,22 +22,21 @@ from subprocess import Popen
 from typing import Any
 
 from ...reports import LogLine, WorkerInfo
+from . import logfiles
 from . import workers as procs
 from .bundles import worker_dir
 from .channel import Channel
-from .loops import keep_running, log
+from .failures import FailedWorker, add_failure, as_info, exit_cause, failures_to_keep, mark_replaced
+from .loops import keep_running
 from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
 from .store import DeploymentRecord, Store, WorkerRecord
+from .worker_output import OutputPipe
 
-__all__ = [
-    "LOG_RING", "DRAIN_GRACE", "LOAD_STALE", "FAILED_SHOWN", "Version", "Worker", "Deployment",
-    "KEEP_WORKER_LOGS", "logs_to_prune", "Engine", "tail_lines", "status_of"
-]
+__all__ = ["DRAIN_GRACE", "LOAD_STALE", "Version", "Worker", "Deployment", "Engine", "status_of"]
 
-LOG_RING = 5000
 DRAIN_GRACE = 30.0           # seconds a drained worker may take to finish its in-flight calls
 LOAD_STALE = 3.0             # a load report older than this counts as idle
-FAILED_SHOWN = 3             # failed workers status keeps showing (with their traceback) until a new commit
+_DRAIN_READS = 64            # chunks read before a state change is handled, so the lines that explain it come first
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,12 @@ class Worker:
     load: float = 0.0
     load_at: float = 0.0
     settled: asyncio.Event = field(default_factory=asyncio.Event)   # ready, failed or gone
+    log: logfiles.WorkerLog | None = None      # its rotated log (the engine is the only writer)
+    pipes: tuple = ()                          # OutputPipe of its stdout and stderr
+
+    def drain_output(self, reads: int = _DRAIN_READS) -> None:
+        for pipe in self.pipes:
+            pipe.drain(reads)
 
     def info(self) -> WorkerInfo:
         r = self.rec
@@ -79,7 +84,6 @@ class Deployment:
     committed: bool
     workers: dict[str, Worker] = field(default_factory=dict)
     policy: PolicyState = field(default_factory=PolicyState)
-    logs: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_RING))
     watchers: set = field(default_factory=set)     # callables receiving (kind, fields) events
     waiting: int = 0
     waiting_workload: float = 0.0
@@ -88,7 +92,7 @@ class Deployment:
     failures: int = 0
     next_spawn: float = 0.0
     last_error: str | None = None
-    failed: collections.deque = field(default_factory=lambda: collections.deque(maxlen=FAILED_SHOWN))
+    failed: tuple[FailedWorker, ...] = ()      # shown by status for a while (failures.failures_to_keep)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -112,19 +116,12 @@ def _safe_id(name: str, tag: str) -> str:
     return f"{stem}-{secrets.token_hex(4)}"
 
 
-KEEP_WORKER_LOGS = 200     # logs of stopped workers kept for `vast-magic logs` and post-mortems
-
-
-def logs_to_prune(entries: list[tuple[str, float]], live: set[str], keep: int) -> list[str]:
-    """Of (file name, mtime) pairs, the logs to delete: stopped workers' beyond the ``keep`` newest."""
-    stopped = sorted((e for e in entries if e[0] not in live), key=lambda e: e[1], reverse=True)
-    return [name for name, _ in stopped[keep:]]
-
-
 class Engine:
-    def __init__(self, home: Path, store: Store, token: str, idle_timeout: float, shm_dir: str | None = None):
+    def __init__(self, home: Path, store: Store, token: str, idle_timeout: float, shm_dir: str | None = None,
+                 log_limits: logfiles.LogLimits = logfiles.LogLimits()):
         self.home, self.store, self.token, self.idle_timeout = home, store, token, idle_timeout
         self.shm_dir = shm_dir                            # None: big buffers go inline (no usable /dev/shm)
+        self.log_limits = log_limits
         self.port = 0
         self.deployments: dict[tuple[str, str], Deployment] = {}
         self.subscribers: dict[tuple[str, str], set[Channel]] = collections.defaultdict(set)
@@ -146,15 +143,9 @@ class Engine:
         self.last_activity = time.monotonic()
 
     def prune_logs(self) -> None:
-        """Drop the logs of long-gone workers so a busy home does not grow without end."""
-        live = {f"{wid}.log" for dep in self.deployments.values() for wid in dep.workers}
-        try:
-            entries = [(e.name, e.stat().st_mtime) for e in os.scandir(self.home / "logs") if e.name.endswith(".log")]
-        except OSError:
-            return
-        for name in logs_to_prune(entries, live, KEEP_WORKER_LOGS):
-            with contextlib.suppress(OSError):
-                (self.home / "logs" / name).unlink()
+        """Drop the logs of long-gone workers so a busy home does not grow without end (runs in a thread)."""
+        live = {wid for dep in list(self.deployments.values()) for wid in list(dep.workers)}
+        logfiles.prune(self.home, live, self.log_limits)
 
     def find_worker(self, worker_id: str) -> tuple[Deployment, Worker] | tuple[None, None]:
         for dep in self.deployments.values():
@@ -170,7 +161,7 @@ class Engine:
 
     def commit(self, dep: Deployment, rec: DeploymentRecord) -> None:
         dep.rec, dep.committed, dep.last_error = rec, True, None
-        dep.failed.clear()
+        dep.failed = ()
         dep.params = effective_params(rec.autoscaling)
         self.store.put_deployment(rec)
 
@@ -210,19 +201,22 @@ class Engine:
     async def start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
         wid = _safe_id(dep.rec.name, dep.rec.tag)
         workdir = self.home / "workers" / wid
-        log_path = self.home / "logs" / f"{wid}.log"
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_path = logfiles.worker_log_path(self.home, dep.rec.name, dep.rec.tag, wid)
         await asyncio.to_thread(self.prune_logs)
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
         env = procs.worker_environment(os.environ, version.env, version.secrets)
         launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir}
-        popen = procs.spawn(version.python, workdir, env, log_path, launch)
+        popen = procs.spawn(version.python, workdir, env, launch)
         rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, _start_time(popen.pid), None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())
         self.store.put_worker(rec)
-        worker = Worker(rec, popen, role)
+        worker = Worker(rec, popen, role, log=logfiles.WorkerLog(log_path, self.log_limits))
+        output = functools.partial(self._on_output, dep, worker)
+        worker.pipes = (OutputPipe(popen.stdout, "stdout", output), OutputPipe(popen.stderr, "stderr", output))
         dep.workers[wid] = worker
+        if role == "serving":
+            dep.failed = mark_replaced(dep.failed, wid)
         dep.notify("WorkerState", worker=wid, state="starting", pid=popen.pid, version=version.version)
         return worker
 
@@ -247,14 +241,23 @@ class Engine:
                 await asyncio.sleep(0.05)
         await procs.stop(worker.rec.pid, worker.rec.start_time, grace=2.0, popen=worker.popen)
 
-    def forget_worker(self, dep: Deployment, worker: Worker, state: str, error: str | None) -> None:
-        """The process is gone: record why, drop it everywhere, wake whoever waits on it."""
+    def forget_worker(self, dep: Deployment, worker: Worker, state: str, error: str | None,
+                      cause: str | None = None) -> None:
+        """The process is gone: record why, drop it everywhere, wake whoever waits on it.
+
+        ``cause`` is how it ended ("killed by SIGKILL"); by default the last line of ``error``."""
+        worker.drain_output()                      # a dead writer's last bytes are still in the pipe
+        for pipe in worker.pipes:
+            pipe.close()
         dep.workers.pop(worker.rec.id, None)
         self.store.delete_worker(worker.rec.id)
         shutil.rmtree(worker.rec.workdir, ignore_errors=True)
         worker.rec.state, worker.rec.error = state, error
-        if state == "failed":
-            dep.failed.append(worker.info())       # gone, but status keeps saying why
+        if state == "failed":                      # gone, but status keeps saying why for a while
+            last = logfiles.tail(Path(worker.rec.log_path), 1)
+            dep.failed = add_failure(dep.failed, worker.info(), cause, last[0].text if last else None, time.time())
+        if worker.log is not None:
+            worker.log.close()
         if worker.channel is not None:
             worker.channel.close()
         worker.settled.set()
@@ -276,6 +279,7 @@ class Engine:
             worker.load, worker.load_at = float(msg.get("inflight") or 0.0), time.monotonic()
 
     async def _on_state(self, dep: Deployment, worker: Worker, msg: dict) -> None:
+        worker.drain_output()                    # what it printed before this state is logged before it
         rec = worker.rec
         repeated = rec.state == str(msg.get("state")) and not msg.get("error")  # "starting": engine said it at spawn
         rec.state = str(msg.get("state"))
@@ -297,16 +301,22 @@ class Engine:
             await self.publish_routes(dep)
 
     def _on_log(self, dep: Deployment, worker: Worker, lines: list) -> None:
-        records = [LogLine(float(when), worker.rec.id, str(stream), str(text), function)
-                   for when, stream, text, function in lines]
-        for line in records:
-            dep.logs.append(line)
-            dep.notify("LogLine", **asdict(line))
-        try:                          # a full or read-only home loses the file copy, never the worker
-            with open(worker.rec.log_path, "a") as handle:
-                handle.writelines(line.text if line.text.endswith("\n") else f"{line.text}\n" for line in records)
-        except OSError as exc:
-            log(f"cannot append to {worker.rec.log_path}: {exc}")
+        """Lines printed inside calls, tagged with their function (through the engine link)."""
+        self.record(dep, worker, [LogLine(float(when), worker.rec.id, str(stream), str(text), function)
+                                  for when, stream, text, function in lines])
+
+    def _on_output(self, dep: Deployment, worker: Worker, stream: str, texts: list[str]) -> None:
+        """Lines the worker wrote to its stdout/stderr (its output pipes)."""
+        now = time.time()
+        self.record(dep, worker, [LogLine(now, worker.rec.id, stream, text, None) for text in texts])
+
+    def record(self, dep: Deployment, worker: Worker, records: list[LogLine]) -> None:
+        """Show the lines to whoever follows a deploy, and append them to the worker's rotated log."""
+        if dep.watchers:
+            for line in records:
+                dep.notify("LogLine", **asdict(line))
+        if worker.log is not None:
+            worker.log.write(records)
 
     async def on_worker_disconnect(self, channel: Channel) -> None:
         for dep in list(self.deployments.values()):
@@ -337,6 +347,8 @@ class Engine:
 
     async def _reconcile(self, dep: Deployment) -> None:
         await self._reap_exited(dep)
+        if dep.failed:
+            dep.failed = failures_to_keep(dep.failed, time.time())
         if dep.committed and dep.key in self.deployments:
             if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
                 await self.teardown(dep)
@@ -352,11 +364,14 @@ class Engine:
             if worker.role == "draining":
                 self.forget_worker(dep, worker, "stopped", None)
             else:
-                error = worker.rec.error or f"worker exited with code {code}\n" + "".join(tail_lines(worker.rec.log_path, 20))
+                worker.drain_output()
+                cause = exit_cause(code)
+                error = worker.rec.error or f"worker {cause}\n" + "\n".join(
+                    line.text for line in logfiles.tail(Path(worker.rec.log_path), 20))
                 if worker.rec.state != "ready":
                     dep.failures += 1
                     dep.next_spawn = time.monotonic() + min(30.0, 0.5 * 2 ** dep.failures)
-                self.forget_worker(dep, worker, "failed", error)
+                self.forget_worker(dep, worker, "failed", error, None if worker.rec.error else cause)
             if was_routed:
                 await self.publish_routes(dep)
 
@@ -386,22 +401,13 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
-def tail_lines(path: str, count: int) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 64 * 1024))
-            return [line.decode(errors="replace") + "\n" for line in handle.read().splitlines()[-count:]]
-    except OSError:
-        return []
-
-
 def status_of(dep: Deployment | None, name: str, tag: str) -> dict:
     """A DeploymentStatus as a plain dict (sent to the client)."""
     if dep is None:
         return {"name": name, "tag": tag, "endpoint": None, "state": "stopped", "workers": [], "not_applied_locally": []}
+    now = time.time()
     infos = [asdict(w.info()) for w in dep.workers.values() if w.role != "draining"]
-    infos += [asdict(info) for info in dep.failed]
+    infos += [asdict(as_info(failure, now)) for failure in failures_to_keep(dep.failed, now)]
     if any(w.role == "serving" and w.rec.state == "ready" for w in dep.workers.values()):
         state = "ready"
     elif dep.last_error and not dep.rollout:

@@ -57,15 +57,14 @@ def worker_environment(engine_env: Mapping[str, str], env: Iterable[tuple[str, s
     return {**base, **dict(env), **dict(secrets)}
 
 
-def spawn(python: str, workdir: Path, env: Mapping[str, str], log_path: Path, launch: Mapping) -> subprocess.Popen:
-    """Start ``python -m vast_magic_runtime.serve`` detached, output appended to ``log_path``; the
-    launch message (with the token) goes through stdin, never the environment."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)   # what user code prints is private
-    with os.fdopen(fd, "ab") as log:
-        popen = subprocess.Popen(
-            [python, "-m", RUNTIME_MODULE], cwd=str(workdir), env=dict(env), start_new_session=True,
-            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
-        )
+def spawn(python: str, workdir: Path, env: Mapping[str, str], launch: Mapping) -> subprocess.Popen:
+    """Start ``python -m vast_magic_runtime.serve`` detached; its stdout and stderr are pipes the engine reads
+    into the worker's rotated log (``worker_output``); the launch message (with the token) goes through
+    stdin, never the environment."""
+    popen = subprocess.Popen(
+        [python, "-m", RUNTIME_MODULE], cwd=str(workdir), env=dict(env), start_new_session=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+    )
     try:
         popen.stdin.write(json.dumps(dict(launch)).encode())   # a few hundred bytes: the pipe never blocks
         popen.stdin.close()

@@ -199,6 +199,10 @@ class VastBackend:
                                  endpoint_label(d.get("endpoint_id")), deployment_state(d, ()), ())
                 for d in items if isinstance(d, dict)]
 
+    async def known_deployments(self) -> list[tuple[str, str]]:
+        """What this machine deployed on Vast and did not tear down (its records); never asks the API."""
+        return [(r.name, r.tag) for r in await asyncio.to_thread(state.all_records, self.home)]
+
     async def logs(self, name: str, tag: str, function: str | None, tail: int) -> list[LogLine]:
         """Output of calls made from this process (Vast has no log API for deployments in the SDK)."""
         lines = [line for line in self._logs.get((name, tag), ()) if function is None or line.function == function]

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["DeployRecord", "record_path", "read_record", "write_record", "records_for", "delete_record"]
+__all__ = ["DeployRecord", "record_path", "read_record", "write_record", "records_for", "all_records", "delete_record"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -68,17 +68,23 @@ def write_record(home: str | os.PathLike, record: DeployRecord) -> None:
         raise
 
 
-def records_for(home: str | os.PathLike, name: str) -> list[DeployRecord]:
-    folder = Path(home) / "vast" / _component(name)
+def _records(paths) -> list[DeployRecord]:
     found = []
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(paths):
         try:
-            record = DeployRecord(**json.loads(path.read_text()))
+            found.append(DeployRecord(**json.loads(path.read_text())))
         except (OSError, ValueError, TypeError):
             continue
-        if record.name == name:
-            found.append(record)
     return found
+
+
+def records_for(home: str | os.PathLike, name: str) -> list[DeployRecord]:
+    return [r for r in _records((Path(home) / "vast" / _component(name)).glob("*.json")) if r.name == name]
+
+
+def all_records(home: str | os.PathLike) -> list[DeployRecord]:
+    """Every deployment this machine made on Vast and has not torn down."""
+    return _records((Path(home) / "vast").glob("*/*.json"))
 
 
 def delete_record(home: str | os.PathLike, name: str, tag: str) -> None:
