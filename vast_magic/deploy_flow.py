@@ -23,17 +23,19 @@ from .backends import get_backend
 from .backends.base import CallOutcome, CallSpec, DeployPlan
 from .bundle import build_manifest, decide_tier, secret_key, write_bundle
 from .bundle.manifest import Manifest
+from .call_stats import CallCounter
 from .capture import capture_code, requirement_warnings
 from .display import open_progress
 from .errors import BundleError, ConfigError
 from .events import Event, Packaging, Ready, TierDecided, Warned
-from .reports import Bundle, DeployReport, LogLine
+from .reports import Bundle, CallStats, DeployReport, LogLine
+from .runtime.benchmark import DEFAULT_WORKLOAD
 
 if TYPE_CHECKING:  # pragma: no cover
     from .deployment import Deployment
     from .remote import RemoteFunction
 
-__all__ = ["DeployTarget", "Prepared", "Deployed", "DeployFlow"]
+__all__ = ["DeployTarget", "Prepared", "Deployed", "DeployFlow", "workload_per_call"]
 
 _BACKENDS: dict[tuple, Any] = {}
 
@@ -75,6 +77,17 @@ class Deployed:
     tag: str
     functions: frozenset
     class_refs: dict
+    calls: CallCounter = field(compare=False, default_factory=CallCounter)
+
+
+def workload_per_call(functions: Any) -> float | None:
+    """What one call weighs in the unit of perf (so perf / this = calls per second): the benchmark's default
+    workload, unless the benchmarked function has a workload calculator (then calls weigh what it says)."""
+    benchmarked = [fn for fn in functions
+                   if fn.options.benchmark_dataset is not None or fn.options.benchmark_generator is not None]
+    if len(benchmarked) != 1 or benchmarked[0].options.workload_calculator is not None:
+        return None
+    return DEFAULT_WORKLOAD
 
 
 class DeployFlow:
@@ -82,6 +95,7 @@ class DeployFlow:
         self.app = app
         self._deployed: Deployed | None = None
         self._last_manifest = None
+        self._calls: dict[tuple[str, str], CallCounter] = {}   # kept across redeploys of a name and tag
 
     # -- preparing (calling thread) ---------------------------------------------
     def prepare(self, target: DeployTarget, require_benchmark: bool = False) -> Prepared:
@@ -165,19 +179,20 @@ class DeployFlow:
             emit(Packaging(files, size))
             for warning in prepared.warnings:
                 emit(Warned(warning))
-            emit(TierDecided(decision.tier, decision.reasons))
+            emit(TierDecided(decision.tier, decision.reasons, tiers=decision.tiers))
             emit(Ready(None, time.perf_counter() - started, dry_run=True))
             return self._report(prepared, decision, size, files, dry_run=True)
         path, size, files = await asyncio.to_thread(self._cached_bundle, prepared)
         emit(Packaging(files, size))
         for warning in prepared.warnings:
             emit(Warned(warning))
-        emit(TierDecided(decision.tier, decision.reasons))
+        emit(TierDecided(decision.tier, decision.reasons, tiers=decision.tiers))
         result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
         emit(Ready(result.endpoint, time.perf_counter() - started))
         self._last_manifest = prepared.manifest
+        calls = self._calls.setdefault((prepared.name, prepared.tag), CallCounter())
         self._deployed = Deployed(backend, prepared.name, prepared.tag,
-                                  frozenset(r.name for r in prepared.remotes), prepared.class_refs)
+                                  frozenset(r.name for r in prepared.remotes), prepared.class_refs, calls)
         return self._report(prepared, decision, size, files, dry_run=False, result=result)
 
     def _plan(self, prepared: Prepared, decision: Any, path: Path, wait: bool, timeout: float | None) -> DeployPlan:
@@ -191,20 +206,21 @@ class DeployFlow:
             timeout=timeout if timeout is not None else settings.resolve("deploy_timeout"),
         )
 
-    @staticmethod
-    def _report(prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool, result: Any = None) -> DeployReport:
+    def _report(self, prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool,
+                result: Any = None) -> DeployReport:
         return DeployReport(
             tier=decision.tier, reasons=tuple(decision.reasons), fingerprint=prepared.manifest.fingerprint(),
             bundle_size=size, files=files, endpoint=result.endpoint if result else None,
             workers=tuple(result.workers) if result else (), benchmark=result.benchmark if result else None,
             dry_run=dry_run, backend_action=result.backend_action if result else None,
+            workload_per_call=workload_per_call(self.app._remotes.values()),
         )
 
     # -- entry points ---------------------------------------------------------------
     def run_sync(self, target: DeployTarget, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
         self.backend(target.backend)  # a missing Vast API key fails here, before any code is captured
         prepared = self.prepare(target, require_benchmark=True)
-        progress = open_progress(prepared.name)
+        progress = open_progress(prepared.name, workload_per_call=workload_per_call(self.app._remotes.values()))
         events: queue.SimpleQueue = queue.SimpleQueue()
         future = loop.submit(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=events.put))
         future.add_done_callback(lambda _: events.put(_FINISHED))   # wakes the wait below at once
@@ -223,7 +239,7 @@ class DeployFlow:
     async def run_async(self, target: DeployTarget, *, dry_run: bool, wait: bool, timeout: float | None) -> DeployReport:
         self.backend(target.backend)
         prepared = self.prepare(target, require_benchmark=True)
-        progress = open_progress(prepared.name)
+        progress = open_progress(prepared.name, workload_per_call=workload_per_call(self.app._remotes.values()))
         caller = asyncio.get_running_loop()
         emit = lambda event: caller.call_soon_threadsafe(progress.emit, event)  # noqa: E731
         try:
@@ -242,6 +258,11 @@ class DeployFlow:
         if deployed is not None and deployed.name == name and tag in (None, deployed.tag):
             self._deployed = None
 
+    def call_stats(self, name: str, tag: str) -> CallStats | None:
+        """This process's recent calls to (name, tag); None before the first deploy of it here."""
+        counter = self._calls.get((name, tag))
+        return counter.summary() if counter is not None else None
+
     async def call(self, fn: "RemoteFunction", args: tuple, kwargs: dict, cost: float, timeout: float | None) -> CallOutcome:
         deployed = self._deployed
         if deployed is None:
@@ -254,7 +275,13 @@ class DeployFlow:
                         timeout=timeout if timeout is not None else opts.timeout,
                         max_queue_time=opts.max_queue_time, retries=opts.retries, cost=cost,
                         trusted_types=self.app.trusted_types)
-        return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+        started, ok = time.perf_counter(), False
+        try:
+            outcome = await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+            ok = outcome.error is None
+            return outcome
+        finally:
+            deployed.calls.record(started, ok)
 
 
 _FINISHED = object()

@@ -7,6 +7,7 @@ events that the progress display renders in the calling thread.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import sys
@@ -18,7 +19,7 @@ from .autoscaling import AutoscalingConfig
 from .backends.vast.keys import find_api_key
 from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
-from .deploy_flow import DeployFlow, DeployTarget
+from .deploy_flow import DeployFlow, DeployTarget, workload_per_call
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .remote import RemoteFunction, validate_options
@@ -245,8 +246,11 @@ class Deployment:
     ensure_ready_async = async_ensure_ready
 
     def status(self) -> DeploymentStatus:
+        """The backend's view of the workers, with this process's recent calls (rate, p50/p99) added."""
         target = self._target()
-        return loop.run_sync(self._flow.backend(target.backend).status(target.name, target.tag))
+        status = loop.run_sync(self._flow.backend(target.backend).status(target.name, target.tag))
+        return dataclasses.replace(status, calls=self._flow.call_stats(target.name, target.tag),
+                                   workload_per_call=workload_per_call(self._remotes.values()))
 
     def logs(self, function: str | None = None, tail: int = 200) -> list[LogLine]:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
