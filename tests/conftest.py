@@ -51,3 +51,16 @@ def engine_home(tmp_path, monkeypatch):
         yield handle
     finally:
         handle.stop_everything()
+
+
+@pytest.fixture(scope="module")
+def module_engine_home(tmp_path_factory):
+    """A private home shared by one module's tests (for servers they share, e.g. JupyterLab); its engine and
+    workers are stopped by PID when the module is done. Nothing is set in this process's environment."""
+    home = tmp_path_factory.mktemp("module-home")
+    home.chmod(0o700)
+    handle = EngineHome(home)
+    try:
+        yield handle
+    finally:
+        handle.stop_everything()

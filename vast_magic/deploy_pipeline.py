@@ -36,8 +36,9 @@ from .events import Event, Packaging, Ready, TierDecided, Warned
 from .image import ImageSpec
 from .remote import RemoteOptions, helper_functions, remote_spec
 from .reports import Bundle, DeployReport, LogLine
+from .runtime.benchmark import DEFAULT_WORKLOAD
 
-__all__ = ["DeploymentSnapshot", "Prepared", "DeployPipeline"]
+__all__ = ["DeploymentSnapshot", "Prepared", "workload_per_call", "DeployPipeline"]
 
 _BACKENDS: dict[tuple, Any] = {}
 
@@ -83,6 +84,16 @@ class Prepared:
     manifest: Any
     class_refs: dict = field(compare=False)
     warnings: tuple[str, ...] = ()
+
+
+def workload_per_call(functions: tuple[tuple[str, Callable, RemoteOptions], ...]) -> float | None:
+    """What one call weighs in the unit of perf (so perf / this = calls per second): the benchmark's default
+    workload, unless the benchmarked function has a workload calculator (then calls weigh what it says)."""
+    benchmarked = [options for _, _, options in functions
+                   if options.benchmark_dataset is not None or options.benchmark_generator is not None]
+    if len(benchmarked) != 1 or benchmarked[0].workload_calculator is not None:
+        return None
+    return DEFAULT_WORKLOAD
 
 
 class DeployPipeline:
@@ -173,14 +184,14 @@ class DeployPipeline:
             emit(Packaging(files, size))
             for warning in prepared.warnings:
                 emit(Warned(warning))
-            emit(TierDecided(decision.tier, decision.reasons))
+            emit(TierDecided(decision.tier, decision.reasons, tiers=decision.tiers))
             emit(Ready(None, time.perf_counter() - started, dry_run=True))
             return self._report(prepared, decision, size, files, dry_run=True)
         path, size, files = await asyncio.to_thread(self._cached_bundle, prepared)
         emit(Packaging(files, size))
         for warning in prepared.warnings:
             emit(Warned(warning))
-        emit(TierDecided(decision.tier, decision.reasons))
+        emit(TierDecided(decision.tier, decision.reasons, tiers=decision.tiers))
         result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
         emit(Ready(result.endpoint, time.perf_counter() - started))
         self._last_manifest = prepared.manifest
@@ -202,12 +213,14 @@ class DeployPipeline:
         )
 
     @staticmethod
-    def _report(prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool, result: Any = None) -> DeployReport:
+    def _report(prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool,
+                result: Any = None) -> DeployReport:
         return DeployReport(
             tier=decision.tier, reasons=tuple(decision.reasons), fingerprint=prepared.manifest.fingerprint(),
             bundle_size=size, files=files, endpoint=result.endpoint if result else None,
             workers=tuple(result.workers) if result else (), benchmark=result.benchmark if result else None,
             dry_run=dry_run, backend_action=result.backend_action if result else None,
+            workload_per_call=workload_per_call(prepared.snapshot.functions),
         )
 
     # -- entry points ---------------------------------------------------------------
@@ -215,7 +228,7 @@ class DeployPipeline:
                  timeout: float | None) -> DeployReport:
         self.backend(snapshot)  # a missing Vast API key fails here, before any code is captured
         prepared = self.prepare(snapshot, require_benchmark=True)
-        progress = open_progress(snapshot.name)
+        progress = open_progress(snapshot.name, workload_per_call=workload_per_call(snapshot.functions))
         events: queue.SimpleQueue = queue.SimpleQueue()
         future = loop.submit(self.deploy(prepared, dry_run=dry_run, wait=wait, timeout=timeout, emit=events.put))
         future.add_done_callback(lambda _: events.put(_FINISHED))   # wakes the wait below at once
@@ -235,7 +248,7 @@ class DeployPipeline:
                         timeout: float | None) -> DeployReport:
         self.backend(snapshot)
         prepared = self.prepare(snapshot, require_benchmark=True)
-        progress = open_progress(snapshot.name)
+        progress = open_progress(snapshot.name, workload_per_call=workload_per_call(snapshot.functions))
         calling_loop = asyncio.get_running_loop()
         emit = lambda event: calling_loop.call_soon_threadsafe(progress.emit, event)  # noqa: E731
         try:

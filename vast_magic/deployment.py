@@ -8,6 +8,7 @@ in the calling thread. Its remote functions call through its ``Caller``.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import sys
@@ -20,7 +21,7 @@ from .backends.vast.keys import find_api_key
 from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
 from .caller import Caller
-from .deploy_pipeline import DeployPipeline, DeploymentSnapshot
+from .deploy_pipeline import DeployPipeline, DeploymentSnapshot, workload_per_call
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .remote import RemoteFunction, validate_options
@@ -258,8 +259,11 @@ class Deployment:
     ensure_ready_async = async_ensure_ready
 
     def status(self) -> DeploymentStatus:
+        """The backend's view of the workers, with this process's recent calls (rate, p50/p99) added."""
         snapshot = self._snapshot()
-        return loop.run_sync(self._pipeline.backend(snapshot).status(snapshot.name, snapshot.tag))
+        status = loop.run_sync(self._pipeline.backend(snapshot).status(snapshot.name, snapshot.tag))
+        return dataclasses.replace(status, calls=self._caller.call_stats(snapshot.name, snapshot.tag),
+                                   workload_per_call=workload_per_call(snapshot.functions))
 
     def logs(self, function: str | None = None, tail: int = 200) -> list[LogLine]:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:

@@ -17,8 +17,8 @@ from .reports import DeploymentStatus, LogLine
 
 __all__ = [
     "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Failed", "Warned", "Event",
-    "EventSink", "WorkerRow", "DeployState", "apply_event", "Line", "format_worker", "format_retry",
-    "status_lines", "format_status", "format_event", "deployment_lines", "format_deployment_status",
+    "EventSink", "WorkerRow", "DeployState", "PHASES", "apply_event", "Line", "last_line", "format_worker",
+    "format_retry", "status_lines", "format_status", "format_event", "deployment_lines", "format_deployment_status",
     "deployment_summary"
 ]
 
@@ -31,13 +31,20 @@ class Packaging:
 
 @dataclass(frozen=True)
 class TierDecided:
+    """``tiers[i]`` is the tier ``reasons[i]`` implies (``decide_tier`` owns that); a backend that repeats the
+    decision with a note of its own may leave ``tiers`` short, the notes then imply no tier."""
+
     tier: int
     reasons: tuple[str, ...]
     backend_action: str | None = None
+    tiers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class WorkerState:
+    """``load``: the workload the worker has now, in the unit of ``perf`` (the local engine's in-flight
+    workload, Vast's ``cur_load``), so ``load / perf`` is how busy it is; ``reliability`` (0-1) is Vast's."""
+
     worker: str
     state: str
     perf: float | None = None
@@ -45,6 +52,8 @@ class WorkerState:
     version: str | None = None
     error: str | None = None
     detail: str | None = None        # the backend's own status text (Vast's), shown next to the state
+    load: float | None = None
+    reliability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,8 @@ class WorkerRow:
     perf: float | None = None
     error: str | None = None
     detail: str | None = None
+    load: float | None = None
+    reliability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class DeployState:
     bytes: int | None = None
     tier: int | None = None
     reasons: tuple[str, ...] = ()
+    tiers: tuple[int | None, ...] = ()   # the tier each reason implies (None: a backend's note)
     backend_action: str | None = None
     workers: tuple[WorkerRow, ...] = ()
     endpoint: str | None = None
@@ -116,9 +128,11 @@ class DeployState:
     dry_run: bool = False
     logs: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = ()
+    workload_per_call: float | None = None   # set by whoever opens the progress: perf / this = calls/s
 
     @property
     def phase(self) -> str:
+        """One of ``PHASES``."""
         if self.error:
             return "failed"
         if self.done:
@@ -126,6 +140,17 @@ class DeployState:
         if self.tier is None:
             return "packaging"
         return "deploying"
+
+
+#: every value of ``DeployState.phase`` (tests check the state machine reaches exactly these)
+PHASES = ("packaging", "deploying", "ready", "dry run", "failed")
+
+
+def _reason_tiers(state: DeployState, event: TierDecided) -> tuple[int | None, ...]:
+    """The tier of each reason: the event's, else what an earlier decision said of the same reason."""
+    known = dict(zip(state.reasons, state.tiers))
+    return tuple(event.tiers[i] if i < len(event.tiers) else known.get(reason)
+                 for i, reason in enumerate(event.reasons))
 
 
 def _upsert_worker(rows: tuple[WorkerRow, ...], worker: str, **changes) -> tuple[WorkerRow, ...]:
@@ -144,18 +169,20 @@ def apply_event(state: DeployState, event: Event) -> DeployState:
     if isinstance(event, Packaging):
         return replace(state, files=event.files, bytes=event.bytes)
     if isinstance(event, TierDecided):
-        return replace(state, tier=event.tier, reasons=event.reasons, backend_action=event.backend_action)
+        return replace(state, tier=event.tier, reasons=event.reasons, tiers=_reason_tiers(state, event),
+                       backend_action=event.backend_action)
     if isinstance(event, WorkerState):
         return replace(state, workers=_upsert_worker(state.workers, event.worker, state=event.state,
-                                                     perf=event.perf, error=event.error, detail=event.detail))
+                                                     perf=event.perf, error=event.error, detail=event.detail,
+                                                     load=event.load, reliability=event.reliability))
     if isinstance(event, BenchmarkScored):
         return replace(state, workers=_upsert_worker(state.workers, event.worker, state="benchmarking", perf=event.perf))
     if isinstance(event, Ready):
         return replace(state, endpoint=event.endpoint, elapsed=event.elapsed, done=True, dry_run=event.dry_run, retry=None)
     if isinstance(event, Retry):
         return replace(state, retry=event)
-    if isinstance(event, Failed):
-        return replace(state, error=event.message, error_traceback=event.traceback)
+    if isinstance(event, Failed):        # a failure without words still fails
+        return replace(state, error=event.message or "failed", error_traceback=event.traceback)
     if isinstance(event, LogLine):
         return replace(state, logs=(state.logs + (f"[{event.worker}] {event.text}",))[-20:])
     if isinstance(event, Warned):
@@ -166,11 +193,13 @@ def apply_event(state: DeployState, event: Event) -> DeployState:
 # -- rendering: the one place a state becomes lines -------------------------------------------
 @dataclass(frozen=True)
 class Line:
-    """One rendered line; ``part`` says where a view puts it, ``state`` is the worker's state on worker rows."""
+    """One rendered line; ``part`` says where a view puts it, ``state`` is the worker's state on worker rows,
+    ``step`` the deploy step it reports on (``display.steps`` hangs it under that step; None: the running one)."""
 
-    part: str                      # header | body | worker | retry | done | error
+    part: str                      # header | body | warning | worker | retry | done | error
     text: str
     state: str | None = None
+    step: str | None = None
 
 
 def _human_bytes(n: int) -> str:
@@ -190,10 +219,16 @@ def _tier(tier: int, reasons: tuple[str, ...], backend_action: str | None) -> st
     return f"tier {tier}{action}: " + ("; ".join(reasons) or "no changes")
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line of a traceback or message: what it ended with."""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def format_worker(row: WorkerRow) -> str:
     detail = f" (vast: {row.detail})" if row.detail and row.detail.lower() != row.state else ""
     perf = f" perf={row.perf:,.1f}/s" if row.perf is not None else ""
-    error = f" error: {row.error.strip().splitlines()[-1]}" if row.error else ""
+    error = f" error: {last_line(row.error)}" if row.error and row.error.strip() else ""
     return f"worker {row.worker}: {row.state}{detail}{perf}{error}"
 
 
@@ -211,15 +246,15 @@ def status_lines(state: DeployState) -> tuple[Line, ...]:
     """The lines of a deploy's state: header, packaging, tier, one per worker, retry, result, failure."""
     lines = [Line("header", f"vast_magic deploy {state.name}: {state.phase}".rstrip())]
     if state.files is not None:
-        lines.append(Line("body", _packaging(state.files, state.bytes or 0)))
-    lines += [Line("warning", f"warning: {message}") for message in state.warnings]
+        lines.append(Line("body", _packaging(state.files, state.bytes or 0), step="package"))
+    lines += [Line("warning", f"warning: {message}", step="package") for message in state.warnings]
     if state.tier is not None:
-        lines.append(Line("body", _tier(state.tier, state.reasons, state.backend_action)))
-    lines += [Line("worker", format_worker(row), row.state) for row in state.workers]
+        lines.append(Line("body", _tier(state.tier, state.reasons, state.backend_action), step="tier"))
+    lines += [Line("worker", format_worker(row), row.state, step="workers") for row in state.workers]
     if state.retry is not None:
         lines.append(Line("retry", format_retry(state.retry)))
     if state.done:
-        lines.append(Line("done", _ready(state.endpoint, state.elapsed or 0.0, state.dry_run)))
+        lines.append(Line("done", _ready(state.endpoint, state.elapsed or 0.0, state.dry_run), step="ready"))
     if state.error:
         lines.append(Line("error", f"FAILED: {state.error}"))
     return tuple(lines)

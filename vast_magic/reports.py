@@ -1,9 +1,31 @@
-"""The frozen value types the public API returns (a contract: see DESIGN.md)."""
+"""The frozen value types the public API returns (a contract: see DESIGN.md).
+
+``DeployReport`` and ``DeploymentStatus`` draw themselves as HTML in Jupyter
+(``_repr_html_``) with a renderer the display layer registers
+(``register_html``): this module sits below the display and cannot import it.
+Their text (``repr``) stays what it was; without a registered renderer, or when
+the renderer declines (text display mode), Jupyter shows that text.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
-__all__ = ["WORKER_STATES", "Fingerprint", "WorkerInfo", "DeployReport", "Bundle", "DeploymentStatus", "LogLine"]
+__all__ = ["WORKER_STATES", "Fingerprint", "WorkerInfo", "DeployReport", "Bundle", "CallStats", "DeploymentStatus",
+           "LogLine", "register_html"]
+
+_HTML_RENDERERS: dict[type, Callable[[Any], "str | None"]] = {}
+
+
+def register_html(cls: type, render: Callable[[Any], "str | None"]) -> None:
+    """Let instances of ``cls`` show as ``render(instance)`` in Jupyter (None: show the text instead)."""
+    _HTML_RENDERERS[cls] = render
+
+
+class _HTMLRepr:
+    def _repr_html_(self) -> str | None:
+        render = _HTML_RENDERERS.get(type(self))
+        return render(self) if render is not None else None
 
 WORKER_STATES = ("starting", "installing", "contexts", "benchmarking", "ready", "failed", "stopped")
 
@@ -20,7 +42,9 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """One worker; ``state`` is one of WORKER_STATES, ``detail`` the backend's own status text (Vast's)."""
+    """One worker; ``state`` is one of WORKER_STATES, ``detail`` the backend's own status text (Vast's).
+    ``load``: the workload it has now, in the unit of ``perf`` (so ``load / perf`` is how busy it is);
+    ``reliability`` (0-1): the host's, as Vast reports it. Both None when unknown."""
 
     id: str
     state: str
@@ -29,10 +53,14 @@ class WorkerInfo:
     version: str | None = None
     error: str | None = None
     detail: str | None = None
+    load: float | None = None
+    reliability: float | None = None
 
 
 @dataclass(frozen=True)
-class DeployReport:
+class DeployReport(_HTMLRepr):
+    """``workload_per_call`` only helps drawing perf as calls/s; it is not part of the report's text or identity."""
+
     tier: int
     reasons: tuple[str, ...]
     fingerprint: Fingerprint
@@ -43,6 +71,7 @@ class DeployReport:
     benchmark: float | None
     dry_run: bool
     backend_action: str | None = None
+    workload_per_call: float | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -53,8 +82,24 @@ class Bundle:
 
 
 @dataclass(frozen=True)
-class DeploymentStatus:
-    """``services``: (role, URL) of what the backend talks to (Vast's webserver and autoscaler)."""
+class CallStats:
+    """This process's recent calls to one deployment, counted on the client (``window`` seconds back)."""
+
+    calls: int                  # calls that ended in the window
+    failed: int                 # of which raised or failed
+    window: float               # seconds the figures cover
+    rate: float                 # calls per second over the window
+    p50: float | None           # latency percentiles in seconds (None without calls)
+    p99: float | None
+    total: int = 0              # calls since this process first called the deployment
+
+
+@dataclass(frozen=True)
+class DeploymentStatus(_HTMLRepr):
+    """``services``: (role, URL) of what the backend talks to (Vast's webserver and autoscaler);
+    ``calls``: this process's recent calls (None where nothing counts them, e.g. the CLI);
+    ``workload_per_call``: what one call weighs in the unit of ``perf`` (None: a workload calculator decides),
+    only for drawing perf as calls/s, so not part of the text or identity."""
 
     name: str
     tag: str
@@ -63,6 +108,8 @@ class DeploymentStatus:
     workers: tuple[WorkerInfo, ...]
     not_applied_locally: tuple[str, ...] = field(default=())
     services: tuple[tuple[str, str], ...] = field(default=())
+    calls: CallStats | None = None
+    workload_per_call: float | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

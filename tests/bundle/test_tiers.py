@@ -52,16 +52,16 @@ COMPONENTS = [
 
 
 def test_new_deployment_is_tier_4():
-    assert decide_tier(None, BASE) == TierDecision(4, ("new deployment",))
+    assert decide_tier(None, BASE) == TierDecision(4, ("new deployment",), (4,))
 
 
 def test_identical_manifest_is_tier_0_without_reasons():
-    assert decide_tier(BASE, replace(BASE)) == TierDecision(0, ())
+    assert decide_tier(BASE, replace(BASE)) == TierDecision(0, (), ())
 
 
 @pytest.mark.parametrize("label,changes,tier,reasons", COMPONENTS, ids=[c[0] for c in COMPONENTS])
 def test_single_component(label, changes, tier, reasons):
-    assert decide_tier(BASE, replace(BASE, **changes)) == TierDecision(tier, reasons)
+    assert decide_tier(BASE, replace(BASE, **changes)) == TierDecision(tier, reasons, (tier,) * len(reasons))
 
 
 PAIRS = [(a, b) for a, b in itertools.combinations(COMPONENTS, 2) if not set(a[1]) & set(b[1])]
@@ -73,6 +73,8 @@ def test_pairs_take_the_max_tier_and_every_reason(first, second):
     assert decision.tier == max(first[2], second[2])
     assert set(decision.reasons) == set(first[3]) | set(second[3])
     assert len(decision.reasons) == len(first[3]) + len(second[3])
+    implied = {reason: tier for _, _, tier, reasons in (first, second) for reason in reasons}
+    assert dict(zip(decision.reasons, decision.tiers)) == implied   # each reason with the tier it implies
 
 
 def test_reasons_are_grouped_by_tier_then_sorted_by_name():
@@ -91,4 +93,4 @@ def test_secret_reason_never_shows_the_digest():
 def test_decision_survives_json_round_trip():
     changed = replace(BASE, pip=("scipy", "numpy"))
     assert decide_tier(Manifest.from_json(BASE.to_json()), Manifest.from_json(changed.to_json())) == \
-        TierDecision(2, ("pip: +numpy",))
+        TierDecision(2, ("pip: +numpy",), (2,))

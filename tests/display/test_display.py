@@ -10,8 +10,9 @@ import pytest
 from vast_magic import settings
 from vast_magic.display import (format_deployment_status, open_map_progress, open_progress, resolve_display_mode,
                                 show_status)
+from vast_magic.display.html import PHASE_COLORS
 from vast_magic.display.progress import describe_error
-from vast_magic.display.widget import PHASE_COLORS, StatusWidget
+from vast_magic.display.widget import StatusWidget
 from vast_magic.errors import ConfigError, DeployError
 from vast_magic.events import (
     BenchmarkScored, DeployState, Failed, Packaging, Ready, Retry, TierDecided, Warned, WorkerState, apply_event,
@@ -65,15 +66,13 @@ def run_text(events, capsys, error=None) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
-#: the widget section each part of status_lines goes to
-SECTIONS = {"header": "header", "body": "body", "warning": "body", "worker": "workers", "retry": "footer", "done": "footer",
-            "error": "footer"}
-
-
 def assert_widget_shows_its_state(widget) -> None:
-    """Every line of the widget's state is in the section its part names (escaped, as HTML shows text)."""
+    """Every line of the widget's state is in its picture (escaped, as HTML shows text), worker output is not."""
     for line in status_lines(widget.state):
-        assert html.escape(line.text) in getattr(widget, SECTIONS[line.part]).value, line
+        assert html.escape(line.text) in widget.card.value, line
+    assert f'data-phase="{html.escape(widget.state.phase)}"' in widget.card.value
+    for log in widget.state.logs:
+        assert html.escape(log) not in widget.card.value, log
 
 
 def run_widget(events, error=None):
@@ -98,7 +97,10 @@ def test_widget_and_text_show_the_same_information(events, capsys):
         if not line.startswith("worker ") or final.done:
             assert line in lines
     assert list(final.logs) == [line for line in lines if line.startswith("[")]
-    assert all(html.escape(line) in widget.logs.value for line in final.logs)
+    # worker output waits in the collapsed "worker output" section, not in the picture
+    assert all(html.escape(line) in widget.output.value for line in final.logs)
+    assert widget.logs.selected_index is None
+    assert widget.logs.layout.display == (None if final.logs else "none")
 
 
 def test_widget_plain_text_is_the_final_format_status():
@@ -134,15 +136,17 @@ def test_failure_turns_the_widget_red_and_it_stays_red():
     for event in FAILING:
         progress.emit(event)
     progress.emit(Ready(None, 1.0))  # a late event cannot turn a failure green
-    assert progress.view.color == RED and RED in progress.view.box.layout.border
+    assert progress.view.color == RED and f"border-left:3px solid {RED}" in progress.view.card.value
     progress.close(None)
     progress.emit(WorkerState("w1", "ready"))  # ignored after close
     view = progress.view
-    assert view.color == RED and RED in view.box.layout.border
+    assert view.color == RED and f"border-left:3px solid {RED}" in view.card.value
     assert view.state == fold([*FAILING, Ready(None, 1.0)]) and view.state.phase == "failed"
     assert_widget_shows_its_state(view)
-    assert RED in view.footer.value and "boom" in view.traceback.value
-    assert "worker w1: ready" not in view.workers.value
+    assert [(step.key, step.state) for step in view.steps] == [
+        ("package", "done"), ("tier", "done"), ("apply", "failed"), ("workers", "pending"), ("ready", "pending")]
+    assert [line.text for line in view.steps[2].lines] == ["FAILED: worker w1 failed"]   # under the failed step
+    assert "boom" in view.card.value and "worker w1: ready" not in view.card.value
 
 
 def test_close_error_turns_a_running_widget_red():
@@ -155,9 +159,10 @@ def test_close_error_turns_a_running_widget_red():
 
 
 def test_widget_html_escapes_user_text():
-    view = run_widget([TierDecided(2, ("code: <script>alert(1)</script> changed",))]).view
-    assert "<script>" not in view.body.value
-    assert "tier 2: code: &lt;script&gt;alert(1)&lt;/script&gt; changed" in view.body.value
+    view = run_widget([TierDecided(2, ("code: <script>alert(1)</script> changed",), tiers=(2,)),
+                       WorkerState("<b>w1</b>", "failed", error="<img src=x onerror=alert(1)>")]).view
+    assert "<script>" not in view.card.value and "<b>" not in view.card.value and "<img" not in view.card.value
+    assert "tier 2: code: &lt;script&gt;alert(1)&lt;/script&gt; changed" in view.card.value
 
 
 @pytest.mark.parametrize("error, text", [
@@ -243,8 +248,8 @@ def test_status_widget_refreshes_until_the_deployment_stops():
     view.thread.join(5)
     assert not view.thread.is_alive() and len(calls) == 2
     assert view.status == status("stopped", ())
-    assert all(html.escape(line.text) in view.lines.value for line in deployment_lines(view.status))
-    assert "deployment stopped" in view.note.value
+    assert all(html.escape(line.text) in view.card.value for line in deployment_lines(view.status))
+    assert "deployment stopped" in view.note and "deployment stopped" in view.card.value
 
 
 @pytest.mark.parametrize("how, note", [("bounded", "after 3 updates"), ("error", "refresh stopped: RuntimeError: down"),
@@ -268,7 +273,7 @@ def test_status_widget_refresh_always_ends(how, note):
     view.thread.join(5)
     assert not view.thread.is_alive()
     if note:
-        assert note in view.note.value
+        assert note in view.note and html.escape(note) in view.card.value
 
 
 def test_without_ipywidgets_widget_mode_degrades_to_text(monkeypatch, capsys):

@@ -4,7 +4,8 @@ Tier 4 = a new endpoint (new deployment or tag), 3 = replace every worker
 (image, env, secrets, search, ports, python), 2 = rolling code update,
 1 = autoscaling only, 0 = nothing. The tier is the highest over the groups
 that changed, and the reasons name every change in words a person reads,
-never a secret value.
+never a secret value; ``tiers`` says which tier each reason implies (the
+deploy widget draws them as a table).
 """
 from __future__ import annotations
 
@@ -19,22 +20,26 @@ __all__ = ["TierDecision", "decide_tier"]
 
 @dataclass(frozen=True)
 class TierDecision:
+    """``tiers[i]`` is the tier ``reasons[i]`` implies; ``tier`` is the highest of them (0 without reasons)."""
+
     tier: int
     reasons: tuple[str, ...]
+    tiers: tuple[int, ...] = ()
 
 
 def decide_tier(previous: Manifest | None, current: Manifest) -> TierDecision:
     """Compare two Manifests; reasons come grouped by tier (highest first), each group sorted."""
     if previous is None:
-        return TierDecision(4, ("new deployment",))
+        return TierDecision(4, ("new deployment",), (4,))
     groups = (
         (4, _changed("tag", previous.tag, current.tag)),
         (3, _image_reasons(previous, current)),
         (2, _code_reasons(previous, current)),
         (1, _autoscaling_reasons(previous, current)),
     )
-    tier = max((level for level, reasons in groups if reasons), default=0)
-    return TierDecision(tier, tuple(reason for _, reasons in groups for reason in reasons))
+    implied = [(reason, level) for level, reasons in groups for reason in reasons]
+    return TierDecision(max((level for _, level in implied), default=0), tuple(reason for reason, _ in implied),
+                        tuple(level for _, level in implied))
 
 
 def _code_reasons(old: Manifest, new: Manifest) -> list[str]:

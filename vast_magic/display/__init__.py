@@ -6,15 +6,21 @@
 models in ``progress`` never import a view. The mode comes from the ``display`` setting:
 ``auto`` means a widget inside a Jupyter kernel when ipywidgets imports, text
 everywhere else (terminals, scripts, CI with ``VAST_MAGIC_DISPLAY=text``).
+
+Importing this package also gives ``DeployReport`` and ``DeploymentStatus``
+their HTML in Jupyter (``reports.register_html``), except in text mode, where
+they keep showing their text (so nbval records what it always did).
 """
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from .. import settings
+from ..errors import ConfigError
 from ..events import format_deployment_status
-from ..reports import DeploymentStatus
+from ..reports import DeploymentStatus, DeployReport, register_html
+from .html import report_card, status_card
 from .progress import MapProgress, Progress, describe_error, format_map
 
 __all__ = ["open_progress", "open_map_progress", "Progress", "MapProgress", "resolve_display_mode", "show_status",
@@ -51,13 +57,13 @@ def resolve_display_mode(explicit: str | None = None) -> str:
     return mode
 
 
-def open_progress(name: str, mode: str | None = None) -> Progress:
-    """Start showing a deploy's progress in the calling cell."""
+def open_progress(name: str, mode: str | None = None, workload_per_call: float | None = None) -> Progress:
+    """Start showing a deploy's progress in the calling cell (``workload_per_call``: see ``figures``)."""
     if resolve_display_mode(mode) == "widget":
         from .widget import DeployWidget
-        return Progress(name, DeployWidget(name).show())
+        return Progress(name, DeployWidget(name, workload_per_call).show(), workload_per_call)
     from .text import TextDeployView
-    return Progress(name, TextDeployView())
+    return Progress(name, TextDeployView(), workload_per_call)
 
 
 def open_map_progress(total: int, mode: str | None = None, label: str = "map") -> MapProgress:
@@ -86,3 +92,18 @@ def show_status(status: DeploymentStatus, mode: str | None = None,
     from .text import print_status
     print_status(status)
     return None
+
+
+def _html_unless_text_mode(render: Callable[[Any], str]) -> Callable[[Any], "str | None"]:
+    def html_or_none(value: Any) -> str | None:
+        try:
+            if settings.resolve("display") == "text":
+                return None
+        except ConfigError:          # a bad setting is reported where a deploy resolves it, not by a repr
+            return None
+        return render(value)
+    return html_or_none
+
+
+register_html(DeployReport, _html_unless_text_mode(report_card))
+register_html(DeploymentStatus, _html_unless_text_mode(status_card))

@@ -40,8 +40,8 @@ class Progress:
     the cell whose thread writes it).
     """
 
-    def __init__(self, name: str, view: DeployView):
-        self.state = DeployState(name=name)
+    def __init__(self, name: str, view: DeployView, workload_per_call: float | None = None):
+        self.state = DeployState(name=name, workload_per_call=workload_per_call)
         self.view = view
         self.closed = False
 

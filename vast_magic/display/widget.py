@@ -1,11 +1,14 @@
 """ipywidgets views of the same models the text views print.
 
-Each widget shows exactly the lines of ``events.status_lines`` /
-``events.deployment_lines`` (header, packaging, tier, one row per worker,
-retry, endpoint and time, failure), placed by each line's ``part``, so a
-browser and a log show the same facts; colors only add the phase. The
-``text/plain`` part of every widget's mimebundle is the text rendering of its
-final state, which is what nbval and plain frontends record.
+``DeployWidget`` draws a deploy as a stepper (``steps.deploy_steps``): each
+step with its state, time and one-line result, the tier decision as a table,
+one row per worker with a state badge and a bar of its benchmark score;
+worker output waits in a collapsed "worker output" section. ``StatusWidget``
+draws ``%vast_status`` with score and load bars and the recent call rate and
+latency. The pictures are ``html``'s; every text in them is a line of
+``events.status_lines`` / ``events.deployment_lines`` or built from the same
+state. The ``text/plain`` part of every widget's mimebundle is the text
+rendering of its final state, which is what nbval and plain frontends record.
 """
 from __future__ import annotations
 
@@ -17,55 +20,22 @@ from typing import Callable
 import ipywidgets as w
 from IPython.display import display
 
-from ..events import DeployState, Event, Line, deployment_lines, format_deployment_status, format_status, status_lines
+from ..events import DeployState, Event, format_deployment_status, format_status
 from ..reports import DeploymentStatus
+from .html import PHASE_COLORS, deploy_card, logs_block, status_card, status_color
 from .progress import MapState, describe_error, format_map
+from .steps import Step, StepClock, deploy_steps
 
-__all__ = [
-    "PHASE_COLORS", "WORKER_COLORS", "RETRY_COLOR", "FOOTER", "LOG_LINES", "STOPPED_STATES", "DeployWidget",
-    "MapWidget", "StatusWidget"
-]
+__all__ = ["TICK", "MAX_TICKS", "STOPPED_STATES", "DeployWidget", "MapWidget", "StatusWidget"]
 
-PHASE_COLORS = {"packaging": "#4b5563", "deploying": "#1d4ed8", "ready": "#15803d", "dry run": "#4b5563",
-                "failed": "#b91c1c"}
-WORKER_COLORS = {"ready": "#15803d", "failed": "#b91c1c", "stopped": "#6b7280"}
-RETRY_COLOR = "#b45309"
-#: the footer's parts, in order, with their color and weight
-FOOTER = (("retry", RETRY_COLOR, False), ("done", PHASE_COLORS["ready"], False),
-          ("error", PHASE_COLORS["failed"], True))
-LOG_LINES = 10
+TICK = 0.5                 # seconds between redraws of a running step's time
+MAX_TICKS = 4 * 3600 * 2   # a ticker never outlives four hours
 STOPPED_STATES = ("stopped",)
 
 
 def _divs(lines: list[str], color: str | None = None, bold: bool = False) -> str:
     style = (f"color:{color};" if color else "") + ("font-weight:bold;" if bold else "")
     return "".join(f'<div style="{style}white-space:pre-wrap">{html.escape(line)}</div>' for line in lines)
-
-
-def _pre(lines: list[str], color: str = "#374151") -> str:
-    if not lines:
-        return ""
-    body = html.escape("\n".join(lines))
-    return f'<pre style="color:{color};max-height:12em;overflow:auto;margin:2px 0">{body}</pre>'
-
-
-def _texts(lines: tuple[Line, ...], part: str) -> list[str]:
-    return [line.text for line in lines if line.part == part]
-
-
-def _line_divs(lines: tuple[Line, ...], header_color: str) -> str:
-    """Lines in their order: the header bold in the phase color, worker rows in their state's color."""
-    return "".join(_divs([line.text], header_color, bold=True) if line.part == "header"
-                   else _divs([line.text], WORKER_COLORS.get(line.state or "")) for line in lines)
-
-
-def _set_html(widget: w.HTML, value: str) -> None:
-    widget.value = value  # traitlets sends nothing when the value is unchanged
-    widget.layout.display = None if value else "none"
-
-
-def _box(children: list) -> w.VBox:
-    return w.VBox(children, layout=w.Layout(padding="4px 8px", margin="2px 0"))
 
 
 class _Displayed:
@@ -92,39 +62,71 @@ class _Displayed:
 
 
 class DeployWidget(_Displayed):
-    """Live deploy progress: the lines of ``format_status`` in sections, colored by phase."""
+    """Live deploy progress as a stepper; a running step's time is redrawn every ``TICK`` s by a thread
+    that stops when the deploy finishes (widget updates are thread-safe in ipykernel)."""
 
-    def __init__(self, name: str):
-        self.state = DeployState(name=name)
-        self.header, self.body, self.workers, self.footer, self.traceback, self.logs = (w.HTML() for _ in range(6))
-        self.box = _box([self.header, self.body, self.workers, self.footer, self.traceback, self.logs])
+    def __init__(self, name: str, workload_per_call: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.state = DeployState(name=name, workload_per_call=workload_per_call)
+        self.clock, self._now, self._started = StepClock(), clock, clock()
+        self.card, self.output = w.HTML(), w.HTML()
+        self.logs = w.Accordion(children=[self.output], titles=("worker output",), selected_index=None)
+        self.box = w.VBox([self.card, self.logs], layout=w.Layout(margin="2px 0"))
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self.ticker: threading.Thread | None = None
         self._render(self.state)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return deploy_steps(self.state)
 
     @property
     def color(self) -> str:
         return PHASE_COLORS[self.state.phase]
 
+    def show(self) -> "DeployWidget":
+        super().show()
+        self._start_ticker()          # packaging runs before the first event: its time ticks too
+        return self
+
     def render_event(self, event: Event, state: DeployState) -> None:
         self._render(state)
+        self._start_ticker()
+
+    def _start_ticker(self) -> None:
+        if self.ticker is None and not self._finished.is_set():
+            self.ticker = threading.Thread(target=self._tick, name="vast-magic-deploy-clock", daemon=True)
+            self.ticker.start()
 
     def finish(self, state: DeployState) -> None:
+        self._finished.set()
         self._render(state)
         self._refresh_display()
 
     def plain_text(self) -> str:
         return format_status(self.state)
 
-    def _render(self, state: DeployState) -> None:
-        self.state = state
-        lines = status_lines(state)
-        _set_html(self.header, _divs(_texts(lines, "header"), self.color, bold=True))
-        _set_html(self.body, "".join(_divs([line.text], RETRY_COLOR if line.part == "warning" else None)
-                                     for line in lines if line.part in ("body", "warning")))
-        _set_html(self.workers, _line_divs(tuple(line for line in lines if line.part == "worker"), self.color))
-        _set_html(self.footer, "".join(_divs(_texts(lines, part), color, bold) for part, color, bold in FOOTER))
-        _set_html(self.traceback, _pre((state.error_traceback or "").rstrip().splitlines(), PHASE_COLORS["failed"]))
-        _set_html(self.logs, _pre(list(state.logs[-LOG_LINES:])))
-        self.box.layout.border = f"2px solid {self.color}"
+    def _tick(self) -> None:
+        for _ in range(MAX_TICKS):
+            if self._finished.wait(TICK) or self.box.comm is None:    # finished, or closed in the frontend
+                return
+            self._render(None)
+
+    def _render(self, state: DeployState | None) -> None:
+        """Draw ``state`` (None: the current one again, with fresh times)."""
+        with self._lock:
+            if state is not None:
+                self.state = state
+            state, now = self.state, self._now()
+            steps = deploy_steps(state)
+            self.clock.observe(steps, now)
+            total = state.elapsed if state.done and state.elapsed is not None else now - self._started
+            self.card.value = deploy_card(state, steps, {s.key: self.clock.elapsed(s.key, now) for s in steps}, total)
+            if state.logs:
+                self.output.value = logs_block(state.logs)
+                self.logs.set_title(0, f"worker output (last {len(state.logs)} lines)")
+            self.logs.layout.display = None if state.logs else "none"
 
 
 class MapWidget(_Displayed):
@@ -154,13 +156,6 @@ class MapWidget(_Displayed):
         return format_map(self.state)
 
 
-def _status_color(status: DeploymentStatus) -> str:
-    if any(worker.state == "failed" for worker in status.workers):
-        return PHASE_COLORS["failed"]
-    by_state = {"ready": PHASE_COLORS["ready"], "stopped": WORKER_COLORS["stopped"]}
-    return by_state.get(status.state, PHASE_COLORS["deploying"])
-
-
 class StatusWidget(_Displayed):
     """``%vast_status`` in a widget, refreshed by a bounded background thread.
 
@@ -170,18 +165,20 @@ class StatusWidget(_Displayed):
 
     def __init__(self, status: DeploymentStatus):
         self.status = status
-        self.lines, self.note = w.HTML(), w.HTML()
-        self.box = _box([self.lines, self.note])
+        self.note = ""
+        self.card = w.HTML()
+        self.box = w.VBox([self.card], layout=w.Layout(margin="2px 0"))
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.render(status)
 
+    @property
+    def color(self) -> str:
+        return status_color(self.status)
+
     def render(self, status: DeploymentStatus, note: str = "") -> None:
-        self.status = status
-        color = _status_color(status)
-        self.lines.value = _line_divs(deployment_lines(status), color)
-        _set_html(self.note, _divs([note], "#6b7280") if note else "")
-        self.box.layout.border = f"2px solid {color}"
+        self.status, self.note = status, note
+        self.card.value = status_card(status, note)
 
     def plain_text(self) -> str:
         return format_deployment_status(self.status)

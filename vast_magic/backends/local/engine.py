@@ -68,7 +68,13 @@ class Worker:
 
     def info(self) -> WorkerInfo:
         r = self.rec
-        return WorkerInfo(r.id, r.state, r.perf, r.pid, r.version, r.error)
+        return WorkerInfo(r.id, r.state, r.perf, r.pid, r.version, r.error, load=self.current_load())
+
+    def current_load(self) -> float | None:
+        """Workload in flight on a ready worker (0 once its last report is stale); None while not ready."""
+        if self.rec.state != "ready":
+            return None
+        return self.load if time.monotonic() - self.load_at < LOAD_STALE else 0.0
 
 
 @dataclass(eq=False)

@@ -53,6 +53,16 @@ def _number(value: Any) -> float:
         return 0.0
 
 
+def _optional(value: Any) -> float | None:
+    """A number Vast may leave out (``cur_load``, ``reliability``): None when absent or not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class Reported:
     """One worker as reported, with what tells a reloaded worker apart from the one before."""
@@ -77,7 +87,8 @@ def worker_info(raw: dict) -> WorkerInfo:
         state = "starting"
     return WorkerInfo(id=str(raw.get("id")), state=state, perf=measured if state == "ready" else None,
                       error=error or (f"Vast reports status {status!r}" if state == "failed" else None),
-                      detail=status or None)
+                      detail=status or None, load=_optional(raw.get("cur_load")),
+                      reliability=_optional(raw.get("reliability")))
 
 
 def parse_workers(data: Any) -> tuple[tuple[Reported, ...], str | None]:
@@ -120,7 +131,7 @@ class ReadinessWatch:
             if info.perf is not None and (before is None or before.perf != info.perf):
                 self.emit(BenchmarkScored(info.id, info.perf))
             self.emit(WorkerState(info.id, info.state, perf=info.perf, version=info.version, error=info.error,
-                                  detail=info.detail))
+                                  detail=info.detail, load=info.load, reliability=info.reliability))
             self.seen[info.id] = info
 
     def _updated(self, worker: Reported) -> bool:
