@@ -107,7 +107,8 @@ def test_calls_go_through_the_caller_which_checks_what_was_deployed():
     app.ensure_ready()
     assert proxy.call(3) == 9
     late = app.remote(cube)                                # registered after the deploy: not callable yet
-    with pytest.raises(ConfigError, match=r"^cube is not part of the deployed version; run app\.ensure_ready\(\) again"):
+    with pytest.raises(ConfigError, match=r"^cube is not part of the deployed version; "
+                                          r"run app\.ensure_ready\(\) again"):
         late.call(2)
     app.teardown()
     with pytest.raises(ConfigError, match=r"^square\(\) was called before"):

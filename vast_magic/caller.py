@@ -65,7 +65,8 @@ class Caller:
             raise ConfigError(f"{function}() was called before {self.owner()} was deployed in this process; "
                               "run app.ensure_ready() (or %vast_deploy) first.")
         if function not in deployed.functions:
-            raise ConfigError(f"{function} is not part of the deployed version; run app.ensure_ready() again to deploy it.")
+            raise ConfigError(f"{function} is not part of the deployed version; "
+                              "run app.ensure_ready() again to deploy it.")
         spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
                         max_queue_time=max_queue_time, retries=retries, cost=cost,
                         trusted_types=deployed.trusted_types)
