@@ -4,9 +4,9 @@ It reads a ``DeploymentSnapshot``, the Deployment as a frozen value taken when
 a command starts, never the live object, so what is captured, decided and
 applied is one view of it; after a deploy it records what calls need in the
 deployment's ``Caller``. CPU work (capture, manifest) runs in the calling
-thread; backend I/O runs on the private background loop. Events produced on the loop travel through a
-queue back to the calling thread, which renders them, so nothing on the
-background loop ever writes to the notebook's output.
+thread; backend I/O runs on the private background loop. Events produced on
+the loop travel through a queue back to the calling thread, which renders
+them, so nothing on the background loop ever writes to the notebook's output.
 """
 from __future__ import annotations
 
