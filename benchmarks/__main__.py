@@ -45,7 +45,7 @@ def run_result(argv: list[str], *, env: dict | None = None, timeout: float = 600
 
 def run_vast(module: str, quick: bool, extra: tuple[str, ...] = ()) -> dict:
     """A vast_magic benchmark against a private engine home, stopped and removed afterwards."""
-    from vast_magic.backends.local.daemon_control import engine_stop
+    from vast_magic.backends.local.launcher import engine_stop
     home = Path(tempfile.mkdtemp(prefix="vast-magic-bench-"))
     env = {**os.environ, "VAST_MAGIC_HOME": str(home), "VAST_MAGIC_DISPLAY": "text"}
     try:

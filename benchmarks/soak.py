@@ -56,9 +56,9 @@ def rss_kib(pid: int) -> int | None:
 
 def processes(home: Path) -> dict[str, int]:
     """client, engine and worker pids right now (workers are looked up in the engine's store)."""
-    from vast_magic.backends.local import daemon_control, store
+    from vast_magic.backends.local import launcher, store
     found = {"client": os.getpid()}
-    engine = daemon_control.running_engine(home)
+    engine = launcher.running_engine(home)
     if engine:
         found["engine"] = engine["pid"]
     for worker in store.read_only(home, "workers", "name = ?", ("soak",)):
@@ -127,7 +127,7 @@ def growth(rows: list, window: float, total: float) -> dict[str, dict]:
 
 
 def run(calls: int, max_seconds: float, period: float, home: Path) -> dict:
-    from vast_magic.backends.local import daemon_control
+    from vast_magic.backends.local import launcher
     report = app.ensure_ready()
     sampler = Sampler(home, period)
     sampler.start()
@@ -139,7 +139,7 @@ def run(calls: int, max_seconds: float, period: float, home: Path) -> dict:
         sampler.done.set()
         sampler.join(10)
         app.teardown()
-        daemon_control.engine_stop(home)
+        launcher.engine_stop(home)
     window = min(60.0, elapsed / 4)
     memory = growth(sampler.rows, window, elapsed)
     return {"calls": counts["done"], "errors": counts["errors"], "wrong": counts["wrong"],

@@ -113,7 +113,7 @@ print("tier", report.tier, report.reasons, "workers", len(report.workers))
 ]
 
 #: The quickstart's last section: the same cells with ``backend="vast"``. nbval skips them (they need an
-#: account, or the box); ``build.py`` runs them against a ``VastBox`` and tests/test_vast_box.py runs
+#: account, or the box); ``build.py`` runs them against a ``VastBox`` and tests/testing/test_box.py runs
 #: exactly these cells in a kernel pointed at one.
 VAST_SECTION = [
     md('''
@@ -299,8 +299,8 @@ def main(names: list[str] | None = None) -> int:
                 else:
                     write_and_run(name, NOTEBOOKS[name], name)
         finally:
-            from vast_magic.backends.local import daemon_control
-            daemon_control.engine_stop(Path(home))
+            from vast_magic.backends.local import launcher
+            launcher.engine_stop(Path(home))
     return 0
 
 

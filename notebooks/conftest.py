@@ -17,6 +17,6 @@ os.environ["VAST_MAGIC_DISPLAY"] = "text"
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from vast_magic.backends.local import daemon_control
-    daemon_control.engine_stop(_HOME)
+    from vast_magic.backends.local import launcher
+    launcher.engine_stop(_HOME)
     shutil.rmtree(_HOME, ignore_errors=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vast_magic.backends.local import daemon_control, store
+from vast_magic.backends.local import launcher, store
 from vast_magic.backends.local.workers import proc_start_time
 
 
@@ -18,7 +18,7 @@ class EngineHome:
         self.pids: set[tuple[int, int | None]] = set()
 
     def collect(self) -> None:
-        info = daemon_control.running_engine(self.path)
+        info = launcher.running_engine(self.path)
         if info:
             self.pids.add((info["pid"], info["start_time"]))
         try:
@@ -32,7 +32,7 @@ class EngineHome:
 
     def stop_everything(self) -> None:
         self.collect()
-        daemon_control.engine_stop(self.path)
+        launcher.engine_stop(self.path)
         deadline = time.monotonic() + 10
         while self.alive() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -1,4 +1,4 @@
-"""vast_magic.autoscaling: merging, validation and change reasons (local defaults: test_policy.py)."""
+"""vast_magic.autoscaling: merging, validation and change reasons (local defaults: backends/local/test_policy.py)."""
 from __future__ import annotations
 
 import dataclasses

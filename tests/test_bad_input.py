@@ -19,7 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from test_engine_helpers import Harness
+from tests.backends.local.engine_harness import Harness
 from vast_magic import Deployment, Secret, cli, loop, query, settings
 from vast_magic.errors import BackendError, CaptureError, ConfigError
 

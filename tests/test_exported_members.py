@@ -14,7 +14,7 @@ import sys
 import types
 
 import vast_magic
-from test_layering import module_files
+from tests.package_modules import module_files
 
 EXPORTED = [
     "BackendError", "Bundle", "BundleError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",
@@ -24,18 +24,6 @@ EXPORTED = [
     "VastRateLimitedError", "VastRejectedError", "VastUnavailableError", "VastUploadError", "WorkerInfo",
     "WorkerLostError",
 ]
-#: modules of the branches worked on at the same time as issue 13's first part (issues 12, 19, 22); the
-#: follow-up of issue 13 (module renames) gives them ``__all__`` after the merge and empties this list
-PENDING = {
-    "vast_magic.bundle.codegen", "vast_magic.bundle.vast_entry", "vast_magic.capture.closure",
-    "vast_magic.capture.digests", "vast_magic.capture.model", "vast_magic.capture.modules", "vast_magic.capture.names",
-    "vast_magic.capture.source", "vast_magic.capture.values", "vast_magic.runtime.framing",
-    "vast_magic.runtime.server", "vast_magic.runtime.engine_link", "vast_magic.runtime.shm",
-    "vast_magic.runtime.benchmark", "vast_magic.backends.local.channel", "vast_magic.backends.local.pool",
-    "vast_magic.backends.local.client", "vast_magic.backends.local.daemon", "vast_magic.backends.local.workers",
-    "vast_magic.backends.local.bundles", "vast_magic.backends.vast.envelope", "vast_magic.capture.builds",
-    "vast_magic.capture.origins", "vast_magic.capture.requirements", "vast_magic.runtime.shipped",
-}
 FILES = module_files()
 
 
@@ -73,11 +61,10 @@ def _top_level(tree: ast.Module) -> tuple[set[str], list[str] | None]:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
-                if isinstance(target, ast.Name):
-                    names.add(target.id)
-                    if target.id == "__all__":
-                        literal = _literal_or_none(node.value)
-                        exported = ["<computed>"] if literal is None else literal
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}     # ``A, B = ...`` too
+                if isinstance(target, ast.Name) and target.id == "__all__":
+                    literal = _literal_or_none(node.value)
+                    exported = ["<computed>"] if literal is None else literal
     return names, exported
 
 
@@ -101,9 +88,8 @@ TREES = {name: ast.parse(path.read_text()) for name, path in FILES.items()}
 
 def test_internal_modules_are_private_or_set_all():
     missing = sorted(name for name, tree in TREES.items()
-                     if not _is_private(name) and _top_level(tree)[1] is None and name not in PENDING)
+                     if not _is_private(name) and _top_level(tree)[1] is None)
     assert missing == []
-    assert sorted(name for name in PENDING if _top_level(TREES[name])[1] is not None) == []   # done: drop it
     for name, tree in TREES.items():
         defined, exported = _top_level(tree)
         if exported == ["<computed>"] or "__getattr__" in defined:      # computed, or lazily imported names

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "vast_magic"
+from tests.package_modules import PACKAGE, module_files
 
 #: top to bottom; a name covers the module and everything under it (the longest name wins)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("vast_magic", "vast_magic.__main__", "vast_magic.cli", "vast_magic.notebook",
                       "vast_magic.testing")),
-    ("deployment", ("vast_magic.deployment", "vast_magic.remote", "vast_magic.deploy_flow", "vast_magic.known",
-                    "vast_magic.call_stats")),
+    ("deployment", ("vast_magic.deployment", "vast_magic.remote", "vast_magic.deploy_pipeline", "vast_magic.caller",
+                    "vast_magic.known", "vast_magic.call_stats")),
     # DESIGN.md: "display ◄── events": views of the one event stream, used by the deployment layer
     # (ensure_ready and map render progress in the calling cell), the notebook and the CLI; never by
     # what they show (capture, bundle, backends).
@@ -35,28 +35,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 FOUNDATIONS = ("vast_magic.errors", "vast_magic.loop", "vast_magic.settings", "vast_magic.events",
                "vast_magic.reports", "vast_magic.secret")
 
-#: Edges that close the deploy_flow <-> deployment <-> remote cycle (type-only imports, but real coupling).
-#: Issue 13 item 1 removes them: DeployFlow.prepare takes a frozen snapshot of the deployment and a
-#: RemoteFunction holds a caller instead of the Deployment. Delete each entry as its edge goes away.
-KNOWN_CYCLE_EDGES = {
-    ("vast_magic.deploy_flow", "vast_magic.deployment"),     # DeployFlow reads app._remotes, app._contexts
-    ("vast_magic.remote", "vast_magic.deployment"),          # RemoteFunction calls app._remote_call
-}
-
 
 # -- the graph ---------------------------------------------------------------------------------------------
-def module_files(package: Path = PACKAGE) -> dict[str, Path]:
-    """Dotted module name -> file, for every module of the package (vendored code aside)."""
-    found = {}
-    for path in sorted(package.rglob("*.py")):
-        parts = path.relative_to(package.parent).with_suffix("").parts
-        if "_vendor" in parts:
-            continue
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        found[name] = path
-    return found
-
-
 def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
     """The package's modules ``name`` imports anywhere in its file."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -124,9 +104,9 @@ def upward_edges(graph: dict[str, set[str]]) -> list[str]:
     return bad
 
 
-def cycles(graph: dict[str, set[str]], ignored: set[tuple[str, str]] = frozenset()) -> list[list[str]]:
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan), each sorted."""
-    edges = {source: sorted(t for t in targets if (source, t) not in ignored) for source, targets in graph.items()}
+    edges = {source: sorted(targets) for source, targets in graph.items()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -165,10 +145,10 @@ GRAPH = import_graph()
 
 
 def test_the_graph_sees_every_kind_of_import():
-    """Module level, relative, function level and TYPE_CHECKING imports are all edges."""
+    """Module level, relative and function level imports are all edges (``TYPE_CHECKING`` ones too: the
+    package has none left, so the checker's own table below holds that case)."""
     assert "vast_magic.errors" in GRAPH["vast_magic.backends.base"]              # ``from ..errors import``
     assert "vast_magic.backends.vast.backend" in GRAPH["vast_magic.backends"]    # inside get_backend()
-    assert "vast_magic.deployment" in GRAPH["vast_magic.remote"]                 # under TYPE_CHECKING
     assert "vast_magic.events" in GRAPH["vast_magic.backends.local.backend"]     # ``from ... import events``
     assert len(GRAPH) > 80
 
@@ -182,15 +162,7 @@ def test_no_import_points_up():
 
 
 def test_no_import_cycle():
-    assert cycles(GRAPH, KNOWN_CYCLE_EDGES) == []
-
-
-def test_the_known_exceptions_are_still_needed():
-    """Each listed edge exists and closes a cycle; once item 1 removes one, it must leave this list."""
-    assert all(target in GRAPH[source] for source, target in KNOWN_CYCLE_EDGES)
-    assert cycles(GRAPH) == [["vast_magic.deploy_flow", "vast_magic.deployment", "vast_magic.remote"]]
-    for edge in KNOWN_CYCLE_EDGES:
-        assert cycles(GRAPH, KNOWN_CYCLE_EDGES - {edge}) != [], edge
+    assert cycles(GRAPH) == []
 
 
 # -- the checker itself ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from vast_magic import settings
 from vast_magic._query_columns import COLUMN_KINDS, UNIT_FACTORS
 from vast_magic.errors import ConfigError
 from vast_magic.notebook.magics import VastMagics, _app_and_call_args, parse
-from vast_magic.notebook.session import parse_env
+from vast_magic.notebook.actions import parse_env
 from vast_magic.query import Column, Query, parse_requirement
 
 SCALAR_OPS = ("eq", "neq", "gt", "gte", "lt", "lte")

@@ -176,14 +176,14 @@ def cmd_teardown(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
-    from .backends.local import daemon_control
+    from .backends.local import launcher
     home = settings.home()
     if args.action == "start":
-        info = daemon_control.engine_start(home)
+        info = launcher.engine_start(home)
     elif args.action == "stop":
-        info = daemon_control.engine_stop(home)
+        info = launcher.engine_stop(home)
     else:
-        info = daemon_control.engine_status(home)
+        info = launcher.engine_status(home)
     print(json.dumps(info, indent=2, sort_keys=True, default=str))
     return 0
 

@@ -1,9 +1,10 @@
 """``Deployment``: what a user declares, and the one way it gets deployed.
 
 Declaring (``image``, ``remote``, ``context``, ``configure_autoscaling``)
-only records data. ``ensure_ready`` runs the one path of DESIGN.md:
-capture -> manifest -> decide_tier -> bundle -> backend.apply, emitting
-events that the progress display renders in the calling thread.
+only records data. ``ensure_ready`` hands a frozen snapshot of it to the one
+path of DESIGN.md (``deploy_pipeline``): capture -> manifest -> decide_tier ->
+bundle -> backend.apply, emitting events that the progress display renders
+in the calling thread. Its remote functions call through its ``Caller``.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from .autoscaling import AutoscalingConfig
 from .backends.vast.keys import find_api_key
 from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
-from .deploy_flow import DeployFlow, DeployTarget, workload_per_call
+from .caller import Caller
+from .deploy_pipeline import DeployPipeline, DeploymentSnapshot, workload_per_call
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .remote import RemoteFunction, validate_options
@@ -104,7 +106,8 @@ class Deployment:
         self._autoscaling = AutoscalingConfig()
         self._remotes: dict[str, RemoteFunction] = {}
         self._contexts: dict[str, tuple[type, ContextSpec]] = {}
-        self._flow = DeployFlow(self)
+        self._caller = Caller(owner=self.__repr__)
+        self._pipeline = DeployPipeline(self._caller)
         self._defined_in = _defining_file()
 
     def configure(self, *, name: str | None = _UNCHANGED, tag: str = _UNCHANGED, ttl: float | None = _UNCHANGED,
@@ -121,15 +124,6 @@ class Deployment:
             *(new if new is not _UNCHANGED else old for new, old in
               ((name, self.name), (tag, self.tag), (ttl, self.ttl), (backend, self.backend))))
         return self
-
-    def _target(self, *, name: str | None = None, tag: str | None = None, ttl: float | None = None,
-                backend: str | None = None) -> DeployTarget:
-        """What one command acts on: this deployment's settings, with that command's overrides (None: keep)
-        checked like the constructor's; the Deployment itself is left as it is."""
-        name, tag, ttl, backend = _checked(*(new if new is not None else old for new, old in
-                                             ((name, self.name), (tag, self.tag), (ttl, self.ttl),
-                                              (backend, self.backend))))
-        return DeployTarget(name or _default_name(), tag, ttl, backend or settings.resolve("backend"))
 
     def __repr__(self) -> str:
         backend = self.effective_backend
@@ -186,7 +180,7 @@ class Deployment:
         """Register a function to run on workers: ``@app.remote`` or ``@app.remote(benchmark_dataset=...)``."""
         def register(function: Callable) -> RemoteFunction:
             function = getattr(function, "__vast_magic_wrapped__", function)
-            proxy = RemoteFunction(self, function, validate_options(function, **dict(options)))
+            proxy = RemoteFunction(self._caller, function, validate_options(function, **dict(options)))
             self._remotes[function.__name__] = proxy
             return proxy
         return register(fn) if fn is not None else register
@@ -222,56 +216,72 @@ class Deployment:
         return {name: cls for name, (cls, _) in self._contexts.items()}
 
     # -- deploying ---------------------------------------------------------------
+    def _snapshot(self, *, name: str | None = None, tag: str | None = None, ttl: float | None = None,
+                  backend: str | None = None) -> DeploymentSnapshot:
+        """This deployment as a frozen value: all that one command (deploy, manifest, bundle, status, logs,
+        teardown) reads of it, with that command's own overrides (``%vast_deploy --tag canary``; None: keep)
+        checked like the constructor's. The Deployment itself is left as it is."""
+        name, tag, ttl, backend = _checked(*(new if new is not None else old for new, old in
+                                             ((name, self.name), (tag, self.tag), (ttl, self.ttl),
+                                              (backend, self.backend))))
+        backend = backend or settings.resolve("backend")
+        vast = backend == "vast"
+        return DeploymentSnapshot(
+            label=repr(self), name=name or _default_name(self._defined_in), tag=tag, backend=backend, ttl=ttl,
+            version_label=self.version_label, image=self.image_or_default().spec(), autoscaling=self._autoscaling,
+            functions=tuple((name, fn.local, fn.options) for name, fn in sorted(self._remotes.items())),
+            contexts=tuple(registered for _, registered in sorted(self._contexts.items())),
+            trusted_types=self.trusted_types, api_key=self.api_key() if vast else None,
+            transport=self._transport if vast else None, vast_url=self.vast_url if vast else None,
+            autoscaler_url=self.autoscaler_url if vast else None)
+
     def manifest(self):
         """The Manifest that would be deployed now (what decide_tier compares)."""
-        return self._flow.prepare(self._target()).manifest
+        return self._pipeline.prepare(self._snapshot()).manifest
 
     def build_bundle(self, path: str | os.PathLike) -> Bundle:
         """Write the bundle tarball to ``path`` and return what it holds."""
-        return self._flow.write_bundle(self._flow.prepare(self._target()), Path(path))
+        return self._pipeline.write_bundle(self._pipeline.prepare(self._snapshot()), Path(path))
 
     def ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
         """Deploy what changed and wait for workers; works inside Jupyter's running loop."""
-        return self._ensure_ready_as(self._target(), dry_run=dry_run, wait=wait, timeout=timeout)
+        return self._ensure_ready_as(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
 
-    def _ensure_ready_as(self, target: DeployTarget, *, dry_run: bool = False, wait: bool = True,
+    def _ensure_ready_as(self, snapshot: DeploymentSnapshot, *, dry_run: bool = False, wait: bool = True,
                          timeout: float | None = None) -> DeployReport:
-        """``ensure_ready`` under ``target`` (``%vast_deploy --name/--tag/--ttl/--backend``: that deploy only);
+        """``ensure_ready`` of ``snapshot`` (``%vast_deploy --name/--tag/--ttl/--backend``: that deploy only);
         calls then go to what was deployed last."""
-        return self._flow.run_sync(target, dry_run=dry_run, wait=wait, timeout=timeout)
+        return self._pipeline.run_sync(snapshot, dry_run=dry_run, wait=wait, timeout=timeout)
 
     async def async_ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
-        return await self._flow.run_async(self._target(), dry_run=dry_run, wait=wait, timeout=timeout)
+        return await self._pipeline.run_async(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
 
     ensure_ready_async = async_ensure_ready
 
     def status(self) -> DeploymentStatus:
         """The backend's view of the workers, with this process's recent calls (rate, p50/p99) added."""
-        target = self._target()
-        status = loop.run_sync(self._flow.backend(target.backend).status(target.name, target.tag))
-        return dataclasses.replace(status, calls=self._flow.call_stats(target.name, target.tag),
-                                   workload_per_call=workload_per_call(self._remotes.values()))
+        snapshot = self._snapshot()
+        status = loop.run_sync(self._pipeline.backend(snapshot).status(snapshot.name, snapshot.tag))
+        return dataclasses.replace(status, calls=self._caller.call_stats(snapshot.name, snapshot.tag),
+                                   workload_per_call=workload_per_call(snapshot.functions))
 
     def logs(self, function: str | None = None, tail: int = 200) -> list[LogLine]:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
             raise ConfigError(f"tail must be a whole number >= 1, got {tail!r}.")
-        target = self._target()
-        return loop.run_sync(self._flow.backend(target.backend).logs(target.name, target.tag, function, tail))
+        snapshot = self._snapshot()
+        return loop.run_sync(self._pipeline.backend(snapshot).logs(snapshot.name, snapshot.tag, function, tail))
 
     def teardown(self, all_tags: bool = False) -> None:
         """Stop this deployment's workers (every tag with ``all_tags``); safe to call twice."""
-        target = self._target()
-        tag = None if all_tags else target.tag
-        loop.run_sync(self._flow.backend(target.backend).teardown(target.name, tag))
-        self._flow.forget_ready(target.name, tag)
+        snapshot = self._snapshot()
+        tag = None if all_tags else snapshot.tag
+        loop.run_sync(self._pipeline.backend(snapshot).teardown(snapshot.name, tag))
+        self._caller.forget(snapshot.name, tag)
 
     def _known_deployments(self) -> list[tuple[str, str]]:
         """The (name, tag) pairs this deployment's backend knows of (the local engine's records, or this
         machine's Vast records): what "no such deployment" messages offer instead."""
-        return loop.run_sync(self._flow.backend().known_deployments())
-
-    async def _remote_call(self, fn: RemoteFunction, args: tuple, kwargs: dict, cost: float, timeout: float | None):
-        return await self._flow.call(fn, args, kwargs, cost, timeout)
+        return loop.run_sync(self._pipeline.backend(self._snapshot()).known_deployments())
 
     def api_key(self) -> str | None:
         """The Vast API key (argument, env, then the official CLI key files), never printed."""

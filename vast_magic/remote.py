@@ -1,9 +1,10 @@
 """``RemoteFunction``: the proxy ``@app.remote`` puts where the function was.
 
 Calling it binds the arguments to the real signature locally (a ``TypeError``
-before anything is sent), routes the call through the deployment's backend on
-the background loop, writes what the worker printed into the caller's output,
-and returns the value or raises the remote error.
+before anything is sent), hands the call to its ``Caller`` (what the
+deployment deployed, never the Deployment itself) on the background loop,
+writes what the worker printed into the caller's output, and returns the
+value or raises the remote error.
 """
 from __future__ import annotations
 
@@ -14,19 +15,20 @@ import inspect
 import math
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from . import loop
 from .backends.base import CallOutcome
 from .bundle.registry_spec import RemoteSpec
+from .caller import Caller
 from .display import open_map_progress
 from .errors import ConfigError
 from .events import format_event
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .deployment import Deployment
-
-__all__ = ["RemoteOptions", "validate_options", "write_outcome", "map_failure_report", "RemoteFunction"]
+__all__ = [
+    "RemoteOptions", "validate_options", "helper_functions", "remote_spec", "write_outcome", "map_failure_report",
+    "RemoteFunction"
+]
 
 _UNSET = object()
 
@@ -115,6 +117,24 @@ def validate_options(fn: Callable, **options: Any) -> RemoteOptions:
     )
 
 
+def helper_functions(options: RemoteOptions) -> tuple[Callable, ...]:
+    """The functions a registration names (benchmark generator, workload calculator): they ship too."""
+    return tuple(f for f in (options.benchmark_generator, options.workload_calculator) if f is not None)
+
+
+def remote_spec(fn: Callable, options: RemoteOptions, locate: Callable[[Any], str]) -> RemoteSpec:
+    """The plain-data registration the bundle and manifest use; ``locate`` says where code lives on the worker."""
+    return RemoteSpec(
+        name=fn.__name__, is_async=inspect.iscoroutinefunction(fn),
+        benchmark_dataset=options.benchmark_dataset,
+        benchmark_generator=locate(options.benchmark_generator) if options.benchmark_generator else None,
+        benchmark_runs=options.benchmark_runs,
+        workload_calculator=locate(options.workload_calculator) if options.workload_calculator else None,
+        workload_mode=options.workload_mode, allow_parallel_requests=options.allow_parallel_requests,
+        max_queue_time=options.max_queue_time, retries=options.retries, timeout=options.timeout, at=locate(fn),
+    )
+
+
 def write_outcome(outcome: CallOutcome) -> None:
     """Write into this cell one note per retry the backend made, then what the worker printed."""
     for retry in outcome.retries:
@@ -151,33 +171,16 @@ def _error_of(outcome: Any) -> BaseException | None:
 class RemoteFunction:
     """A function registered on a Deployment; calling it runs it on a worker."""
 
-    def __init__(self, app: "Deployment", fn: Callable, options: RemoteOptions):
+    def __init__(self, caller: Caller, fn: Callable, options: RemoteOptions):
         functools.update_wrapper(self, fn)
         self.__vast_magic_wrapped__ = fn
         self.local = fn
         self.options = options
-        self._app = app
+        self._caller = caller
         self._signature = inspect.signature(fn)
 
     def __repr__(self) -> str:
-        return f"<remote function {self.__name__}{self._signature} on {self._app!r}>"
-
-    def helpers(self) -> tuple[Callable, ...]:
-        """The functions this registration names (benchmark generator, workload calculator): they ship too."""
-        return tuple(f for f in (self.options.benchmark_generator, self.options.workload_calculator) if f is not None)
-
-    def spec(self, locate: Callable[[Any], str]) -> RemoteSpec:
-        """The plain-data registration the bundle and manifest use; ``locate`` says where code lives on the worker."""
-        opts = self.options
-        return RemoteSpec(
-            name=self.__name__, is_async=inspect.iscoroutinefunction(self.local),
-            benchmark_dataset=opts.benchmark_dataset,
-            benchmark_generator=locate(opts.benchmark_generator) if opts.benchmark_generator else None,
-            benchmark_runs=opts.benchmark_runs,
-            workload_calculator=locate(opts.workload_calculator) if opts.workload_calculator else None,
-            workload_mode=opts.workload_mode, allow_parallel_requests=opts.allow_parallel_requests,
-            max_queue_time=opts.max_queue_time, retries=opts.retries, timeout=opts.timeout, at=locate(self),
-        )
+        return f"<remote function {self.__name__}{self._signature} on {self._caller.owner()}>"
 
     def _bind(self, args: tuple, kwargs: dict) -> inspect.BoundArguments:
         try:
@@ -199,9 +202,16 @@ class RemoteFunction:
             return 100.0
         return value if math.isfinite(value) and value >= 0 else 100.0
 
+    def _outcome(self, bound: inspect.BoundArguments, timeout: float | None):
+        """One call as the caller runs it (a coroutine for the background loop), with this function's limits."""
+        opts = self.options
+        return self._caller.call(self.__name__, bound.args, bound.kwargs, cost=self._cost(bound),
+                                 timeout=timeout if timeout is not None else opts.timeout,
+                                 max_queue_time=opts.max_queue_time, retries=opts.retries)
+
     async def _call(self, args: tuple, kwargs: dict, timeout: float | None = None) -> Any:
         bound = self._bind(args, kwargs)
-        outcome = await loop.run_on_loop(self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), timeout))
+        outcome = await loop.run_on_loop(self._outcome(bound, timeout))
         write_outcome(outcome)
         if outcome.error is not None:
             raise outcome.error
@@ -215,7 +225,7 @@ class RemoteFunction:
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Blocking call, usable from sync code and inside Jupyter cells."""
         bound = self._bind(args, kwargs)
-        outcome = loop.run_sync(self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), None))
+        outcome = loop.run_sync(self._outcome(bound, None))
         write_outcome(outcome)
         if outcome.error is not None:
             raise outcome.error
@@ -231,7 +241,7 @@ class RemoteFunction:
         async def one(bound: inspect.BoundArguments):
             failed = True
             try:
-                outcome = await self._app._remote_call(self, bound.args, bound.kwargs, self._cost(bound), None)
+                outcome = await self._outcome(bound, None)
                 failed = outcome.error is not None
                 return outcome
             finally:

@@ -109,7 +109,7 @@ class Backend(Protocol):
     async def previous_manifest_json(self, name: str, tag: str) -> str | None:
         """The JSON of the Manifest last applied for (name, tag), read without starting anything.
 
-        The deploy flow parses it: backends never import the bundle layer above them.
+        The deploy pipeline parses it: backends never import the bundle layer above them.
         """
 
     async def apply(self, plan: DeployPlan, emit: EventSink) -> ApplyResult:

@@ -1,7 +1,7 @@
 """What is registered on a deployment, as plain data.
 
 ``Deployment`` builds these from ``@app.remote`` / ``@app.context``; once
-capture has placed the code, the deploy flow fills in where each function,
+capture has placed the code, the deploy pipeline fills in where each function,
 class and helper lives on the worker (``at``: ``"module:attr"``, a logical
 module name, so the same code gives the same spec however it was loaded). The
 manifest digests them, the bundle writes them (``to_dict``) into

@@ -25,6 +25,8 @@ from typing import Any
 from ..errors import BundleError
 from .registry_spec import ContextSpec, RemoteSpec
 
+__all__ = ["ENTRY_FILE", "PARAM", "deployment_source"]
+
 ENTRY_FILE = "deployment.py"
 PARAM = "__vast_magic__"
 _RESERVED = frozenset({"app", "Deployment"})

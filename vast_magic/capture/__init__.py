@@ -10,8 +10,9 @@ from .closure import capture_code
 from .digests import filter_ignored_lines, source_digest, value_digest
 from .model import (CELLS_MODULE, CapturedCode, DeploymentRef, ImportDef, LinkDef, ModuleFile, SourceDef,
                     SourceModule, ValueDef, location, qualified)
+from .origins import is_deployment
 from .requirements import requirement_warnings
 
 __all__ = ["capture_code", "filter_ignored_lines", "source_digest", "value_digest", "requirement_warnings",
-           "CELLS_MODULE", "CapturedCode", "DeploymentRef", "ImportDef", "LinkDef", "ModuleFile", "SourceDef",
+           "is_deployment", "CELLS_MODULE", "CapturedCode", "DeploymentRef", "ImportDef", "LinkDef", "ModuleFile", "SourceDef",
            "SourceModule", "ValueDef", "location", "qualified"]

@@ -18,6 +18,8 @@ from ..errors import CaptureError
 from .digests import sha256_text
 from .model import CELLS_MODULE, DeploymentRef, ImportDef, Item, LinkDef, SourceDef, SourceModule, ValueDef
 
+__all__ = ["module_path", "ModuleBuild", "definition_order"]
+
 _MISSING = object()
 _RANK = {ImportDef: 0, ValueDef: 1, DeploymentRef: 2, SourceDef: 3}
 

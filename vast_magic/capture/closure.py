@@ -29,6 +29,8 @@ from .requirements import imported_names, third_party
 from .source import class_source, function_source, strip_decorators
 from .values import check_value, describe, modules_used_by, pickle_value
 
+__all__ = ["capture_code"]
+
 _MISSING = object()
 
 

@@ -27,6 +27,8 @@ from .names import code_globals
 from .origins import defines_deployment_code, logical_name, namespace_of
 from .source import class_source
 
+__all__ = ["IGNORE_MARKER", "sha256_text", "filter_ignored_lines", "source_digest", "value_digest"]
+
 IGNORE_MARKER = "!VAST_IGNORE_CHANGES"
 
 

@@ -13,6 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+__all__ = [
+    "CELLS_MODULE", "location", "qualified", "SourceDef", "ImportDef", "ValueDef", "DeploymentRef", "LinkDef",
+    "Item", "SourceModule", "ModuleFile", "CapturedCode"
+]
+
 CELLS_MODULE = "vast_magic_app"   # the logical module of notebook cells (they have no module name of their own)
 
 

@@ -19,6 +19,8 @@ from .digests import filter_ignored_lines, sha256_text, source_digest
 from .model import ModuleFile
 from .origins import is_local_module
 
+__all__ = ["top_level", "module_files", "file_parts", "local_dependencies"]
+
 
 def top_level(module_name: str) -> types.ModuleType | None:
     """The already-imported top-level module or package of a dotted name."""

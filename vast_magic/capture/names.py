@@ -14,6 +14,8 @@ import inspect
 import types
 from dataclasses import dataclass
 
+__all__ = ["UsedNames", "used_names", "code_globals", "attribute_uses"]
+
 # Module attributes every namespace has; the worker's generated module has its own.
 _MODULE_DUNDERS = frozenset({"__name__", "__file__", "__doc__", "__spec__", "__loader__", "__package__",
                              "__builtins__", "__cached__", "__annotations__", "__path__"})

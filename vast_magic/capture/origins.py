@@ -32,6 +32,11 @@ from typing import Any, Iterable, Mapping
 from .model import CELLS_MODULE
 from .source import own_methods
 
+__all__ = [
+    "SOURCE", "FILES", "INSTALLED", "Origin", "is_deployment", "is_remote_proxy", "unproxy", "is_local_module",
+    "module_name_for_file", "logical_name", "namespace_of", "defines_deployment_code", "Classifier", "bound_name"
+]
+
 SOURCE, FILES, INSTALLED = "source", "files", "installed"
 
 

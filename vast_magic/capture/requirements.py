@@ -17,6 +17,11 @@ import re
 import sys
 from typing import Iterable, Sequence
 
+__all__ = [
+    "imported_names", "third_party", "normalize", "requirement_name", "distribution_for", "missing_packages",
+    "requirement_warnings"
+]
+
 _NOT_THIRD_PARTY = frozenset({"__future__", "__main__", "vast_magic", "vast_magic_runtime"})
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _EGG = re.compile(r"[#&]egg=([A-Za-z0-9][A-Za-z0-9._-]*)")

@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import CaptureError
 
+__all__ = ["function_source", "class_source", "strip_decorators", "own_methods"]
+
 _WHERE = "Define it in a notebook cell or a module file (code made with exec/eval has no source)."
 
 

@@ -21,6 +21,8 @@ from ..runtime.wire import CLASS_REF
 from ..secret import Secret
 from .names import code_globals
 
+__all__ = ["check_value", "describe", "pickle_value", "modules_used_by"]
+
 _LOCKS = (type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Event,
           threading.Semaphore, threading.Barrier, asyncio.Lock, asyncio.Event, asyncio.Condition,
           asyncio.Semaphore)

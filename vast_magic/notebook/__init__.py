@@ -1,3 +1,3 @@
-"""Notebook integration: the magics (``magics``), what they do (``session``), their settings (``config``)."""
+"""Notebook integration: the magics (``magics``), what they do (``actions``), their settings (``config``)."""
 
 __all__ = []

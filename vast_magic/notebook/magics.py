@@ -2,7 +2,7 @@
 
 Each magic parses its line with ``magic_arguments`` (so ``%vast_deploy?``
 shows the whole help and a bad argument is a ``UsageError`` with the usage
-line) and hands the values to a plain function in ``session.py``.
+line) and hands the values to a plain function in ``actions.py``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
 from .. import settings
-from . import session as ops
+from . import actions as ops
 from .config import VastMagic
 
 __all__ = [

@@ -27,6 +27,8 @@ from typing import Any, Awaitable, Callable, Iterator
 
 from .registry import RemoteEntry
 
+__all__ = ["PARALLEL_CONCURRENCY", "DEFAULT_WORKLOAD", "Invoke", "BenchmarkError", "BenchmarkResult", "run_benchmark"]
+
 PARALLEL_CONCURRENCY = 10
 DEFAULT_WORKLOAD = 100.0
 

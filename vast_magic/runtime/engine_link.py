@@ -14,6 +14,8 @@ import time
 
 from . import framing, handshake, wire
 
+__all__ = ["LOG_FLUSH_SECONDS", "MAX_PENDING_LOG_LINES", "DROP_GRACE", "EngineLink", "LogBuffer"]
+
 LOG_FLUSH_SECONDS = 0.2
 MAX_PENDING_LOG_LINES = 10_000
 DROP_GRACE = 0.9            # engine gone: finish short in-flight calls (clients talk to us directly), still exit within 2 s

@@ -16,6 +16,8 @@ import struct
 
 from . import shm
 
+__all__ = ["HEADER", "LENGTH", "MAX_BUFFERS", "MAX_FRAME_BYTES", "SHARED", "FrameError", "read_frame", "write_frame"]
+
 HEADER = struct.Struct("!IQ")
 LENGTH = struct.Struct("!Q")
 MAX_BUFFERS = 4096

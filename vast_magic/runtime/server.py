@@ -15,6 +15,8 @@ import contextlib
 from . import framing, handshake, wire
 from .executor import Executor
 
+__all__ = ["CallServer"]
+
 
 class CallServer:
     def __init__(self, executor: Executor, token, host: str = "127.0.0.1", segments=None):

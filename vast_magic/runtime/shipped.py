@@ -21,6 +21,8 @@ from typing import Any
 
 from . import wire
 
+__all__ = ["VALUES_FILE", "resolve", "BY_LOCATION", "bundle_root", "value", "ready", "unbound_links"]
+
 VALUES_FILE = "vast_magic_values.pkl"
 
 _lock = threading.RLock()

@@ -35,6 +35,11 @@ import time
 
 from . import procinfo
 
+__all__ = [
+    "MIN_BYTES", "NAME_BYTES", "segment_dir", "SegmentDirError", "prepare_dir", "segment_name", "creator_gone",
+    "Segments", "SegmentLink", "sweep", "remove_dir"
+]
+
 MIN_BYTES = 1 << 20
 NAME_BYTES = 32
 _NAME = re.compile(rb"[0-9a-f]{32}\Z")

@@ -25,8 +25,8 @@ from ...runtime import shm, wire
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
 from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
-from .client import EngineClient
-from .daemon_control import has_deployments, load_token, running_engine
+from .engine_client import EngineClient
+from .launcher import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
 from .logfiles import deployment_tail, logged_deployments
 from .store import read_only, read_previous_manifest_json

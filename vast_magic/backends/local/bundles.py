@@ -21,6 +21,11 @@ from pathlib import Path, PurePosixPath
 
 from ...errors import BundleError
 
+__all__ = [
+    "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "EXTRACT_FILTER", "is_disk_error", "DISK_HINT", "resolve_inside",
+    "safe_extract", "bundle_digest", "extracted_bundle", "worker_dir"
+]
+
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_TOTAL_BYTES = 8 * 1024**3
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 from ...runtime import framing, handshake, shm, wire
 
+__all__ = ["Channel", "connect"]
+
 
 class Channel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -18,6 +18,8 @@ from ...errors import OverloadedError, WorkerLostError
 from ...runtime import shm
 from .channel import Channel, connect
 
+__all__ = ["Route", "WorkerConnection", "DeploymentPool"]
+
 
 @dataclass(frozen=True)
 class Route:

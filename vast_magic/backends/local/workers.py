@@ -22,6 +22,11 @@ from typing import Iterable, Iterator, Mapping
 
 from ...runtime import procinfo
 
+__all__ = [
+    "RUNTIME_MODULE", "proc_start_time", "liveness", "is_running", "INHERITED", "worker_environment", "spawn",
+    "stop_now", "stop"
+]
+
 RUNTIME_MODULE = "vast_magic_runtime.serve"
 
 

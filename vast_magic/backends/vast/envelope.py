@@ -22,6 +22,10 @@ from ...runtime import wire
 from ..base import CallOutcome, outcome_from_response
 from . import trusted
 
+__all__ = [
+    "PARAM", "EnvelopeError", "pack", "unpack", "encode", "decode", "call_kwargs", "outcome_from_message", "answer"
+]
+
 PARAM = "__vast_magic__"
 _HEADER = struct.Struct("!IQ")
 _LENGTH = struct.Struct("!Q")

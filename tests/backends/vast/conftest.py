@@ -1,0 +1,11 @@
+"""Fixtures of the Vast backend tests: ``h``, a fresh harness on the fake Vast API (no network)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.backends.vast.vast_harness import Harness
+
+
+@pytest.fixture
+def h(tmp_path):
+    return Harness(tmp_path)

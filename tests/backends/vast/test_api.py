@@ -1,0 +1,258 @@
+"""Contract tests of the Vast backend against the fake Vast API (httpx.MockTransport; no network).
+
+Each test states what the reference (shared/reference/vast_sdk.md) says we
+must send, and checks the requests the fake recorded.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.backends.vast.vast_harness import KEY, Harness, Image, Manifest, make_bundle, make_plan
+from vast_magic.backends.vast import deploy
+from vast_magic.backends.vast.api import USER_AGENT
+from vast_magic.errors import (VastAuthError, VastNotFoundError, VastRateLimitedError,
+                                             VastRejectedError, VastUnavailableError, VastUploadError)
+from vast_magic.testing import AUTOSCALER, STORAGE, WEB, FakeVast
+from vast_magic.errors import BackendError
+from vast_magic.events import Failed, Retry, TierDecided
+from vast_magic.reports import LogLine
+
+
+# -- the PUT ----------------------------------------------------------------------------------------
+def test_put_request_matches_reference(h, tmp_path):
+    plan = make_plan(tmp_path, ttl=120.0, version_label="v1")
+    result = h.apply(plan)
+    (put,) = h.fake.sent("PUT", "/api/v0/deployments/")
+    assert put.url.startswith(f"{WEB}/api/v0/deployments/?")
+    assert put.headers["authorization"] == f"Bearer {KEY}"
+    assert put.headers["user-agent"] == USER_AGENT == "vastai-sdk/1.9.1"
+    assert put.query == {"api_key": KEY}
+    assert put.headers["content-type"] == "application/json"
+    body = put.body
+    assert list(body) == ["name", "image", "file_hash", "file_size", "env", "tag", "search_params", "storage",
+                          "ttl", "version_label", "cold_workers", "max_workers"]
+    assert body["name"] == "demo" and body["tag"] == "default" and body["image"] == Image.from_image
+    assert re.fullmatch(r"[0-9a-f]{64}", body["file_hash"])
+    assert body["file_size"] == Path(plan.bundle_path).stat().st_size
+    assert body["env"] == ("-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai "
+                           "-e ENV_PATH=/venv/main -e HF_TOKEN='s3cret value'")
+    assert body["search_params"] == "verified=true rentable=true rented=false"
+    assert (body["storage"], body["ttl"], body["version_label"]) == (16, 120.0, "v1")
+    assert (body["cold_workers"], body["max_workers"]) == (1, 4)
+    assert "MODE" not in json.dumps(body)  # plain env goes into config.json, not the PUT
+    assert result.backend_action == "created" and result.endpoint == f"vast endpoint {put_answer_endpoint(h)}"
+
+
+def put_answer_endpoint(h: Harness) -> int:
+    return next(iter(h.fake.deployments.values())).endpoint_id
+
+
+@pytest.mark.parametrize("image, secrets, webserver, expected", [
+    (Image(ports=(), venv=None), (), WEB, "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai"),
+    (Image(ports=((9000, "udp"), (8080, "tcp"), (3000, "tcp")), venv=None), (), WEB,
+     "-p 3000:3000/tcp -p 8080:8080/tcp -p 9000:9000/udp -e REPORT_ADDR=https://run.vast.ai"),
+    (Image(ports=(), venv=None, system_python=True), (), "https://staging.vast.test/",
+     "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e VAST_API_URL=https://staging.vast.test "
+     "-e USE_SYSTEM_PYTHON=true -e UV_SYSTEM_PYTHON=1 -e UV_BREAK_SYSTEM_PACKAGES=1"),
+    (Image(ports=(), venv="/venv/x"), (("A", "1"), ("B", "two words"), ("C", "it's")), WEB,
+     "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e ENV_PATH=/venv/x -e A=1 -e B='two words' "
+     "-e C='it'\"'\"'s'"),
+])
+def test_env_string(image, secrets, webserver, expected):
+    assert deploy.compile_env(image, secrets, autoscaler_url=AUTOSCALER, webserver_url=webserver) == expected
+
+
+def test_ports_sorted_whatever_the_insertion_order():
+    orders = [((8080, "tcp"), (22, "tcp"), (9000, "udp")), ((9000, "udp"), (8080, "tcp"), (22, "tcp"))]
+    envs = {deploy.compile_env(Image(ports=o), (), autoscaler_url=AUTOSCALER) for o in orders}
+    assert len(envs) == 1
+
+
+@pytest.mark.parametrize("login, expected", [
+    ((), {}),
+    ((("user", "me"), ("pass", "pw"), ("repo", "ghcr.io")),
+     {"docker_login_user": "me", "docker_login_pass": "pw", "docker_login_repo": "ghcr.io"}),
+    ({"docker_login_repo": "r", "docker_login_user": "u"}, {"docker_login_user": "u", "docker_login_repo": "r"}),
+])
+def test_docker_login_fields(tmp_path, login, expected):
+    body = deploy.put_body(make_plan(tmp_path, image=Image(docker_login=login)), file_hash="0" * 64, file_size=1,
+                           env="")
+    assert {k: v for k, v in body.items() if k.startswith("docker_login")} == expected
+
+
+def test_bundle_hash_ignores_manifest_and_archive_name(tmp_path):
+    a = deploy.bundle_hash(make_bundle(tmp_path / "a.tar.gz", manifest='{"max_workers": 1}'))
+    b = deploy.bundle_hash(make_bundle(tmp_path / "other-name.tar.gz", manifest='{"max_workers": 9}'))
+    c = deploy.bundle_hash(make_bundle(tmp_path / "c.tar.gz", code="x = 2\n"))
+    assert a == b != c
+
+
+# -- upload, soft update, tiers ----------------------------------------------------------------------
+def test_upload_is_presigned_multipart_without_authorization(h, tmp_path):
+    plan = make_plan(tmp_path)
+    h.apply(plan)
+    (post,) = h.fake.sent("POST", "/upload")
+    assert post.url == f"{STORAGE}/upload" and "authorization" not in post.headers and post.query == {}
+    boundary = post.headers["content-type"].split("boundary=")[1]
+    parts = post.raw.split(f"--{boundary}".encode())[1:-1]
+    names = [re.search(rb'name="([^"]+)"', p).group(1).decode() for p in parts]
+    assert names == ["key", "policy", "x-amz-signature", "file"]
+    assert b'filename="b.tar.gz"' in parts[-1] and b"Content-Type: application/gzip" in parts[-1]
+    assert Path(plan.bundle_path).read_bytes() in parts[-1]
+
+
+def scenario_steps(tmp_path):
+    """(plan changes, expected action, upload?, update_workers?) in order, against one fake."""
+    return [
+        (dict(tier=4), "created", True, False),
+        (dict(tier=0), "exists", False, False),
+        (dict(tier=1, autoscaling={"max_workers": 8, "cold_workers": 1}), "autoscale_update", False, False),
+        (dict(tier=2, autoscaling={"max_workers": 8, "cold_workers": 1},
+              bundle_path=make_bundle(tmp_path / "b2.tar.gz", code="x = 2\n")), "soft_update", True, True),
+    ]
+
+
+def test_vast_actions_drive_upload_and_update(h, tmp_path):
+    for changes, action, uploads, updates in scenario_steps(tmp_path):
+        before_up, before_upd = len(h.fake.uploads), len(h.fake.updates)
+        result = h.apply(make_plan(tmp_path, **changes))
+        assert result.backend_action == action
+        assert len(h.fake.uploads) - before_up == int(uploads), action
+        assert len(h.fake.updates) - before_upd == int(updates), action
+    assert h.fake.updates[-1] == {"workergroup_id": next(iter(h.fake.deployments.values())).workergroup_id,
+                                  "api_key": KEY}
+    decided = h.of(TierDecided)
+    assert [e.backend_action for e in decided] == ["created", "exists", "autoscale_update", "soft_update"]
+    assert all(len(e.reasons) == 1 for e in decided)  # predicted tier matched every action: no note
+
+
+def test_soft_update_looks_up_workergroup_and_warns_when_missing(tmp_path):
+    fake = FakeVast(api_key=KEY, put_workergroup=False)
+    h = Harness(tmp_path, fake)
+    steps = scenario_steps(tmp_path)
+    h.apply(make_plan(tmp_path, **steps[0][0]))
+    h.apply(make_plan(tmp_path, **steps[3][0]))
+    assert len(fake.sent("GET", "/api/v0/workergroups/")) == 1 and len(fake.updates) == 1
+    fake.workergroups_visible = False
+    h.apply(make_plan(tmp_path, tier=2, bundle_path=make_bundle(tmp_path / "b3.tar.gz", code="x = 3\n")))
+    assert len(fake.updates) == 1
+    warnings = [e for e in h.of(LogLine) if "no workergroup" in e.text]
+    assert len(warnings) == 1 and warnings[0].stream == "system"
+
+
+@pytest.mark.parametrize("tier, expected_note", [
+    (3, "image-level change: Vast answered 'created'"),
+    (2, "Vast answered 'created' (tier 4), predicted tier 2"),
+    (4, None),
+])
+def test_predicted_tier_versus_action(h, tmp_path, tier, expected_note):
+    h.apply(make_plan(tmp_path, tier=tier))
+    (decided,) = h.of(TierDecided)
+    assert decided.tier == tier and decided.backend_action == "created"
+    assert decided.reasons == (("new deployment",) + ((expected_note,) if expected_note else ()))
+
+
+def test_record_remembers_last_deploy(h, tmp_path):
+    h.apply(make_plan(tmp_path, manifest=Manifest('{"m": 2}')))
+    record = json.loads((tmp_path / "home" / "vast" / "demo" / "default.json").read_text())
+    d = next(iter(h.fake.deployments.values()))
+    assert (record["deployment_id"], record["endpoint_id"], record["manifest_json"]) == (d.id, d.endpoint_id, '{"m": 2}')
+    assert (tmp_path / "home" / "vast" / "demo" / "default.json").stat().st_mode & 0o777 == 0o600
+    assert KEY not in json.dumps(record) and "s3cret" not in json.dumps(record)
+
+
+def test_previous_manifest_round_trips(h, tmp_path):
+    from vast_magic.bundle.manifest import Manifest as RealManifest
+    manifest = RealManifest(name="demo", tag="default", image="img", ports=((3000, "tcp"),),
+                            secrets=(("HF_TOKEN", "hmac-digest"),), autoscaling=(("max_workers", 4),))
+    assert asyncio.run(h.backend.previous_manifest_json("demo", "default")) is None
+    h.apply(make_plan(tmp_path, manifest=manifest))
+    assert RealManifest.from_json(asyncio.run(h.backend.previous_manifest_json("demo", "default"))) == manifest
+    assert asyncio.run(h.backend.previous_manifest_json("demo", "other-tag")) is None
+
+
+# -- the error table --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("outcomes, error, advice, retries", [
+    ((401,), VastAuthError, "set VAST_API_KEY or pass api_key=", 0),
+    ((403,), VastAuthError, "set VAST_API_KEY or pass api_key=", 0),
+    ((404,), VastNotFoundError, "ensure_ready", 0),
+    ((422,), VastRejectedError, "Fix the setting", 0),
+    ((429, 429, 429, 429), VastRateLimitedError, "wait a minute", 3),
+    ((503, 502, 500, 504), VastUnavailableError, "retry in a few minutes", 3),
+    ((httpx.ReadTimeout("slow"),) * 4, VastUnavailableError, "timed out", 3),
+    ((httpx.ConnectError("refused"),) * 4, VastUnavailableError, "check your network", 3),
+])
+def test_put_errors(h, tmp_path, outcomes, error, advice, retries):
+    h.fake.fail("PUT", "/api/v0/deployments/", *outcomes)
+    with pytest.raises(error) as info:
+        h.apply(make_plan(tmp_path))
+    message = str(info.value)
+    assert advice.lower() in message.lower() and KEY not in message
+    assert len(h.of(Retry)) == retries and isinstance(info.value, BackendError)
+    assert h.of(Failed)[-1].message == message
+
+
+def test_5xx_then_success_is_one_visible_retry(h, tmp_path):
+    h.fake.fail("PUT", "/api/v0/deployments/", 503)
+    assert h.apply(make_plan(tmp_path)).backend_action == "created"
+    (retry,) = h.of(Retry)
+    assert (retry.what, retry.attempt, retry.max_attempts, retry.reason) == ("PUT /api/v0/deployments/", 1, 4, "HTTP 503")
+    assert retry.delay == 1.5 and h.sleeps[:1] == [retry.delay]          # 2 ** 0 + the injected jitter 0.5
+
+
+def test_backoff_doubles_with_the_injected_jitter(h, tmp_path):
+    h.fake.fail("PUT", "/api/v0/deployments/", 503, 503, 503)
+    h.apply(make_plan(tmp_path))
+    assert [e.delay for e in h.of(Retry)] == [1.5, 2.5, 4.5] == h.sleeps[:3]     # the cap (5 s): backends/test_retry.py
+
+
+@pytest.mark.parametrize("outcomes", [(403,), (500, 500, 500, 500)])
+def test_upload_failure(h, tmp_path, outcomes):
+    h.fake.fail("POST", "/upload", *outcomes)
+    with pytest.raises(VastUploadError, match="deploy again"):
+        h.apply(make_plan(tmp_path))
+
+
+def test_error_answer_that_echoes_the_key_is_scrubbed(h, tmp_path):
+    h.fake.fail("PUT", "/api/v0/deployments/", 422)
+    original = h.fake.handle
+
+    async def echo(request):
+        response = await original(request)
+        return httpx.Response(422, text=f"bad request {request.url}") if response.status_code == 422 else response
+    h.backend.api.transport = httpx.MockTransport(echo)
+    with pytest.raises(VastRejectedError) as info:
+        h.apply(make_plan(tmp_path))
+    assert KEY not in str(info.value) and "api_key=***" in str(info.value)
+
+
+def test_error_answer_that_echoes_secrets_is_scrubbed(h, tmp_path):
+    async def echo_body(request):
+        return httpx.Response(422, text=f"invalid env: {json.loads(request.read())['env']}")
+    h.backend.api.transport = httpx.MockTransport(echo_body)
+    plan = make_plan(tmp_path, image=Image(docker_login=(("docker_login_pass", "hunter2"),)))
+    with pytest.raises(VastRejectedError) as info:
+        h.apply(plan)
+    assert "s3cret" not in str(info.value) and "HF_TOKEN='***'" in str(info.value)
+
+
+def test_key_never_in_repr_or_logs(h, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    h.fake.fail("PUT", "/api/v0/deployments/", 503)
+    h.apply(make_plan(tmp_path))
+    assert KEY not in repr(h.backend) and KEY not in repr(h.backend.api)
+    assert "api_key=***" in caplog.text and KEY not in caplog.text
+
+
+def test_changed_field_is_independent_of_plan_order(tmp_path):
+    a = deploy.put_body(make_plan(tmp_path, autoscaling={"max_workers": 2, "cold_workers": 1}), file_hash="0", file_size=1, env="")
+    b = deploy.put_body(make_plan(tmp_path, autoscaling={"cold_workers": 1, "max_workers": 2}), file_hash="0", file_size=1, env="")
+    assert list(a) == list(b)
+

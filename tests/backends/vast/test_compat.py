@@ -1,0 +1,334 @@
+"""Our bundle served by the official worker (``vastai==1.9.1``), offline, with real request signatures.
+
+The official venv is the one the box uses (``vast_magic.testing.official``: built
+once in the user cache, never in the checkout), and so is the signer (a helper
+process of that venv holding a fresh RSA key). The bundle is built through the
+public API from functions defined in real IPython cells, and again from the same
+code kept in a module that a script imports (``import compat_app``), with a helper
+in a second local module shipped as a file. The worker runs
+``python -m vastai.serverless.remote.serve_deployment`` with
+``DEBUG_DEPLOYMENT_TAR`` (reference 4.1-4.2), next to a loopback stand-in for
+the autoscaler (``/pubkey/``, ``/worker_status/``, ``/delete_requests/``).
+The official worker listens on all interfaces, so the whole exchange runs in a
+child process inside a private network namespace (``unshare -n``) when the
+system allows it; traffic goes only to 127.0.0.1 either way. Calls use the
+official request body (reference 3.1-3.2), both with our envelope and as plain
+JSON. tests/testing/test_box.py runs the whole path (upload and download
+included); this test pins the worker-side contract alone. If the venv cannot
+be built the test fails, saying why.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from vast_magic.testing._box_signer import Signer
+from vast_magic.testing.official import OfficialVenvError, official_python
+
+ROOT = Path(__file__).resolve().parents[3]
+READY_TIMEOUT = 180.0
+
+CELLS = [
+    "import numpy as np\nfrom vast_magic import Deployment\n"
+    "app = Deployment(name='compat', backend='vast')",
+    "SCALE = np.array([1.0, 2.0, 3.0])\n\ndef helper(x):\n    return x + 1",
+    "@app.context(offset=10)\nclass Model:\n    def __init__(self, offset):\n        self.offset = offset\n"
+    "    async def __aenter__(self):\n        return self\n    async def __aexit__(self, *exc):\n        return False",
+    "@app.remote(benchmark_dataset=[{'x': 1}, {'x': 2}], benchmark_runs=2)\nasync def add(x):\n"
+    "    model = app.get_context(Model)\n    print('adding', x)\n    return helper(x) + model.offset",
+    "@app.remote()\ndef scaled(x):\n    return (SCALE * x).tolist()",
+    "@app.remote()\nasync def fail(message):\n    print('about to fail')\n    raise ValueError(message)",
+]
+
+
+# -- the cached venv and the signer (shared with the box) ------------------------------------------
+def ensure_venv() -> Path:
+    try:
+        return official_python()
+    except OfficialVenvError as exc:
+        pytest.fail(f"the official vastai venv is needed and could not be built: {exc}")
+
+
+def sign(python: Path, url: str) -> tuple[str, str]:
+    """A fresh RSA key (PEM public part) and the signature of ``url`` as the autoscaler makes it."""
+    signer = Signer(python)
+    try:
+        return signer.pubkey, signer.sign(url)
+    finally:
+        signer.close()
+
+
+# -- building the bundle from IPython cells, or from an imported module ---------------------------------
+def build_bundle(folder: Path, style: str) -> Path:
+    return build_from_cells(folder) if style == "cells" else build_from_module(folder)
+
+
+def build_from_cells(folder: Path) -> Path:
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    try:
+        for cell in CELLS:
+            result = shell.run_cell(cell, store_history=True)
+            result.raise_error()
+        path = folder / "compat.tar.gz"
+        shell.user_ns["app"].build_bundle(str(path))
+        return path
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def build_from_module(folder: Path) -> Path:
+    """The cells' code as ``compat_app.py`` (its helper in ``compat_helpers.py``), imported as a user's script would."""
+    source = folder / "src"
+    source.mkdir()
+    helper = CELLS[1].split("\n\ndef ")[1]
+    (source / "compat_helpers.py").write_text("def " + helper + "\n")
+    app_cells = [CELLS[0], "from compat_helpers import helper\nSCALE = np.array([1.0, 2.0, 3.0])", *CELLS[2:]]
+    (source / "compat_app.py").write_text("\n\n\n".join(app_cells) + "\n")
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\nimport compat_app\n"
+            "compat_app.app.build_bundle(sys.argv[2])\n")
+    path = folder / "compat.tar.gz"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["VAST_MAGIC_HOME"] = str(folder / "home")
+    subprocess.run([sys.executable, "-c", code, str(source), str(path)], check=True, env=env, cwd=folder)
+    return path
+
+
+# -- the child: stand-in autoscaler + official worker, inside the namespace ---------------------------
+class StandIn(BaseHTTPRequestHandler):
+    """Autoscaler (pubkey, worker reports, /route/) and webserver (endptjobs) on one loopback port."""
+
+    pem = ""
+    signature = ""
+    worker_url = ""
+    reports: list = []
+    routes: list = []
+
+    def do_GET(self):
+        path = self.path.split("?")[0].rstrip("/")
+        if path == "/pubkey":
+            return self._answer(200, self.pem.encode())
+        if path == "/api/v0/endptjobs/1":
+            return self._json({"result": {"id": 1, "endpoint_name": "compat-ep", "api_key": "endpoint-key-1"}})
+        self._answer(404, b"{}")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        path = self.path.split("?")[0].rstrip("/")
+        if path == "/worker_status":
+            self.reports.append(body)
+        if path == "/route":
+            self.routes.append({"body": body, "authorization": self.headers.get("authorization")})
+            n = len(self.routes) + 100
+            return self._json({"url": self.worker_url, "signature": self.signature, "cost": body.get("cost"),
+                               "endpoint": body.get("endpoint"), "reqnum": n, "request_idx": n})
+        self._answer(200, b"{}")
+
+    def _json(self, data):
+        self._answer(200, json.dumps(data).encode())
+
+    def _answer(self, status, data):
+        self.send_response(status)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_worker(python: Path, bundle: Path, workdir: Path, port: int, report: str) -> subprocess.Popen:
+    tar = workdir / "bundle.tar.gz"
+    shutil.copy(bundle, tar)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST", "PYTHON"))}
+    env.update(IS_DEPLOYMENT="true", DEPLOYMENT_ID="1", DEBUG_DEPLOYMENT_TAR=str(tar), WORKER_PORT=str(port),
+               REPORT_ADDR=report, CONTAINER_ID="7", PUBLIC_IPADDR="127.0.0.1", MASTER_TOKEN="compat-token",
+               **{f"VAST_TCP_PORT_{port}": str(port)}, VAST_API_KEY="unused-offline", VAST_LOG_LEVEL="WARNING")
+    log = open(workdir / "worker.log", "wb")
+    return subprocess.Popen([str(python), "-m", "vastai.serverless.remote.serve_deployment"], cwd=workdir, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def wait_ready(worker: subprocess.Popen, workdir: Path) -> dict:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        for report in list(StandIn.reports):
+            if report.get("error_msg"):
+                return report
+            if float(report.get("loadtime") or 0) > 0:
+                return report
+        if worker.poll() is not None:
+            break
+        time.sleep(0.2)
+    log = (workdir / "worker.log").read_text(errors="replace")[-4000:]
+    raise AssertionError(f"worker not ready (rc={worker.poll()}); log tail:\n{log}")
+
+
+def post(url: str, body: dict) -> tuple[int, object]:
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def run_calls(base: str, signature: str) -> dict:
+    """Every call with the official body; envelope answers are decoded here."""
+    from vast_magic.backends.vast import envelope
+
+    counter = iter(range(1, 1000))
+
+    def call(name: str, kwargs: dict):
+        n = next(counter)
+        auth = {"url": base, "signature": signature, "cost": 100, "endpoint": "compat", "reqnum": n, "request_idx": n}
+        return post(f"{base}/remote/{name}", {"auth_data": auth, "session_id": None, "payload": {"kwargs": kwargs}})
+
+    def enveloped(name: str, *args):
+        status, body = call(name, envelope.call_kwargs(args, {}))
+        if status != 200 or "ok" not in body.get("result", {}):
+            return {"status": status, "body": body}
+        outcome = envelope.outcome_from_message(envelope.decode(body["result"]["ok"]))
+        error = outcome.error
+        return {"status": status, "value": outcome.value, "output": [list(o) for o in outcome.output],
+                "error": None if error is None else [error.remote_type, error.remote_message,
+                                                     isinstance(error, ValueError)]}
+
+    results = {"env_add": enveloped("add", 5), "env_scaled": enveloped("scaled", 2), "env_fail": enveloped("fail", "nope")}
+    for name, kwargs in (("plain_add", ("add", {"x": 5})), ("plain_fail", ("fail", {"message": "nope"}))):
+        status, body = call(*kwargs)
+        results[name] = {"status": status, "body": body}
+    bad_auth = post(f"{base}/remote/add", {"auth_data": {"url": base, "signature": "AAAA", "cost": 1, "endpoint": "x",
+                                                          "reqnum": 1, "request_idx": 1}, "payload": {"kwargs": {"x": 1}}})
+    results["bad_signature"] = {"status": bad_auth[0]}
+    return results
+
+
+async def backend_calls(standin: str, home: Path) -> dict:
+    """The same functions through VastBackend.call: endptjobs, /route/ and the worker, over real loopback HTTP."""
+    from vast_magic.backends.base import CallSpec
+    from vast_magic.backends.vast import state
+    from vast_magic.backends.vast.backend import VastBackend
+
+    state.write_record(home, state.DeployRecord("compat", "default", 1, 1, None, "created"))
+    backend = VastBackend(home=str(home), api_key="user-key-offline", webserver_url=standin, autoscaler_url=standin)
+    results = {}
+    for name, args in (("add", (7,)), ("scaled", (3,)), ("fail", ("again",))):
+        spec = CallSpec(name="compat", tag="default", function=name, timeout=60.0, max_queue_time=30.0)
+        outcome = await backend.call(spec, args, {}, {})
+        error = outcome.error
+        results[name] = {"value": outcome.value, "output": [list(o) for o in outcome.output],
+                         "error": None if error is None else [type(error).__name__, str(error)]}
+    await backend.api.aclose()
+    return results
+
+
+def child_main(bundle: str, python: str, out: str) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="vast-compat-"))
+    port, stand_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    StandIn.pem, signature = sign(Path(python), base)
+    StandIn.signature, StandIn.worker_url = signature, base
+    server = ThreadingHTTPServer(("127.0.0.1", stand_port), StandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    worker = start_worker(Path(python), Path(bundle), workdir, port, f"http://127.0.0.1:{stand_port}")
+    try:
+        ready = wait_ready(worker, workdir)
+        results = {"ready": ready, "calls": {}, "backend": {}}
+        if not ready.get("error_msg"):
+            results["calls"] = run_calls(base, signature)
+            standin = f"http://127.0.0.1:{stand_port}"
+            results["backend"] = asyncio.run(backend_calls(standin, workdir / "home"))
+            results["routes"] = StandIn.routes
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        server.shutdown()
+    results["worker_log"] = (workdir / "worker.log").read_text(errors="replace")[-3000:]
+    Path(out).write_text(json.dumps(results, default=repr))
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def namespace_prefix() -> list[str]:
+    """``unshare -n`` with loopback up, when this system allows it (root, or user namespaces)."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if not (unshare and ip):
+        return []
+    for prefix in ([unshare, "-n"], [unshare, "-rn"]):
+        probe = subprocess.run([*prefix, ip, "link", "set", "lo", "up"], capture_output=True)
+        if probe.returncode == 0:
+            return [*prefix, "sh", "-c", f'{ip} link set lo up && exec "$0" "$@"']
+    return []
+
+
+# -- the test ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["cells", "module"])
+def test_official_worker_serves_our_bundle(tmp_path, style):
+    python = ensure_venv()
+    bundle = build_bundle(tmp_path, style)
+    import tarfile
+    with tarfile.open(bundle) as tar:
+        names = set(tar.getnames())
+    expected = {"cells": {"./vast_magic_app.py"}, "module": {"./compat_app.py", "./compat_helpers.py"}}[style]
+    assert expected <= names and not ({"./vast_magic_app.py", "./compat_app.py"} - expected) & names
+    out = tmp_path / "results.json"
+    command = [*namespace_prefix(), sys.executable, __file__, "--child", str(bundle), str(python), str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=500, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert not results["ready"].get("error_msg"), results["worker_log"]
+    assert results["ready"]["max_perf"] > 0
+    calls = results["calls"]
+    expected = {
+        "env_add": {"status": 200, "value": 16, "output": [["stdout", "adding 5\n"]], "error": None},
+        "env_scaled": {"status": 200, "value": [2.0, 4.0, 6.0], "output": [], "error": None},
+        "env_fail": {"status": 200, "value": None, "output": [["stdout", "about to fail\n"]],
+                     "error": ["ValueError", "nope", True]},
+    }
+    for name, want in expected.items():
+        assert calls[name] == want, (name, calls[name], results["worker_log"])
+    assert calls["plain_add"] == {"status": 200, "body": {"result": {"ok": 16}}}
+    plain_fail = calls["plain_fail"]
+    assert plain_fail["status"] == 200 and plain_fail["body"]["result"]["err"]["class"] == "ValueError"
+    assert calls["bad_signature"] == {"status": 401}
+    assert results["backend"] == {
+        "add": {"value": 18, "output": [["stdout", "adding 7\n"]], "error": None},
+        "scaled": {"value": [3.0, 6.0, 9.0], "output": [], "error": None},
+        "fail": {"value": None, "output": [["stdout", "about to fail\n"]], "error": ["RemoteValueError", "ValueError: again"]},
+    }
+    route = results["routes"][0]
+    assert route["authorization"] == "Bearer endpoint-key-1"
+    assert route["body"] == {"endpoint": "compat-ep", "api_key": "endpoint-key-1", "cost": 100.0, "request_idx": 0,
+                             "replay_timeout": 60.0}
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    child_main(*sys.argv[2:5])

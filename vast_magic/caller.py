@@ -1,0 +1,79 @@
+"""Calls to what this process deployed: the one way from a ``RemoteFunction`` to a backend.
+
+A ``RemoteFunction`` holds a ``Caller``, never the ``Deployment``. The deploy
+pipeline records in it what each successful ``ensure_ready`` deployed
+(``Deployed``); a call is checked against that record (deployed at all, and
+this function part of it), then goes to that backend as a ``CallSpec``, and
+its time and outcome count in that (name, tag)'s ``CallCounter`` (what status
+shows of this process's calls, kept across redeploys).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .backends.base import CallOutcome, CallSpec
+from .call_stats import CallCounter
+from .errors import ConfigError
+from .reports import CallStats
+
+__all__ = ["Deployed", "Caller"]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What calls need after a successful ensure_ready in this process."""
+
+    backend: Any
+    name: str
+    tag: str
+    functions: frozenset
+    class_refs: dict
+    trusted_types: tuple[str, ...] = ()
+
+
+class Caller:
+    """Turns (function name, arguments, cost, timeout and limits) into a ``CallOutcome`` on what was deployed."""
+
+    def __init__(self, owner: Callable[[], str]):
+        """``owner`` names the deployment in messages (its repr as it is now: name, tag, backend)."""
+        self.owner = owner
+        self._deployed: Deployed | None = None
+        self._calls: dict[tuple[str, str], CallCounter] = {}   # kept across redeploys of a name and tag
+
+    def record(self, deployed: Deployed) -> None:
+        """What the last successful deploy made callable."""
+        self._deployed = deployed
+        self._calls.setdefault((deployed.name, deployed.tag), CallCounter())
+
+    def call_stats(self, name: str, tag: str) -> CallStats | None:
+        """This process's recent calls to (name, tag); None before the first deploy of it here."""
+        counter = self._calls.get((name, tag))
+        return counter.summary() if counter is not None else None
+
+    def forget(self, name: str, tag: str | None) -> None:
+        """After a teardown of (name, tag) (every tag when None): calls to it must deploy again first."""
+        deployed = self._deployed
+        if deployed is not None and deployed.name == name and tag in (None, deployed.tag):
+            self._deployed = None
+
+    async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
+                   max_queue_time: float, retries: int) -> CallOutcome:
+        deployed = self._deployed
+        if deployed is None:
+            raise ConfigError(f"{function}() was called before {self.owner()} was deployed in this process; "
+                              "run app.ensure_ready() (or %vast_deploy) first.")
+        if function not in deployed.functions:
+            raise ConfigError(f"{function} is not part of the deployed version; "
+                              "run app.ensure_ready() again to deploy it.")
+        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
+                        max_queue_time=max_queue_time, retries=retries, cost=cost,
+                        trusted_types=deployed.trusted_types)
+        started, ok = time.perf_counter(), False
+        try:
+            outcome = await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+            ok = outcome.error is None
+            return outcome
+        finally:
+            self._calls[(deployed.name, deployed.tag)].record(started, ok)
