@@ -68,3 +68,38 @@ def test_readme_starts_with_the_two_setup_commands():
     assert len(commands) == 2
     assert "run-notebook notebooks/quickstart.ipynb" in commands[0] and "pytest" in commands[1]
     assert "python -m pytest" in (README.parent / ".ci" / "run").read_text()
+
+
+def readme_setup_commands() -> list[str]:
+    """The two set-up commands, each cut to its main part: what follows the install, before the comment."""
+    block = re.search(r"## Set up on a fresh machine\n\n```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    return [line.split("&&", 1)[1].split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_main_job_runs_the_quickstart_on_the_local_engine(engine_home):
+    """The first command exactly as written (its console script from this Python's environment), on a
+    machine with no Vast account: every local cell passes and the Vast section says why it is skipped."""
+    main_job = readme_setup_commands()[0].split()
+    script = Path(sys.executable).parent / main_job[0]
+    assert script.is_file(), f"{main_job[0]} is not installed beside {sys.executable}: pip install -e '.[dev]'"
+    env = {k: v for k, v in os.environ.items() if k not in ("VAST_API_KEY", "VAST_MAGIC_VAST_URL")}
+    proc = subprocess.run([str(script), *main_job[1:]], cwd=README.parent, capture_output=True, text=True,
+                          timeout=600, env=env)
+    engine_home.collect()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    closing = proc.stdout.strip().splitlines()[-1]
+    assert re.match(r"--- 0 unexpected errors, \d+ cells skipped \(needs Vast\.ai\); notebook ran in", closing)
+    assert "skipped: needs Vast.ai; set VAST_API_KEY" in proc.stdout
+    assert "tier 4: new deployment" in proc.stdout and "quickstart: torn down" in proc.stdout
+
+
+def test_readme_test_command_collects_the_whole_suite():
+    """The second command is this suite: run as written with --collect-only, it finds every test folder."""
+    command = readme_setup_commands()[1].split()
+    assert command[:3] == ["python", "-m", "pytest"]
+    proc = subprocess.run([sys.executable, *command[1:], "--collect-only", "-q", "-p", "no:cacheprovider"],
+                          cwd=README.parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    collected = proc.stdout
+    for folder in ("tests/e2e", "tests/backends", "tests/notebook", "notebooks/quickstart.ipynb"):
+        assert folder in collected, f"{folder} is not collected by {' '.join(command)}"
