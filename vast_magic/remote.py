@@ -15,7 +15,7 @@ import inspect
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from . import loop
 from .backends.base import CallOutcome
@@ -235,10 +235,11 @@ class RemoteFunction:
         """``await f.with_timeout(5)(x)``: one call with its own timeout."""
         return lambda *args, **kwargs: self._call(args, kwargs, timeout=seconds)
 
-    async def _gather(self, calls: list[inspect.BoundArguments], counter: list[int]) -> list:
+    async def _gather(self, calls: list[inspect.BoundArguments], counter: list[int],
+                      finished: list[int] | None = None) -> list:
         """Run every call concurrently on the background loop; count finished (``counter[0]``) and failed
-        (``counter[1]``) ones."""
-        async def one(bound: inspect.BoundArguments):
+        (``counter[1]``) ones, and list the indices in the order they finished (``finished``)."""
+        async def one(index: int, bound: inspect.BoundArguments):
             failed = True
             try:
                 outcome = await self._outcome(bound, None)
@@ -247,29 +248,57 @@ class RemoteFunction:
             finally:
                 counter[0] += 1
                 counter[1] += failed
+                if finished is not None:
+                    finished.append(index)
 
-        return await asyncio.gather(*(one(b) for b in calls), return_exceptions=True)
+        return await asyncio.gather(*(one(i, b) for i, b in enumerate(calls)), return_exceptions=True)
 
     def _calls(self, iterables: tuple[Iterable, ...]) -> list[inspect.BoundArguments]:
         return [self._bind(tuple(items), {}) for items in zip(*iterables)]
 
-    async def map_async(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
-        """Concurrent calls over zipped iterables, results in input order."""
-        calls, counter = self._calls(iterables), [0, 0]
+    def _starcalls(self, arguments: Iterable) -> list[inspect.BoundArguments]:
+        calls = []
+        for index, items in enumerate(arguments):
+            if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+                raise TypeError(f"{self.__name__}.starmap takes an iterable of argument tuples; item {index} is "
+                                f"{type(items).__name__}, e.g. {self.__name__}.starmap([(1, 2), (3, 4)]).")
+            calls.append(self._bind(tuple(items), {}))
+        return calls
+
+    async def map_async(self, *iterables: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
+        """Concurrent calls over zipped iterables, results in input order (``ordered=False``: in the order
+        they finish)."""
+        return await self._run_map_async(self._calls(iterables), return_exceptions, ordered)
+
+    async def _run_map_async(self, calls: list, return_exceptions: bool, ordered: bool) -> list:
+        counter, finished = [0, 0], []
         bar = open_map_progress(len(calls))
-        task = asyncio.ensure_future(loop.run_on_loop(self._gather(calls, counter)))
+        task = asyncio.ensure_future(loop.run_on_loop(self._gather(calls, counter, finished)))
         while not task.done():
             await asyncio.wait([task], timeout=0.1)
             bar.update(counter[0], counter[1])
         bar.update(counter[0], counter[1])
         bar.close()
-        return self._collect(task.result(), return_exceptions)
+        return self._collect(task.result(), return_exceptions, None if ordered else finished)
 
-    def map(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
-        """Blocking ``map``: ``square.map([1, 2, 3]) -> [1, 4, 9]``, progress shown in the calling cell."""
-        calls, counter = self._calls(iterables), [0, 0]
+    def map(self, *iterables: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
+        """Blocking ``map``: ``square.map([1, 2, 3]) -> [1, 4, 9]``, progress shown in the calling cell.
+        ``ordered=False`` returns the results in the order they finished; a failed call never holds up
+        the others (all run; the first error is raised at the end, or kept in place with
+        ``return_exceptions=True``)."""
+        return self._run_map(self._calls(iterables), return_exceptions, ordered)
+
+    def starmap(self, arguments: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
+        """``f.starmap([(1, 2), (3, 4)])`` is ``[f(1, 2), f(3, 4)]``, run like ``map``."""
+        return self._run_map(self._starcalls(arguments), return_exceptions, ordered)
+
+    async def starmap_async(self, arguments: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
+        return await self._run_map_async(self._starcalls(arguments), return_exceptions, ordered)
+
+    def _run_map(self, calls: list, return_exceptions: bool, ordered: bool) -> list:
+        counter, finished = [0, 0], []
         bar = open_map_progress(len(calls))
-        future = loop.submit(self._gather(calls, counter))
+        future = loop.submit(self._gather(calls, counter, finished))
         try:
             while not future.done():
                 concurrent.futures.wait([future], timeout=0.1)
@@ -280,20 +309,59 @@ class RemoteFunction:
             raise
         finally:
             bar.close()
-        return self._collect(future.result(), return_exceptions)
+        return self._collect(future.result(), return_exceptions, None if ordered else finished)
 
-    def _collect(self, outcomes: list, return_exceptions: bool) -> list:
-        """Write each call's output in order, say which items failed, then return values (errors in place
-        with ``return_exceptions``) or raise the first error (its remote traceback shows)."""
-        for outcome in outcomes:
+    def map_as_completed(self, *iterables: Iterable, return_exceptions: bool = False) -> loop.LoopIterator:
+        """``async for value in f.map_as_completed(xs)`` (or ``for`` in sync code): each result as soon as
+        its call finishes, whatever the input order. A failed call does not hold up the others: with
+        ``return_exceptions=True`` its error is yielded in its turn; otherwise the first error is raised
+        once every other result was yielded. Leaving the loop early cancels the calls still running."""
+        calls = self._calls(iterables)
+
+        def shown(item: tuple[int, Any]) -> Any:
+            outcome = item[1]
             if not isinstance(outcome, BaseException):
                 write_outcome(outcome)
+            error = _error_of(outcome)
+            if error is None:
+                return outcome.value
+            return error if return_exceptions else loop.LoopIterator.SKIP
+
+        return loop.LoopIterator(self._completed(calls, raise_first=not return_exceptions), shown)
+
+    async def _completed(self, calls: list[inspect.BoundArguments], raise_first: bool) -> AsyncIterator[tuple[int, Any]]:
+        """(index, outcome or exception) of each call as it finishes, on the background loop; with
+        ``raise_first`` the first failure is raised after the last item. Closing it cancels what still runs."""
+        pending = {asyncio.ensure_future(self._outcome(bound, None)): i for i, bound in enumerate(calls)}
+        first: BaseException | None = None
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=pending.__getitem__):
+                    index = pending.pop(task)
+                    outcome = task.exception() if task.exception() is not None else task.result()
+                    first = first or _error_of(outcome)
+                    yield index, outcome
+        finally:
+            for task in pending:
+                task.cancel()
+        if first is not None and raise_first:
+            raise first
+
+    def _collect(self, outcomes: list, return_exceptions: bool, finished: list[int] | None = None) -> list:
+        """Write each call's output in order, say which items failed, then return values (errors in place
+        with ``return_exceptions``) or raise the first error (its remote traceback shows). ``finished``:
+        the order to return them in (default: input order)."""
+        order = finished if finished is not None else range(len(outcomes))
+        for index in order:
+            if not isinstance(outcomes[index], BaseException):
+                write_outcome(outcomes[index])
         report = map_failure_report(self.__name__, outcomes, with_traceback=return_exceptions)
         if report:
             sys.stderr.write(report)
             sys.stderr.flush()
-        errors = [_error_of(outcome) for outcome in outcomes]
+        errors = [_error_of(outcomes[index]) for index in order]
         first = next((error for error in errors if error is not None), None)
         if first is not None and not return_exceptions:
             raise first
-        return [error if error is not None else outcome.value for error, outcome in zip(errors, outcomes)]
+        return [error if error is not None else outcomes[index].value for error, index in zip(errors, order)]
