@@ -17,7 +17,7 @@ import vast_magic
 from tests.package_modules import module_files
 
 EXPORTED = [
-    "BackendError", "Bundle", "BundleError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",
+    "BackendError", "Bundle", "BundleError", "CallCancelledError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",
     "Deployment", "DeploymentStatus", "DeployReport", "EngineConnectionLostError", "EngineUnavailableError",
     "Fingerprint", "Image", "load_ipython_extension", "LogLine", "OverloadedError", "RemoteError", "Secret",
     "unload_ipython_extension", "UntrustedTypeError", "VastAPIError", "VastAuthError", "VastMagicError", "VastNotFoundError",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .backends.base import CallOutcome, CallSpec
+from .call_handle import CallHandle
 from .call_stats import CallCounter
 from .errors import ConfigError
 from .reports import CallStats
@@ -58,8 +59,12 @@ class Caller:
         if deployed is not None and deployed.name == name and tag in (None, deployed.tag):
             self._deployed = None
 
-    async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
-                   max_queue_time: float, retries: int) -> CallOutcome:
+    def class_refs(self) -> dict | None:
+        """The shipped classes of what was deployed last in this process (None before a deploy)."""
+        return self._deployed.class_refs if self._deployed is not None else None
+
+    def _spec(self, function: str, cost: float, timeout: float, max_queue_time: float,
+              retries: int) -> tuple[Deployed, CallSpec]:
         deployed = self._deployed
         if deployed is None:
             raise ConfigError(f"{function}() was called before {self.owner()} was deployed in this process; "
@@ -67,9 +72,20 @@ class Caller:
         if function not in deployed.functions:
             raise ConfigError(f"{function} is not part of the deployed version; "
                               "run app.ensure_ready() again to deploy it.")
-        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
-                        max_queue_time=max_queue_time, retries=retries, cost=cost,
-                        trusted_types=deployed.trusted_types)
+        return deployed, CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
+                                  max_queue_time=max_queue_time, retries=retries, cost=cost,
+                                  trusted_types=deployed.trusted_types)
+
+    async def spawn(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
+                    max_queue_time: float, retries: int, show: Callable[[CallOutcome], None]) -> CallHandle:
+        """Start the call where the backend keeps it (the local engine; this process on Vast); returns at once."""
+        deployed, spec = self._spec(function, cost, timeout, max_queue_time, retries)
+        call_id = await deployed.backend.spawn(spec, args, kwargs, deployed.class_refs)
+        return CallHandle(call_id, function, deployed.backend, deployed.class_refs, show)
+
+    async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
+                   max_queue_time: float, retries: int) -> CallOutcome:
+        deployed, spec = self._spec(function, cost, timeout, max_queue_time, retries)
         started, ok = time.perf_counter(), False
         try:
             outcome = await deployed.backend.call(spec, args, kwargs, deployed.class_refs)

@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Callable, Iterable
 from . import loop
 from .backends.base import CallOutcome
 from .bundle.registry_spec import RemoteSpec
+from .call_handle import CallHandle
 from .caller import Caller
 from .display import open_map_progress
 from .errors import ConfigError
@@ -230,6 +231,16 @@ class RemoteFunction:
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
+
+    def spawn(self, *args: Any, **kwargs: Any) -> CallHandle:
+        """Start a call and return its ``CallHandle`` at once: ``.result(timeout)``, ``await handle``,
+        ``.done()``, ``.cancel()``; its ``.id`` finds it again with ``app.get_call(id)`` (on the local engine
+        also from another process, while the engine keeps the result: an hour, the newest 1,000 calls)."""
+        bound = self._bind(args, kwargs)
+        opts = self.options
+        return loop.run_sync(self._caller.spawn(self.__name__, bound.args, bound.kwargs, cost=self._cost(bound),
+                                                timeout=opts.timeout, max_queue_time=opts.max_queue_time,
+                                                retries=opts.retries, show=write_outcome))
 
     def with_timeout(self, seconds: float) -> Callable[..., Any]:
         """``await f.with_timeout(5)(x)``: one call with its own timeout."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from . import output, wire
 from .registry import LoadedApp, RemoteEntry
 
-__all__ = ["DEFAULT_COST", "UserExit", "invoke", "Executor"]
+__all__ = ["DEFAULT_COST", "UserExit", "CallState", "cancel_outcome", "invoke", "Executor"]
 
 DEFAULT_COST = 100.0
 
@@ -30,13 +31,42 @@ class UserExit(Exception):
         self.original = original
 
 
-async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = None) -> Any:
+@dataclass
+class CallState:
+    """One call as the server sees it: whether the function began (``started``), whether it runs in a
+    thread (a plain ``def``: a cancel cannot stop it), and whether its caller asked to cancel it."""
+
+    started: bool = False
+    in_thread: bool = False
+    cancel_requested: bool = False
+    answered: bool = False          # the answer is being sent: too late to cancel
+
+
+def cancel_outcome(state: CallState) -> str:
+    """What a cancel did: ``never_ran`` (still queued), ``stopped`` (interrupted) or ``still_running``."""
+    if not state.started:
+        return "never_ran"
+    return "still_running" if state.in_thread else "stopped"
+
+
+_CANCEL_WORDS = {"never_ran": "cancelled before it started: it never ran",
+                 "stopped": "cancelled while running: it was interrupted",
+                 "still_running": "cancelled while running, but a plain def cannot be interrupted: it runs to its "
+                                  "end on the worker and its result is dropped"}
+
+
+async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = None,
+                 state: CallState | None = None) -> Any:
     """Call the function: coroutine functions on the loop, plain ones in a thread."""
     bound = inspect.signature(entry.function).bind(*args, **(kwargs or {}))
+    state = state if state is not None else CallState()
+    state.started = True
     try:
         if inspect.iscoroutinefunction(entry.function):
             return await entry.function(*bound.args, **bound.kwargs)
+        state.in_thread = True
         result = await asyncio.to_thread(entry.function, *bound.args, **bound.kwargs)
+        state.in_thread = False
         if inspect.isawaitable(result):          # a sync wrapper around an async function
             result = await result
         return result
@@ -55,8 +85,9 @@ class Executor:
         self._locks = {name: asyncio.Lock() for name, e in app.remotes.items()
                        if not e.option("allow_parallel_requests", True)}
 
-    async def handle(self, request: dict) -> dict:
-        """Answer one call request (never raises except on cancellation)."""
+    async def handle(self, request: dict, state: CallState | None = None) -> dict:
+        """Answer one call request (never raises, except on a cancellation nobody asked for: shutdown).
+        ``state``: the server's view of the call, through which it cancels it."""
         call_id = request.get("id") if isinstance(request, dict) else None
         try:
             entry, args, kwargs, cost, timeout = self._parse(request)
@@ -68,7 +99,7 @@ class Executor:
         self.inflight_workload += cost
         self.inflight_calls += 1
         try:
-            return {"id": call_id, **await self._run(entry, args, kwargs, timeout)}
+            return {"id": call_id, **await self._run(entry, args, kwargs, timeout, state or CallState())}
         finally:
             self.inflight_workload -= cost
             self.inflight_calls -= 1
@@ -102,10 +133,16 @@ class Executor:
                     f"{perf:g}/s is {wait:.1f} s, over max_queue_time {max_wait:g} s for {entry.name}")
         return None
 
-    async def _run(self, entry: RemoteEntry, args: tuple, kwargs: dict, timeout: float) -> dict:
+    async def _run(self, entry: RemoteEntry, args: tuple, kwargs: dict, timeout: float, state: CallState) -> dict:
         with output.capture(entry.name) as out:
             try:
-                value = await asyncio.wait_for(self._ordered(entry, args, kwargs), timeout)
+                value = await asyncio.wait_for(self._ordered(entry, args, kwargs, state), timeout)
+            except asyncio.CancelledError:
+                if not state.cancel_requested:
+                    raise
+                outcome = cancel_outcome(state)
+                return {"ok": False, "cancelled": outcome, "message": f"{entry.name} was {_CANCEL_WORDS[outcome]}",
+                        "output": out.items()}
             except asyncio.TimeoutError:
                 exc = TimeoutError(f"{entry.name} did not finish within its timeout of {timeout:g} s")
                 return {"ok": False, "error": wire.error_envelope(exc), "output": out.items()}
@@ -115,9 +152,9 @@ class Executor:
                 return {"ok": False, "error": wire.error_envelope(exc), "output": out.items()}
         return {"ok": True, "value": value, "output": out.items()}
 
-    async def _ordered(self, entry: RemoteEntry, args: tuple, kwargs: dict) -> Any:
+    async def _ordered(self, entry: RemoteEntry, args: tuple, kwargs: dict, state: CallState) -> Any:
         lock = self._locks.get(entry.name)
         if lock is None:
-            return await invoke(entry, args, kwargs)
+            return await invoke(entry, args, kwargs, state)
         async with lock:
-            return await invoke(entry, args, kwargs)
+            return await invoke(entry, args, kwargs, state)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 
 from . import framing, handshake, wire
-from .executor import Executor
+from .executor import CallState, Executor
 
 __all__ = ["CallServer"]
 
@@ -71,6 +71,7 @@ class CallServer:
     async def _serve(self, reader, writer, link) -> None:
         lock = asyncio.Lock()
         resolve = self.executor.app.classes
+        running: dict = {}                       # call id -> (task, CallState), for this connection's cancels
         while True:
             main, buffers = await framing.read_frame(reader, segments=link)
             try:
@@ -79,12 +80,21 @@ class CallServer:
                 await self._send(writer, lock, {"id": None, "ok": False, "error": wire.error_envelope(exc),
                                                 "output": []}, link)
                 continue
-            task = asyncio.ensure_future(self._answer(request, writer, lock, link))
+            if isinstance(request, dict) and request.get("op") == "cancel":
+                _cancel(running, request.get("id"))
+                continue
+            state = CallState()
+            task = asyncio.ensure_future(self._answer(request, writer, lock, link, state))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
+            call_id = request.get("id") if isinstance(request, dict) else None
+            if call_id is not None:
+                running[call_id] = (task, state)
+                task.add_done_callback(lambda _, key=call_id: running.pop(key, None))
 
-    async def _answer(self, request, writer, lock, link) -> None:
-        response = await self.executor.handle(request)
+    async def _answer(self, request, writer, lock, link, state: CallState) -> None:
+        response = await self.executor.handle(request, state)
+        state.answered = True
         with contextlib.suppress(ConnectionError):
             await self._send(writer, lock, response, link)
 
@@ -98,3 +108,13 @@ class CallServer:
             main, buffers = wire.dumps(failure, refs)
         async with lock:
             await framing.write_frame(writer, main, buffers, link)
+
+
+def _cancel(running: dict, call_id) -> None:
+    """``{"op": "cancel", "id": n}``: stop call n of this connection (its answer then says what ran);
+    an id that already answered is ignored."""
+    found = running.get(call_id)
+    if found is not None and not found[1].answered:
+        task, state = found
+        state.cancel_requested = True
+        task.cancel()

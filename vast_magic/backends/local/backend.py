@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ... import events, settings
-from ...errors import (BackendError, CallTimeoutError, ConfigError, DeployError, EngineUnavailableError,
-                       WorkerLostError)
+from ...errors import (BackendError, CallCancelledError, CallTimeoutError, ConfigError, DeployError,
+                       EngineUnavailableError, OverloadedError, WorkerLostError)
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ...runtime import shm, wire
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
@@ -32,7 +32,7 @@ from .logfiles import deployment_tail, logged_deployments
 from .store import read_only, read_previous_manifest_json
 from .venvs import pip_args_from_env
 
-__all__ = ["not_applied_locally", "LocalBackend"]
+__all__ = ["not_applied_locally", "LocalBackend", "spawned_outcome", "pickled_call"]
 
 _EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.BenchmarkScored, "LogLine": LogLine}
 
@@ -109,10 +109,7 @@ class LocalBackend:
 
     # -- calls ------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
-        timeout = spec.timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
-            raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
-                              f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
+        _check_timeout(spec)
         retries: list[events.Retry] = []
 
         async def attempt() -> CallOutcome:
@@ -190,6 +187,32 @@ class LocalBackend:
             conn.inflight -= spec.cost
         return outcome_from_response(response, spec.function)
 
+    # -- spawned calls (kept by the engine: backends/local/spawned.py) -------------------------------
+    async def spawn(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> str:
+        """Hand the call to the engine, which runs it and keeps its answer; returns the call's id."""
+        _check_timeout(spec)
+        main, buffers = pickled_call(spec, _SPAWNED_CALL_ID, args, kwargs, classes or {})
+        return await self.engine.request("spawn", name=spec.name, tag=spec.tag, function=spec.function,
+                                         call_id=_SPAWNED_CALL_ID, request=[main, [bytes(b) for b in buffers]],
+                                         timeout=spec.timeout, cost=spec.cost, answer_timeout=60)
+
+    async def call_result(self, call_id: str, wait: float, classes: Any) -> CallOutcome | None:
+        """The outcome of a spawned call once it finished (None before), waiting up to ``wait`` s for it."""
+        answer = await self.engine.request("call_result", autostart=False, call=call_id, wait=wait,
+                                           answer_timeout=wait + 30)
+        if answer["state"] != "done":
+            return None
+        return spawned_outcome(answer, classes or {})
+
+    async def call_function(self, call_id: str) -> str:
+        """The function a spawned call runs; ConfigError when the engine does not keep that call."""
+        answer = await self.engine.request("call_result", autostart=False, call=call_id, wait=0, answer_timeout=30)
+        return str(answer["function"])
+
+    async def cancel_call(self, call_id: str) -> str:
+        """``never_ran``, ``requested`` (the answer tells the rest) or ``finished``."""
+        return await self.engine.request("cancel_call", autostart=False, call=call_id, answer_timeout=30)
+
     async def _log_tail(self, worker: str) -> tuple[str, ...]:
         try:
             lines = await self.engine.request("worker_log", autostart=False, answer_timeout=10, worker=worker, tail=20, settle=0.3)
@@ -250,6 +273,42 @@ class LocalBackend:
         for pool in self.pools.values():
             pool.close()
         self.engine.close()
+
+
+#: the id inside a spawned call's request: it has a worker connection of its own
+_SPAWNED_CALL_ID = 1
+
+
+def _check_timeout(spec: CallSpec) -> None:
+    timeout = spec.timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
+        raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
+                          f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
+
+
+def spawned_outcome(answer: dict, classes: Any) -> CallOutcome:
+    """A finished spawned call as the engine keeps it -> CallOutcome: the worker's answer (unpickled here,
+    with this process's classes), a cancellation, or the engine's reason there is no answer."""
+    function = answer.get("function")
+    if answer.get("frame") is None:
+        error = answer.get("error") or {}
+        kind, message = error.get("kind"), str(error.get("message") or "the call did not finish")
+        if kind == "CallCancelledError":
+            return CallOutcome(error=CallCancelledError(message, str(error.get("outcome") or "never_ran")))
+        return CallOutcome(error=_ENGINE_ERRORS.get(kind, BackendError)(message))
+    main, buffers = answer["frame"]
+    response = wire.loads(main, buffers, {name: cls for cls, name in classes.items()})
+    if response.get("cancelled"):
+        output = tuple((str(s), str(t)) for s, t in response.get("output") or ())
+        return CallOutcome(error=CallCancelledError(str(response.get("message")), str(response["cancelled"])),
+                           output=output)
+    try:
+        return outcome_from_response(response, function)
+    except (CallTimeoutError, OverloadedError) as exc:
+        return CallOutcome(error=exc)
+
+
+_ENGINE_ERRORS = {kind.__name__: kind for kind in (CallTimeoutError, ConfigError, OverloadedError, WorkerLostError)}
 
 
 def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any) -> tuple[bytes, list]:

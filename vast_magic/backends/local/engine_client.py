@@ -25,7 +25,8 @@ _ERROR_KINDS = {name: getattr(errors, name) for name in
 
 
 #: requests safe to send again after the daemon restarted (apply is not: it might have run)
-IDEMPOTENT = {"route", "subscribe", "status", "list", "logs", "worker_log", "teardown", "heartbeat", "ping"}
+IDEMPOTENT = {"route", "subscribe", "status", "list", "logs", "worker_log", "teardown", "heartbeat", "ping",
+              "call_result", "cancel_call"}
 
 
 class EngineClient:

@@ -25,6 +25,7 @@ from ...events import EventSink, Failed, TierDecided
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
 from ..heartbeat import HeartbeatScheduler
+from ..task_calls import TaskCalls
 from . import deploy, readiness, routing, state
 from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
 from .keys import require_api_key
@@ -75,6 +76,7 @@ class VastBackend:
         self.heartbeats = HeartbeatScheduler(self._beat)
         self.poll_interval = readiness.check_poll_interval(poll_interval, self.api.autoscaler_url)
         self._logs: dict[tuple[str, str], collections.deque] = {}
+        self.spawned = TaskCalls("Vast")
 
     def __repr__(self) -> str:
         return (f"VastBackend(home={self.home!r}, webserver_url={self.api.webserver_url!r}, "
@@ -158,15 +160,30 @@ class VastBackend:
         return True
 
     # -- calls -------------------------------------------------------------------------------
-    async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
+    async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any,
+                   sent: asyncio.Event | None = None) -> CallOutcome:
         record = await self._record(spec.name, spec.tag)
-        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {})
+        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {}, sent)
         logs = self._logs.setdefault((spec.name, spec.tag), collections.deque(maxlen=2000))
         now = time.time()
         for stream, text in outcome.output:
             for line in text.splitlines():
                 logs.append(LogLine(now, f"endpoint {record.endpoint_id}", stream, line, spec.function))
         return outcome
+
+    # -- spawned calls: tasks of this process (backends/task_calls.py) ----------------------------------
+    async def spawn(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> str:
+        await self._record(spec.name, spec.tag)          # not deployed: say so now, not in result()
+        return self.spawned.spawn(spec.function, lambda sent: self.call(spec, args, kwargs, classes, sent))
+
+    async def call_result(self, call_id: str, wait: float, classes: Any) -> CallOutcome | None:
+        return await self.spawned.result(call_id, wait)
+
+    async def call_function(self, call_id: str) -> str:
+        return self.spawned.get(call_id).function
+
+    async def cancel_call(self, call_id: str) -> str:
+        return self.spawned.cancel(call_id)
 
     async def _record(self, name: str, tag: str) -> state.DeployRecord:
         record = await self._read(name, tag)

@@ -114,8 +114,9 @@ class Router:
 
 
 async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kwargs: dict,
-               classes: dict | None) -> CallOutcome:
-    """One call with routing and bounded retries; see the module docstring."""
+               classes: dict | None, sent: asyncio.Event | None = None) -> CallOutcome:
+    """One call with routing and bounded retries; see the module docstring. ``sent`` is set just before
+    the first worker POST (from then on the call may run, whatever happens here)."""
     deadline = asyncio.get_running_loop().time() + spec.timeout
     try:
         payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes)}
@@ -133,6 +134,8 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
 
     async def attempt() -> CallOutcome:
         route = await router.route(endpoint, spec.cost, deadline, spec.function)
+        if sent is not None:
+            sent.set()
         return decode_response(router.api, await _post(router, endpoint, route, spec, payload, deadline), spec, resolve)
 
     outcome = await router.retry.run(attempt, what=spec.function, emit=retries.append,

@@ -1,0 +1,195 @@
+"""Spawned calls: the engine runs a call for a client and keeps its answer, so the call's id finds it again
+from another cell or another process (``f.spawn``, ``Deployment.get_call``).
+
+The engine never unpickles user values: the client's request and the worker's answer travel as opaque
+frames (``wire.dumps`` output). Each call gets a connection of its own to its worker, so the first frame
+back is its answer, and a cancel (``{"op": "cancel"}`` on that connection) cannot hit another call.
+
+What is kept, in the engine's memory only (an engine restart loses it): every unfinished call (at most
+``MAX_UNFINISHED``), and each finished one for ``KEEP_SECONDS`` after it finished, the newest ``KEEP_CALLS``
+of them (older ones are dropped first).
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import CallTimeoutError, ConfigError, OverloadedError, WorkerLostError
+from ...runtime import framing
+from .channel import Channel, connect
+
+__all__ = ["KEEP_SECONDS", "KEEP_CALLS", "MAX_UNFINISHED", "SpawnedCall", "SpawnedCalls", "wait_for_routes",
+           "least_loaded"]
+
+KEEP_SECONDS = 3600.0
+KEEP_CALLS = 1000
+MAX_UNFINISHED = 10_000
+_ANSWER_GRACE = 5.0         # beyond the call's timeout: the worker's own timeout answers first
+
+
+@dataclass(eq=False)
+class SpawnedCall:
+    id: str
+    key: tuple[str, str]
+    function: str
+    call_id: int                                # the id inside the pickled request (and the worker's answer)
+    request: tuple[bytes, list]                 # the request as the client pickled it
+    timeout: float
+    cost: float
+    state: str = "queued"                       # queued | running | done
+    frame: tuple[bytes, list] | None = None     # the worker's answer, as it sent it
+    error: dict | None = None                   # {"kind", "message"} when no answer came
+    finished_at: float | None = None
+    channel: Channel | None = None
+    task: asyncio.Task | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def finish(self, frame: tuple[bytes, list] | None = None, error: dict | None = None) -> None:
+        if self.state == "done":
+            return
+        self.state, self.frame, self.error, self.finished_at = "done", frame, error, time.time()
+        if self.channel is not None:
+            self.channel.close()
+        self.settled.set()
+
+    def answer(self) -> dict:
+        """What ``call_result`` sends the client (plain data; the frame stays pickled)."""
+        frame = [self.frame[0], list(self.frame[1])] if self.frame is not None else None
+        return {"state": self.state, "frame": frame, "error": self.error, "function": self.function}
+
+
+class SpawnedCalls:
+    """The engine's spawned calls by id, with the retention rule of the module docstring."""
+
+    def __init__(self, keep_seconds: float = KEEP_SECONDS, keep_calls: int = KEEP_CALLS,
+                 max_unfinished: int = MAX_UNFINISHED):
+        self.keep_seconds, self.keep_calls, self.max_unfinished = keep_seconds, keep_calls, max_unfinished
+        self.calls: dict[str, SpawnedCall] = {}
+
+    def add(self, key: tuple[str, str], req: dict) -> SpawnedCall:
+        self.prune()
+        if sum(call.state != "done" for call in self.calls.values()) >= self.max_unfinished:
+            raise OverloadedError(f"the local engine already holds {self.max_unfinished} unfinished spawned calls; "
+                                  "wait for some (handle.result()) before spawning more.")
+        main, buffers = req["request"]
+        call = SpawnedCall(id=f"call-{secrets.token_hex(8)}", key=key, function=str(req["function"]),
+                           call_id=int(req.get("call_id") or 0), request=(bytes(main), [bytes(b) for b in buffers]),
+                           timeout=float(req["timeout"]), cost=float(req.get("cost") or 0.0))
+        self.calls[call.id] = call
+        return call
+
+    def get(self, call_id: Any) -> SpawnedCall:
+        self.prune()
+        call = self.calls.get(call_id) if isinstance(call_id, str) else None
+        if call is None:
+            raise ConfigError(f"the local engine has no call {call_id!r}: it keeps a finished call's result for "
+                              f"{self.keep_seconds / 3600:g} h (the newest {self.keep_calls}), and none after it "
+                              "restarted. Spawn the call again.")
+        return call
+
+    def prune(self, now: float | None = None) -> None:
+        """Drop finished calls older than ``keep_seconds``, then the oldest beyond ``keep_calls``."""
+        now = time.time() if now is None else now
+        finished = sorted((c for c in self.calls.values() if c.finished_at is not None), key=lambda c: c.finished_at)
+        expired = [c for c in finished if now - c.finished_at > self.keep_seconds]
+        fresh = [c for c in finished if now - c.finished_at <= self.keep_seconds]
+        for call in expired + fresh[:max(0, len(fresh) - self.keep_calls)]:
+            self.calls.pop(call.id, None)
+
+
+async def wait_for_routes(engine, dep, deadline: float, cost: float) -> list:
+    """The ready workers of ``dep``; when there are none, wait (counted as queued demand, so the autoscaler
+    starts one) until ``deadline`` (``time.monotonic``)."""
+    if dep.routes() or time.monotonic() >= deadline:
+        return dep.routes()
+    dep.waiting, dep.waiting_workload = dep.waiting + 1, dep.waiting_workload + cost
+    try:
+        while not dep.routes() and engine.deployments.get(dep.key) is dep:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(dep.routes_changed.wait(), min(left, 1.0))
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        dep.waiting, dep.waiting_workload = dep.waiting - 1, dep.waiting_workload - cost
+    return dep.routes()
+
+
+def least_loaded(dep, routes: list) -> tuple:
+    """The route whose worker has the least in-flight workload per unit of perf."""
+    def wait(route: tuple) -> float:
+        worker = dep.workers.get(route[0])
+        load = (worker.current_load() or 0.0) if worker is not None else 0.0
+        return load / max(route[2] or 1.0, 1e-9)
+    return min(routes, key=wait)
+
+
+async def run(engine, call: SpawnedCall) -> None:
+    """Run ``call`` on a ready worker of its deployment and keep its answer; never raises."""
+    deadline = time.monotonic() + call.timeout
+    try:
+        dep = engine.deployments.get(call.key)
+        routes = await wait_for_routes(engine, dep, deadline, call.cost) if dep is not None else []
+        if engine.deployments.get(call.key) is not dep or dep is None:
+            return call.finish(error=_error(ConfigError, f"{call.key[0]}/{call.key[1]} was torn down before "
+                                                         f"{call.function} ran; it never ran."))
+        if not routes:
+            return call.finish(error=_error(CallTimeoutError, f"no worker of {call.key[0]}/{call.key[1]} became "
+                                                              f"ready within the {call.timeout:g}s timeout of "
+                                                              f"{call.function}; it never ran. See app.status()."))
+        worker, port = least_loaded(dep, routes)[:2]
+        await _exchange(call, worker, port, engine.token, deadline)
+    except asyncio.CancelledError:
+        call.finish(error=_error(ConfigError, "the engine stopped before the call finished."))
+        raise
+    except Exception as exc:           # a bug here must still settle the call
+        call.finish(error=_error(WorkerLostError, f"the engine could not run {call.function}: "
+                                                  f"{type(exc).__name__}: {exc}"))
+
+
+async def _exchange(call: SpawnedCall, worker: str, port: int, token: str, deadline: float) -> None:
+    try:
+        call.channel = await connect(port, token, timeout=5.0)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return call.finish(error=_error(WorkerLostError, f"cannot reach worker {worker} ({exc}); "
+                                                         f"{call.function} never ran. Spawn it again."))
+    call.state = "running"
+    try:
+        await call.channel.send_pickled(*call.request)
+        left = max(0.0, deadline - time.monotonic()) + _ANSWER_GRACE
+        main, buffers = await asyncio.wait_for(framing.read_frame(call.channel.reader), left)
+    except asyncio.TimeoutError:
+        return call.finish(error=_error(CallTimeoutError, f"{call.function} did not finish within its timeout of "
+                                                          f"{call.timeout:g}s; pass a larger timeout= to "
+                                                          "@app.remote or check app.logs()."))
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        return call.finish(error=_error(WorkerLostError, f"worker {worker} closed the connection while running "
+                                                         f"{call.function} ({type(exc).__name__}); see app.logs()."))
+    call.finish(frame=(bytes(main), [bytes(b) for b in buffers]))
+
+
+async def cancel(call: SpawnedCall) -> str:
+    """Ask to cancel ``call``: ``never_ran`` when it was still queued here, ``requested`` when its worker was
+    asked (its answer then says what happened), ``finished`` when it had already finished."""
+    if call.state == "done":
+        return "finished"
+    if call.state == "queued":
+        if call.task is not None:
+            call.task.cancel()
+        call.finish(error={"kind": "CallCancelledError", "message": f"{call.function} was cancelled before it "
+                                                                    "started: it never ran", "outcome": "never_ran"})
+        return "never_ran"
+    try:
+        await call.channel.send({"op": "cancel", "id": call.call_id})
+    except (ConnectionError, OSError):
+        pass                           # the connection just closed: the answer (or its loss) is recorded
+    return "requested"
+
+
+def _error(kind: type, message: str) -> dict:
+    return {"kind": kind.__name__, "message": message}
