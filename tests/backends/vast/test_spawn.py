@@ -1,0 +1,82 @@
+"""``f.spawn`` on Vast through the fake API: calls are tasks of this process (Vast has no engine to keep
+them), found again by id in the same process; a cancel before the worker POST means the call never runs,
+one after it is reported as possibly running on (Vast cannot stop a request)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from vast_magic import CallCancelledError, Deployment
+from vast_magic.errors import ConfigError
+from vast_magic.testing import FakeVast
+
+KEY = "user-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAST_MAGIC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
+
+
+def square(x):
+    print("squaring", x)
+    return x * x
+
+
+def deployed(fake: FakeVast) -> Deployment:
+    app = Deployment(name="spawnvast", backend="vast", api_key=KEY, transport=fake.transport())
+    app.remote(benchmark_dataset=[{"x": 2}])(square)
+    app.ensure_ready()
+    return app
+
+
+def test_spawn_result_done_and_get_call_in_this_process(capsys):
+    fake = FakeVast(api_key=KEY, ready_after=0, functions={"square": square})
+    app = deployed(fake)
+    handle = app.functions["square"].spawn(7)
+    assert handle.result(timeout=30) == 49 and handle.done()
+    again = app.get_call(handle.id)
+    assert (again.function, again.result()) == ("square", 49)
+    assert capsys.readouterr().out.count("squaring 7") == 2     # each handle shows the output once
+    assert handle.cancel() == "finished"
+
+    async def awaited():
+        return await app.functions["square"].spawn(3)
+    assert asyncio.run(awaited()) == 9
+    with pytest.raises(ConfigError, match=r"^this process has no call 'call-0': on Vast, spawned calls live in the "
+                                          r"process that spawned them, for 1 h after they finished \(the newest "
+                                          r"1000\)\. Spawn the call again\.$"):
+        app.get_call("call-0")
+
+
+def test_cancel_before_the_worker_post_means_it_never_runs():
+    fake = FakeVast(api_key=KEY, ready_after=0, functions={"square": square})
+    app = deployed(fake)
+    fake.route_waits = 10 ** 9                             # /route/ keeps answering "waiting for workers"
+    handle = app.functions["square"].spawn(5)
+    assert handle.done() is False
+    assert handle.cancel() == "never_ran"
+    with pytest.raises(CallCancelledError, match="^square was cancelled before it was sent: it never ran$") as info:
+        handle.result()
+    assert info.value.outcome == "never_ran"
+    assert not [r for r in fake.requests if r.path.startswith("/remote/")]
+
+
+def test_cancel_after_the_worker_post_is_reported_as_possibly_running():
+    started = []
+
+    async def hold(x):
+        started.append(x)
+        await asyncio.sleep(3600)
+
+    fake = FakeVast(api_key=KEY, ready_after=0, functions={"square": square})
+    app = deployed(fake)
+    fake.functions["square"] = hold
+    handle = app.functions["square"].spawn(5)
+    while not handle.done() and not started:
+        pass
+    assert handle.cancel() == "still_running"
+    with pytest.raises(CallCancelledError, match="after it was sent to a Vast worker, which cannot be told to stop"):
+        handle.result()
