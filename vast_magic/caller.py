@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from .backends.base import CallOutcome, CallSpec
 from .call_handle import CallHandle
@@ -82,6 +82,13 @@ class Caller:
         deployed, spec = self._spec(function, cost, timeout, max_queue_time, retries)
         call_id = await deployed.backend.spawn(spec, args, kwargs, deployed.class_refs)
         return CallHandle(call_id, function, deployed.backend, deployed.class_refs, show)
+
+    def stream(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
+               max_queue_time: float, retries: int) -> AsyncIterator[tuple]:
+        """The backend's stream of a remote generator: ``("item", x)`` events, then ``("end", CallOutcome)``;
+        checked against what was deployed now, iterated on the background loop."""
+        deployed, spec = self._spec(function, cost, timeout, max_queue_time, retries)
+        return deployed.backend.stream(spec, args, kwargs, deployed.class_refs)
 
     async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
                    max_queue_time: float, retries: int) -> CallOutcome:

@@ -165,6 +165,10 @@ def map_failure_report(name: str, outcomes: list, with_traceback: bool) -> str |
     return "\n".join(lines) + "\n"
 
 
+def _yields(fn: Callable) -> bool:
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
 def _error_of(outcome: Any) -> BaseException | None:
     return outcome if isinstance(outcome, BaseException) else outcome.error
 
@@ -203,8 +207,19 @@ class RemoteFunction:
             return 100.0
         return value if math.isfinite(value) and value >= 0 else 100.0
 
+    def _limits(self, bound: inspect.BoundArguments, timeout: float | None = None) -> dict:
+        opts = self.options
+        return dict(cost=self._cost(bound), timeout=timeout if timeout is not None else opts.timeout,
+                    max_queue_time=opts.max_queue_time, retries=opts.retries)
+
+    def _not_a_generator(self) -> None:
+        if _yields(self.local):
+            raise TypeError(f"{self.__name__} yields items: consume it with `for x in {self.__name__}.stream(...)` "
+                            f"(or `async for`), not a plain call.")
+
     def _outcome(self, bound: inspect.BoundArguments, timeout: float | None):
         """One call as the caller runs it (a coroutine for the background loop), with this function's limits."""
+        self._not_a_generator()
         opts = self.options
         return self._caller.call(self.__name__, bound.args, bound.kwargs, cost=self._cost(bound),
                                  timeout=timeout if timeout is not None else opts.timeout,
@@ -220,6 +235,7 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any):
         """``await f(x)``: binds now (TypeError at once), runs when awaited."""
+        self._not_a_generator()
         self._bind(args, kwargs)
         return self._call(args, kwargs)
 
@@ -236,11 +252,33 @@ class RemoteFunction:
         """Start a call and return its ``CallHandle`` at once: ``.result(timeout)``, ``await handle``,
         ``.done()``, ``.cancel()``; its ``.id`` finds it again with ``app.get_call(id)`` (on the local engine
         also from another process, while the engine keeps the result: an hour, the newest 1,000 calls)."""
+        self._not_a_generator()
         bound = self._bind(args, kwargs)
-        opts = self.options
-        return loop.run_sync(self._caller.spawn(self.__name__, bound.args, bound.kwargs, cost=self._cost(bound),
-                                                timeout=opts.timeout, max_queue_time=opts.max_queue_time,
-                                                retries=opts.retries, show=write_outcome))
+        return loop.run_sync(self._caller.spawn(self.__name__, bound.args, bound.kwargs, show=write_outcome,
+                                                **self._limits(bound)))
+
+    def stream(self, *args: Any, **kwargs: Any) -> loop.LoopIterator:
+        """The items of a remote generator (``def``/``async def`` that yields) as the worker makes them:
+        ``async for x in f.stream(...)``, or ``for x in f.stream(...)`` in sync code. The worker runs at most
+        a window (64 items) ahead of the consumer; an error raised mid-stream is raised here after the items
+        sent before it; leaving the loop early stops the generator. On Vast the stock worker answers one
+        body per request: the items are collected there and arrive together when the generator ends."""
+        if not _yields(self.local):
+            raise TypeError(f"{self.__name__} does not yield: call it with `await {self.__name__}(...)` or "
+                            f"`{self.__name__}.call(...)`; .stream(...) is for generators.")
+        bound = self._bind(args, kwargs)
+        source = self._caller.stream(self.__name__, bound.args, bound.kwargs, **self._limits(bound))
+
+        def shown(event: tuple[str, Any]) -> Any:
+            kind, value = event
+            if kind == "item":
+                return value
+            write_outcome(value)
+            if value.error is not None:
+                raise value.error
+            return loop.LoopIterator.SKIP
+
+        return loop.LoopIterator(source, shown)
 
     def with_timeout(self, seconds: float) -> Callable[..., Any]:
         """``await f.with_timeout(5)(x)``: one call with its own timeout."""
@@ -265,9 +303,11 @@ class RemoteFunction:
         return await asyncio.gather(*(one(i, b) for i, b in enumerate(calls)), return_exceptions=True)
 
     def _calls(self, iterables: tuple[Iterable, ...]) -> list[inspect.BoundArguments]:
+        self._not_a_generator()
         return [self._bind(tuple(items), {}) for items in zip(*iterables)]
 
     def _starcalls(self, arguments: Iterable) -> list[inspect.BoundArguments]:
+        self._not_a_generator()
         calls = []
         for index, items in enumerate(arguments):
             if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):

@@ -7,7 +7,8 @@ so an envelope-only call binds) plus ``__vast_magic__``:
 - with ``__vast_magic__`` (base64 *text* of our packed pickle-5 message: the
   official JSON wire keeps a ``str`` unchanged but mangles bytes into a dict),
   the call runs through the runtime executor (output capture, timeout, error
-  envelope) and the answer is the same kind of text;
+  envelope) and the answer is the same kind of text; a generator's items are
+  collected into that one answer (``collect``: the worker answers one body);
 - without it, the plain function runs and returns the plain value, so official
   JSON clients keep working.
 Benchmarks: a dataset becomes a generator cycling every item from a random start,
@@ -82,7 +83,7 @@ def _vm_pack(obj):
     return _vm_base64.b64encode(b"".join(parts)).decode("ascii")
 
 
-def _vm_unpack(text):
+def _vm_message(text):
     view = memoryview(_vm_base64.b64decode(text.encode("ascii"), validate=True))
     count, size = _VM_HEADER.unpack_from(view, 0)
     lengths = [_VM_LENGTH.unpack_from(view, _VM_HEADER.size + i * _VM_LENGTH.size)[0] for i in range(count)]
@@ -96,12 +97,19 @@ def _vm_unpack(text):
     message = _vm_wire.loads(main, buffers, _VM_APP.classes)
     if not isinstance(message, dict):
         raise TypeError(f"__vast_magic__ must hold a dict, got {type(message).__name__}")
+    return message
+
+
+def _vm_unpack(text):
+    message = _vm_message(text)
     return tuple(message.get("args", ())), dict(message.get("kwargs", {}))
 
 
 async def _vm_enveloped(name, text):
-    args, kwargs = _vm_unpack(text)
-    response = await _VM_EXECUTOR.handle({"op": "call", "id": 0, "fn": name, "args": args, "kwargs": kwargs})
+    message = _vm_message(text)
+    response = await _VM_EXECUTOR.handle({"op": "call", "id": 0, "fn": name, "args": tuple(message.get("args", ())),
+                                          "kwargs": dict(message.get("kwargs", {})),
+                                          "collect": bool(message.get("collect"))})
     response.pop("id", None)
     return _vm_pack(response)
 
@@ -143,7 +151,7 @@ def _vm_workload(name):
 
 def _vm_benchmark_payloads(name):
     payloads = _vm_benchmark._payloads(_VM_APP.remotes[name], _vm_random.Random())
-    return lambda: {"__vast_magic__": _vm_pack({"args": (), "kwargs": next(payloads)})}
+    return lambda: {"__vast_magic__": _vm_pack({"args": (), "kwargs": next(payloads), "collect": True})}
 
 
 async def _vm_check_benchmarks():
@@ -153,7 +161,8 @@ async def _vm_check_benchmarks():
         if items is None and entry.benchmark_generator is not None:
             items = [next(_vm_benchmark._payloads(entry, _vm_random.Random()))]
         for item in items or ():
-            response = await _VM_EXECUTOR.handle({"op": "call", "id": 0, "fn": name, "args": (), "kwargs": item})
+            response = await _VM_EXECUTOR.handle({"op": "call", "id": 0, "fn": name, "args": (), "kwargs": item,
+                                                  "collect": True})
             if not response["ok"]:
                 error = response["error"]
                 raise RuntimeError(f"benchmark call {name}(**{item!r}) failed: {error['type']}: "

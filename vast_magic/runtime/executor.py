@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import output, wire
+from . import output, streaming, wire
 from .registry import LoadedApp, RemoteEntry
 
 __all__ = ["DEFAULT_COST", "UserExit", "CallState", "cancel_outcome", "invoke", "Executor"]
@@ -40,6 +40,7 @@ class CallState:
     in_thread: bool = False
     cancel_requested: bool = False
     answered: bool = False          # the answer is being sent: too late to cancel
+    credit: Any = None              # streaming.Credit of a stream call
 
 
 def cancel_outcome(state: CallState) -> str:
@@ -56,10 +57,16 @@ _CANCEL_WORDS = {"never_ran": "cancelled before it started: it never ran",
 
 
 async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = None,
-                 state: CallState | None = None) -> Any:
-    """Call the function: coroutine functions on the loop, plain ones in a thread."""
-    bound = inspect.signature(entry.function).bind(*args, **(kwargs or {}))
+                 state: CallState | None = None, collect: bool = False) -> Any:
+    """Call the function: coroutine functions on the loop, plain ones in a thread. A generator's items
+    are gathered with ``collect`` (``streaming.collect``: a Vast stream, a benchmark); else it is refused."""
     state = state if state is not None else CallState()
+    if streaming.is_generator(entry.function):
+        if not collect:
+            raise TypeError(f"{entry.name} yields items: consume it with `for x in {entry.name}.stream(...)` "
+                            f"(or `async for`), not a plain call.")
+        return await streaming.collect(entry.function, tuple(args), dict(kwargs or {}), state)
+    bound = inspect.signature(entry.function).bind(*args, **(kwargs or {}))
     state.started = True
     try:
         if inspect.iscoroutinefunction(entry.function):
@@ -88,6 +95,25 @@ class Executor:
     async def handle(self, request: dict, state: CallState | None = None) -> dict:
         """Answer one call request (never raises, except on a cancellation nobody asked for: shutdown).
         ``state``: the server's view of the call, through which it cancels it."""
+        state = state or CallState()
+        return await self._answer(request, state, lambda entry, args, kwargs: invoke(
+            entry, args, kwargs, state, collect=bool(request.get("collect"))))
+
+    async def stream(self, request: dict, state: CallState, send) -> dict:
+        """Answer a stream request: ``send(item)`` for each item within the caller's credit (``state.credit``,
+        from ``window``), then the final answer (its ``value``: how many items were sent)."""
+        window = request.get("window") if isinstance(request, dict) else None
+        window = window if isinstance(window, int) and not isinstance(window, bool) else streaming.DEFAULT_WINDOW
+        state.credit = streaming.Credit(min(max(window, 1), streaming.MAX_WINDOW))
+
+        def work(entry: RemoteEntry, args: tuple, kwargs: dict):
+            if not streaming.is_generator(entry.function):
+                raise TypeError(f"{entry.name} does not yield: call it with `await {entry.name}(...)` or "
+                                f"`{entry.name}.call(...)`; .stream(...) is for generators.")
+            return streaming.pump(entry.function, args, kwargs, state, state.credit, send)
+        return await self._answer(request, state, work)
+
+    async def _answer(self, request: dict, state: CallState, work) -> dict:
         call_id = request.get("id") if isinstance(request, dict) else None
         try:
             entry, args, kwargs, cost, timeout = self._parse(request)
@@ -99,13 +125,13 @@ class Executor:
         self.inflight_workload += cost
         self.inflight_calls += 1
         try:
-            return {"id": call_id, **await self._run(entry, args, kwargs, timeout, state or CallState())}
+            return {"id": call_id, **await self._run(entry, timeout, state, lambda: work(entry, args, kwargs))}
         finally:
             self.inflight_workload -= cost
             self.inflight_calls -= 1
 
     def _parse(self, request) -> tuple[RemoteEntry, tuple, dict, float, float]:
-        if not isinstance(request, dict) or request.get("op") != "call":
+        if not isinstance(request, dict) or request.get("op") not in ("call", "stream"):
             raise ValueError(f"not a call request: {type(request).__name__}")
         entry = self.app.remotes.get(request.get("fn"))
         if entry is None:
@@ -133,10 +159,10 @@ class Executor:
                     f"{perf:g}/s is {wait:.1f} s, over max_queue_time {max_wait:g} s for {entry.name}")
         return None
 
-    async def _run(self, entry: RemoteEntry, args: tuple, kwargs: dict, timeout: float, state: CallState) -> dict:
+    async def _run(self, entry: RemoteEntry, timeout: float, state: CallState, work) -> dict:
         with output.capture(entry.name) as out:
             try:
-                value = await asyncio.wait_for(self._ordered(entry, args, kwargs, state), timeout)
+                value = await asyncio.wait_for(self._ordered(entry, work), timeout)
             except asyncio.CancelledError:
                 if not state.cancel_requested:
                     raise
@@ -152,9 +178,9 @@ class Executor:
                 return {"ok": False, "error": wire.error_envelope(exc), "output": out.items()}
         return {"ok": True, "value": value, "output": out.items()}
 
-    async def _ordered(self, entry: RemoteEntry, args: tuple, kwargs: dict, state: CallState) -> Any:
+    async def _ordered(self, entry: RemoteEntry, work) -> Any:
         lock = self._locks.get(entry.name)
         if lock is None:
-            return await invoke(entry, args, kwargs, state)
+            return await work()
         async with lock:
-            return await invoke(entry, args, kwargs, state)
+            return await work()

@@ -80,8 +80,8 @@ class CallServer:
                 await self._send(writer, lock, {"id": None, "ok": False, "error": wire.error_envelope(exc),
                                                 "output": []}, link)
                 continue
-            if isinstance(request, dict) and request.get("op") == "cancel":
-                _cancel(running, request.get("id"))
+            if isinstance(request, dict) and request.get("op") in ("cancel", "credit"):
+                _control(running, request)
                 continue
             state = CallState()
             task = asyncio.ensure_future(self._answer(request, writer, lock, link, state))
@@ -93,10 +93,26 @@ class CallServer:
                 task.add_done_callback(lambda _, key=call_id: running.pop(key, None))
 
     async def _answer(self, request, writer, lock, link, state: CallState) -> None:
-        response = await self.executor.handle(request, state)
+        if isinstance(request, dict) and request.get("op") == "stream":
+            call_id = request.get("id")
+
+            async def send(item) -> None:
+                await self._send_item(writer, lock, call_id, item, link)
+            response = await self.executor.stream(request, state, send)
+        else:
+            response = await self.executor.handle(request, state)
         state.answered = True
         with contextlib.suppress(ConnectionError):
             await self._send(writer, lock, response, link)
+
+    async def _send_item(self, writer, lock: asyncio.Lock, call_id, item, link) -> None:
+        """One item of a stream; an item that cannot be pickled ends the stream with that error."""
+        try:
+            main, buffers = wire.dumps({"id": call_id, "item": item}, self.executor.app.class_refs)
+        except Exception as exc:
+            raise TypeError(f"a yielded item could not be pickled: {exc!r}") from None
+        async with lock:
+            await framing.write_frame(writer, main, buffers, link)
 
     async def _send(self, writer, lock: asyncio.Lock, response: dict, link) -> None:
         refs = self.executor.app.class_refs
@@ -110,11 +126,16 @@ class CallServer:
             await framing.write_frame(writer, main, buffers, link)
 
 
-def _cancel(running: dict, call_id) -> None:
+def _control(running: dict, request: dict) -> None:
     """``{"op": "cancel", "id": n}``: stop call n of this connection (its answer then says what ran);
-    an id that already answered is ignored."""
-    found = running.get(call_id)
-    if found is not None and not found[1].answered:
-        task, state = found
-        state.cancel_requested = True
-        task.cancel()
+    ``{"op": "credit", "id": n, "n": k}``: stream n may send k more items. Ids that answered are ignored."""
+    found = running.get(request.get("id"))
+    if found is None or found[1].answered:
+        return
+    task, state = found
+    if request["op"] == "credit":
+        if state.credit is not None and isinstance(request.get("n"), int):
+            state.credit.grant(request["n"])
+        return
+    state.cancel_requested = True
+    task.cancel()

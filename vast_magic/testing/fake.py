@@ -44,7 +44,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from ..backends.vast import envelope
-from ..runtime import wire
+from ..runtime import streaming, wire
+from ..runtime.executor import CallState
 
 __all__ = ["FakeVast", "FakeDeployment", "Recorded", "WEB", "AUTOSCALER", "STORAGE", "WORKER"]
 
@@ -329,7 +330,11 @@ class FakeVast:
         out, err = io.StringIO(), io.StringIO()
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                value = await _maybe_await(self.functions[name](*request["args"], **request["kwargs"]))
+                function = self.functions[name]
+                if request.get("collect"):        # a generator: its items in one answer, as the shim does
+                    value = await streaming.collect(function, request["args"], request["kwargs"], CallState())
+                else:
+                    value = await _maybe_await(function(*request["args"], **request["kwargs"]))
             message = {"ok": True, "value": value}
         except Exception as exc:
             message = {"ok": False, "error": wire.error_envelope(exc)}

@@ -15,7 +15,7 @@ import site
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from ... import events, settings
 from ...errors import (BackendError, CallCancelledError, CallTimeoutError, ConfigError, DeployError,
@@ -187,6 +187,48 @@ class LocalBackend:
             conn.inflight -= spec.cost
         return outcome_from_response(response, spec.function)
 
+    # -- streams ------------------------------------------------------------------------------------
+    async def stream(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> AsyncIterator[tuple]:
+        """A remote generator's items as ``("item", x)`` while the worker runs, then ``("end", CallOutcome)``.
+
+        Backpressure: the worker may send ``STREAM_WINDOW`` items ahead; each half window consumed here
+        is granted again, so neither side holds more than a window. Leaving early cancels the generator."""
+        _check_timeout(spec)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + spec.timeout
+        pool = await self._pool(spec.name, spec.tag)
+        call_id = pool.next_id()
+        pickled = pickled_call(spec, call_id, args, kwargs, classes or {}, op="stream", window=STREAM_WINDOW)
+        route, conn = await self._connect(pool, spec, deadline)
+        conn.inflight += spec.cost
+        finished, consumed = False, 0
+        try:
+            queue = await conn.stream(call_id, pickled, classes or {})
+            while not finished:
+                try:
+                    message = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()) + 1.0)
+                except asyncio.TimeoutError:
+                    raise CallTimeoutError(f"{spec.function} did not finish its stream within its timeout of "
+                                           f"{spec.timeout:g}s; pass a larger timeout= to @app.remote.") from None
+                if "item" in message:
+                    consumed += 1
+                    if consumed % (STREAM_WINDOW // 2) == 0:
+                        await conn.control({"op": "credit", "id": call_id, "n": STREAM_WINDOW // 2})
+                    yield "item", message["item"]
+                    continue
+                finished = True
+                if message.get("lost"):
+                    pool.drop(route.worker)
+                    raise WorkerLostError(f"worker {route.worker} closed the connection while streaming "
+                                          f"{spec.function} (after {consumed} items); see app.logs().",
+                                          await self._log_tail(route.worker))
+                yield "end", outcome_from_response(message, spec.function)
+        finally:
+            conn.inflight -= spec.cost
+            if not finished:                      # the consumer left early: stop the generator on the worker
+                conn.streams.pop(call_id, None)
+                await conn.control({"op": "cancel", "id": call_id})
+
     # -- spawned calls (kept by the engine: backends/local/spawned.py) -------------------------------
     async def spawn(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> str:
         """Hand the call to the engine, which runs it and keeps its answer; returns the call's id."""
@@ -275,6 +317,9 @@ class LocalBackend:
         self.engine.close()
 
 
+#: items a stream's worker may send ahead of the consumer (its backpressure window)
+STREAM_WINDOW = 64
+
 #: the id inside a spawned call's request: it has a worker connection of its own
 _SPAWNED_CALL_ID = 1
 
@@ -311,14 +356,15 @@ def spawned_outcome(answer: dict, classes: Any) -> CallOutcome:
 _ENGINE_ERRORS = {kind.__name__: kind for kind in (CallTimeoutError, ConfigError, OverloadedError, WorkerLostError)}
 
 
-def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any) -> tuple[bytes, list]:
+def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any, op: str = "call",
+                 **extra: Any) -> tuple[bytes, list]:
     """The call request pickled for the wire: the one step where the caller's arguments can be at fault.
 
     Their CaptureError is raised here, chained to the pickling error, before any worker is
     chosen; what fails later (the connection, the worker, a retry) is a BackendError.
     """
-    request = {"op": "call", "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
-               "cost": spec.cost, "timeout": spec.timeout}
+    request = {"op": op, "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
+               "cost": spec.cost, "timeout": spec.timeout, **extra}
     try:
         return wire.dumps(request, classes)
     except Exception as exc:

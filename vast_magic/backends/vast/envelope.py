@@ -81,9 +81,14 @@ def decode(text: str, resolve_class: Mapping[str, type] | None = None, policy: t
     return wire.loads(main, buffers, resolve_class)
 
 
-def call_kwargs(args: tuple, kwargs: dict, class_refs: Mapping[type, str] | None = None) -> dict[str, str]:
-    """The ``payload.kwargs`` of a worker call: only our envelope."""
-    return {PARAM: encode({"args": tuple(args), "kwargs": dict(kwargs)}, class_refs)}
+def call_kwargs(args: tuple, kwargs: dict, class_refs: Mapping[type, str] | None = None,
+                collect: bool = False) -> dict[str, str]:
+    """The ``payload.kwargs`` of a worker call: only our envelope. ``collect``: the function is a generator
+    whose items the worker gathers into one answer (``runtime/streaming.py``)."""
+    message = {"args": tuple(args), "kwargs": dict(kwargs)}
+    if collect:
+        message["collect"] = True
+    return {PARAM: encode(message, class_refs)}
 
 
 def outcome_from_message(message: Any) -> CallOutcome:

@@ -114,12 +114,12 @@ class Router:
 
 
 async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kwargs: dict,
-               classes: dict | None, sent: asyncio.Event | None = None) -> CallOutcome:
+               classes: dict | None, sent: asyncio.Event | None = None, collect: bool = False) -> CallOutcome:
     """One call with routing and bounded retries; see the module docstring. ``sent`` is set just before
     the first worker POST (from then on the call may run, whatever happens here)."""
     deadline = asyncio.get_running_loop().time() + spec.timeout
     try:
-        payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes)}
+        payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes, collect)}
     except Exception as exc:
         raise unpicklable_arguments(spec.function, exc) from exc
     resolve = {name: cls for cls, name in (classes or {}).items()}
