@@ -1,6 +1,9 @@
-"""``f.spawn`` on Vast through the fake API: calls are tasks of this process (Vast has no engine to keep
-them), found again by id in the same process; a cancel before the worker POST means the call never runs,
-one after it is reported as possibly running on (Vast cannot stop a request)."""
+"""``f.spawn`` and ``f.stream`` on Vast through the fake API.
+
+Spawned calls are tasks of this process (Vast has no engine to keep them), found again by id in the same
+process; a cancel before the worker POST means the call never runs, one after it is reported as possibly
+running on (Vast cannot stop a request). A stream is one request whose items the worker collects (the
+stock worker answers one body per request); a note says so once per function."""
 from __future__ import annotations
 
 import asyncio
@@ -80,3 +83,42 @@ def test_cancel_after_the_worker_post_is_reported_as_possibly_running():
     assert handle.cancel() == "still_running"
     with pytest.raises(CallCancelledError, match="after it was sent to a Vast worker, which cannot be told to stop"):
         handle.result()
+
+
+def tokens(n, fail_at=None):
+    for i in range(n):
+        if i == fail_at:
+            raise ValueError(f"failed at token {i}")
+        yield f"t{i}"
+
+
+async def atokens(n):
+    for i in range(n):
+        yield i
+
+
+def test_stream_on_vast_collects_the_items_on_the_worker_and_says_so_once(capsys):
+    """The documented fallback: one request, the items together at the end, an error after them."""
+    fake = FakeVast(api_key=KEY, ready_after=0, functions={"square": square, "tokens": tokens, "atokens": atokens})
+    app = Deployment(name="streamvast", backend="vast", api_key=KEY, transport=fake.transport())
+    app.remote(benchmark_dataset=[{"x": 2}])(square)
+    app.remote(tokens)
+    app.remote(atokens)
+    app.ensure_ready()
+    capsys.readouterr()
+    posts = len([r for r in fake.requests if r.path.startswith("/remote/")])
+    assert list(app.functions["tokens"].stream(3)) == ["t0", "t1", "t2"]
+    assert len([r for r in fake.requests if r.path.startswith("/remote/")]) == posts + 1
+    note = ("[vast_magic] tokens.stream on Vast: the stock worker answers one body per request, so the items were "
+            "collected on the worker and arrive together when tokens ends (on the local engine they arrive as they "
+            "are made).\n")
+    assert capsys.readouterr().err == note
+    got = []
+    with pytest.raises(ValueError, match="^ValueError: failed at token 2$"):
+        for item in app.functions["tokens"].stream(5, fail_at=2):
+            got.append(item)
+    assert got == ["t0", "t1"] and capsys.readouterr().err == ""      # the note comes once
+
+    async def consume():
+        return [x async for x in app.functions["atokens"].stream(4)]
+    assert asyncio.run(consume()) == [0, 1, 2, 3]
