@@ -1,4 +1,5 @@
-"""vast_magic call metrics: no-op latency, throughput at concurrency 64 on 2 workers, 100 MiB round trip.
+"""vast_magic call metrics: no-op latency, throughput at concurrency 64 on 2 workers, 100 MiB round trip,
+and a stream of 1,000 small items (first-item latency, items/s).
 
 Run by the driver as ``python -m benchmarks.vast_calls --home DIR [--quick]``
 in the project interpreter, with a private ``VAST_MAGIC_HOME``. This module is
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 
 import numpy as np
@@ -31,6 +33,28 @@ async def echo(value):
     return value
 
 
+@app.remote
+async def count_up(n):
+    for i in range(n):
+        yield i
+
+
+def stream_run(n: int = 1000) -> tuple[float, float]:
+    """``for x in count_up.stream(1000)`` from the main thread: seconds to the first item, items per second
+    over the whole stream; checks every item came, in order."""
+    started, first, seen = time.perf_counter(), None, 0
+    for item in count_up.stream(n):
+        if first is None:
+            first = time.perf_counter() - started
+        if item != seen:
+            raise AssertionError(f"stream item {seen} came back as {item!r}")
+        seen += 1
+    total = time.perf_counter() - started
+    if seen != n:
+        raise AssertionError(f"the stream ended after {seen} of {n} items")
+    return first, n / total
+
+
 def array_round_trip_s(array: np.ndarray) -> float:
     """One call out and back; checks the array really came back (wrong data must not look fast)."""
     started = time.perf_counter()
@@ -44,7 +68,7 @@ def array_round_trip_s(array: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="latency,throughput,array")
+    parser.add_argument("--only", default="latency,throughput,array,stream")
     args = parser.parse_args()
     only = set(args.only.split(","))
     scale = 0.2 if args.quick else 1.0
@@ -60,6 +84,11 @@ def main() -> None:
             array = np.random.default_rng(0).random((100 << 20) // 8)
             array_round_trip_s(array)
             result["array_s"] = median_of(lambda: array_round_trip_s(array), 3 if args.quick else 7)
+        if "stream" in only:
+            stream_run(100)                                                # warm the connection
+            runs = [stream_run() for _ in range(3 if args.quick else 7)]
+            result["stream"] = {"first_item_s": statistics.median(r[0] for r in runs),
+                                "items_per_s": statistics.median(r[1] for r in runs)}
     finally:
         app.teardown()
     emit(result)

@@ -48,4 +48,4 @@ def test_the_benchmark_command_measures_every_vast_magic_row(tmp_path):
     assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "failed:" not in proc.stdout, proc.stdout[-2000:]
     table = [line for line in out.read_text().splitlines() if line.startswith("| ") and "metric" not in line]
-    assert len(table) == 13 and all(line.split(" | ")[1] != "-" for line in table), table
+    assert len(table) == 15 and all(line.split(" | ")[1] != "-" for line in table), table
