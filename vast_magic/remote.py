@@ -380,7 +380,8 @@ class RemoteFunction:
 
         return loop.LoopIterator(self._completed(calls, raise_first=not return_exceptions), shown)
 
-    async def _completed(self, calls: list[inspect.BoundArguments], raise_first: bool) -> AsyncIterator[tuple[int, Any]]:
+    async def _completed(self, calls: list[inspect.BoundArguments],
+                         raise_first: bool) -> AsyncIterator[tuple[int, Any]]:
         """(index, outcome or exception) of each call as it finishes, on the background loop; with
         ``raise_first`` the first failure is raised after the last item. Closing it cancels what still runs."""
         pending = {asyncio.ensure_future(self._outcome(bound, None)): i for i, bound in enumerate(calls)}

@@ -120,7 +120,8 @@ def test_a_failed_item_does_not_hold_up_the_others(shapes):
     failure = "RemoteValueError('ValueError: item fails at once')"
     assert out["with_failure"][0] == failure
     assert out["with_failure"][1:] == ["2", "1", "0"]
-    assert out["raised"] == [[1, 0], "RemoteValueError", "ValueError: item fails at once"]    # raised after every other result
+    # raised after every other result
+    assert out["raised"] == [[1, 0], "RemoteValueError", "ValueError: item fails at once"]
     assert out["unordered_failure"] == [failure, "1", "0"]
     assert "chain.map: 1 of 3 calls failed, items 0" in stderr
 

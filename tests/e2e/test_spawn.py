@@ -51,8 +51,12 @@ APP = textwrap.dedent('''
         mark(name + ".finished")
         return name
 
-    def wait_for(name):
+    def wait_for(name, ceiling=120.0):
+        """A generous ceiling, so a call that never gets there fails the test instead of hanging it."""
+        deadline = time.monotonic() + ceiling
         while not seen(name):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} never appeared; marks: {sorted(os.listdir(FOLDER))}")
             time.sleep(0.01)
 ''')
 

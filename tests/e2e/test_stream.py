@@ -26,8 +26,12 @@ SCRIPT = textwrap.dedent('''
     def seen(name):
         return os.path.exists(os.path.join(FOLDER, name))
 
-    def wait_for(name):
+    def wait_for(name, ceiling=120.0):
+        """A generous ceiling, so a call that never gets there fails the test instead of hanging it."""
+        deadline = time.monotonic() + ceiling
         while not seen(name):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} never appeared; marks: {sorted(os.listdir(FOLDER))}")
             time.sleep(0.01)
 
     @app.remote(benchmark_dataset=[{"n": 2}], benchmark_runs=1)

@@ -5,7 +5,8 @@ A request is ``{"op": str, "id": int, ...}``; the answer is
 "error": {"kind": "DeployError", "message": str}}``. ``apply`` also streams
 ``{"id": id, "event": (kind, fields)}`` before its answer. Subscribers get
 ``{"push": "routes", "name", "tag", "routes": [(worker, port, perf, version)]}``
-whenever the ready workers of a deployment change. Every value is plain data (a spawned call's request and answer stay pickled bytes: ``spawned.py``).
+whenever the ready workers of a deployment change. Every value is plain data (a spawned call's
+request and answer stay pickled bytes: ``spawned.py``).
 """
 from __future__ import annotations
 

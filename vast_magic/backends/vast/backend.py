@@ -32,7 +32,8 @@ from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
 from .keys import require_api_key
 
 __all__ = [
-    "AUTOSCALERS", "BEAT_TIMEOUT", "STREAM_NOTE", "ACTION_TIERS", "autoscaler_for", "tier_note", "VastBackend", "endpoint_label",
+    "AUTOSCALERS", "BEAT_TIMEOUT", "STREAM_NOTE",
+    "ACTION_TIERS", "autoscaler_for", "tier_note", "VastBackend", "endpoint_label",
     "deployment_state"
 ]
 
