@@ -84,15 +84,19 @@ SCRIPT = textwrap.dedent('''
 
     stream = iter(count.stream(100_000))
     out["first"] = next(stream)
-    levels = [made.call()]
-    while levels[-1] < 64:                  # the worker makes what the window allows, then waits
-        levels.append(made.call())
+    def made_reaches(level, ceiling=120.0):
+        deadline = time.monotonic() + ceiling
+        while (now := made.call()) < level:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the generator made {now} items, never {level}")
+        return now
+
+    reached = made_reaches(64)              # the worker makes what the window allows, then waits
     time.sleep(0.5)
-    out["ahead"] = [levels[-1], made.call()]
+    out["ahead"] = [reached, made.call()]
     for _ in range(32):                     # a half window consumed: credit for 32 more
         next(stream)
-    while made.call() < 96:
-        pass
+    made_reaches(96)
     time.sleep(0.5)
     out["after_credit"] = made.call()
     stream.close()                          # leaving early stops the generator on the worker
