@@ -131,6 +131,11 @@ class LoopIterator:
     #: what ``convert`` returns for an item the consumer should not see
     SKIP: Any = type("Skip", (), {"__repr__": lambda self: "<skip>"})()
 
+    @staticmethod
+    def many(items: "list[Any]") -> "_Many":
+        """What ``convert`` returns for several items at once: the consumer sees each, with no hop between."""
+        return _Many(items)
+
     def __init__(self, source: "AsyncIterator[Any]", convert: "Callable[[Any], Any]" = lambda item: item):
         self._source = source
         self._convert = convert
@@ -152,7 +157,10 @@ class LoopIterator:
                 if not more:
                     return
                 item = self._convert(item)
-                if item is not self.SKIP:
+                if isinstance(item, _Many):
+                    for one in item:
+                        yield one
+                elif item is not self.SKIP:
                     yield item
         finally:
             await run_on_loop(_close(self._source))
@@ -168,11 +176,18 @@ class LoopIterator:
                 if not more:
                     return
                 item = self._convert(item)
-                if item is not self.SKIP:
+                if isinstance(item, _Many):
+                    for one in item:
+                        yield one
+                elif item is not self.SKIP:
                     yield item
         finally:
             if not on_loop_thread():
                 run_sync(_close(self._source), timeout=30)
+
+
+class _Many(list):
+    """Items the consumer sees one by one (``LoopIterator.many``)."""
 
 
 async def _step(source: "AsyncIterator[Any]") -> tuple[bool, Any]:

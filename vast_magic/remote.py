@@ -271,8 +271,8 @@ class RemoteFunction:
 
         def shown(event: tuple[str, Any]) -> Any:
             kind, value = event
-            if kind == "item":
-                return value
+            if kind == "items":
+                return loop.LoopIterator.many(value)
             write_outcome(value)
             if value.error is not None:
                 raise value.error

@@ -247,7 +247,7 @@ async def backend_calls(standin: str, home: Path) -> dict:
         spec = CallSpec(name="compat", tag="default", function="tokens", timeout=60.0, max_queue_time=30.0)
         events = [event async for event in backend.stream(spec, (4,), kwargs, {})]
         end = events[-1][1]
-        results[label] = {"items": [value for kind, value in events if kind == "item"],
+        results[label] = {"items": [item for kind, value in events if kind == "items" for item in value],
                           "error": None if end.error is None else [type(end.error).__name__, str(end.error)]}
     await backend.api.aclose()
     return results

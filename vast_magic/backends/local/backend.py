@@ -189,10 +189,12 @@ class LocalBackend:
 
     # -- streams ------------------------------------------------------------------------------------
     async def stream(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> AsyncIterator[tuple]:
-        """A remote generator's items as ``("item", x)`` while the worker runs, then ``("end", CallOutcome)``.
+        """A remote generator's items as ``("items", [x, ...])`` while the worker runs (every item that has
+        arrived, in one hop to the consumer), then ``("end", CallOutcome)``.
 
-        Backpressure: the worker may send ``STREAM_WINDOW`` items ahead; each half window consumed here
-        is granted again, so neither side holds more than a window. Leaving early cancels the generator."""
+        Backpressure: the worker may send ``STREAM_WINDOW`` items ahead; once the consumer asks for more
+        after at least half a window, what it consumed is granted again, so neither side holds more than a
+        window. Leaving early cancels the generator."""
         _check_timeout(spec)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + spec.timeout
@@ -201,20 +203,22 @@ class LocalBackend:
         pickled = pickled_call(spec, call_id, args, kwargs, classes or {}, op="stream", window=STREAM_WINDOW)
         route, conn = await self._connect(pool, spec, deadline)
         conn.inflight += spec.cost
-        finished, consumed = False, 0
+        finished, consumed, ungranted, pending = False, 0, 0, None
         try:
             queue = await conn.stream(call_id, pickled, classes or {})
             while not finished:
+                if ungranted >= STREAM_WINDOW // 2:      # the consumer took them and asks for more
+                    await conn.control({"op": "credit", "id": call_id, "n": ungranted})
+                    ungranted = 0
                 try:
-                    message = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()) + 1.0)
+                    message = pending or await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()) + 1)
                 except asyncio.TimeoutError:
                     raise CallTimeoutError(f"{spec.function} did not finish its stream within its timeout of "
                                            f"{spec.timeout:g}s; pass a larger timeout= to @app.remote.") from None
                 if "item" in message:
-                    consumed += 1
-                    if consumed % (STREAM_WINDOW // 2) == 0:
-                        await conn.control({"op": "credit", "id": call_id, "n": STREAM_WINDOW // 2})
-                    yield "item", message["item"]
+                    batch, pending = _ready_items(message, queue)
+                    yield "items", batch
+                    consumed, ungranted = consumed + len(batch), ungranted + len(batch)
                     continue
                 finished = True
                 if message.get("lost"):
@@ -315,6 +319,17 @@ class LocalBackend:
         for pool in self.pools.values():
             pool.close()
         self.engine.close()
+
+
+def _ready_items(first: dict, queue: asyncio.Queue) -> tuple[list, dict | None]:
+    """``first``'s item and every item already queued after it; the first other message is returned too."""
+    batch = [first["item"]]
+    while not queue.empty():
+        message = queue.get_nowait()
+        if "item" not in message:
+            return batch, message
+        batch.append(message["item"])
+    return batch, None
 
 
 #: items a stream's worker may send ahead of the consumer (its backpressure window)

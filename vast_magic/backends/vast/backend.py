@@ -190,8 +190,7 @@ class VastBackend:
             yield "end", dataclasses.replace(outcome, output=note + outcome.output)
             return
         collected = outcome.value if isinstance(outcome.value, dict) else {}
-        for item in collected.get("items") or ():
-            yield "item", item
+        yield "items", list(collected.get("items") or ())
         error = collected.get("error")
         failure = make_remote_error(str(error.get("type")), str(error.get("message") or ""),
                                     str(error.get("traceback") or ""), False) if error else None
