@@ -197,7 +197,7 @@ def test_get_call_of_an_unknown_id_says_how_long_results_are_kept(spawned):
     second = spawned[1]
     assert second["unknown"] == [
         "the local engine has no call 'call-0000000000000000': it keeps a finished call's result for 1 h (the "
-        "newest 1000), and none after it restarted. Spawn the call again.",
-        "the local engine has no call 42: it keeps a finished call's result for 1 h (the newest 1000), and none "
-        "after it restarted. Spawn the call again.",
+        "newest 1000, up to 1024 MiB of results), and none after it restarted. Spawn the call again.",
+        "the local engine has no call 42: it keeps a finished call's result for 1 h (the newest 1000, up to 1024 "
+        "MiB of results), and none after it restarted. Spawn the call again.",
     ]

@@ -91,12 +91,12 @@ SCRIPT = textwrap.dedent('''
                 raise TimeoutError(f"the generator made {now} items, never {level}")
         return now
 
-    reached = made_reaches(64)              # the worker makes what the window allows, then waits
+    reached = made_reaches(65)              # the window of 64 sent, one more made and held, then it waits
     time.sleep(0.5)
     out["ahead"] = [reached, made.call()]
     for _ in range(64):                     # the first window consumed, and one more asked for: credit
         next(stream)
-    made_reaches(96)
+    made_reaches(97)
     time.sleep(0.5)
     out["after_credit"] = [made.call(), made.call()]
     stream.close()                          # leaving early stops the generator on the worker
@@ -152,10 +152,10 @@ def test_an_error_mid_stream_comes_after_the_items_before_it(streams):
 def test_backpressure_keeps_the_worker_a_window_ahead_at_most(streams):
     out = streams[0]
     assert out["first"] == 0
-    assert out["ahead"] == [64, 64]                   # window of 64 items, then the generator waits
+    assert out["ahead"] == [65, 65]                   # a window of 64 items sent, one held, then it waits
     # 65 consumed: credit for at least half a window more, never more than a window beyond what was consumed
     made_then, made_later = out["after_credit"]
-    assert 96 <= made_then == made_later <= 64 + 65
+    assert 97 <= made_then == made_later <= 64 + 65 + 1
     assert out["after_close"][0] == out["after_close"][1] <= made_then + 1
 
 

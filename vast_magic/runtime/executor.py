@@ -39,6 +39,7 @@ class CallState:
     started: bool = False
     in_thread: bool = False
     cancel_requested: bool = False
+    entered: bool = False           # its task began (a task cancelled before that would never answer)
     answered: bool = False          # the answer is being sent: too late to cancel
     credit: Any = None              # streaming.Credit of a stream call
 
@@ -162,6 +163,8 @@ class Executor:
     async def _run(self, entry: RemoteEntry, timeout: float, state: CallState, work) -> dict:
         with output.capture(entry.name) as out:
             try:
+                if state.cancel_requested:       # cancelled before its task began: never started
+                    raise asyncio.CancelledError
                 value = await asyncio.wait_for(self._ordered(entry, work), timeout)
             except asyncio.CancelledError:
                 if not state.cancel_requested:

@@ -93,6 +93,7 @@ class CallServer:
                 task.add_done_callback(lambda _, key=call_id: running.pop(key, None))
 
     async def _answer(self, request, writer, lock, link, state: CallState) -> None:
+        state.entered = True
         if isinstance(request, dict) and request.get("op") == "stream":
             call_id = request.get("id")
 
@@ -138,4 +139,5 @@ def _control(running: dict, request: dict) -> None:
             state.credit.grant(request["n"])
         return
     state.cancel_requested = True
-    task.cancel()
+    if state.entered:                    # else the executor sees the request when the task begins
+        task.cancel()

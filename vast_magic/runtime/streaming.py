@@ -3,8 +3,9 @@
 A stream request (``{"op": "stream", "window": n, ...}``) is answered with one ``{"id", "item": x}``
 frame per item, then the usual final answer (``{"id", "ok", ..., "count"}``; an error raised mid-stream
 is that answer's error, after the items already sent). The caller grants credit: ``window`` items at
-first, then ``{"op": "credit", "id", "n"}`` as it consumes them; the generator is advanced only with
-credit in hand, so at most ``window`` items are in flight and the worker holds at most one of them.
+first, then ``{"op": "credit", "id", "n"}`` as it consumes them; an item is sent only with credit in
+hand, so at most ``window`` items are in flight, and the generator, paused until then, holds one more
+(it must run one step past the last item to find its end).
 
 The stock Vast worker answers one JSON body per request, so there a stream request is a call with
 ``collect``: the items are gathered on the worker and answered together as ``{"items", "error"}``.
@@ -52,40 +53,31 @@ def _next(generator) -> tuple[bool, Any]:
         return False, None
 
 
-async def generate(function: Callable, args: tuple, kwargs: dict, state: Any,
-                   before_each: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[Any]:
+async def generate(function: Callable, args: tuple, kwargs: dict, state: Any) -> AsyncIterator[Any]:
     """The items of a remote ``def``/``async def`` generator; a plain generator advances in a thread, one
-    item at a time. ``before_each`` (the credit) is awaited before the generator is advanced."""
+    item at a time, only when the next item is asked for."""
     bound = inspect.signature(function).bind(*args, **kwargs)
     state.started = True
     if inspect.isasyncgenfunction(function):
         agen = function(*bound.args, **bound.kwargs)
         try:
-            while True:
-                if before_each is not None:
-                    await before_each()
-                try:
-                    item = await agen.__anext__()
-                except StopAsyncIteration:
-                    return
+            async for item in agen:
                 yield item
         finally:
             await agen.aclose()
-    else:
-        gen = function(*bound.args, **bound.kwargs)
-        try:
-            while True:
-                if before_each is not None:
-                    await before_each()
-                state.in_thread = True
-                more, item = await asyncio.to_thread(_next, gen)
-                state.in_thread = False
-                if not more:
-                    return
-                yield item
-        finally:
-            if not state.in_thread:          # a generator still running in its thread cannot be closed
-                gen.close()
+        return
+    gen = function(*bound.args, **bound.kwargs)
+    try:
+        while True:
+            state.in_thread = True
+            more, item = await asyncio.to_thread(_next, gen)
+            state.in_thread = False
+            if not more:
+                return
+            yield item
+    finally:
+        if not state.in_thread:          # a generator still running in its thread cannot be closed
+            gen.close()
 
 
 async def collect(function: Callable, args: tuple, kwargs: dict, state: Any) -> dict:
@@ -101,9 +93,10 @@ async def collect(function: Callable, args: tuple, kwargs: dict, state: Any) -> 
 
 async def pump(function: Callable, args: tuple, kwargs: dict, state: Any, credit: Credit,
                send: Callable[[Any], Awaitable[None]]) -> int:
-    """Send each item as it is made, within the credit; returns how many were sent."""
+    """Send each item as it is made, once there is credit for it; returns how many were sent."""
     count = 0
-    async for item in generate(function, args, kwargs, state, credit.take):
+    async for item in generate(function, args, kwargs, state):
+        await credit.take()
         await send(item)
         count += 1
     return count

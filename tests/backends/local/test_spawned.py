@@ -36,6 +36,19 @@ def test_finished_calls_are_kept_for_a_while_and_a_bounded_number(keep_seconds, 
     assert tuple(call_id in calls.calls for call_id in ids) == kept
 
 
+def test_answers_beyond_the_byte_budget_go_oldest_first():
+    calls = spawned.SpawnedCalls(keep_bytes=250)
+    now = time.time()
+    ids = []
+    for age in (30.0, 20.0, 10.0):                      # three answers of 100 bytes
+        call = calls.add(("app", "default"), REQUEST)
+        call.finish(frame=(b"x" * 60, [b"y" * 40]))
+        call.finished_at = now - age
+        ids.append(call.id)
+    calls.prune(now=now)
+    assert [call_id in calls.calls for call_id in ids] == [False, True, True]
+
+
 def test_unfinished_calls_are_bounded_and_never_pruned():
     calls = spawned.SpawnedCalls(keep_seconds=1.0, keep_calls=0, max_unfinished=2)
     first = calls.add(("app", "default"), REQUEST)
@@ -49,7 +62,8 @@ def test_unfinished_calls_are_bounded_and_never_pruned():
 @pytest.mark.parametrize("call_id", ["call-unknown", 7, None])
 def test_an_unknown_id_says_how_long_calls_are_kept(call_id):
     with pytest.raises(ConfigError, match=rf"^the local engine has no call {call_id!r}: it keeps a finished call's "
-                                          r"result for 1 h \(the newest 1000\), and none after it restarted\."):
+                                          r"result for 1 h \(the newest 1000, up to 1024 MiB of results\), and "
+                                          r"none after it restarted\."):
         spawned.SpawnedCalls().get(call_id)
 
 

@@ -7,7 +7,7 @@ back is its answer, and a cancel (``{"op": "cancel"}`` on that connection) canno
 
 What is kept, in the engine's memory only (an engine restart loses it): every unfinished call (at most
 ``MAX_UNFINISHED``), and each finished one for ``KEEP_SECONDS`` after it finished, the newest ``KEEP_CALLS``
-of them (older ones are dropped first).
+of them, and at most ``KEEP_BYTES`` of answers (older ones are dropped first).
 """
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from ...errors import CallTimeoutError, ConfigError, OverloadedError, WorkerLost
 from ...runtime import framing
 from .channel import Channel, connect
 
-__all__ = ["KEEP_SECONDS", "KEEP_CALLS", "MAX_UNFINISHED", "SpawnedCall", "SpawnedCalls", "wait_for_routes",
+__all__ = ["KEEP_SECONDS", "KEEP_CALLS", "KEEP_BYTES", "MAX_UNFINISHED", "SpawnedCall", "SpawnedCalls", "wait_for_routes",
            "least_loaded"]
 
 KEEP_SECONDS = 3600.0
 KEEP_CALLS = 1000
 MAX_UNFINISHED = 10_000
+KEEP_BYTES = 1 << 30
 _ANSWER_GRACE = 5.0         # beyond the call's timeout: the worker's own timeout answers first
 
 
@@ -55,6 +56,11 @@ class SpawnedCall:
             self.channel.close()
         self.settled.set()
 
+    @property
+    def size(self) -> int:
+        """Bytes of the kept answer."""
+        return 0 if self.frame is None else len(self.frame[0]) + sum(len(b) for b in self.frame[1])
+
     def answer(self) -> dict:
         """What ``call_result`` sends the client (plain data; the frame stays pickled)."""
         frame = [self.frame[0], list(self.frame[1])] if self.frame is not None else None
@@ -65,8 +71,9 @@ class SpawnedCalls:
     """The engine's spawned calls by id, with the retention rule of the module docstring."""
 
     def __init__(self, keep_seconds: float = KEEP_SECONDS, keep_calls: int = KEEP_CALLS,
-                 max_unfinished: int = MAX_UNFINISHED):
+                 max_unfinished: int = MAX_UNFINISHED, keep_bytes: int = KEEP_BYTES):
         self.keep_seconds, self.keep_calls, self.max_unfinished = keep_seconds, keep_calls, max_unfinished
+        self.keep_bytes = keep_bytes
         self.calls: dict[str, SpawnedCall] = {}
 
     def add(self, key: tuple[str, str], req: dict) -> SpawnedCall:
@@ -86,18 +93,27 @@ class SpawnedCalls:
         call = self.calls.get(call_id) if isinstance(call_id, str) else None
         if call is None:
             raise ConfigError(f"the local engine has no call {call_id!r}: it keeps a finished call's result for "
-                              f"{self.keep_seconds / 3600:g} h (the newest {self.keep_calls}), and none after it "
-                              "restarted. Spawn the call again.")
+                              f"{self.keep_seconds / 3600:g} h (the newest {self.keep_calls}, up to "
+                              f"{self.keep_bytes / (1 << 20):g} MiB of results), and none after it restarted. "
+                              "Spawn the call again.")
         return call
 
     def prune(self, now: float | None = None) -> None:
-        """Drop finished calls older than ``keep_seconds``, then the oldest beyond ``keep_calls``."""
+        """Drop finished calls older than ``keep_seconds``, then the oldest beyond ``keep_calls`` or
+        ``keep_bytes`` of answers."""
         now = time.time() if now is None else now
         finished = sorted((c for c in self.calls.values() if c.finished_at is not None), key=lambda c: c.finished_at)
-        expired = [c for c in finished if now - c.finished_at > self.keep_seconds]
         fresh = [c for c in finished if now - c.finished_at <= self.keep_seconds]
-        for call in expired + fresh[:max(0, len(fresh) - self.keep_calls)]:
-            self.calls.pop(call.id, None)
+        kept, total = [], 0
+        for call in reversed(fresh[max(0, len(fresh) - self.keep_calls):]):      # newest first
+            total += call.size
+            if total > self.keep_bytes:
+                break
+            kept.append(call)
+        keep = {id(call) for call in kept}
+        for call in finished:
+            if id(call) not in keep:
+                self.calls.pop(call.id, None)
 
 
 async def wait_for_routes(engine, dep, deadline: float, cost: float) -> list:
@@ -160,7 +176,8 @@ async def _exchange(call: SpawnedCall, worker: str, port: int, token: str, deadl
                                                          f"{call.function} never ran. Spawn it again."))
     call.state = "running"
     try:
-        await call.channel.send_pickled(*call.request)
+        request, call.request = call.request, (b"", [])          # sent once: not kept beside the answer
+        await call.channel.send_pickled(*request)
         left = max(0.0, deadline - time.monotonic()) + _ANSWER_GRACE
         main, buffers = await asyncio.wait_for(framing.read_frame(call.channel.reader), left)
     except asyncio.TimeoutError:
