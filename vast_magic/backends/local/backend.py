@@ -27,12 +27,13 @@ from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
 from .engine_client import EngineClient
 from .launcher import has_deployments, load_token, running_engine
+from . import streams
 from .pool import DeploymentPool, Route
 from .logfiles import deployment_tail, logged_deployments
 from .store import read_only, read_previous_manifest_json
 from .venvs import pip_args_from_env
 
-__all__ = ["not_applied_locally", "LocalBackend", "spawned_outcome", "pickled_call"]
+__all__ = ["not_applied_locally", "LocalBackend", "check_timeout", "spawned_outcome", "pickled_call"]
 
 _EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.BenchmarkScored, "LogLine": LogLine}
 
@@ -109,7 +110,7 @@ class LocalBackend:
 
     # -- calls ------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
-        _check_timeout(spec)
+        check_timeout(spec)
         retries: list[events.Retry] = []
 
         async def attempt() -> CallOutcome:
@@ -187,56 +188,18 @@ class LocalBackend:
             conn.inflight -= spec.cost
         return outcome_from_response(response, spec.function)
 
-    # -- streams ------------------------------------------------------------------------------------
-    async def stream(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> AsyncIterator[tuple]:
-        """A remote generator's items as ``("items", [x, ...])`` while the worker runs (every item that has
-        arrived, in one hop to the consumer), then ``("end", CallOutcome)``.
-
-        Backpressure: the worker may send ``STREAM_WINDOW`` items ahead; once the consumer asks for more
-        after at least half a window, what it consumed is granted again, so neither side holds more than a
-        window. Leaving early cancels the generator."""
-        _check_timeout(spec)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + spec.timeout
-        pool = await self._pool(spec.name, spec.tag)
-        call_id = pool.next_id()
-        pickled = pickled_call(spec, call_id, args, kwargs, classes or {}, op="stream", window=STREAM_WINDOW)
-        route, conn = await self._connect(pool, spec, deadline)
-        conn.inflight += spec.cost
-        finished, consumed, ungranted, pending = False, 0, 0, None
-        try:
-            queue = await conn.stream(call_id, pickled, classes or {})
-            while not finished:
-                if ungranted >= STREAM_WINDOW // 2:      # the consumer took them and asks for more
-                    await conn.control({"op": "credit", "id": call_id, "n": ungranted})
-                    ungranted = 0
-                try:
-                    message = pending or await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()) + 1)
-                except asyncio.TimeoutError:
-                    raise CallTimeoutError(f"{spec.function} did not finish its stream within its timeout of "
-                                           f"{spec.timeout:g}s; pass a larger timeout= to @app.remote.") from None
-                if "item" in message:
-                    batch, pending = _ready_items(message, queue)
-                    yield "items", batch
-                    consumed, ungranted = consumed + len(batch), ungranted + len(batch)
-                    continue
-                finished = True
-                if message.get("lost"):
-                    pool.drop(route.worker)
-                    raise WorkerLostError(f"worker {route.worker} closed the connection while streaming "
-                                          f"{spec.function} (after {consumed} items); see app.logs().",
-                                          await self._log_tail(route.worker))
-                yield "end", outcome_from_response(message, spec.function)
-        finally:
-            conn.inflight -= spec.cost
-            if not finished:                      # the consumer left early: stop the generator on the worker
-                conn.streams.pop(call_id, None)
-                await conn.control({"op": "cancel", "id": call_id})
+    # -- streams (backends/local/streams.py) ----------------------------------------------------------
+    def stream(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> AsyncIterator[tuple]:
+        """A remote generator's items as ``("items", [x, ...])`` while the worker runs, then
+        ``("end", CallOutcome)``; see ``streams.stream``."""
+        check_timeout(spec)
+        return streams.stream(self, spec, lambda call_id: pickled_call(
+            spec, call_id, args, kwargs, classes or {}, op="stream", window=streams.STREAM_WINDOW), classes or {})
 
     # -- spawned calls (kept by the engine: backends/local/spawned.py) -------------------------------
     async def spawn(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> str:
         """Hand the call to the engine, which runs it and keeps its answer; returns the call's id."""
-        _check_timeout(spec)
+        check_timeout(spec)
         main, buffers = pickled_call(spec, _SPAWNED_CALL_ID, args, kwargs, classes or {})
         return await self.engine.request("spawn", name=spec.name, tag=spec.tag, function=spec.function,
                                          call_id=_SPAWNED_CALL_ID, request=[main, [bytes(b) for b in buffers]],
@@ -321,25 +284,11 @@ class LocalBackend:
         self.engine.close()
 
 
-def _ready_items(first: dict, queue: asyncio.Queue) -> tuple[list, dict | None]:
-    """``first``'s item and every item already queued after it; the first other message is returned too."""
-    batch = [first["item"]]
-    while not queue.empty():
-        message = queue.get_nowait()
-        if "item" not in message:
-            return batch, message
-        batch.append(message["item"])
-    return batch, None
-
-
-#: items a stream's worker may send ahead of the consumer (its backpressure window)
-STREAM_WINDOW = 64
-
 #: the id inside a spawned call's request: it has a worker connection of its own
 _SPAWNED_CALL_ID = 1
 
 
-def _check_timeout(spec: CallSpec) -> None:
+def check_timeout(spec: CallSpec) -> None:
     timeout = spec.timeout
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
         raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
