@@ -34,10 +34,10 @@ APP = textwrap.dedent('''
         return 2 * x
 
     @app.remote(allow_parallel_requests=False)
-    async def one_at_a_time(name, hold=False):
+    async def one_at_a_time(name, hold=False, release="release"):
         """Runs alone: a second call queues on the worker until the first returns."""
         mark(name + ".started")
-        while hold and not seen("release"):
+        while hold and not seen(release):
             await asyncio.sleep(0.01)
         mark(name + ".finished")
         return name
@@ -91,6 +91,21 @@ FIRST = APP + textwrap.dedent('''
     out["after"] = after.result(timeout=60)
     out["queued_ran"] = seen("queued.started")
     out["holder_finished"] = seen("holder.finished")
+
+    outcomes = set()                                    # the same, 20 times: cancels race connects and reads
+    for i in range(20):
+        hold = one_at_a_time.spawn(f"hold{i}", hold=True, release=f"release{i}")
+        wait_for(f"hold{i}.started")
+        behind = one_at_a_time.spawn(f"behind{i}")
+        outcomes.add(behind.cancel())
+        try:
+            behind.result(timeout=60)
+        except CallCancelledError as exc:
+            outcomes.add(exc.outcome)
+        mark(f"release{i}")
+        hold.result(timeout=60)
+    out["repeated"] = sorted(outcomes)
+    out["behind_ran"] = [name for name in os.listdir(FOLDER) if name.startswith("behind")]
 
     runner = blocking.spawn("thread")
     wait_for("thread.started")
@@ -175,6 +190,7 @@ def test_cancelling_a_queued_call_means_it_never_runs(spawned):
     assert (first["queued_done"], first["queued_cancel"]) == (False, "never_ran")
     assert first["queued_error"] == ["one_at_a_time was cancelled before it started: it never ran", "never_ran"]
     assert first["after"] == "after" and first["queued_ran"] is False
+    assert (first["repeated"], first["behind_ran"]) == (["never_ran"], [])
 
 
 def test_cancelling_a_running_call_is_best_effort_and_reported(spawned):

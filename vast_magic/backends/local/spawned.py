@@ -158,6 +158,8 @@ async def run(engine, call: SpawnedCall) -> None:
             return call.finish(error=_error(CallTimeoutError, f"no worker of {call.key[0]}/{call.key[1]} became "
                                                               f"ready within the {call.timeout:g}s timeout of "
                                                               f"{call.function}; it never ran. See app.status()."))
+        if call.state == "done":         # cancelled while it waited for a worker
+            return
         worker, port = least_loaded(dep, routes)[:2]
         await _exchange(call, worker, port, engine.token, deadline)
     except asyncio.CancelledError:
@@ -170,11 +172,14 @@ async def run(engine, call: SpawnedCall) -> None:
 
 async def _exchange(call: SpawnedCall, worker: str, port: int, token: str, deadline: float) -> None:
     try:
-        call.channel = await connect(port, token, timeout=5.0)
+        channel = await connect(port, token, timeout=5.0)
     except (OSError, asyncio.TimeoutError) as exc:
         return call.finish(error=_error(WorkerLostError, f"cannot reach worker {worker} ({exc}); "
                                                          f"{call.function} never ran. Spawn it again."))
-    call.state = "running"
+    if call.state == "done":           # cancelled meanwhile (wait_for may swallow the task's cancellation)
+        channel.close()
+        return
+    call.channel, call.state = channel, "running"
     try:
         request, call.request = call.request, (b"", [])          # sent once: not kept beside the answer
         await call.channel.send_pickled(*request)
