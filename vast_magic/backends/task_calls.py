@@ -27,11 +27,19 @@ KEEP_CALLS = 1000
 @dataclass(eq=False)
 class _TaskCall:
     function: str
-    task: asyncio.Task
-    sent: asyncio.Event
+    task: asyncio.Task | None = None
+    sent: bool = False
+    cancelled: bool = False
     outcome: CallOutcome | None = None
     finished_at: float | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def may_send(self) -> bool:
+        """Asked just before the request leaves this process: False once cancelled (then nothing is sent)."""
+        if self.cancelled:
+            return False
+        self.sent = True
+        return True
 
     def finish(self, outcome: CallOutcome) -> None:
         if self.outcome is None:
@@ -46,11 +54,12 @@ class TaskCalls:
         self.where = where
         self.calls: dict[str, _TaskCall] = {}
 
-    def spawn(self, function: str, run: Callable[[asyncio.Event], Awaitable[CallOutcome]]) -> str:
-        """Start ``run(sent)`` (it sets ``sent`` just before the request leaves this process); returns the id."""
+    def spawn(self, function: str, run: Callable[[Callable[[], bool]], Awaitable[CallOutcome]]) -> str:
+        """Start ``run(may_send)`` (it asks ``may_send()`` just before the request leaves this process, and
+        sends nothing when it says False); returns the id."""
         self.prune()
-        sent = asyncio.Event()
-        call = _TaskCall(function, asyncio.ensure_future(run(sent)), sent)
+        call = _TaskCall(function)
+        call.task = asyncio.ensure_future(run(call.may_send))
         call.task.add_done_callback(lambda task: call.finish(_outcome_of(task)) if not task.cancelled() else None)
         call_id = f"call-{secrets.token_hex(8)}"
         self.calls[call_id] = call
@@ -79,7 +88,8 @@ class TaskCalls:
         if call.outcome is not None:
             return "finished"
         call.task.cancel()
-        if not call.sent.is_set():
+        if not call.sent:
+            call.cancelled = True
             call.finish(CallOutcome(error=CallCancelledError(
                 f"{call.function} was cancelled before it was sent: it never ran", "never_ran")))
             return "never_ran"

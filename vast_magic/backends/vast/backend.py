@@ -168,9 +168,9 @@ class VastBackend:
 
     # -- calls -------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any,
-                   sent: asyncio.Event | None = None, collect: bool = False) -> CallOutcome:
+                   may_send: Callable[[], bool] | None = None, collect: bool = False) -> CallOutcome:
         record = await self._record(spec.name, spec.tag)
-        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {}, sent,
+        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {}, may_send,
                                      collect)
         logs = self._logs.setdefault((spec.name, spec.tag), collections.deque(maxlen=2000))
         now = time.time()
@@ -199,7 +199,7 @@ class VastBackend:
     # -- spawned calls: tasks of this process (backends/task_calls.py) ----------------------------------
     async def spawn(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> str:
         await self._record(spec.name, spec.tag)          # not deployed: say so now, not in result()
-        return self.spawned.spawn(spec.function, lambda sent: self.call(spec, args, kwargs, classes, sent))
+        return self.spawned.spawn(spec.function, lambda may_send: self.call(spec, args, kwargs, classes, may_send))
 
     async def call_result(self, call_id: str, wait: float, classes: Any) -> CallOutcome | None:
         return await self.spawned.result(call_id, wait)

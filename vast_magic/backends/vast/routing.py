@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import httpx
 
@@ -114,9 +115,11 @@ class Router:
 
 
 async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kwargs: dict,
-               classes: dict | None, sent: asyncio.Event | None = None, collect: bool = False) -> CallOutcome:
-    """One call with routing and bounded retries; see the module docstring. ``sent`` is set just before
-    the first worker POST (from then on the call may run, whatever happens here)."""
+               classes: dict | None, may_send: Callable[[], bool] | None = None,
+               collect: bool = False) -> CallOutcome:
+    """One call with routing and bounded retries; see the module docstring. ``may_send`` is asked just
+    before each worker POST (from then on the call may run, whatever happens here): False means the call
+    was cancelled, and nothing is sent."""
     deadline = asyncio.get_running_loop().time() + spec.timeout
     try:
         payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes, collect)}
@@ -134,8 +137,8 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
 
     async def attempt() -> CallOutcome:
         route = await router.route(endpoint, spec.cost, deadline, spec.function)
-        if sent is not None:
-            sent.set()
+        if may_send is not None and not may_send():
+            raise asyncio.CancelledError
         return decode_response(router.api, await _post(router, endpoint, route, spec, payload, deadline), spec, resolve)
 
     outcome = await router.retry.run(attempt, what=spec.function, emit=retries.append,
