@@ -287,8 +287,8 @@ class Deployment:
     def get_call(self, call_id: str) -> CallHandle:
         """The ``CallHandle`` of a spawned call (``handle.id``), from another cell or, on the local engine,
         another process or a restarted kernel: the engine keeps a call until an hour after it finished (the
-        newest 1,000 calls; none after the engine restarted). On Vast, calls live in the process that spawned
-        them. Raises ConfigError when the call is not (or no longer) kept."""
+        newest 1,000 calls within 1 GiB of results; none after the engine restarted). On Vast, calls live in
+        the process that spawned them. Raises ConfigError when the call is not (or no longer) kept."""
         snapshot = self._snapshot()
         backend = self._pipeline.backend(snapshot)
         classes = self._caller.class_refs()
