@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ._env_string import check_value
 from .errors import ConfigError
 from .query import Query, default_requirements
 from .secret import Secret
@@ -163,7 +164,12 @@ class Image:
         return self
 
     def env(self, **variables: str | Secret) -> "Image":
-        """Set environment variables (the last value wins); a Secret never reaches config.json."""
+        """Set environment variables (the last value wins); a Secret never reaches config.json.
+
+        Every value must survive Vast's env string and the stock worker's system
+        environment file (``_env_string``): no NUL or line break, not both quote
+        kinds; checked here for every backend, so an image stays deployable on Vast.
+        """
         for key, value in variables.items():
             if not _ENV_KEY.match(key):
                 raise ConfigError(f"env name {key!r} is invalid; use letters, digits and '_' not starting "
@@ -171,6 +177,7 @@ class Image:
             if not isinstance(value, (str, Secret)):
                 raise ConfigError(f"env {key}={value!r}: values must be str or Secret; write {key}={str(value)!r} "
                                   f"or {key}=Secret.from_env({key!r}).")
+            check_value(key, value.reveal() if isinstance(value, Secret) else value)
         self._env.update(variables)
         return self
 
