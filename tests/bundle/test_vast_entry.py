@@ -20,11 +20,14 @@ from vast_magic.bundle.vast_entry import CONTEXT_WAIT
 BOOM = ("def boom(message):\n    error = ValueError(message, 7)\n    error.detail = {'not', 'sendable'}\n"
         "    error.code = [1, ('a', b'b')]\n    raise error\n")
 
+SLOW = "async def slow(seconds):\n    import asyncio\n    await asyncio.sleep(seconds)\n    raise TimeoutError('mine')\n"
+
 
 def _bundle(tmp_path: Path) -> Path:
     inputs = demo_inputs()
-    inputs = replace(inputs, code=make_code(extra=(source("boom", BOOM),)),
-                     remotes=REMOTES + (RemoteSpec("boom", False, at="vast_magic_app:boom"),))
+    inputs = replace(inputs, code=make_code(extra=(source("boom", BOOM), source("slow", SLOW))),
+                     remotes=REMOTES + (RemoteSpec("boom", False, at="vast_magic_app:boom"),
+                                        RemoteSpec("slow", True, timeout=0.5, at="vast_magic_app:slow")))
     return extract(Path(build(tmp_path / "a.tar.gz", inputs).path), tmp_path / "x")
 
 
@@ -56,6 +59,19 @@ except TypeError as exc:
     assert detail in (repr("{'not', 'sendable'}"), repr("{'sendable', 'not'}"))
     assert out["state"] == {"args": "('boom-7', 7)", "code": "[1, ('a', b'b')]"}
     assert out["str"] == "('boom-7', 7)" and out["missing"] == ["args"]
+
+
+def test_a_plain_call_that_runs_out_of_time_says_so(tmp_path):
+    out = _run(tmp_path, """
+await app.__aenter__()
+for seconds in (5, 0):
+    try:
+        await app.remotes["slow"][0](seconds=seconds)
+    except TimeoutError as exc:
+        out[str(seconds)] = [str(exc), list(vars(exc)["args"])]
+""")
+    message = "slow did not finish within its timeout of 0.5 s"
+    assert out == {"5": [message, [message]], "0": ["mine", ["mine"]]}
 
 
 def test_a_call_before_the_contexts_are_entered_waits_for_them(tmp_path):

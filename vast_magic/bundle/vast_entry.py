@@ -134,16 +134,26 @@ def _vm_bind(pairs, varargs, named, extra):
 
 
 async def _vm_plain(name, pairs, varargs, named, extra):
-    entry = _VM_APP.remotes[name]
-    timeout = entry.option("timeout", 600.0)
     try:
-        args, kwargs = _vm_bind(pairs, varargs, named, extra)
-        return await _vm_asyncio.wait_for(_vm_executor.invoke(entry, args, kwargs), timeout)
-    except _vm_asyncio.TimeoutError:
-        raise _vm_portable_error(TimeoutError(f"{name} did not finish within its timeout of {timeout:g} s")) from None
+        return await _vm_run_plain(name, *_vm_bind(pairs, varargs, named, extra))
     except Exception as exc:
         _vm_portable_error(exc)
         raise
+
+
+async def _vm_run_plain(name, args, kwargs):
+    """The function under its timeout; a TimeoutError it raises itself is not mistaken for running out of time."""
+    entry = _VM_APP.remotes[name]
+    timeout = entry.option("timeout", 600.0)
+    task = _vm_asyncio.ensure_future(_vm_executor.invoke(entry, args, kwargs))
+    try:
+        done, _ = await _vm_asyncio.wait({task}, timeout=timeout)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not done:
+        raise TimeoutError(f"{name} did not finish within its timeout of {timeout:g} s")
+    return task.result()
 
 
 def _vm_plain_json(value, depth=0):
