@@ -108,8 +108,8 @@ BAD = [
     ("cr\rhere", "env K: the value contains a carriage return", "on one line"),
     ("nul\x00here", "env K: the value contains a NUL character", "on one line"),
     ("both ' and \"", "env K: the value contains both kinds of quote", "one kind of quote"),
-    ("'quoted'", "env K: the value starts or ends with a quote character", "one kind of quote"),
-    ('ends"', "env K: the value starts or ends with a quote character", "one kind of quote"),
+    ("'quoted'", "env K: the value starts or ends with a quote character", "leave out the outer quotes"),
+    ('ends"', "env K: the value starts or ends with a quote character", "leave out the outer quotes"),
 ]
 
 

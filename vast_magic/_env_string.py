@@ -36,22 +36,26 @@ __all__ = ["NAME_PATTERN", "value_problem", "check_value", "render_value", "rend
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _QUOTES = "'\""
 _LINE_BREAKS = {"\x00": "a NUL character", "\n": "a newline", "\r": "a carriage return"}
-_FIXES = {
-    "line": "put the value on one line, or ship it as a file with Image.copy(...) and read that file",
-    "quotes": "use only one kind of quote in it, or ship it as a file with Image.copy(...) and read that file",
-}
+_AS_FILE = "or ship it as a file with Image.copy(...) and read that file"
+
+
+def _problem(value: str) -> tuple[str, str] | None:
+    """(why the value cannot travel, what to do instead), or None when it can."""
+    for char, what in _LINE_BREAKS.items():
+        if char in value:
+            return f"contains {what}", f"put the value on one line, {_AS_FILE}"
+    if "'" in value and '"' in value:
+        return "contains both kinds of quote (' and \")", f"use only one kind of quote in it, {_AS_FILE}"
+    if value[:1] in ("'", '"') or value[-1:] in ("'", '"'):
+        return ("starts or ends with a quote character, which Vast's parser strips",
+                f"leave out the outer quotes (values are quoted for you when needed), {_AS_FILE}")
+    return None
 
 
 def value_problem(value: str) -> str | None:
     """Why ``value`` cannot travel in the env string (a phrase), or None when it can."""
-    for char, what in _LINE_BREAKS.items():
-        if char in value:
-            return f"contains {what}"
-    if "'" in value and '"' in value:
-        return "contains both kinds of quote (' and \")"
-    if value[:1] in ("'", "\"") or value[-1:] in ("'", "\""):
-        return "starts or ends with a quote character, which Vast's parser strips"
-    return None
+    found = _problem(value)
+    return found[0] if found else None
 
 
 def check_value(name: str, value: str, where: str = "env") -> None:
@@ -61,11 +65,10 @@ def check_value(name: str, value: str, where: str = "env") -> None:
                           "e.g. MODEL_ID.")
     if not isinstance(value, str):
         raise ConfigError(f"{where} {name}: values must be str, got {type(value).__name__}.")
-    problem = value_problem(value)
-    if problem is not None:
-        fix = _FIXES["line"] if any(c in value for c in _LINE_BREAKS) else _FIXES["quotes"]
-        raise ConfigError(f"{where} {name}: the value {problem}, so Vast's env string cannot carry it unchanged "
-                          f"(its parser has no escapes); {fix}.")
+    found = _problem(value)
+    if found is not None:
+        raise ConfigError(f"{where} {name}: the value {found[0]}, so Vast's env string cannot carry it unchanged "
+                          f"(its parser has no escapes); {found[1]}.")
 
 
 def render_value(value: str) -> str:

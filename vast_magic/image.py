@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ._env_string import check_value
+from ._env_string import NAME_PATTERN, check_value
 from .errors import ConfigError
 from .query import Query, default_requirements
 from .secret import Secret
@@ -34,7 +34,6 @@ DEFAULT_PORT = (3000, "tcp")
 #: ``offers(spec, api_key) -> OfferPreview``: how an Image previews matching Vast offers
 OffersFunction = Callable[["ImageSpec", "str | None"], Any]
 
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PORT_TYPES = ("tcp", "udp")
 _LOGIN_KEYS = ("docker_login_user", "docker_login_pass", "docker_login_repo")
 
@@ -171,7 +170,7 @@ class Image:
         kinds; checked here for every backend, so an image stays deployable on Vast.
         """
         for key, value in variables.items():
-            if not _ENV_KEY.match(key):
+            if not NAME_PATTERN.match(key):
                 raise ConfigError(f"env name {key!r} is invalid; use letters, digits and '_' not starting "
                                   "with a digit, e.g. MODEL_ID.")
             if not isinstance(value, (str, Secret)):
