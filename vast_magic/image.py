@@ -14,7 +14,6 @@ import math
 import numbers
 import os
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable

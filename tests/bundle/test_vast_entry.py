@@ -20,7 +20,8 @@ from vast_magic.bundle.vast_entry import CONTEXT_WAIT
 BOOM = ("def boom(message):\n    error = ValueError(message, 7)\n    error.detail = {'not', 'sendable'}\n"
         "    error.code = [1, ('a', b'b')]\n    raise error\n")
 
-SLOW = "async def slow(seconds):\n    import asyncio\n    await asyncio.sleep(seconds)\n    raise TimeoutError('mine')\n"
+SLOW = ("async def slow(seconds):\n    import asyncio\n    await asyncio.sleep(seconds)\n"
+        "    raise TimeoutError('mine')\n")
 
 
 def _bundle(tmp_path: Path) -> Path:
@@ -122,4 +123,5 @@ for call in (early, square(x=3)):
     except RuntimeError as exc:
         out.setdefault("errors", []).append(str(exc))
 """)
-    assert out["errors"] == ["square cannot run: the worker's start-up failed (OSError: no GPU); fix it and deploy again"] * 2
+    message = "square cannot run: the worker's start-up failed (OSError: no GPU); fix it and deploy again"
+    assert out["errors"] == [message] * 2

@@ -285,7 +285,8 @@ async def {name}({params}):
 def deployment_source(name: str, code: Any, remotes: tuple[RemoteSpec, ...], contexts: tuple[ContextSpec, ...]) -> str:
     """Text of ``deployment.py`` (contexts come from the registry file, so only remotes are spelled out)."""
     shims = [_shim(spec, code.definition(spec.at)) for spec in remotes]
-    return "\n\n".join([_PRELUDE.format(name=name, context_wait=CONTEXT_WAIT), _HELPERS, *shims]).rstrip("\n") + "\n"
+    prelude = _PRELUDE.format(name=name, context_wait=CONTEXT_WAIT)
+    return "\n\n".join([prelude, _HELPERS, *shims]).rstrip("\n") + "\n"
 
 
 def _shim(spec: RemoteSpec, source: Any) -> str:

@@ -5,7 +5,8 @@ of the official ``DeploymentConfig`` and ``None`` fields dropped. The env
 string follows ``_compile_env`` with two deliberate differences: published
 ports are sorted, so the body is stable across hash seeds (weakness 19), and
 secrets travel here as ``-e NAME=value`` (they are never in config.json or the
-tarball), each value written so that Vast's parser reads it back exactly. ``file_hash`` is our own content hash of what workers receive.
+tarball), each value written so that Vast's parser reads it back exactly.
+``file_hash`` is our own content hash of what workers receive.
 """
 from __future__ import annotations
 

@@ -216,8 +216,9 @@ def _official_error(wire_error: Any) -> BaseException:
 def _official_message(contents: Any) -> str:
     """``str(exc)`` of an exception whose ``__dict__`` the stock encoder sent: from its ``args`` tuple, if any."""
     args = contents.get("args") if isinstance(contents, dict) else None
-    if not (isinstance(args, dict) and args.get("type") in ("tuple", "list") and isinstance(args.get("contents"), list)):
+    items = args.get("contents") if isinstance(args, dict) and args.get("type") in ("tuple", "list") else None
+    if not isinstance(items, list):
         return ""
     items = [item if isinstance(item, (str, int, float)) or item is None
-             else f"<{item.get('type') if isinstance(item, dict) else type(item).__name__}>" for item in args["contents"]]
+             else f"<{item.get('type') if isinstance(item, dict) else type(item).__name__}>" for item in items]
     return str(items[0]) if len(items) == 1 else str(tuple(items)) if items else ""
