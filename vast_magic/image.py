@@ -14,11 +14,11 @@ import math
 import numbers
 import os
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ._env_string import NAME_PATTERN, check_value
 from .errors import ConfigError
 from .query import Query, default_requirements
 from .secret import Secret
@@ -33,7 +33,6 @@ DEFAULT_PORT = (3000, "tcp")
 #: ``offers(spec, api_key) -> OfferPreview``: how an Image previews matching Vast offers
 OffersFunction = Callable[["ImageSpec", "str | None"], Any]
 
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PORT_TYPES = ("tcp", "udp")
 _LOGIN_KEYS = ("docker_login_user", "docker_login_pass", "docker_login_repo")
 
@@ -163,14 +162,20 @@ class Image:
         return self
 
     def env(self, **variables: str | Secret) -> "Image":
-        """Set environment variables (the last value wins); a Secret never reaches config.json."""
+        """Set environment variables (the last value wins); a Secret never reaches config.json.
+
+        Every value must survive Vast's env string and the stock worker's system
+        environment file (``_env_string``): no NUL or line break, not both quote
+        kinds; checked here for every backend, so an image stays deployable on Vast.
+        """
         for key, value in variables.items():
-            if not _ENV_KEY.match(key):
+            if not NAME_PATTERN.match(key):
                 raise ConfigError(f"env name {key!r} is invalid; use letters, digits and '_' not starting "
                                   "with a digit, e.g. MODEL_ID.")
             if not isinstance(value, (str, Secret)):
                 raise ConfigError(f"env {key}={value!r}: values must be str or Secret; write {key}={str(value)!r} "
                                   f"or {key}=Secret.from_env({key!r}).")
+            check_value(key, value.reveal() if isinstance(value, Secret) else value)
         self._env.update(variables)
         return self
 

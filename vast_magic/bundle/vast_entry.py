@@ -9,7 +9,14 @@ so an envelope-only call binds) plus ``__vast_magic__``:
   the call runs through the runtime executor (output capture, timeout, error
   envelope) and the answer is the same kind of text;
 - without it, the plain function runs and returns the plain value, so official
-  JSON clients keep working.
+  JSON clients keep working. An exception it raises keeps its message there:
+  the stock encoder rebuilds exceptions from ``__dict__`` alone, so the shim
+  puts ``args`` in it, and attribute values that encoder cannot send (or that
+  would make the client import a module) as their repr (weakness 10).
+The stock worker serves requests before it enters the contexts (weakness 14):
+a call that arrives earlier waits for them, at most ``CONTEXT_WAIT`` seconds
+(then a RuntimeError says the worker is still starting), and fails at once,
+saying why, when entering them failed.
 Benchmarks: a dataset becomes a generator cycling every item from a random start,
 each item sent as an envelope (any picklable value survives). The official
 benchmark counts a failed call as a success, so before it runs, every dataset
@@ -25,10 +32,12 @@ from typing import Any
 from ..errors import BundleError
 from .registry_spec import ContextSpec, RemoteSpec
 
-__all__ = ["ENTRY_FILE", "PARAM", "deployment_source"]
+__all__ = ["ENTRY_FILE", "PARAM", "CONTEXT_WAIT", "deployment_source"]
 
 ENTRY_FILE = "deployment.py"
 PARAM = "__vast_magic__"
+#: seconds a call that reaches the stock worker before its contexts are entered waits for them
+CONTEXT_WAIT = 300.0
 _RESERVED = frozenset({"app", "Deployment"})
 
 _PRELUDE = '''\
@@ -70,6 +79,8 @@ class _VmMissing:
 
 _VM_MISSING = _VmMissing()
 _VM_HEADER, _VM_LENGTH = _vm_struct.Struct("!IQ"), _vm_struct.Struct("!Q")
+_VM_CONTEXT_WAIT = {context_wait!r}   # seconds a call that arrives before the contexts are entered waits for them
+_VM_PLAIN_DEPTH = 20                  # nesting beyond this in a plain-JSON error's attributes travels as repr
 
 app = Deployment(name={name!r})
 '''
@@ -123,9 +134,80 @@ def _vm_bind(pairs, varargs, named, extra):
 
 
 async def _vm_plain(name, pairs, varargs, named, extra):
+    try:
+        return await _vm_run_plain(name, *_vm_bind(pairs, varargs, named, extra))
+    except Exception as exc:
+        _vm_portable_error(exc)
+        raise
+
+
+async def _vm_run_plain(name, args, kwargs):
+    """The function under its timeout; a TimeoutError it raises itself is not mistaken for running out of time."""
     entry = _VM_APP.remotes[name]
-    args, kwargs = _vm_bind(pairs, varargs, named, extra)
-    return await _vm_asyncio.wait_for(_vm_executor.invoke(entry, args, kwargs), entry.option("timeout", 600.0))
+    timeout = entry.option("timeout", 600.0)
+    task = _vm_asyncio.ensure_future(_vm_executor.invoke(entry, args, kwargs))
+    try:
+        done, _ = await _vm_asyncio.wait({task}, timeout=timeout)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not done:
+        raise TimeoutError(f"{name} did not finish within its timeout of {timeout:g} s")
+    return task.result()
+
+
+def _vm_plain_json(value, depth=0):
+    """``value`` when the stock encoder sends it and a client decodes it without importing anything, else its repr."""
+    kind = type(value)
+    if kind in (int, str, float, bytes, type(None)):
+        return value
+    if depth < _VM_PLAIN_DEPTH and kind in (list, tuple):
+        return kind(_vm_plain_json(item, depth + 1) for item in value)
+    if depth < _VM_PLAIN_DEPTH and kind is dict:
+        return {_vm_plain_json(k, depth + 1): _vm_plain_json(v, depth + 1) for k, v in value.items()}
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{kind.__name__} object>"
+
+
+def _vm_portable_error(exc):
+    """Let the stock encoder carry the message: it rebuilds an exception from ``__dict__`` alone, where
+    ``args`` is not (weakness 10), so ``args`` goes there; values it cannot send travel as their repr."""
+    state = {"args": _vm_plain_json(tuple(exc.args))}
+    state.update((key, _vm_plain_json(value)) for key, value in vars(exc).items() if key != "args")
+    vars(exc).clear()
+    vars(exc).update(state)
+    return exc
+
+
+class _VmStartup:
+    """Whether the contexts are entered: the stock worker serves requests before it enters them (weakness 14)."""
+
+    def __init__(self):
+        self.done = _vm_asyncio.Event()
+        self.failure = None
+
+    def finish(self, failure=None):
+        self.failure = failure
+        self.done.set()
+
+
+_VM_STARTUP = _VmStartup()
+
+
+async def _vm_contexts_ready(name):
+    """Wait until the contexts are entered (at most _VM_CONTEXT_WAIT s); fail at once when start-up failed."""
+    if not _VM_STARTUP.done.is_set():
+        try:
+            await _vm_asyncio.wait_for(_VM_STARTUP.done.wait(), _VM_CONTEXT_WAIT)
+        except _vm_asyncio.TimeoutError:
+            raise _vm_portable_error(RuntimeError(
+                f"{name} waited {_VM_CONTEXT_WAIT:g} s for the worker to enter its contexts; it is still starting: "
+                "call again later")) from None
+    if _VM_STARTUP.failure is not None:
+        raise _vm_portable_error(RuntimeError(
+            f"{name} cannot run: the worker's start-up failed ({_VM_STARTUP.failure}); fix it and deploy again"))
 
 
 def _vm_workload(name):
@@ -170,10 +252,16 @@ _vm_official_aenter = app.__aenter__
 
 
 async def _vm_aenter():
-    await _vm_official_aenter()
+    try:
+        await _vm_official_aenter()
+    except BaseException as exc:
+        _VM_STARTUP.finish(f"{type(exc).__name__}: {exc}")
+        raise
+    _VM_STARTUP.finish()
     try:
         await _vm_check_benchmarks()
     except BaseException as exc:
+        _VM_STARTUP.finish(f"{type(exc).__name__}: {exc}")
         await app.__aexit__(type(exc), exc, exc.__traceback__)
         raise
 
@@ -187,6 +275,7 @@ for _vm_spec in _VM_APP.contexts:
 _SHIM = '''\
 @app.remote({options})
 async def {name}({params}):
+    await _vm_contexts_ready({name!r})
     if __vast_magic__ is not None:
         return await _vm_enveloped({name!r}, __vast_magic__)
     return await _vm_plain({name!r}, [{pairs}], {varargs}, [{named}], {extra})
@@ -196,7 +285,8 @@ async def {name}({params}):
 def deployment_source(name: str, code: Any, remotes: tuple[RemoteSpec, ...], contexts: tuple[ContextSpec, ...]) -> str:
     """Text of ``deployment.py`` (contexts come from the registry file, so only remotes are spelled out)."""
     shims = [_shim(spec, code.definition(spec.at)) for spec in remotes]
-    return "\n\n".join([_PRELUDE.format(name=name), _HELPERS, *shims]).rstrip("\n") + "\n"
+    prelude = _PRELUDE.format(name=name, context_wait=CONTEXT_WAIT)
+    return "\n\n".join([prelude, _HELPERS, *shims]).rstrip("\n") + "\n"
 
 
 def _shim(spec: RemoteSpec, source: Any) -> str:

@@ -319,10 +319,11 @@ class FakeVast:
             return httpx.Response(200, json={"result": {"ok": await self._run_enveloped(name, kwargs[envelope.PARAM])}})
         try:
             return httpx.Response(200, json={"result": {"ok": await _maybe_await(self.functions[name](**kwargs))}})
-        except Exception as exc:  # the official wire: the message is lost (reference 3.3)
+        except Exception as exc:  # the official wire, with the args our shim puts in __dict__ (vast_entry)
+            args = {"type": "tuple", "contents": [a if type(a) in (int, str, float) else repr(a) for a in exc.args]}
             return httpx.Response(200, json={"result": {"err": {"type": "obj", "class": type(exc).__qualname__,
                                                                 "module": {"type": "absolute", "path": ["builtins"]},
-                                                                "contents": {}}}})
+                                                                "contents": {"args": args}}}})
 
     async def _run_enveloped(self, name: str, text: str) -> str:
         request = envelope.decode(text, self.classes)

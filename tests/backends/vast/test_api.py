@@ -20,7 +20,7 @@ from vast_magic.backends.vast.api import USER_AGENT
 from vast_magic.errors import (VastAuthError, VastNotFoundError, VastRateLimitedError,
                                              VastRejectedError, VastUnavailableError, VastUploadError)
 from vast_magic.testing import AUTOSCALER, STORAGE, WEB, FakeVast
-from vast_magic.errors import BackendError
+from vast_magic.errors import BackendError, ConfigError
 from vast_magic.events import Failed, Retry, TierDecided
 from vast_magic.reports import LogLine
 
@@ -42,7 +42,7 @@ def test_put_request_matches_reference(h, tmp_path):
     assert re.fullmatch(r"[0-9a-f]{64}", body["file_hash"])
     assert body["file_size"] == Path(plan.bundle_path).stat().st_size
     assert body["env"] == ("-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai "
-                           "-e ENV_PATH=/venv/main -e HF_TOKEN='s3cret value'")
+                           "-e ENV_PATH=/venv/main -e HF_TOKEN=\"s3cret value\"")
     assert body["search_params"] == "verified=true rentable=true rented=false"
     assert (body["storage"], body["ttl"], body["version_label"]) == (16, 120.0, "v1")
     assert (body["cold_workers"], body["max_workers"]) == (1, 4)
@@ -61,12 +61,31 @@ def put_answer_endpoint(h: Harness) -> int:
     (Image(ports=(), venv=None, system_python=True), (), "https://staging.vast.test/",
      "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e VAST_API_URL=https://staging.vast.test "
      "-e USE_SYSTEM_PYTHON=true -e UV_SYSTEM_PYTHON=1 -e UV_BREAK_SYSTEM_PACKAGES=1"),
-    (Image(ports=(), venv="/venv/x"), (("A", "1"), ("B", "two words"), ("C", "it's")), WEB,
-     "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e ENV_PATH=/venv/x -e A=1 -e B='two words' "
-     "-e C='it'\"'\"'s'"),
+    (Image(ports=(), venv="/venv/x"), (("A", "1"), ("B", "two words"), ("C", "it's"), ("D", 'say "hi" now')), WEB,
+     "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e ENV_PATH=/venv/x -e A=1 -e B=\"two words\" "
+     "-e C=\"it's\"' -e D='say \"hi\" now'"),
+    (Image(ports=(), venv="/opt/my venv"), (("E", ""), ("F", "a=b")), WEB,
+     "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e ENV_PATH=\"/opt/my venv\" -e E= -e F=a=b"),
 ])
 def test_env_string(image, secrets, webserver, expected):
     assert deploy.compile_env(image, secrets, autoscaler_url=AUTOSCALER, webserver_url=webserver) == expected
+
+
+@pytest.mark.parametrize("secrets, autoscaler, message", [
+    ((("TOKEN", "a'b\"c"),), AUTOSCALER, "env TOKEN: the value contains both kinds of quote"),
+    ((("TOKEN", "two\nlines"),), AUTOSCALER, "env TOKEN: the value contains a newline"),
+    ((), "http://127.0.0.1:1/\x00", "env REPORT_ADDR: the value contains a NUL character"),
+])
+def test_env_string_refuses_values_that_cannot_round_trip(secrets, autoscaler, message):
+    with pytest.raises(ConfigError) as info:
+        deploy.compile_env(Image(ports=(), venv=None), secrets, autoscaler_url=autoscaler)
+    assert message in str(info.value) and "a'b" not in str(info.value) and "two" not in str(info.value)
+
+
+def test_a_bad_env_value_fails_before_anything_is_sent(h, tmp_path):
+    with pytest.raises(ConfigError, match="env HF_TOKEN: the value contains a carriage return"):
+        h.apply(make_plan(tmp_path, secrets=(("HF_TOKEN", "tok\r"),)))
+    assert h.fake.requests == []
 
 
 def test_ports_sorted_whatever_the_insertion_order():
@@ -240,7 +259,7 @@ def test_error_answer_that_echoes_secrets_is_scrubbed(h, tmp_path):
     plan = make_plan(tmp_path, image=Image(docker_login=(("docker_login_pass", "hunter2"),)))
     with pytest.raises(VastRejectedError) as info:
         h.apply(plan)
-    assert "s3cret" not in str(info.value) and "HF_TOKEN='***'" in str(info.value)
+    assert "s3cret" not in str(info.value) and 'HF_TOKEN="***"' in str(info.value)
 
 
 def test_key_never_in_repr_or_logs(h, tmp_path, caplog):

@@ -211,6 +211,10 @@ def test_official_plain_json_answers_are_understood(h):
                                                       "module": {"type": "absolute", "path": ["builtins"]}}}})
     outcome = routing.decode_response(api, ok, spec("f"), {})
     assert isinstance(outcome.error, KeyError) and isinstance(outcome.error, RemoteError)
+    with_args = {"type": "obj", "class": "ValueError", "module": {"type": "absolute", "path": ["builtins"]},
+                 "contents": {"args": {"type": "tuple", "contents": ["boom-7"]}, "note": "x"}}
+    outcome = routing.decode_response(api, httpx.Response(200, json={"result": {"err": with_args}}), spec("f"), {})
+    assert isinstance(outcome.error, ValueError) and "boom-7" in str(outcome.error)
     with pytest.raises(BackendError, match="not a vast_magic envelope"):
         routing.decode_response(api, httpx.Response(200, json={"result": {"ok": "plain"}}), spec("f"), {})
     with pytest.raises(BackendError, match="unexpected answer"):

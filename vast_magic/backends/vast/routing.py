@@ -201,9 +201,24 @@ def decode_response(api: VastAPI, response: httpx.Response, spec: CallSpec, reso
 
 
 def _official_error(wire_error: Any) -> BaseException:
-    """An exception in the official JSON wire (its message is lost there; reference 3.3)."""
+    """An exception in the official JSON wire (reference 3.3), its message read from ``args``.
+
+    The stock encoder sends only ``__dict__``; our shim puts the exception's args
+    there (``bundle.vast_entry``), other workers send none and the message is empty.
+    """
     if isinstance(wire_error, dict) and wire_error.get("type") == "obj":
         module = ".".join((wire_error.get("module") or {}).get("path") or []) or "builtins"
-        message = str((wire_error.get("contents") or {}).get("message") or "")
+        message = _official_message(wire_error.get("contents"))
         return make_remote_error(f"{module}.{wire_error.get('class')}", message, import_modules=False)
     return make_remote_error("builtins.Exception", str(wire_error), import_modules=False)
+
+
+def _official_message(contents: Any) -> str:
+    """``str(exc)`` of an exception whose ``__dict__`` the stock encoder sent: from its ``args`` tuple, if any."""
+    args = contents.get("args") if isinstance(contents, dict) else None
+    items = args.get("contents") if isinstance(args, dict) and args.get("type") in ("tuple", "list") else None
+    if not isinstance(items, list):
+        return ""
+    items = [item if isinstance(item, (str, int, float)) or item is None
+             else f"<{item.get('type') if isinstance(item, dict) else type(item).__name__}>" for item in items]
+    return str(items[0]) if len(items) == 1 else str(tuple(items)) if items else ""
