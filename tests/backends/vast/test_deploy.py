@@ -7,6 +7,8 @@ import tarfile
 
 import pytest
 
+from vast_magic import settings
+from vast_magic.backends.vast import sealing
 from vast_magic.errors import ConfigError
 from vast_magic.testing import FakeVast
 
@@ -63,11 +65,15 @@ def test_ensure_ready_tiers_follow_vast_actions(fake, shell):
     assert (first.tier, first.backend_action) == (4, "created") and first.endpoint.startswith("vast endpoint")
     put = fake.sent("PUT", "/api/v0/deployments/")[0].body
     assert put["search_params"] == "gpu_name in RTX_4090 gpu_ram>=24 rentable=true rented=false verified=true"
-    assert put["env"] == f"-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai -e HF_TOKEN={TOKEN}"
+    envelope_key = sealing.read_key(settings.home(), "fake-e2e", "default").hex()
+    assert put["env"] == (f"-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai -e HF_TOKEN={TOKEN} "
+                          f"-e VAST_MAGIC_ENVELOPE_KEY={envelope_key} -e VAST_MAGIC_MAX_REQUEST_BYTES=67108864")
     assert (put["max_workers"], put["cold_workers"], put["storage"]) == (4, 1, 16)
     members = uploaded_members(fake)
     assert json.loads(members["./config.json"])["envs"] == [["MODE", "fast"]]
-    assert not any(TOKEN.encode() in data for data in members.values())
+    for secret in (TOKEN, envelope_key):     # secrets travel in the env string only (never the bundle or manifest)
+        assert not any(secret.encode() in data for data in members.values())
+        assert secret not in repr(first) and secret not in first.fingerprint.code + first.fingerprint.image
     assert "./deployment.py" in members and "./manifest.json" in members
 
     assert (app.ensure_ready().tier, fake.sent("PUT")[-1].body == put) == (0, True)

@@ -143,11 +143,14 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
     resolve = {name: cls for cls, name in (classes or {}).items()}
     endpoint = await router.endpoint(endpoint_id)
     budget = {False: STARTUP_RETRIES + spec.retries, True: spec.retries, "stale": STALE_RETRIES}
+    attempts_shown = 1 + budget[False] + budget[True]      # the attempts shown: stale re-routes add one each
     retries: list[Retry] = []
 
     def allow(failure: Retryable) -> bool:
+        nonlocal attempts_shown
         kind = "stale" if isinstance(failure, _Stale) else isinstance(failure, _CallFailure) and failure.may_have_run
         budget[kind] -= 1
+        attempts_shown += kind == "stale" and budget[kind] >= 0
         return budget[kind] >= 0
 
     async def attempt() -> CallOutcome:
@@ -157,7 +160,7 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
         return decode_response(router.api, await _post(router, endpoint, route, spec, payload, deadline), spec, resolve)
 
     outcome = await router.retry.run(attempt, what=spec.function, emit=retries.append,
-                                     attempts=1 + sum(budget.values()), allow=allow, deadline=deadline)
+                                     attempts=lambda: attempts_shown, allow=allow, deadline=deadline)
     return dataclasses.replace(outcome, retries=tuple(retries)) if retries else outcome
 
 
