@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 
 import pytest
 
@@ -112,3 +113,33 @@ def test_missing_key_fails_before_packaging(fake, shell, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="VAST_API_KEY"):
         app.ensure_ready()
     assert fake.requests == [] and not (tmp_path / "home" / "bundles").exists()
+
+
+def test_calls_right_after_a_soft_update_run_the_new_code(fake, shell):
+    """1,000 calls at concurrency 32 through the public API, while the fake still routes 64 calls to the old
+    worker (every other route): each gets "stale version" there, routes again, and is answered by the new code."""
+    app, remote = make_app(shell, fake)
+    app.ensure_ready()
+    old_runs = []
+    fake.old_functions["square"] = lambda x: old_runs.append(x) or x * x
+    fake.old_worker_routes = 64
+    run(shell, "FACTOR = 2")
+    assert app.ensure_ready().backend_action == "soft_update"
+    numbers = iter(range(1000))
+    lock, answers = threading.Lock(), {}
+
+    def lane():
+        while True:
+            with lock:
+                x = next(numbers, None)
+            if x is None:
+                return
+            answers[x] = remote.call(x)
+
+    lanes = [threading.Thread(target=lane) for _ in range(32)]
+    for thread in lanes:
+        thread.start()
+    for thread in lanes:
+        thread.join(120)
+    assert answers == {x: 2 * x * x for x in range(1000)}
+    assert old_runs == [] and fake.stale_answers == 64
