@@ -16,6 +16,7 @@ import pytest
 
 from tests.backends.local.engine_harness import APP, make_bundle, plan
 from vast_magic.backends.base import CallSpec
+from vast_magic.errors import ConfigError
 from vast_magic.runtime import executor
 
 CALLS, CONCURRENCY = 1000, 32
@@ -72,3 +73,10 @@ def test_a_worker_of_another_version_runs_nothing():
     answer = asyncio.run(worker.handle({"op": "call", "id": 5, "fn": "version", "args": (), "kwargs": {},
                                         "version": "v1"}))
     assert answer == {"id": 5, "ok": False, "stale": True, "version": "v2"} and ran == []
+
+
+def test_a_version_the_engine_will_never_run_fails_at_once(harness):
+    harness.apply(plan(make_bundle(harness.folder, "v1")))
+    with pytest.raises(ConfigError, match=r"demo/default now runs another version \(\w{12}\) than this process "
+                                          r"deployed \(elsewhere-v0\)"):
+        harness.run(harness.backend.call(spec("elsewhere-v0"), (), {}, {}))
