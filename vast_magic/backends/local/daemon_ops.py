@@ -92,8 +92,8 @@ async def op_route(engine: Engine, channel: Channel, req: dict):
 
     if version and version != dep.rec.version and not dep.rollout and dep.key not in engine.applying:
         raise ConfigError(f"{dep.rec.name}/{dep.rec.tag} now runs another version ({dep.rec.version[:12]}) than "
-                          f"this process deployed ({str(version)[:12]}): it was deployed again from elsewhere. Run "
-                          "app.ensure_ready() here to deploy your version, or call it from where it was deployed.")
+                          f"this process deployed ({str(version)[:12]}): that deploy did not finish, or it was deployed "
+                          "again from elsewhere. Run app.ensure_ready() here to deploy your version.")
     if usable() or time.monotonic() >= deadline:
         return dep.routes()
     cost = float(req.get("cost") or 0.0)
