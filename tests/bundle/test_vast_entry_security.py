@@ -115,3 +115,66 @@ def test_shim_refuses_before_unpickling(tmp_path):
     assert out["plain"] == 122                       # plain JSON calls need no key and keep working
     assert out["canary_after_refusals"] is False     # nothing above was unpickled
     assert out["control"] is False and out["canary_after_control"] is True   # the canary does work when opened
+
+
+CALCULATOR_DRIVER = """
+    import asyncio, json, os, pickle
+    KEY = bytes(range(32))
+    CANARY = {canary!r}
+    os.environ["VAST_MAGIC_ENVELOPE_KEY"] = KEY.hex()
+    import vastai, deployment
+    from vast_magic.backends.vast import envelope
+    from vast_magic.runtime import sealed
+    app = vastai.Deployment.instances[0]
+    fn, options = app.remotes["square"]
+    calculate = options["workload_calculator"]      # the stock worker scores a request before running it
+
+    class Canary:
+        def __reduce__(self):
+            return (open, (CANARY, "w"))
+
+    canary = envelope.pack(pickle.dumps({{"args": (Canary(),), "kwargs": {{}}}}, protocol=5))
+
+    def seal(payload, key=KEY, version=deployment._VM_VERSION):
+        return sealed.seal(key, payload, function="square", version=version)
+
+    async def request(text):
+        score = calculate(__vast_magic__=text)
+        try:
+            answer = await fn(__vast_magic__=text)
+        except PermissionError as exc:
+            return [score, exc.message[:40]]
+        return [score, answer if answer.startswith(sealed.STALE) else envelope.decode(answer)["value"]]
+
+    async def main():
+        await app.__aenter__()
+        good = seal(envelope.request_payload((3,), {{}}))
+        out = {{"good": await request(good), "replayed": await request(good),
+               "wrong key": await request(seal(canary, key=bytes(32))),
+               "stale": (await request(seal(canary, version="other")))[0]}}
+        out["canary"] = os.path.exists(CANARY)
+        print(json.dumps(out))
+    asyncio.run(main())
+"""
+
+
+def test_workload_calculator_opens_each_envelope_once_and_refuses_the_same(tmp_path):
+    from dataclasses import replace
+
+    from tests.bundle.sample_inputs import demo_inputs, make_code, source
+    from vast_magic.bundle.registry_spec import RemoteSpec
+
+    inputs = demo_inputs()
+    inputs = replace(inputs, code=make_code(extra=(source("cost", "def cost(x, y=1):\n    return 7.0 * x\n"),)),
+                     remotes=(replace(inputs.remotes[0], workload_calculator="vast_magic_app:cost",
+                                      workload_mode="params"),))
+    assert isinstance(inputs.remotes[0], RemoteSpec)
+    canary = tmp_path / "canary-was-unpickled"
+    root = extract(Path(build(tmp_path / "a.tar.gz", inputs).path), tmp_path / "x")
+    proc = run_python(CALCULATOR_DRIVER.format(canary=str(canary)), root, (_fake_vastai(tmp_path), ROOT))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["good"] == [21.0, 122]          # scored from the arguments, then run (one nonce, claimed once)
+    assert out["replayed"] == [100.0, "vast_magic envelope refused: replayed"]
+    assert out["wrong key"] == [100.0, "vast_magic envelope refused: bad signa"]
+    assert out["stale"] == 100.0 and out["canary"] is False
