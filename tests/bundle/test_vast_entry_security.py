@@ -176,5 +176,5 @@ def test_workload_calculator_opens_each_envelope_once_and_refuses_the_same(tmp_p
     out = json.loads(proc.stdout.splitlines()[-1])
     assert out["good"] == [21.0, 122]          # scored from the arguments, then run (one nonce, claimed once)
     assert out["replayed"] == [100.0, "vast_magic envelope refused: replayed"]
-    assert out["wrong key"] == [100.0, "vast_magic envelope refused: bad sig"]
+    assert out["wrong key"] == [100.0, "vast_magic envelope refused: bad sign"]
     assert out["stale"] == 100.0 and out["canary"] is False
