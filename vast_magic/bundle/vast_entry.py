@@ -87,11 +87,11 @@ def _vm_envelope_key():
     if len(key) != 32:
         print(f"vast_magic: {{_vm_sealed.KEY_ENV}} is missing or invalid: every __vast_magic__ envelope is "
               "refused (plain JSON calls still work); deploy with vast_magic to set it.", file=_vm_sys.stderr)
-        return _vm_sealed.new_key(), False       # still seals our own benchmark calls
-    return key, True
+        return _vm_sealed.new_key()              # no caller knows it; it still seals our own benchmark calls
+    return key
 
 
-_VM_KEY, _VM_KEYED = _vm_envelope_key()
+_VM_KEY = _vm_envelope_key()
 _VM_OPENER = _vm_sealed.Opener(_VM_KEY, url=_vm_sealed.worker_url(), max_bytes=_VM_MAX_BYTES)
 _VM_CLAIMED = _vm_collections.OrderedDict()          # nonce -> what the workload calculator opened for its call
 
