@@ -31,6 +31,7 @@ class Deployed:
     functions: frozenset
     class_refs: dict
     trusted_types: tuple[str, ...] = ()
+    version: str | None = None        # the code fingerprint deployed: calls run only on workers of it
 
 
 class Caller:
@@ -69,7 +70,7 @@ class Caller:
                               "run app.ensure_ready() again to deploy it.")
         spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
                         max_queue_time=max_queue_time, retries=retries, cost=cost,
-                        trusted_types=deployed.trusted_types)
+                        trusted_types=deployed.trusted_types, version=deployed.version)
         started, ok = time.perf_counter(), False
         try:
             outcome = await deployed.backend.call(spec, args, kwargs, deployed.class_refs)

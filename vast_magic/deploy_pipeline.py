@@ -196,7 +196,8 @@ class DeployPipeline:
         emit(Ready(result.endpoint, time.perf_counter() - started))
         self._last_manifest = prepared.manifest
         self.caller.record(Deployed(backend, snapshot.name, snapshot.tag, frozenset(r.name for r in prepared.remotes),
-                                    prepared.class_refs, snapshot.trusted_types))
+                                    prepared.class_refs, snapshot.trusted_types,
+                                    prepared.manifest.fingerprint().code))
         return self._report(prepared, decision, size, files, dry_run=False, result=result)
 
     @staticmethod

@@ -58,6 +58,7 @@ class CallSpec:
     retries: int = 0
     cost: float = 100.0           # workload of this call, from workload_calculator
     trusted_types: tuple[str, ...] = ()    # Deployment(trusted_types=...), normalized (backends/vast/trusted.py)
+    version: str | None = None    # manifest version (code fingerprint) the call must run on; None: any
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ The response dicts are the call protocol of docs/internals.md. Admission follows
 the official rule (in-flight workload / perf > max_queue_time -> overloaded) with
 one exception: an idle worker always admits, since rejecting there would make a
 large call impossible forever. Functions without ``allow_parallel_requests``
-run one call at a time in arrival order (asyncio.Lock is FIFO).
+run one call at a time in arrival order (asyncio.Lock is FIFO). A call that
+names the deployment version it expects, sent to a worker of another version
+(a rolling update), is answered ``{"ok": False, "stale": True, "version": v}``
+without running; the client routes it again.
 """
 from __future__ import annotations
 
@@ -47,9 +50,10 @@ async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = Non
 class Executor:
     """Admits, orders and runs calls for one loaded app; tracks the load for the engine."""
 
-    def __init__(self, app: LoadedApp, perf: dict[str, float | None]):
+    def __init__(self, app: LoadedApp, perf: dict[str, float | None], version: str | None = None):
         self.app = app
         self.perf = dict(perf)
+        self.version = version
         self.inflight_workload = 0.0
         self.inflight_calls = 0
         self._locks = {name: asyncio.Lock() for name, e in app.remotes.items()
@@ -58,6 +62,9 @@ class Executor:
     async def handle(self, request: dict) -> dict:
         """Answer one call request (never raises except on cancellation)."""
         call_id = request.get("id") if isinstance(request, dict) else None
+        expected = request.get("version") if isinstance(request, dict) else None
+        if expected and self.version and expected != self.version:
+            return {"id": call_id, "ok": False, "stale": True, "version": self.version}   # rolling update: not run
         try:
             entry, args, kwargs, cost, timeout = self._parse(request)
         except Exception as exc:

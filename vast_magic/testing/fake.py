@@ -25,18 +25,29 @@ answer ``created`` / ``exists`` / ``autoscale_update`` / ``soft_update`` from
 what changed; endpoints carry their own key; workers come up after a scripted
 number of ``get_endpoint_workers`` polls; ``/route/`` makes callers wait a
 scripted number of times; worker calls run plain Python functions behind the
-same shim contract as the generated ``deployment.py`` (our envelope, or plain
-JSON). Knobs: ``fail(method, path, *outcomes)`` queues statuses or exceptions
-for matching requests; ``workergroups_visible``, ``put_workergroup``,
-``ready_after``, ``worker_error``, ``route_waits``, ``workers_shape``. Every request is recorded.
+same shim contract as the generated ``deployment.py`` (our signed envelope,
+opened with the key the deployment's ``env`` carries, or plain JSON). The
+version a worker runs is read from the uploaded bundle's ``deployment.py``.
+A rolling update is modelled by ``old_worker_routes``: after each
+``/update_workers/``, that many ``/route/`` answers (every other one) send the
+caller to ``OLD_WORKER``, which still runs the previous version (and
+``old_functions`` for plain calls). Knobs: ``fail(method, path, *outcomes)``
+queues statuses or exceptions for matching requests; ``workergroups_visible``,
+``put_workergroup``, ``ready_after``, ``worker_error``, ``route_waits``,
+``workers_shape``, ``old_worker_routes``. Every request is recorded.
 """
 from __future__ import annotations
 
 import base64
 import contextlib
+import email.parser
+import email.policy
 import inspect
 import io
 import json
+import re
+import shlex
+import tarfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -44,14 +55,15 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from ..backends.vast import envelope
-from ..runtime import wire
+from ..runtime import sealed, wire
 
-__all__ = ["FakeVast", "FakeDeployment", "Recorded", "WEB", "AUTOSCALER", "STORAGE", "WORKER"]
+__all__ = ["FakeVast", "FakeDeployment", "Recorded", "WEB", "AUTOSCALER", "STORAGE", "WORKER", "OLD_WORKER"]
 
 WEB = "https://console.vast.ai"
 AUTOSCALER = "https://run.vast.ai"
 STORAGE = "https://s3.fake-vast.test"
 WORKER = "https://worker-1.fake-vast.test:4000"
+OLD_WORKER = "https://worker-0.fake-vast.test:4000"
 IMAGE_FIELDS = ("image", "env", "search_params", "storage", "docker_login_user", "docker_login_pass",
                 "docker_login_repo")
 SCALING_FIELDS = ("cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",
@@ -84,6 +96,23 @@ class FakeDeployment:
     polls: int = 0
     generation: int = 0        # bumped by /update_workers/: a reloaded worker reports another loaded_at
     deleted: bool = False
+    versions: list = field(default_factory=list)   # _VM_VERSION of each uploaded bundle, in order
+    old_routes: int = 0        # /route/ answers still to send to OLD_WORKER (a rolling update in progress)
+    routes: int = 0
+    openers: dict = field(default_factory=dict)    # worker URL -> its sealed.Opener (each worker its own nonces)
+
+    def envelope_key(self) -> bytes | None:
+        """The key the deployment's ``env`` string gives its workers (None when it has none)."""
+        for word in shlex.split(str(self.body.get("env") or "")):
+            name, _, value = word.partition("=")
+            if name == sealed.KEY_ENV:
+                return bytes.fromhex(value)
+        return None
+
+    def version_at(self, url: str) -> str | None:
+        """What the worker at ``url`` runs: the newest upload, or the one before on ``OLD_WORKER``."""
+        index = -2 if url == OLD_WORKER else -1
+        return self.versions[index] if len(self.versions) >= -index else None
 
 
 @dataclass
@@ -95,6 +124,9 @@ class FakeVast:
     worker_error: str | None = None
     worker_perf: float = 1234.5
     workers_shape: str = "list"     # get_endpoint_workers: "list" (the SDK's) or "dict" ({"workers": [...]}, the spec)
+    old_worker_routes: int = 0      # per /update_workers/: /route/ answers (every other one) to the old worker
+    old_functions: dict[str, Callable] = field(default_factory=dict)   # what OLD_WORKER runs for plain calls
+    stale_answers: int = 0          # enveloped calls an old worker answered "stale version" (nothing ran)
     route_waits: int = 0
     workergroups_visible: bool = True
     put_workergroup: bool = True
@@ -135,8 +167,8 @@ class FakeVast:
                     raise outcome
                 return httpx.Response(outcome, json={"error": f"injected HTTP {outcome}", "msg": "injected"})
         host = f"{request.url.scheme}://{request.url.netloc.decode()}"
-        if host == WORKER:
-            return await self._worker(recorded)
+        if host in (WORKER, OLD_WORKER):
+            return await self._worker(recorded, host)
         handler = {WEB: self._web, AUTOSCALER: self._autoscaler, STORAGE: self._storage}.get(host)
         if handler is None:
             return httpx.Response(502, text=f"fake Vast: unknown host {host}")
@@ -259,6 +291,7 @@ class FakeVast:
         for d in self.deployments.values():
             if not d.uploaded and f"bundles/{d.id}.tar.gz".encode() in r.raw:
                 d.uploaded = True
+                d.versions.append(_bundle_version(r.headers.get("content-type", ""), r.raw))
         return httpx.Response(204)
 
     def _autoscaler(self, r: Recorded) -> httpx.Response:
@@ -270,6 +303,7 @@ class FakeVast:
             for d in self.deployments.values():
                 if d.workergroup_id == body.get("workergroup_id"):
                     d.polls, d.generation = 0, d.generation + 1     # its workers restart on the new version
+                    d.old_routes = self.old_worker_routes
             return httpx.Response(200, json={"success": True, "workers_to_update": 1, "cancelled": False})
         if r.path == "/get_endpoint_workers/":
             return self._workers(body)
@@ -297,12 +331,18 @@ class FakeVast:
         if self.route_waits > 0:
             self.route_waits -= 1
             return httpx.Response(200, json={"request_idx": 41, "status": "waiting for workers"})
-        return httpx.Response(200, json={"url": WORKER, "request_idx": body.get("request_idx") or 42, "reqnum": 7,
+        d = next((d for d in self.deployments.values() if d.endpoint_id == endpoint_id and not d.deleted), None)
+        url = WORKER
+        if d is not None:
+            d.routes += 1
+            if d.old_routes > 0 and d.routes % 2:
+                d.old_routes, url = d.old_routes - 1, OLD_WORKER
+        return httpx.Response(200, json={"url": url, "request_idx": body.get("request_idx") or 42, "reqnum": 7,
                                          "cost": body.get("cost"), "endpoint": body.get("endpoint"),
                                          "signature": base64.b64encode(b"sig").decode()})
 
     # -- the worker (the shim contract of the generated deployment.py) -------------------------
-    async def _worker(self, r: Recorded) -> httpx.Response:
+    async def _worker(self, r: Recorded, url: str = WORKER) -> httpx.Response:
         body = r.body if isinstance(r.body, dict) else None
         if body is None:
             return httpx.Response(422, json={"error": "invalid JSON"})
@@ -312,30 +352,72 @@ class FakeVast:
         if not isinstance(body.get("payload"), dict):
             return httpx.Response(422, json={"payload": {"data": "payload must be a dictionary"}})
         name = r.path.removeprefix("/remote/")
+        functions = self.old_functions if url == OLD_WORKER else self.functions
         if name not in self.functions:
             return httpx.Response(404, text="404: Not Found")
         kwargs = dict(body["payload"].get("kwargs") or {})
+        d = self._by_endpoint_name(auth.get("endpoint"))
         if envelope.PARAM in kwargs:
-            return httpx.Response(200, json={"result": {"ok": await self._run_enveloped(name, kwargs[envelope.PARAM])}})
+            try:
+                return httpx.Response(200, json={"result": {"ok": await self._run_enveloped(
+                    d, url, name, kwargs[envelope.PARAM], functions)}})
+            except sealed.Refused as exc:
+                return httpx.Response(200, json={"result": {"err": _official_err(exc)}})
         try:
-            return httpx.Response(200, json={"result": {"ok": await _maybe_await(self.functions[name](**kwargs))}})
+            return httpx.Response(200, json={"result": {"ok": await _maybe_await(functions[name](**kwargs))}})
         except Exception as exc:  # the official wire, with the args our shim puts in __dict__ (vast_entry)
-            args = {"type": "tuple", "contents": [a if type(a) in (int, str, float) else repr(a) for a in exc.args]}
-            return httpx.Response(200, json={"result": {"err": {"type": "obj", "class": type(exc).__qualname__,
-                                                                "module": {"type": "absolute", "path": ["builtins"]},
-                                                                "contents": {"args": args}}}})
+            return httpx.Response(200, json={"result": {"err": _official_err(exc)}})
 
-    async def _run_enveloped(self, name: str, text: str) -> str:
-        request = envelope.decode(text, self.classes)
+    def _by_endpoint_name(self, endpoint: Any) -> FakeDeployment | None:
+        return next((d for d in self.deployments.values() if f"ep-{d.endpoint_id}" == endpoint and not d.deleted), None)
+
+    async def _run_enveloped(self, d: FakeDeployment | None, url: str, name: str, text: str,
+                             functions: dict) -> str:
+        """What the shim does: open the sealed envelope (Refused: nothing unpickled), check the version, run."""
+        key = d.envelope_key() if d is not None else None
+        opener = d.openers.setdefault(url, sealed.Opener(key or sealed.new_key(), url=url)) if d else None
+        if opener is None:
+            raise sealed.Refused("no deployment for this endpoint")
+        header, payload = opener.open(text, name)
+        version = d.version_at(url)
+        if header.version is not None and version is not None and header.version != version:
+            self.stale_answers += 1
+            return sealed.STALE + version
+        request = envelope.decode(base64.b64encode(payload).decode("ascii"), self.classes)
         out, err = io.StringIO(), io.StringIO()
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                value = await _maybe_await(self.functions[name](*request["args"], **request["kwargs"]))
+                value = await _maybe_await(functions[name](*request["args"], **request["kwargs"]))
             message = {"ok": True, "value": value}
         except Exception as exc:
             message = {"ok": False, "error": wire.error_envelope(exc)}
         message["output"] = [(s, t) for s, t in (("stdout", out.getvalue()), ("stderr", err.getvalue())) if t]
         return envelope.answer(message, {cls: name for name, cls in self.classes.items()})
+
+
+def _official_err(exc: BaseException) -> dict:
+    """An exception in the stock JSON wire: its ``__dict__`` travels (reference 3.3), and our shim puts the
+    exception's args there (vast_entry), so the message reaches official clients too."""
+    contents = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float))}
+    contents["args"] = {"type": "tuple", "contents": [a if type(a) in (int, str, float) else repr(a) for a in exc.args]}
+    return {"type": "obj", "class": type(exc).__qualname__,
+            "module": {"type": "absolute", "path": type(exc).__module__.split(".")}, "contents": contents}
+
+
+def _bundle_version(content_type: str, raw: bytes) -> str | None:
+    """``_VM_VERSION`` of the ``deployment.py`` in an uploaded bundle (a multipart POST); None if absent."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    for part in message.iter_parts() if message.is_multipart() else ():
+        if part.get_filename():
+            try:
+                with tarfile.open(fileobj=io.BytesIO(part.get_payload(decode=True)), mode="r:gz") as tar:
+                    member = next(m for m in tar if m.name.removeprefix("./") == "deployment.py")
+                    found = re.search(r"^_VM_VERSION = '([^']*)'", tar.extractfile(member).read().decode(), re.M)
+            except (tarfile.TarError, StopIteration, AttributeError, OSError):
+                return None
+            return found.group(1) if found else None
+    return None
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.backends.vast.vast_harness import KEY, Harness, Image, Manifest, make_bundle, make_plan
-from vast_magic.backends.vast import deploy
+from vast_magic.backends.vast import deploy, sealing
 from vast_magic.backends.vast.api import USER_AGENT
 from vast_magic.errors import (VastAuthError, VastNotFoundError, VastRateLimitedError,
                                              VastRejectedError, VastUnavailableError, VastUploadError)
@@ -41,8 +41,10 @@ def test_put_request_matches_reference(h, tmp_path):
     assert body["name"] == "demo" and body["tag"] == "default" and body["image"] == Image.from_image
     assert re.fullmatch(r"[0-9a-f]{64}", body["file_hash"])
     assert body["file_size"] == Path(plan.bundle_path).stat().st_size
+    envelope_key = sealing.read_key(h.backend.home, "demo", "default").hex()
     assert body["env"] == ("-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai "
-                           "-e ENV_PATH=/venv/main -e HF_TOKEN=\"s3cret value\"")
+                           f"-e ENV_PATH=/venv/main -e HF_TOKEN=\"s3cret value\" -e VAST_MAGIC_ENVELOPE_KEY={envelope_key} "
+                           "-e VAST_MAGIC_MAX_REQUEST_BYTES=67108864")
     assert body["search_params"] == "verified=true rentable=true rented=false"
     assert (body["storage"], body["ttl"], body["version_label"]) == (16, 120.0, "v1")
     assert (body["cold_workers"], body["max_workers"]) == (1, 4)

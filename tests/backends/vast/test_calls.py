@@ -8,6 +8,7 @@ and shipped classes come back; other classes need ``trusted_types``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import datetime
 import decimal
@@ -23,7 +24,8 @@ import numpy as np
 import pytest
 
 from vast_magic.backends.base import CallSpec
-from vast_magic.backends.vast import envelope, routing
+from vast_magic.backends.vast import envelope, routing, sealing
+from vast_magic.runtime import sealed
 from vast_magic import Deployment
 from vast_magic.backends.vast.trusted import normalize
 from vast_magic.errors import (BackendError, CallTimeoutError, ConfigError, OverloadedError, RemoteError,
@@ -75,6 +77,13 @@ def call(h: Harness, function: str, *args, classes=None, **kwargs):
     return asyncio.run(h.backend.call(spec(function), args, kwargs, classes or {}))
 
 
+def opened(h: Harness, text: str, function: str):
+    """A sealed request as its worker opens it (the key is the one this machine created for demo/default)."""
+    key = sealing.read_key(h.backend.home, "demo", "default")
+    header, payload = sealed.Opener(key, url=WORKER).open(text, function)
+    return header, envelope.decode(base64.b64encode(payload).decode("ascii"))
+
+
 def test_call_requests_match_reference(h):
     h.fake.route_waits = 2
     outcome = call(h, "square", 7)
@@ -98,7 +107,9 @@ def test_call_requests_match_reference(h):
     assert set(worker.body) == {"auth_data", "session_id", "payload"} and worker.body["session_id"] is None
     assert set(worker.body["auth_data"]) >= {"cost", "endpoint", "reqnum", "request_idx", "signature", "url"}
     assert list(worker.body["payload"]) == ["kwargs"] and list(worker.body["payload"]["kwargs"]) == ["__vast_magic__"]
-    assert envelope.decode(worker.body["payload"]["kwargs"]["__vast_magic__"]) == {"args": (7,), "kwargs": {}}
+    header, message = opened(h, worker.body["payload"]["kwargs"]["__vast_magic__"], "square")
+    assert message == {"args": (7,), "kwargs": {}}
+    assert (header.function, header.url, header.version) == ("square", WORKER, None)
     assert h.sleeps[-2:][0] == 1.0  # first /route/ wait is 1 s like the official client
 
 

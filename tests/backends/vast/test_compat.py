@@ -192,13 +192,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ENVELOPE_KEY = bytes(range(7, 39))          # what the deployment env gives the workers (VAST_MAGIC_ENVELOPE_KEY)
+MAX_REQUEST_BYTES = 256 * 1024
+
+
 def start_worker(python: Path, bundle: Path, workdir: Path, port: int, report: str) -> subprocess.Popen:
     tar = workdir / "bundle.tar.gz"
     shutil.copy(bundle, tar)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST", "PYTHON"))}
     env.update(IS_DEPLOYMENT="true", DEPLOYMENT_ID="1", DEBUG_DEPLOYMENT_TAR=str(tar), WORKER_PORT=str(port),
                REPORT_ADDR=report, CONTAINER_ID="7", PUBLIC_IPADDR="127.0.0.1", MASTER_TOKEN="compat-token",
-               **{f"VAST_TCP_PORT_{port}": str(port)}, VAST_API_KEY="unused-offline", VAST_LOG_LEVEL="WARNING")
+               **{f"VAST_TCP_PORT_{port}": str(port)}, VAST_API_KEY="unused-offline", VAST_LOG_LEVEL="WARNING",
+               VAST_MAGIC_ENVELOPE_KEY=ENVELOPE_KEY.hex(), VAST_MAGIC_MAX_REQUEST_BYTES=str(MAX_REQUEST_BYTES))
     log = open(workdir / "worker.log", "wb")
     return subprocess.Popen([str(python), "-m", "vastai.serverless.remote.serve_deployment"], cwd=workdir, env=env,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -274,17 +279,25 @@ def early_call(base: str, signature: str, workdir: Path) -> dict:
             "loaded_before_gate": bool(loaded) and min(loaded) < gate_at}
 
 
-def run_calls(base: str, signature: str, python: Path) -> dict:
+def bundle_version(workdir: Path) -> str:
+    import re
+    text = (workdir / "deployment.py").read_text()
+    return re.search(r"^_VM_VERSION = '([^']*)'", text, re.M).group(1)
+
+
+def run_calls(base: str, signature: str, workdir: Path, python: Path) -> dict:
     """Every call with the official body; envelope answers are decoded here, plain ones by the official client."""
     from vast_magic.backends.vast import envelope
 
     counter = iter(range(1, 1000))
+    version = bundle_version(workdir)
 
     def call(name: str, kwargs: dict):
         return post(f"{base}/remote/{name}", official_body(base, signature, next(counter), kwargs))
 
     def enveloped(name: str, *args):
-        status, body = call(name, envelope.call_kwargs(args, {}))
+        payload = envelope.request_payload(args, {})
+        status, body = call(name, envelope.call_kwargs(ENVELOPE_KEY, payload, function=name, version=version, url=base))
         if status != 200 or "ok" not in body.get("result", {}):
             return {"status": status, "body": body}
         outcome = envelope.outcome_from_message(envelope.decode(body["result"]["ok"]))
@@ -304,16 +317,64 @@ def run_calls(base: str, signature: str, python: Path) -> dict:
     bad_auth = post(f"{base}/remote/add", {"auth_data": {"url": base, "signature": "AAAA", "cost": 1, "endpoint": "x",
                                                           "reqnum": 1, "request_idx": 1}, "payload": {"kwargs": {"x": 1}}})
     results["bad_signature"] = {"status": bad_auth[0]}
+    results["refusals"] = refusals(call, base, version, workdir)
     return results
+
+
+def refusals(call, base: str, version: str, workdir: Path) -> dict:
+    """Envelopes the shim must refuse, each holding a canary pickle that creates a file if unpickled."""
+    import base64
+    import pickle
+
+    from vast_magic.backends.vast import envelope
+    from vast_magic.runtime import sealed
+
+    canary_path = workdir / "canary-was-unpickled"
+
+    class Canary:
+        def __reduce__(self):
+            return (open, (str(canary_path), "w"))
+
+    canary = envelope.pack(pickle.dumps({"args": (Canary(),), "kwargs": {}}, protocol=5))
+    benign = envelope.request_payload((1,), {})
+
+    def seal(payload, key=ENVELOPE_KEY, **changes):
+        return sealed.seal(key, payload, **({"function": "add", "version": version, "url": base} | changes))
+
+    def send(text):
+        status, body = call("add", {envelope.PARAM: text})
+        result = body.get("result", {}) if isinstance(body, dict) else {}
+        if "err" in result:
+            return [status, "err", (result["err"].get("contents") or {}).get("message", "")]
+        return [status, "ok", str(result.get("ok"))[:200]] if "ok" in result else [status, str(body)[:200]]
+
+    first = seal(benign)
+    tampered = first.split(".")
+    cases = {
+        "unsigned": base64.b64encode(canary).decode(),
+        "wrong_key": seal(canary, key=bytes(32)),
+        "tampered": ".".join(tampered[:3] + [base64.b64encode(canary).decode()]),
+        "other_worker": seal(canary, url="http://127.0.0.1:1"),
+        "first_use": first,
+        "replayed": first,
+        "stale_version": seal(canary, version="f" * 64),
+    }
+    out = {name: send(text) for name, text in cases.items()}
+    out["oversized"] = send(seal(canary + b"\0" * (2 * MAX_REQUEST_BYTES)))
+    out["canary_after_refusals"] = canary_path.exists()
+    out["control"] = send(seal(canary))[:2]
+    out["canary_after_control"] = canary_path.exists()
+    return out
 
 
 async def backend_calls(standin: str, home: Path) -> dict:
     """The same functions through VastBackend.call: endptjobs, /route/ and the worker, over real loopback HTTP."""
     from vast_magic.backends.base import CallSpec
-    from vast_magic.backends.vast import state
+    from vast_magic.backends.vast import sealing, state
     from vast_magic.backends.vast.backend import VastBackend
 
     state.write_record(home, state.DeployRecord("compat", "default", 1, 1, None, "created"))
+    sealing.key_path(home, "compat", "default").write_bytes(ENVELOPE_KEY)
     backend = VastBackend(home=str(home), api_key="user-key-offline", webserver_url=standin, autoscaler_url=standin)
     results = {}
     for name, args in (("add", (7,)), ("scaled", (3,)), ("fail", ("again",))):
@@ -340,7 +401,7 @@ def child_main(bundle: str, python: str, out: str) -> None:
         ready = wait_ready(worker, workdir)
         results = {"ready": ready, "early": early, "calls": {}, "backend": {}}
         if not ready.get("error_msg"):
-            results["calls"] = run_calls(base, signature, Path(python))
+            results["calls"] = run_calls(base, signature, workdir, Path(python))
             standin = f"http://127.0.0.1:{stand_port}"
             results["backend"] = asyncio.run(backend_calls(standin, workdir / "home"))
             results["routes"] = StandIn.routes
@@ -407,6 +468,20 @@ def test_official_worker_serves_our_bundle(tmp_path, style):
     assert results["early"] == {"status": 200, "body": {"result": {"ok": 12}}, "admitted_before_gate": True,
                                 "answered_after_gate": True, "loaded_before_gate": False}, results["worker_log"]
     assert calls["bad_signature"] == {"status": 401}
+    refused = calls["refusals"]
+    prefix = "vast_magic envelope refused: "
+    expected_refusals = {
+        "unsigned": prefix + "not a signed vast_magic envelope", "wrong_key": prefix + "bad signature",
+        "tampered": prefix + "payload does not match its signed digest",
+        "other_worker": prefix + "signed for worker http://127.0.0.1:1, not this one", "replayed": prefix + "replayed",
+    }
+    for case, message in expected_refusals.items():
+        assert refused[case][:2] == [200, "err"] and refused[case][2].startswith(message), (case, refused[case])
+    assert refused["first_use"][:2] == [200, "ok"]
+    assert refused["stale_version"] == [200, "ok", "vast_magic:stale-version:" + bundle_version_of(bundle)]
+    assert refused["oversized"][0] == 413           # the worker's HTTP body limit, before any handler runs
+    assert refused["canary_after_refusals"] is False  # nothing refused was unpickled
+    assert refused["control"] == [200, "ok"] and refused["canary_after_control"] is True   # the canary works
     assert results["backend"] == {
         "add": {"value": 18, "output": [["stdout", "adding 7\n"]], "error": None},
         "scaled": {"value": [3.0, 6.0, 9.0], "output": [], "error": None},
@@ -416,6 +491,14 @@ def test_official_worker_serves_our_bundle(tmp_path, style):
     assert route["authorization"] == "Bearer endpoint-key-1"
     assert route["body"] == {"endpoint": "compat-ep", "api_key": "endpoint-key-1", "cost": 100.0, "request_idx": 0,
                              "replay_timeout": 60.0}
+
+
+def bundle_version_of(bundle: Path) -> str:
+    import re
+    import tarfile
+    with tarfile.open(bundle) as tar:
+        text = tar.extractfile("./deployment.py").read().decode()
+    return re.search(r"^_VM_VERSION = '([^']*)'", text, re.M).group(1)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 
 import pytest
 
+from vast_magic import settings
+from vast_magic.backends.vast import sealing
 from vast_magic.errors import ConfigError
 from vast_magic.testing import FakeVast
 
@@ -63,11 +66,15 @@ def test_ensure_ready_tiers_follow_vast_actions(fake, shell):
     assert (first.tier, first.backend_action) == (4, "created") and first.endpoint.startswith("vast endpoint")
     put = fake.sent("PUT", "/api/v0/deployments/")[0].body
     assert put["search_params"] == "gpu_name in RTX_4090 gpu_ram>=24 rentable=true rented=false verified=true"
-    assert put["env"] == f"-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai -e HF_TOKEN={TOKEN}"
+    envelope_key = sealing.read_key(settings.home(), "fake-e2e", "default").hex()
+    assert put["env"] == (f"-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai -e HF_TOKEN={TOKEN} "
+                          f"-e VAST_MAGIC_ENVELOPE_KEY={envelope_key} -e VAST_MAGIC_MAX_REQUEST_BYTES=67108864")
     assert (put["max_workers"], put["cold_workers"], put["storage"]) == (4, 1, 16)
     members = uploaded_members(fake)
     assert json.loads(members["./config.json"])["envs"] == [["MODE", "fast"]]
-    assert not any(TOKEN.encode() in data for data in members.values())
+    for secret in (TOKEN, envelope_key):     # secrets travel in the env string only (never the bundle or manifest)
+        assert not any(secret.encode() in data for data in members.values())
+        assert secret not in repr(first) and secret not in first.fingerprint.code + first.fingerprint.image
     assert "./deployment.py" in members and "./manifest.json" in members
 
     assert (app.ensure_ready().tier, fake.sent("PUT")[-1].body == put) == (0, True)
@@ -106,3 +113,33 @@ def test_missing_key_fails_before_packaging(fake, shell, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="VAST_API_KEY"):
         app.ensure_ready()
     assert fake.requests == [] and not (tmp_path / "home" / "bundles").exists()
+
+
+def test_calls_right_after_a_soft_update_run_the_new_code(fake, shell):
+    """1,000 calls at concurrency 32 through the public API, while the fake still routes 64 calls to the old
+    worker (every other route): each gets "stale version" there, routes again, and is answered by the new code."""
+    app, remote = make_app(shell, fake)
+    app.ensure_ready()
+    old_runs = []
+    fake.old_functions["square"] = lambda x: old_runs.append(x) or x * x
+    fake.old_worker_routes = 64
+    run(shell, "FACTOR = 2")
+    assert app.ensure_ready().backend_action == "soft_update"
+    numbers = iter(range(1000))
+    lock, answers = threading.Lock(), {}
+
+    def lane():
+        while True:
+            with lock:
+                x = next(numbers, None)
+            if x is None:
+                return
+            answers[x] = remote.call(x)
+
+    lanes = [threading.Thread(target=lane) for _ in range(32)]
+    for thread in lanes:
+        thread.start()
+    for thread in lanes:
+        thread.join(120)
+    assert answers == {x: 2 * x * x for x in range(1000)}
+    assert old_runs == [] and fake.stale_answers == 64

@@ -4,6 +4,11 @@ Deploy, status, logs and teardown are requests to the daemon; calls go
 straight to workers through ``pool`` (the daemon only says which workers are
 ready). Everything here runs on vast_magic's background loop. A dry run
 (``previous_manifest_json``) reads the store read-only and never starts the daemon.
+
+A call names the version it expects (``CallSpec.version``): it is routed only
+to workers of that version, and a worker of another one (a route that went
+stale during a rollout) answers without running it; the call then routes
+again, up to ``STALE_RETRIES`` times, each a ``Retry`` event, like on Vast.
 """
 from __future__ import annotations
 
@@ -32,7 +37,14 @@ from .logfiles import deployment_tail, logged_deployments
 from .store import read_only, read_previous_manifest_json
 from .venvs import pip_args_from_env
 
-__all__ = ["not_applied_locally", "LocalBackend"]
+__all__ = ["STALE_RETRIES", "not_applied_locally", "LocalBackend"]
+
+#: re-routes of a call that reached a worker of another version (each one a Retry event)
+STALE_RETRIES = 30
+
+
+class _Stale(Retryable):
+    """The worker runs another version than the call expects; it ran nothing."""
 
 _EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.BenchmarkScored, "LogLine": LogLine}
 
@@ -114,6 +126,8 @@ class LocalBackend:
             raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
                               f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
         retries: list[events.Retry] = []
+        budget = {"lost": spec.retries, "stale": STALE_RETRIES}
+        attempts_shown = 1 + spec.retries            # stale re-routes add one each
 
         async def attempt() -> CallOutcome:
             try:
@@ -121,7 +135,15 @@ class LocalBackend:
             except WorkerLostError as exc:        # the engine routes the next attempt to another worker
                 raise Retryable(exc, str(exc).split(";")[0]) from None
 
-        outcome = await IMMEDIATE.run(attempt, what=spec.function, emit=retries.append, attempts=spec.retries + 1)
+        def allow(failure: Retryable) -> bool:
+            nonlocal attempts_shown
+            kind = "stale" if isinstance(failure, _Stale) else "lost"
+            budget[kind] -= 1
+            attempts_shown += kind == "stale" and budget[kind] >= 0
+            return budget[kind] >= 0
+
+        outcome = await IMMEDIATE.run(attempt, what=spec.function, emit=retries.append,
+                                      attempts=lambda: attempts_shown, allow=allow)
         return dataclasses.replace(outcome, retries=tuple(retries)) if retries else outcome
 
     async def _pool(self, name: str, tag: str) -> DeploymentPool:
@@ -142,15 +164,16 @@ class LocalBackend:
 
     async def _route(self, pool: DeploymentPool, spec: CallSpec, deadline: float) -> Route:
         loop = asyncio.get_running_loop()
-        route = pool.choose(spec.cost, spec.max_queue_time)
+        route = pool.choose(spec.cost, spec.max_queue_time, spec.version)
         while route is None:
             left = deadline - loop.time()
             if left <= 0:
-                raise CallTimeoutError(f"no worker of {spec.name}/{spec.tag} became ready within the "
+                of_version = " running the version ensure_ready() deployed" if spec.version and pool.routes else ""
+                raise CallTimeoutError(f"no worker of {spec.name}/{spec.tag}{of_version} became ready within the "
                                        f"{spec.timeout:g}s timeout of {spec.function}; see app.status().")
             pool.set_routes(await self.engine.request("route", name=spec.name, tag=spec.tag, wait=min(left, 5.0),
-                                                      cost=spec.cost, answer_timeout=left + 10))
-            route = pool.choose(spec.cost, spec.max_queue_time)
+                                                      cost=spec.cost, version=spec.version, answer_timeout=left + 10))
+            route = pool.choose(spec.cost, spec.max_queue_time, spec.version)
         return route
 
     async def _connect(self, pool: DeploymentPool, spec: CallSpec, deadline: float):
@@ -188,6 +211,13 @@ class LocalBackend:
                                   await self._log_tail(route.worker)) from None
         finally:
             conn.inflight -= spec.cost
+        if response.get("stale"):
+            other = str(response.get("version"))
+            pool.mark_version(route.worker, other)
+            raise _Stale(CallTimeoutError(
+                f"{spec.function}: the workers of {spec.name}/{spec.tag} still ran version {other[:12]}, not "
+                f"{str(spec.version)[:12]}, which ensure_ready() deployed; the rollout has not finished. Retry later "
+                "or check app.status()."), f"worker runs version {other[:12]}, expected {str(spec.version)[:12]}")
         return outcome_from_response(response, spec.function)
 
     async def _log_tail(self, worker: str) -> tuple[str, ...]:
@@ -259,7 +289,7 @@ def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classe
     chosen; what fails later (the connection, the worker, a retry) is a BackendError.
     """
     request = {"op": "call", "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
-               "cost": spec.cost, "timeout": spec.timeout}
+               "cost": spec.cost, "timeout": spec.timeout, "version": spec.version}
     try:
         return wire.dumps(request, classes)
     except Exception as exc:

@@ -81,15 +81,25 @@ def _deployment(engine: Engine, req: dict):
 
 
 async def op_route(engine: Engine, channel: Channel, req: dict):
-    """The ready workers; when there are none, wait (counted as queued demand) up to ``wait`` s."""
+    """The ready workers; when there are none (of ``version``, when given), wait (counted as queued
+    demand) up to ``wait`` s."""
     dep = _deployment(engine, req)
     deadline = time.monotonic() + float(req.get("wait") or 0.0)
-    if dep.routes() or time.monotonic() >= deadline:
+    version = req.get("version")
+
+    def usable() -> bool:
+        return any(not version or route[3] == version for route in dep.routes())
+
+    if version and version != dep.rec.version and not dep.rollout and dep.key not in engine.applying:
+        raise ConfigError(f"{dep.rec.name}/{dep.rec.tag} now runs another version ({dep.rec.version[:12]}) than "
+                          f"this process deployed ({str(version)[:12]}): that deploy did not finish, or it was deployed "
+                          "again from elsewhere. Run app.ensure_ready() here to deploy your version.")
+    if usable() or time.monotonic() >= deadline:
         return dep.routes()
     cost = float(req.get("cost") or 0.0)
     dep.waiting, dep.waiting_workload = dep.waiting + 1, dep.waiting_workload + cost
     try:
-        while not dep.routes() and engine.deployments.get(dep.key) is dep:
+        while not usable() and engine.deployments.get(dep.key) is dep:
             left = deadline - time.monotonic()
             if left <= 0:
                 break

@@ -135,6 +135,12 @@ class DeploymentPool:
         self.changed.set()
         self.changed = asyncio.Event()
 
+    def mark_version(self, worker: str, version: str) -> None:
+        """A worker said it runs ``version`` (its answer to a call for another): route by that."""
+        route = self.routes.get(worker)
+        if route is not None:
+            self.routes[worker] = Route(route.worker, route.port, route.perf, version)
+
     def _lost(self, conn: WorkerConnection) -> None:
         if self.connections.get(conn.route.worker) is conn:
             self.drop(conn.route.worker)
@@ -145,16 +151,20 @@ class DeploymentPool:
         if conn is not None:
             conn.close()
 
-    def choose(self, cost: float, max_queue_time: float) -> Route | None:
-        """The route with the least (in-flight + cost) / perf; OverloadedError when even it is too long."""
-        if not self.routes:
+    def choose(self, cost: float, max_queue_time: float, version: str | None = None) -> Route | None:
+        """The route with the least (in-flight + cost) / perf; OverloadedError when even it is too long.
+
+        With ``version``, only workers of that version count (during a rollout old ones still serve).
+        """
+        routes = [r for r in self.routes.values() if version is None or r.version == version]
+        if not routes:
             return None
 
         def wait(route: Route) -> float:
             conn = self.connections.get(route.worker)
             return ((conn.inflight if conn else 0.0) + cost) / max(route.perf or 1.0, 1e-9)
 
-        best = min(self.routes.values(), key=wait)
+        best = min(routes, key=wait)
         conn = self.connections.get(best.worker)
         if conn is not None and conn.inflight > 0 and wait(best) > max_queue_time:
             raise OverloadedError(f"every worker's queue is longer than max_queue_time={max_queue_time:g}s "

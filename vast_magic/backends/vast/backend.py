@@ -25,7 +25,7 @@ from ...events import EventSink, Failed, TierDecided
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
 from ..heartbeat import HeartbeatScheduler
-from . import deploy, readiness, routing, state
+from . import deploy, readiness, routing, sealing, state
 from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
 from .keys import require_api_key
 
@@ -121,9 +121,13 @@ class VastBackend:
         On a soft update, the workers as they were before ``/update_workers/`` come back too, so the
         readiness watch waits for an updated one (None: any ready worker will do).
         """
+        key = await asyncio.to_thread(sealing.ensure_key, self.home, plan.name, plan.tag)
+        self.api.add_secret(key.hex())
         for value in [v for _, v in plan.secrets] + list(deploy.docker_login_fields(plan.image).values()):
             self.api.add_secret(value)   # so an error text that echoes the body cannot show them
-        env = deploy.compile_env(plan.image, plan.secrets, autoscaler_url=self.api.autoscaler_url,
+        # the envelope key travels like the user's secrets: in the deployment's env, never in the bundle
+        worker_env = sealing.worker_env(key, settings.resolve("vast_max_request_bytes"))
+        env = deploy.compile_env(plan.image, tuple(plan.secrets) + worker_env, autoscaler_url=self.api.autoscaler_url,
                                  webserver_url=self.api.webserver_url)
         file_hash = await asyncio.to_thread(deploy.bundle_hash, plan.bundle_path)
         body = deploy.put_body(plan, file_hash=file_hash, file_size=os.path.getsize(plan.bundle_path), env=env)
@@ -160,7 +164,8 @@ class VastBackend:
     # -- calls -------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
         record = await self._record(spec.name, spec.tag)
-        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {})
+        key = await asyncio.to_thread(sealing.read_key, self.home, spec.name, spec.tag)
+        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {}, key)
         logs = self._logs.setdefault((spec.name, spec.tag), collections.deque(maxlen=2000))
         now = time.time()
         for stream, text in outcome.output:
@@ -216,6 +221,7 @@ class VastBackend:
             await self._delete(f"/api/v0/deployment/{record.deployment_id}/", None)
             self.router.forget(record.endpoint_id)
             await asyncio.to_thread(state.delete_record, self.home, record.name, record.tag)
+            await asyncio.to_thread(sealing.delete_key, self.home, record.name, record.tag)
             self._logs.pop((record.name, record.tag), None)
         if tag is None or not records:
             body = {"name": name} if tag is None else {"name": name, "tag": tag}

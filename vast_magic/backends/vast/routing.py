@@ -8,23 +8,32 @@
 3. ``POST <url>/remote/<function>?api_key=<endpoint key>`` with
    ``{"auth_data": <the whole /route/ answer>, "session_id": null, "payload": {"kwargs": {...}}}``.
 
+Each attempt seals the call anew (``runtime/sealed.py``: a fresh nonce and
+timestamp, the routed worker's URL and the manifest version the call expects).
+During a rolling update (reference 8.6) a worker still on another version
+answers a stale-version marker without running anything; the call then routes
+again, up to ``STALE_RETRIES`` times.
+
 Retries follow the backends' one ``RetryPolicy`` and are bounded: 429 and
 refused connections (the call never started) get ``STARTUP_RETRIES`` extra
 attempts plus the function's ``retries``; 5xx and lost connections (the call
-may have run) only the function's ``retries``; all of them stop at the call's
-deadline. Each retry is a ``Retry`` event in the outcome, which the caller
-writes into its cell.
+may have run) only the function's ``retries``; stale versions their own
+budget; all of them stop at the call's deadline. Each retry is a ``Retry``
+event in the outcome, which the caller writes into its cell.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
-from ...errors import (BackendError, CallTimeoutError, OverloadedError, VastAPIError, VastNotFoundError,
+from ... import settings
+from ...errors import (BackendError, CallTimeoutError, ConfigError, OverloadedError, VastAPIError, VastNotFoundError,
                        VastRejectedError, WorkerLostError, make_remote_error)
 from ...events import Retry
 from ..base import CallOutcome, CallSpec, unpicklable_arguments
@@ -32,12 +41,16 @@ from ..retry import Retryable
 from . import envelope, trusted
 from .api import VastAPI
 
-__all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "Endpoint", "Router", "call", "decode_response"]
+__all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "STALE_RETRIES", "Endpoint", "Router", "call", "decode_response",
+           "check_size"]
 
 logger = logging.getLogger("vast_magic.vast")
 ROUTE_TIMEOUT = 10.0
 STARTUP_RETRIES = 3
-
+#: re-routes of a call that reached a worker still on another version (each one a Retry event)
+STALE_RETRIES = 30
+#: what the sealed text adds to the payload's base64 (prefix, header with the URL, signature), rounded up
+_SEAL_OVERHEAD = 2048
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,10 @@ class _CallFailure(Retryable):
     def __init__(self, error: BackendError, reason: str, may_have_run: bool):
         super().__init__(error, reason)
         self.may_have_run = may_have_run
+
+
+class _Stale(Retryable):
+    """The worker runs another version than the call expects: route again (a budget of its own)."""
 
 
 class Router:
@@ -114,29 +131,36 @@ class Router:
 
 
 async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kwargs: dict,
-               classes: dict | None) -> CallOutcome:
+               classes: dict | None, key: bytes) -> CallOutcome:
     """One call with routing and bounded retries; see the module docstring."""
     deadline = asyncio.get_running_loop().time() + spec.timeout
     try:
-        payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes)}
+        message = envelope.request_payload(args, kwargs, classes)
     except Exception as exc:
         raise unpicklable_arguments(spec.function, exc) from exc
+    check_size(spec.function, len(message), settings.resolve("vast_max_request_bytes"))
+    digest = hashlib.sha256(message).hexdigest()
     resolve = {name: cls for cls, name in (classes or {}).items()}
     endpoint = await router.endpoint(endpoint_id)
-    budget = {False: STARTUP_RETRIES + spec.retries, True: spec.retries}   # by may_have_run
+    budget = {False: STARTUP_RETRIES + spec.retries, True: spec.retries, "stale": STALE_RETRIES}
+    attempts_shown = 1 + budget[False] + budget[True]      # the attempts shown: stale re-routes add one each
     retries: list[Retry] = []
 
     def allow(failure: Retryable) -> bool:
-        kind = isinstance(failure, _CallFailure) and failure.may_have_run
+        nonlocal attempts_shown
+        kind = "stale" if isinstance(failure, _Stale) else isinstance(failure, _CallFailure) and failure.may_have_run
         budget[kind] -= 1
+        attempts_shown += kind == "stale" and budget[kind] >= 0
         return budget[kind] >= 0
 
     async def attempt() -> CallOutcome:
         route = await router.route(endpoint, spec.cost, deadline, spec.function)
+        payload = {"kwargs": envelope.call_kwargs(key, message, function=spec.function, version=spec.version,
+                                                  url=str(route.get("url") or ""), digest=digest)}
         return decode_response(router.api, await _post(router, endpoint, route, spec, payload, deadline), spec, resolve)
 
     outcome = await router.retry.run(attempt, what=spec.function, emit=retries.append,
-                                     attempts=1 + sum(budget.values()), allow=allow, deadline=deadline)
+                                     attempts=lambda: attempts_shown, allow=allow, deadline=deadline)
     return dataclasses.replace(outcome, retries=tuple(retries)) if retries else outcome
 
 
@@ -160,6 +184,15 @@ async def _post(router: Router, endpoint: Endpoint, route: dict, spec: CallSpec,
     return response
 
 
+def check_size(function: str, payload_bytes: int, limit: int) -> None:
+    """Refuse before sending a call the workers would refuse (they check the same limit)."""
+    sealed_bytes = 4 * ((payload_bytes + 2) // 3) + _SEAL_OVERHEAD
+    if sealed_bytes > limit:
+        raise ConfigError(f"the arguments of {function} take {sealed_bytes} bytes once sealed, over the "
+                          f"{limit} bytes a Vast worker accepts (setting vast_max_request_bytes); nothing was sent. "
+                          "Pass less data per call, or raise the setting and run app.ensure_ready() again.")
+
+
 def _connect_problem(exc: Exception) -> str:
     return (f"could not connect to the Vast worker ({type(exc).__name__}); it may have been stopped. "
             "Retry, or check app.status().")
@@ -178,6 +211,10 @@ def _refusal(api: VastAPI, response: httpx.Response, spec: CallSpec) -> Exceptio
     if status == 404:
         return VastNotFoundError(f"{what}: the worker has no function {spec.function!r} (HTTP 404); it runs another "
                                  "version: run app.ensure_ready() again.", status)
+    if status == 413:
+        return VastRejectedError(f"{what}: the call is larger than the Vast worker accepts (HTTP 413); pass less "
+                                 "data per call, or raise vast_max_request_bytes and run app.ensure_ready() again.",
+                                 status)
     if status == 410:
         return VastRejectedError(f"{what}: the worker rejected the session (HTTP 410).", status)
     return api.error(response, what, 1)
@@ -189,6 +226,13 @@ def decode_response(api: VastAPI, response: httpx.Response, spec: CallSpec, reso
     body = api.json(response, what)
     result = body.get("result") if isinstance(body, dict) else None
     if isinstance(result, dict) and "ok" in result:
+        other = envelope.stale_version(result["ok"])
+        if other is not None:
+            raise _Stale(CallTimeoutError(
+                f"{spec.function}: every Vast worker reached before its timeout of {spec.timeout:g}s still ran "
+                f"version {other[:12] or '(none)'}, not {str(spec.version)[:12]}, which ensure_ready() deployed; the "
+                "rolling update has not finished. Retry later, raise timeout=, or check app.status()."),
+                f"worker runs version {other[:12] or '(none)'}, expected {str(spec.version)[:12]}")
         try:
             message = envelope.decode(result["ok"], resolve, trusted.TypePolicy(spec.trusted_types))
             return envelope.outcome_from_message(message)
