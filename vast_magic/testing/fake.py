@@ -22,8 +22,9 @@ patched), and tell it which plain functions its "worker" runs::
 
 Modelled on the reference (sections 1-4): deployments keyed by (name, tag)
 answer ``created`` / ``exists`` / ``autoscale_update`` / ``soft_update`` from
-what changed; endpoints carry their own key; workers come up after a scripted
-number of ``get_endpoint_workers`` polls; ``/route/`` makes callers wait a
+what changed (an image-level change answers ``soft_update`` and restarts the
+workers on the PUT itself: Vast's hard update, reference 8.1); endpoints
+carry their own key; workers come up after a scripted number of ``get_endpoint_workers`` polls; ``/route/`` makes callers wait a
 scripted number of times; worker calls run plain Python functions behind the
 same shim contract as the generated ``deployment.py`` (our envelope, or plain
 JSON). Knobs: ``fail(method, path, *outcomes)`` queues statuses or exceptions
@@ -191,6 +192,8 @@ class FakeVast:
             current, action = self._create(body), "created"
         else:
             action = self._action(current.body, body)
+            if any(current.body.get(k) != body.get(k) for k in IMAGE_FIELDS):
+                current.polls, current.generation = 0, current.generation + 1   # Vast's own hard update
             current.body = dict(body)
         answer = {"success": True, "action": action, "deployment_id": current.id, "endpoint_id": current.endpoint_id}
         if self.put_workergroup:
