@@ -16,7 +16,8 @@ from typing import Callable, Union
 from .reports import DeploymentStatus, LogLine
 
 __all__ = [
-    "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Failed", "Warned", "Event",
+    "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Waited", "Failed", "Warned",
+    "Event",
     "EventSink", "WorkerRow", "DeployState", "PHASES", "apply_event", "Line", "last_line", "format_worker",
     "format_retry", "status_lines", "format_status", "format_event", "deployment_lines", "format_deployment_status",
     "deployment_summary"
@@ -80,6 +81,17 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Waited:
+    """A call waited for a worker; ``status`` is the backend's own words (Vast's ``/route/`` ``status``:
+    the endpoint's workers by state, or "endpoint stopped"), first given on poll ``polls``, ``after`` s in."""
+
+    what: str
+    status: str
+    polls: int
+    after: float
+
+
+@dataclass(frozen=True)
 class Failed:
     message: str
     traceback: str | None = None
@@ -92,7 +104,7 @@ class Warned:
     message: str
 
 
-Event = Union[Packaging, TierDecided, WorkerState, BenchmarkScored, Ready, LogLine, Retry, Failed, Warned]
+Event = Union[Packaging, TierDecided, WorkerState, BenchmarkScored, Ready, LogLine, Retry, Waited, Failed, Warned]
 EventSink = Callable[[Event], None]
 
 
@@ -279,6 +291,8 @@ def format_event(event: Event) -> str | None:
         return _ready(event.endpoint, event.elapsed, event.dry_run)
     if isinstance(event, Retry):
         return format_retry(event)
+    if isinstance(event, Waited):
+        return f"{event.what}: waiting for a worker after {event.after:.1f}s (vast: {event.status})"
     if isinstance(event, Failed):
         return f"FAILED: {event.message}"
     if isinstance(event, LogLine):

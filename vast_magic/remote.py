@@ -136,7 +136,10 @@ def remote_spec(fn: Callable, options: RemoteOptions, locate: Callable[[Any], st
 
 
 def write_outcome(outcome: CallOutcome) -> None:
-    """Write into this cell one note per retry the backend made, then what the worker printed."""
+    """Write into this cell what the backend said while the call waited for a worker, one note per retry it
+    made, then what the worker printed."""
+    for waited in outcome.waits:
+        sys.stderr.write(f"[vast_magic] {format_event(waited)}\n")
     for retry in outcome.retries:
         sys.stderr.write(f"[vast_magic] {format_event(retry)}\n")
     for stream, text in outcome.output:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import CallTimeoutError, CaptureError, OverloadedError, make_remote_error
-from ..events import EventSink, Retry
+from ..events import EventSink, Retry, Waited
 from ..reports import DeploymentStatus, LogLine, WorkerInfo
 
 __all__ = [
@@ -66,6 +66,7 @@ class CallOutcome:
     error: BaseException | None = None
     output: tuple[tuple[str, str], ...] = field(default=())   # (stream, text) printed on the worker
     retries: tuple[Retry, ...] = field(default=())            # one event per retry the backend made, in order
+    waits: tuple[Waited, ...] = field(default=())             # what the backend said while the call waited
 
 
 #: how the runtime executor words its own per-call timeout (runtime/executor.py)

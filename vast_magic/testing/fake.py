@@ -24,12 +24,15 @@ Modelled on the reference (sections 1-4): deployments keyed by (name, tag)
 answer ``created`` / ``exists`` / ``autoscale_update`` / ``soft_update`` from
 what changed (an image-level change answers ``soft_update`` and restarts the
 workers on the PUT itself: Vast's hard update, reference 8.1); endpoints
-carry their own key; workers come up after a scripted number of ``get_endpoint_workers`` polls; ``/route/`` makes callers wait a
-scripted number of times; worker calls run plain Python functions behind the
+carry their own key; workers come up after a scripted number of
+``get_endpoint_workers`` polls; ``/route/`` makes callers wait a scripted
+number of times (8.3: 200 without ``url``, with ``status``; "endpoint
+stopped" once the deployment is deleted); worker calls run plain Python functions behind the
 same shim contract as the generated ``deployment.py`` (our envelope, or plain
 JSON). Knobs: ``fail(method, path, *outcomes)`` queues statuses or exceptions
 for matching requests; ``workergroups_visible``, ``put_workergroup``,
-``ready_after``, ``worker_error``, ``route_waits``, ``workers_shape``. Every request is recorded.
+``ready_after``, ``worker_error``, ``route_waits``, ``route_status``,
+``workers_shape``. Every request is recorded.
 """
 from __future__ import annotations
 
@@ -97,6 +100,7 @@ class FakeVast:
     worker_perf: float = 1234.5
     workers_shape: str = "list"     # get_endpoint_workers: "list" (the SDK's) or "dict" ({"workers": [...]}, the spec)
     route_waits: int = 0
+    route_status: str = "waiting for workers: 1 loading"   # the /route/ status while callers wait
     workergroups_visible: bool = True
     put_workergroup: bool = True
     offers: list = field(default_factory=list)
@@ -297,12 +301,20 @@ class FakeVast:
         key = self.endpoint_key(endpoint_id)
         if body.get("api_key") != key or r.headers.get("authorization") != f"Bearer {key}":
             return httpx.Response(401, text="bad endpoint key")
-        if self.route_waits > 0:
-            self.route_waits -= 1
-            return httpx.Response(200, json={"request_idx": 41, "status": "waiting for workers"})
+        stopped = not any(d.endpoint_id == endpoint_id and not d.deleted for d in self.deployments.values())
+        if self.route_waits > 0 or stopped:
+            self.route_waits -= 0 if stopped else 1
+            return httpx.Response(200, json=self._waiting(body, "endpoint stopped" if stopped else self.route_status))
         return httpx.Response(200, json={"url": WORKER, "request_idx": body.get("request_idx") or 42, "reqnum": 7,
                                          "cost": body.get("cost"), "endpoint": body.get("endpoint"),
                                          "signature": base64.b64encode(b"sig").decode()})
+
+    @staticmethod
+    def _waiting(body: dict, status: str) -> dict:
+        """A ``/route/`` answer while no worker is ready (reference 8.3): the fields of a routed answer with
+        no ``url``, and ``status`` saying why."""
+        return {"endpoint": body.get("endpoint"), "request_idx": 41, "cost": body.get("cost"), "reqnum": 0,
+                "signature": "", "status": status}
 
     # -- the worker (the shim contract of the generated deployment.py) -------------------------
     async def _worker(self, r: Recorded) -> httpx.Response:
