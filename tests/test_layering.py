@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("capture and bundle", ("vast_magic.capture", "vast_magic.bundle")),
     ("backends", ("vast_magic.backends",)),
     # the data the layers above describe a deployment with; backends consume it, it never calls them
-    ("specs", ("vast_magic.image", "vast_magic.query", "vast_magic._query_columns", "vast_magic.autoscaling")),
+    ("specs", ("vast_magic.image", "vast_magic.query", "vast_magic._query_columns", "vast_magic.autoscaling",
+               "vast_magic.pricing")),
     # shipped inside every bundle as vast_magic_runtime: it imports nothing else from vast_magic
     ("runtime", ("vast_magic.runtime",)),
 ]
