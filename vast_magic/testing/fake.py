@@ -290,10 +290,14 @@ class FakeVast:
             return httpx.Response(200, json={"error_msg": "authenticate_endpoint_apikey_by_id failed"})
         d.polls += 1
         loaded = d.polls > self.ready_after and self.worker_error is None
+        # the SDK's per-worker fields (reference 8.2); perf is the DLPerf placeholder until measured
         worker = {"id": d.id * 10, "status": "error" if self.worker_error else ("idle" if loaded else "loading"),
-                  "error_msg": self.worker_error or "", "cur_perf": 0.0, "dlperf": PLACEHOLDER_PERF,
+                  "cur_load": 0.0, "new_load": 0.0, "cur_load_rolling_avg": 0.0, "cur_perf": 0.0,
                   "perf": self.worker_perf if loaded else PLACEHOLDER_PERF,
-                  "measured_perf": self.worker_perf if loaded else 0.0, "loaded_at": 1700000000.0 + d.generation if loaded else 0.0}
+                  "measured_perf": self.worker_perf if loaded else 0.0, "dlperf": PLACEHOLDER_PERF,
+                  "reliability": 0.992, "reqs_working": 0, "disk_usage": 0.0,
+                  "loaded_at": 1700000000.0 + d.generation if loaded else 0.0, "started_at": 1699999000.0,
+                  "gpu_name": "RTX 4090", "error_msg": self.worker_error or ""}
         return httpx.Response(200, json=[worker] if self.workers_shape == "list" else {"workers": [worker]})
 
     def _route(self, r: Recorded, body: dict) -> httpx.Response:
