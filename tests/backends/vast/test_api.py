@@ -203,6 +203,8 @@ def test_image_change_is_vasts_hard_update_without_update_workers(tmp_path):
     assert paths[:2] == ["/get_endpoint_workers/", "/api/v0/deployments/"]      # read before the PUT
     (worker,) = result.workers
     assert worker.state == "ready" and next(iter(h.fake.deployments.values())).generation == loaded_before + 1
+    # the read before the PUT counts against the rate limit: the watch waits out the rest of the 5 s first
+    assert h.backend.poll_interval == 5.0 and h.sleeps and 0.0 < h.sleeps[-1] <= 5.0
 
 
 def test_record_remembers_last_deploy(h, tmp_path):

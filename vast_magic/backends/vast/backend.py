@@ -111,7 +111,7 @@ class VastBackend:
 
     async def apply(self, plan: DeployPlan, emit: EventSink) -> ApplyResult:
         try:
-            answer, outgoing = await self._register(plan, emit)
+            answer, outgoing, polled = await self._register(plan, emit)
             note = tier_note(plan.tier, answer.action)
             emit(TierDecided(plan.tier, plan.reasons + ((note,) if note else ()), answer.action))
             if plan.ttl:
@@ -122,7 +122,7 @@ class VastBackend:
                                                             "so ensure_ready does not wait for one."))
             elif plan.wait:
                 watch = readiness.ReadinessWatch(self.api, answer.endpoint_id, emit, interval=self.poll_interval,
-                                                 sleep=self.api.sleep, previous=outgoing)
+                                                 sleep=self.api.sleep, previous=outgoing, last_poll=polled)
                 workers = await watch.wait(plan.timeout)
         except BackendError as exc:
             emit(Failed(str(exc)))
@@ -131,13 +131,14 @@ class VastBackend:
         return ApplyResult(endpoint=endpoint_label(answer.endpoint_id), workers=workers,
                            benchmark=max(perfs) if perfs else None, backend_action=answer.action)
 
-    async def _register(self, plan: DeployPlan, emit: EventSink) -> tuple[deploy.PutAnswer, dict | None]:
+    async def _register(self, plan: DeployPlan, emit: EventSink) -> tuple[deploy.PutAnswer, dict | None, float | None]:
         """PUT, then upload and soft update as the answer asks; remember what was applied.
 
         The workers as they were before the update come back too, so the readiness watch waits for an
         updated one (None: any ready worker will do). For a soft update that is just before
         ``/update_workers/``; for a hard update (``is_hard_update``) Vast starts replacing the image on
         the PUT itself, so the workers are read before the PUT and no ``/update_workers/`` is sent.
+        The loop time of that read comes back too: the watch's first poll keeps the rate limit's interval.
         """
         for value in [v for _, v in plan.secrets] + list(deploy.docker_login_fields(plan.image).values()):
             self.api.add_secret(value)   # so an error text that echoes the body cannot show them
@@ -146,9 +147,10 @@ class VastBackend:
         file_hash = await asyncio.to_thread(deploy.bundle_hash, plan.bundle_path)
         body = deploy.put_body(plan, file_hash=file_hash, file_size=os.path.getsize(plan.bundle_path), env=env)
         previous = await self._read(plan.name, plan.tag)
-        before_put = None
+        before_put, polled = None, None
         if plan.tier == 3 and previous is not None:
             before_put = await self._workers_before(previous.endpoint_id, emit)
+            polled = asyncio.get_running_loop().time()
         answer = await deploy.register(self.api, body, emit)
         if answer.wants_upload:
             await deploy.upload(self.api, answer, plan.bundle_path, emit)
@@ -158,6 +160,7 @@ class VastBackend:
                 outgoing = readiness.generations(before_put)
         elif answer.action == "soft_update":
             before, _ = await readiness.endpoint_workers(self.api, answer.endpoint_id, emit)
+            polled = asyncio.get_running_loop().time()
             if await deploy.soft_update(self.api, answer, emit) is not None:
                 outgoing = readiness.generations(before)
         if previous is not None and previous.endpoint_id != answer.endpoint_id:
@@ -165,7 +168,7 @@ class VastBackend:
         await asyncio.to_thread(state.write_record, self.home, state.DeployRecord(
             plan.name, plan.tag, answer.deployment_id, answer.endpoint_id, plan.manifest.to_json(),
             answer.action, plan.ttl))
-        return answer, outgoing
+        return answer, outgoing, polled
 
     async def _workers_before(self, endpoint_id: int, emit: EventSink) -> tuple | None:
         """The workers before a PUT that may start a hard update; None when the endpoint cannot be read."""

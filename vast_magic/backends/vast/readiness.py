@@ -117,7 +117,8 @@ class ReadinessWatch:
     """Polls until a worker is ready (a new one, after a soft update); an event per reported change."""
 
     def __init__(self, api: VastAPI, endpoint_id: int, emit: EventSink, *, interval: float = MIN_POLL_INTERVAL,
-                 sleep: Callable[[float], Any] | None = None, previous: dict[str, tuple] | None = None):
+                 sleep: Callable[[float], Any] | None = None, previous: dict[str, tuple] | None = None,
+                 last_poll: float | None = None):
         self.api, self.endpoint_id, self.emit = api, endpoint_id, emit
         self.interval = interval
         self.sleep = sleep or asyncio.sleep
@@ -125,6 +126,7 @@ class ReadinessWatch:
         self.restarted: set[str] = set()  # workers of before the update seen starting since
         self.seen: dict[str, WorkerInfo] = {}
         self.vast_said: str | None = None
+        self.last_poll = last_poll        # loop time of a poll made just before the watch (the rate limit counts it)
 
     def _report(self, workers: tuple[WorkerInfo, ...]) -> None:
         for info in workers:
@@ -147,6 +149,8 @@ class ReadinessWatch:
     async def wait(self, timeout: float) -> tuple[WorkerInfo, ...]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self.last_poll is not None and self.last_poll + self.interval > loop.time():
+            await self.sleep(min(self.last_poll + self.interval - loop.time(), max(0.0, deadline - loop.time())))
         while True:
             reported, said = await endpoint_workers(self.api, self.endpoint_id, self.emit)
             if said and said != self.vast_said:
