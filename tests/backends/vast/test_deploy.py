@@ -106,3 +106,31 @@ def test_missing_key_fails_before_packaging(fake, shell, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="VAST_API_KEY"):
         app.ensure_ready()
     assert fake.requests == [] and not (tmp_path / "home" / "bundles").exists()
+
+
+def test_a_secret_travels_only_in_the_env_string(fake, shell, tmp_path, capsys, caplog):
+    """Where a Secret goes on Vast (README "Security"): the PUT's env string, nowhere else we write. Every request,
+    the uploaded tarball (config.json, manifest.json), the fingerprint, the report, this machine's record, the
+    progress lines and every log record at DEBUG are searched for it, through a deploy, a call, a secret change
+    (tier 3: Vast's own hard update) and a status."""
+    import logging
+    caplog.set_level(logging.DEBUG)
+    app, remote = make_app(shell, fake)
+    reports = [app.ensure_ready()]
+    assert remote.call(3) == 9
+    run(shell, "image.env(HF_TOKEN=Secret(TOKEN + '-rotated'))")
+    reports.append(app.ensure_ready())
+    status = app.status()
+    assert (reports[1].tier, reports[1].backend_action, fake.updates) == (3, "soft_update", [])
+
+    carrying = [(r.method, r.path) for r in fake.requests if TOKEN.encode() in r.raw]
+    assert carrying == [("PUT", "/api/v0/deployments/")] * 2
+    assert all(TOKEN in put.body["env"] and TOKEN not in json.dumps({k: v for k, v in put.body.items() if k != "env"})
+               for put in fake.sent("PUT"))
+    assert len(fake.uploads) == 2 and not any(TOKEN.encode() in data for data in uploaded_members(fake).values())
+    written = [p.read_bytes() for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert written and not any(TOKEN.encode() in data for data in written)   # records, bundles, keys
+    shown = capsys.readouterr()
+    for text in (caplog.text, shown.out, shown.err, repr(reports), repr(status), str(reports[0].fingerprint)):
+        assert TOKEN not in text
+    assert "tier 3" in shown.out and "HF_TOKEN" in shown.out        # the change is named, its value is not
