@@ -44,6 +44,7 @@ class ApplyResult:
     benchmark: float | None
     backend_action: str | None = None
     not_applied: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()          # what the backend adds to the tier's reasons (Vast's action, when it matters)
 
 
 @dataclass(frozen=True)

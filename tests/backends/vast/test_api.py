@@ -199,6 +199,7 @@ def test_image_change_is_vasts_hard_update_without_update_workers(tmp_path):
     decided = h.of(TierDecided)[-1]
     assert decided.reasons[-1].startswith("image-level change: Vast answered 'soft_update': Vast performs a hard "
                                           "update itself")
+    assert result.notes == (decided.reasons[-1],)                  # the deploy report lists it after the reasons
     paths = [r.path for r in h.fake.requests[h.fake.requests.index(first) + 1:]]
     assert paths[:2] == ["/get_endpoint_workers/", "/api/v0/deployments/"]      # read before the PUT
     (worker,) = result.workers

@@ -122,6 +122,9 @@ def test_a_secret_travels_only_in_the_env_string(fake, shell, tmp_path, capsys, 
     reports.append(app.ensure_ready())
     status = app.status()
     assert (reports[1].tier, reports[1].backend_action, fake.updates) == (3, "soft_update", [])
+    assert reports[1].reasons == ("secret: HF_TOKEN changed", "image-level change: Vast answered 'soft_update': Vast "
+                                  "performs a hard update itself (it restarts the same workers on the new image), so "
+                                  "vast_magic sent no /update_workers/")
 
     carrying = [(r.method, r.path) for r in fake.requests if TOKEN.encode() in r.raw]
     assert carrying == [("PUT", "/api/v0/deployments/")] * 2

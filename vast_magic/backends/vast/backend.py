@@ -113,7 +113,8 @@ class VastBackend:
         try:
             answer, outgoing, polled = await self._register(plan, emit)
             note = tier_note(plan.tier, answer.action)
-            emit(TierDecided(plan.tier, plan.reasons + ((note,) if note else ()), answer.action))
+            notes = (note,) if note else ()
+            emit(TierDecided(plan.tier, plan.reasons + notes, answer.action))
             if plan.ttl:
                 self.heartbeats.start(answer.deployment_id, plan.ttl)
             workers: tuple[WorkerInfo, ...] = ()
@@ -129,7 +130,7 @@ class VastBackend:
             raise
         perfs = [w.perf for w in workers if w.state == "ready" and w.perf is not None]
         return ApplyResult(endpoint=endpoint_label(answer.endpoint_id), workers=workers,
-                           benchmark=max(perfs) if perfs else None, backend_action=answer.action)
+                           benchmark=max(perfs) if perfs else None, backend_action=answer.action, notes=notes)
 
     async def _register(self, plan: DeployPlan, emit: EventSink) -> tuple[deploy.PutAnswer, dict | None, float | None]:
         """PUT, then upload and soft update as the answer asks; remember what was applied.
