@@ -239,6 +239,18 @@ def test_route_answers_in_recorded_shapes(answers, notes, indices):
     assert [(w.status, w.polls) for w in waits] == notes and all(w.what == "f" for w in waits)
 
 
+def test_a_maps_calls_write_each_wait_status_once(capsys):
+    from vast_magic.backends.base import CallOutcome
+    from vast_magic.events import Waited
+    outcomes = [CallOutcome(value=i, waits=(Waited("f", "2 loading", 1, 0.5), Waited("f", "1 loading", 4, 3.0)))
+                for i in range(100)]
+    shown: set = set()
+    for outcome in outcomes:
+        write_outcome(outcome, shown)
+    assert capsys.readouterr().err == ("[vast_magic] f: waiting for a worker after 0.5s (vast: 2 loading)\n"
+                                       "[vast_magic] f: waiting for a worker after 3.0s (vast: 1 loading)\n")
+
+
 def test_waiting_status_is_written_into_the_calls_cell(h, capsys):
     h.fake.route_waits = 2
     outcome = call(h, "square", 4)

@@ -137,3 +137,14 @@ def test_a_secret_travels_only_in_the_env_string(fake, shell, tmp_path, capsys, 
     for text in (caplog.text, shown.out, shown.err, repr(reports), repr(status), str(reports[0].fingerprint)):
         assert TOKEN not in text
     assert "tier 3" in shown.out and "HF_TOKEN" in shown.out        # the change is named, its value is not
+
+
+def test_map_writes_vasts_wait_status_once(fake, shell, capsys):
+    app, remote = make_app(shell, fake)
+    app.ensure_ready()
+    capsys.readouterr()
+    fake.route_waits = 6                                  # every call of the map waits on /route/ first
+    assert remote.map([1, 2, 3]) == [1, 4, 9]
+    waits = [line for line in capsys.readouterr().err.splitlines() if "waiting for a worker" in line]
+    assert len(waits) == 1 and waits[0].endswith("(vast: waiting for workers: 1 loading)")
+    assert fake.route_waits == 0
