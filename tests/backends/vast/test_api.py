@@ -171,7 +171,7 @@ NOTES = [
     (2, "soft_update", None), (1, "autoscale_update", None), (0, "exists", None), (4, "created", None),
     (2, "exists", "Vast answered 'exists' (tier 0), predicted tier 2"),
     (2, "hard_update", "Vast answered an unknown action 'hard_update' (expected one of exists, autoscale_update, "
-                       "soft_update, created); nothing was sent after the PUT"),
+                       "soft_update, created); no /update_workers/ was sent"),
 ]
 
 
@@ -206,6 +206,21 @@ def test_image_change_is_vasts_hard_update_without_update_workers(tmp_path):
     assert worker.state == "ready" and next(iter(h.fake.deployments.values())).generation == loaded_before + 1
     # the read before the PUT counts against the rate limit: the watch waits out the rest of the 5 s first
     assert h.backend.poll_interval == 5.0 and h.sleeps and 0.0 < h.sleeps[-1] <= 5.0
+
+
+@pytest.mark.parametrize("changes, action", [
+    (dict(), "exists"),
+    (dict(autoscaling={"max_workers": 9, "cold_workers": 1}), "autoscale_update"),
+    (dict(image=Image(from_image="vastai/other:2")), "soft_update"),
+])
+def test_a_predicted_tier_3_never_sends_update_workers(tmp_path, changes, action):
+    """Whatever Vast answers to a predicted tier 3, the report quotes it and no /update_workers/ follows."""
+    h = Harness(tmp_path, FakeVast(api_key=KEY, ready_after=0))
+    h.apply(make_plan(tmp_path, wait=True))
+    result = h.apply(make_plan(tmp_path, tier=3, reasons=("secret: HF_TOKEN changed",), wait=True, **changes))
+    assert result.backend_action == action and h.fake.sent("POST", "/update_workers/") == []
+    assert result.notes[0].startswith(f"image-level change: Vast answered {action!r}: ")
+    assert [w.state for w in result.workers] == ["ready"]
 
 
 def test_record_remembers_last_deploy(h, tmp_path):

@@ -67,7 +67,7 @@ def tier_note(predicted: int, action: str) -> str | None:
     expected = ACTION_TIERS.get(action)
     if expected is None:
         return (f"Vast answered an unknown action {action!r} (expected one of {', '.join(ACTIONS)}); "
-                "nothing was sent after the PUT")
+                "no /update_workers/ was sent")
     if predicted == 3:
         return f"image-level change: Vast answered {action!r}: {_AFTER_IMAGE_CHANGE[action]}"
     if expected != predicted:
