@@ -148,22 +148,11 @@ class VastBackend:
         file_hash = await asyncio.to_thread(deploy.bundle_hash, plan.bundle_path)
         body = deploy.put_body(plan, file_hash=file_hash, file_size=os.path.getsize(plan.bundle_path), env=env)
         previous = await self._read(plan.name, plan.tag)
-        before_put, polled = None, None
-        if plan.tier == 3 and previous is not None:
-            before_put = await self._workers_before(previous.endpoint_id, emit)
-            polled = asyncio.get_running_loop().time()
+        before_put, polled = await self._workers_before(plan, previous, emit)
         answer = await deploy.register(self.api, body, emit)
         if answer.wants_upload:
             await deploy.upload(self.api, answer, plan.bundle_path, emit)
-        outgoing = None
-        if is_hard_update(plan.tier, answer.action):
-            if before_put is not None and previous.endpoint_id == answer.endpoint_id:
-                outgoing = readiness.generations(before_put)
-        elif answer.action == "soft_update":
-            before, _ = await readiness.endpoint_workers(self.api, answer.endpoint_id, emit)
-            polled = asyncio.get_running_loop().time()
-            if await deploy.soft_update(self.api, answer, emit) is not None:
-                outgoing = readiness.generations(before)
+        outgoing, polled = await self._follow_action(plan, answer, previous, before_put, polled, emit)
         if previous is not None and previous.endpoint_id != answer.endpoint_id:
             self.router.forget(previous.endpoint_id)
         await asyncio.to_thread(state.write_record, self.home, state.DeployRecord(
@@ -171,14 +160,34 @@ class VastBackend:
             answer.action, plan.ttl))
         return answer, outgoing, polled
 
-    async def _workers_before(self, endpoint_id: int, emit: EventSink) -> tuple | None:
-        """The workers before a PUT that may start a hard update; None when the endpoint cannot be read."""
+    async def _workers_before(self, plan: DeployPlan, previous: state.DeployRecord | None,
+                              emit: EventSink) -> tuple[tuple | None, float | None]:
+        """Before the PUT of a predicted tier 3 (Vast may start a hard update on it): the endpoint's workers
+        and the loop time they were read; (None, None) otherwise or when they cannot be read."""
+        if plan.tier != 3 or previous is None:
+            return None, None
         try:
-            reported, _ = await readiness.endpoint_workers(self.api, endpoint_id, emit)
+            reported, _ = await readiness.endpoint_workers(self.api, previous.endpoint_id, emit)
         except VastAPIError as exc:
-            logger.info("could not read the workers of endpoint %s before the update: %s", endpoint_id, exc)
-            return None
-        return reported
+            logger.info("could not read the workers of endpoint %s before the update: %s", previous.endpoint_id, exc)
+            return None, None
+        return reported, asyncio.get_running_loop().time()
+
+    async def _follow_action(self, plan: DeployPlan, answer: deploy.PutAnswer, previous: state.DeployRecord | None,
+                             before_put: tuple | None, polled: float | None,
+                             emit: EventSink) -> tuple[dict | None, float | None]:
+        """What follows Vast's action: nothing for Vast's own hard update, ``/update_workers/`` for a soft
+        update. Returns the generations of the workers of before (None: any ready worker will do) and when
+        the endpoint's workers were last read."""
+        if is_hard_update(plan.tier, answer.action):
+            same = before_put is not None and previous is not None and previous.endpoint_id == answer.endpoint_id
+            return (readiness.generations(before_put) if same else None), polled
+        if answer.action != "soft_update":
+            return None, polled
+        before, _ = await readiness.endpoint_workers(self.api, answer.endpoint_id, emit)
+        polled = asyncio.get_running_loop().time()
+        updated = await deploy.soft_update(self.api, answer, emit) is not None
+        return (readiness.generations(before) if updated else None), polled
 
     async def _beat(self, deployment_id: int) -> bool:
         """``POST /api/v0/deployment/{id}/heartbeat/``: Bearer key, no body, no ``api_key`` query; False once gone."""
