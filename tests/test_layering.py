@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("backends", ("vast_magic.backends",)),
     # the data the layers above describe a deployment with; backends consume it, it never calls them
     ("specs", ("vast_magic.image", "vast_magic.query", "vast_magic._query_columns", "vast_magic._env_string",
-               "vast_magic.autoscaling")),
+               "vast_magic.autoscaling", "vast_magic.pricing")),
     # shipped inside every bundle as vast_magic_runtime: it imports nothing else from vast_magic
     ("runtime", ("vast_magic.runtime",)),
 ]

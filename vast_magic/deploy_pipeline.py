@@ -217,7 +217,8 @@ class DeployPipeline:
     def _report(prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool,
                 result: Any = None) -> DeployReport:
         return DeployReport(
-            tier=decision.tier, reasons=tuple(decision.reasons), fingerprint=prepared.manifest.fingerprint(),
+            tier=decision.tier, reasons=tuple(decision.reasons) + (tuple(result.notes) if result else ()),
+            fingerprint=prepared.manifest.fingerprint(),
             bundle_size=size, files=files, endpoint=result.endpoint if result else None,
             workers=tuple(result.workers) if result else (), benchmark=result.benchmark if result else None,
             dry_run=dry_run, backend_action=result.backend_action if result else None,

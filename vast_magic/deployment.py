@@ -24,6 +24,7 @@ from .caller import Caller
 from .deploy_pipeline import DeployPipeline, DeploymentSnapshot, workload_per_call
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
+from .pricing import DEFAULT_PRICING
 from .remote import RemoteFunction, validate_options
 from .reports import Bundle, DeploymentStatus, DeployReport, LogLine
 
@@ -158,10 +159,11 @@ class Deployment:
         return self._image if self._image is not None else Image(DEFAULT_IMAGE, DEFAULT_STORAGE,
                                                                  offers=self._preview_offers)
 
-    def _preview_offers(self, spec: ImageSpec, api_key: str | None) -> Any:
+    def _preview_offers(self, spec: ImageSpec, api_key: str | None, *, pricing: str = DEFAULT_PRICING) -> Any:
         """What ``image.preview_offers()`` asks: the Vast API, with this deployment's key and transport."""
         from .backends.vast.offers import preview_offers   # httpx is imported only when Vast is used
-        return preview_offers(spec, api_key or self.api_key(), transport=self._transport, webserver_url=self.vast_url)
+        return preview_offers(spec, api_key or self.api_key(), transport=self._transport, webserver_url=self.vast_url,
+                              pricing=pricing)
 
     @property
     def transport(self) -> "httpx.AsyncBaseTransport | None":

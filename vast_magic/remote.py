@@ -135,8 +135,16 @@ def remote_spec(fn: Callable, options: RemoteOptions, locate: Callable[[Any], st
     )
 
 
-def write_outcome(outcome: CallOutcome) -> None:
-    """Write into this cell one note per retry the backend made, then what the worker printed."""
+def write_outcome(outcome: CallOutcome, shown: set[str] | None = None) -> None:
+    """Write into this cell what the backend said while the call waited for a worker, one note per retry it
+    made, then what the worker printed. ``shown``: wait statuses already written by other calls of the same
+    ``map`` (each is written once, not once per call)."""
+    for waited in outcome.waits:
+        if shown is not None and waited.status in shown:
+            continue
+        if shown is not None:
+            shown.add(waited.status)
+        sys.stderr.write(f"[vast_magic] {format_event(waited)}\n")
     for retry in outcome.retries:
         sys.stderr.write(f"[vast_magic] {format_event(retry)}\n")
     for stream, text in outcome.output:
@@ -285,9 +293,10 @@ class RemoteFunction:
     def _collect(self, outcomes: list, return_exceptions: bool) -> list:
         """Write each call's output in order, say which items failed, then return values (errors in place
         with ``return_exceptions``) or raise the first error (its remote traceback shows)."""
+        shown: set[str] = set()
         for outcome in outcomes:
             if not isinstance(outcome, BaseException):
-                write_outcome(outcome)
+                write_outcome(outcome, shown)
         report = map_failure_report(self.__name__, outcomes, with_traceback=return_exceptions)
         if report:
             sys.stderr.write(report)

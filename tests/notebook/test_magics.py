@@ -115,7 +115,7 @@ def test_bad_arguments_are_usage_errors(shell, app, magic, line, cell, message, 
     ("vast_deploy", ["Build the bundle", "--app VAR", "--name N", "--tag T", "--ttl S", "--backend B",
                      "--dry-run", "--no-wait", "--timeout S"]),
     ("vast_image", ["Set the session deployment's image", "--storage GB", "--pip P", "--apt P", "--env K=V",
-                    "--require EXPR", "--offers"]),
+                    "--require EXPR", "--offers", "--pricing MODE"]),
     ("vast_remote", ["Run the cell, then register", "--function NAME", "--benchmark EXPR", "--benchmark-runs N",
                      "--workload VAR", "--parallel", "--serial", "--retries N"]),
     ("vast_context", ["async context-manager class", "CALL ARGS", "--app VAR"]),
@@ -415,6 +415,8 @@ def test_vast_image_offers_shows_the_preview_from_the_api(shell, app, monkeypatc
     (sent,) = fake.sent("POST", "/api/v0/bundles/")
     assert sent.body["gpu_ram"] == {"gte": 24000.0} or sent.body["gpu_ram"] == {"gte": 24000}
     assert key not in repr(app) and key not in repr(app.image_or_default())
+    shell.run_line_magic("vast_image", 'vastai/base --offers --pricing interruptible')
+    assert fake.sent("POST", "/api/v0/bundles/")[-1].body["type"] == "bid"
 
 
 @pytest.mark.parametrize("value", [None, "app", object()])

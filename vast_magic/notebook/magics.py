@@ -124,6 +124,8 @@ class VastMagics(Magics):
     @argument("--require", nargs="+", action="extend", default=[], metavar="EXPR",
               help='GPU search filters, e.g. "gpu_ram >= 24" (quote each one)')
     @argument("--offers", action="store_true", help="also show the matching Vast offers (count and price range)")
+    @argument("--pricing", default="on-demand", metavar="MODE",
+              help="how --offers prices them: on-demand (default), interruptible or reserved")
     @line_magic
     def vast_image(self, line: str = ""):
         """Set the session deployment's image and return it (replaces any earlier image)."""
@@ -132,7 +134,7 @@ class VastMagics(Magics):
                               env=ops.parse_env(args.env), require=args.require)
         if args.offers:
             from IPython.display import display
-            display(image.preview_offers())
+            display(image.preview_offers(pricing=args.pricing))
         return image
 
     @magic_arguments()

@@ -22,19 +22,23 @@ patched), and tell it which plain functions its "worker" runs::
 
 Modelled on the reference (sections 1-4): deployments keyed by (name, tag)
 answer ``created`` / ``exists`` / ``autoscale_update`` / ``soft_update`` from
-what changed; endpoints carry their own key; workers come up after a scripted
-number of ``get_endpoint_workers`` polls; ``/route/`` makes callers wait a
-scripted number of times; worker calls run plain Python functions behind the
-same shim contract as the generated ``deployment.py`` (our signed envelope,
-opened with the key the deployment's ``env`` carries, or plain JSON). The
-version a worker runs is read from the uploaded bundle's ``deployment.py``.
-A rolling update is modelled by ``old_worker_routes``: after each
-``/update_workers/``, that many ``/route/`` answers (every other one) send the
-caller to ``OLD_WORKER``, which still runs the previous version (and
-``old_functions`` for plain calls). Knobs: ``fail(method, path, *outcomes)``
-queues statuses or exceptions for matching requests; ``workergroups_visible``,
-``put_workergroup``, ``ready_after``, ``worker_error``, ``route_waits``,
-``workers_shape``, ``old_worker_routes``. Every request is recorded.
+what changed (an image-level change answers ``soft_update`` and restarts the
+workers on the PUT itself: Vast's hard update, reference 8.1); endpoints
+carry their own key; workers come up after a scripted number of
+``get_endpoint_workers`` polls; ``/route/`` makes callers wait a scripted
+number of times (8.3: 200 without ``url``, with ``status``; "endpoint
+stopped" once the deployment is deleted); worker calls run plain Python
+functions behind the same shim contract as the generated ``deployment.py``
+(our signed envelope, opened with the key the deployment's ``env`` carries,
+or plain JSON). The version a worker runs is read from the uploaded bundle's
+``deployment.py``. A rolling update is modelled by ``old_worker_routes``:
+after each ``/update_workers/``, that many ``/route/`` answers (every other
+one) send the caller to ``OLD_WORKER``, which still runs the previous version
+(and ``old_functions`` for plain calls). Knobs: ``fail(method, path,
+*outcomes)`` queues statuses or exceptions for matching requests;
+``workergroups_visible``, ``put_workergroup``, ``ready_after``,
+``worker_error``, ``route_waits``, ``route_status``, ``workers_shape``,
+``old_worker_routes``. Every request is recorded.
 """
 from __future__ import annotations
 
@@ -128,6 +132,7 @@ class FakeVast:
     old_functions: dict[str, Callable] = field(default_factory=dict)   # what OLD_WORKER runs for plain calls
     stale_answers: int = 0          # enveloped calls an old worker answered "stale version" (nothing ran)
     route_waits: int = 0
+    route_status: str = "waiting for workers: 1 loading"   # the /route/ status while callers wait
     workergroups_visible: bool = True
     put_workergroup: bool = True
     offers: list = field(default_factory=list)
@@ -223,6 +228,8 @@ class FakeVast:
             current, action = self._create(body), "created"
         else:
             action = self._action(current.body, body)
+            if any(current.body.get(k) != body.get(k) for k in IMAGE_FIELDS):
+                current.polls, current.generation = 0, current.generation + 1   # Vast's own hard update
             current.body = dict(body)
         answer = {"success": True, "action": action, "deployment_id": current.id, "endpoint_id": current.endpoint_id}
         if self.put_workergroup:
@@ -317,10 +324,14 @@ class FakeVast:
             return httpx.Response(200, json={"error_msg": "authenticate_endpoint_apikey_by_id failed"})
         d.polls += 1
         loaded = d.polls > self.ready_after and self.worker_error is None
+        # the SDK's per-worker fields (reference 8.2); perf is the DLPerf placeholder until measured
         worker = {"id": d.id * 10, "status": "error" if self.worker_error else ("idle" if loaded else "loading"),
-                  "error_msg": self.worker_error or "", "cur_perf": 0.0, "dlperf": PLACEHOLDER_PERF,
+                  "cur_load": 0.0, "new_load": 0.0, "cur_load_rolling_avg": 0.0, "cur_perf": 0.0,
                   "perf": self.worker_perf if loaded else PLACEHOLDER_PERF,
-                  "measured_perf": self.worker_perf if loaded else 0.0, "loaded_at": 1700000000.0 + d.generation if loaded else 0.0}
+                  "measured_perf": self.worker_perf if loaded else 0.0, "dlperf": PLACEHOLDER_PERF,
+                  "reliability": 0.992, "reqs_working": 0, "disk_usage": 0.0,
+                  "loaded_at": 1700000000.0 + d.generation if loaded else 0.0, "started_at": 1699999000.0,
+                  "gpu_name": "RTX 4090", "error_msg": self.worker_error or ""}
         return httpx.Response(200, json=[worker] if self.workers_shape == "list" else {"workers": [worker]})
 
     def _route(self, r: Recorded, body: dict) -> httpx.Response:
@@ -328,18 +339,24 @@ class FakeVast:
         key = self.endpoint_key(endpoint_id)
         if body.get("api_key") != key or r.headers.get("authorization") != f"Bearer {key}":
             return httpx.Response(401, text="bad endpoint key")
-        if self.route_waits > 0:
-            self.route_waits -= 1
-            return httpx.Response(200, json={"request_idx": 41, "status": "waiting for workers"})
         d = next((d for d in self.deployments.values() if d.endpoint_id == endpoint_id and not d.deleted), None)
+        if self.route_waits > 0 or d is None:
+            self.route_waits -= 0 if d is None else 1
+            return httpx.Response(200, json=self._waiting(body, "endpoint stopped" if d is None else self.route_status))
         url = WORKER
-        if d is not None:
-            d.routes += 1
-            if d.old_routes > 0 and d.routes % 2:
-                d.old_routes, url = d.old_routes - 1, OLD_WORKER
+        d.routes += 1
+        if d.old_routes > 0 and d.routes % 2:
+            d.old_routes, url = d.old_routes - 1, OLD_WORKER
         return httpx.Response(200, json={"url": url, "request_idx": body.get("request_idx") or 42, "reqnum": 7,
                                          "cost": body.get("cost"), "endpoint": body.get("endpoint"),
                                          "signature": base64.b64encode(b"sig").decode()})
+
+    @staticmethod
+    def _waiting(body: dict, status: str) -> dict:
+        """A ``/route/`` answer while no worker is ready (reference 8.3): the fields of a routed answer with
+        no ``url``, and ``status`` saying why."""
+        return {"endpoint": body.get("endpoint"), "request_idx": 41, "cost": body.get("cost"), "reqnum": 0,
+                "signature": "", "status": status}
 
     # -- the worker (the shim contract of the generated deployment.py) -------------------------
     async def _worker(self, r: Recorded, url: str = WORKER) -> httpx.Response:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.backends.vast.vast_harness import KEY, Harness, Image, Manifest, make_bundle, make_plan
+from vast_magic.backends.vast import backend as backend_module
 from vast_magic.backends.vast import deploy, sealing
 from vast_magic.backends.vast.api import USER_AGENT
 from vast_magic.errors import (VastAuthError, VastNotFoundError, VastRateLimitedError,
@@ -169,7 +170,7 @@ def test_soft_update_looks_up_workergroup_and_warns_when_missing(tmp_path):
 
 
 @pytest.mark.parametrize("tier, expected_note", [
-    (3, "image-level change: Vast answered 'created'"),
+    (3, "image-level change: Vast answered 'created': a new endpoint starts"),
     (2, "Vast answered 'created' (tier 4), predicted tier 2"),
     (4, None),
 ])
@@ -178,6 +179,69 @@ def test_predicted_tier_versus_action(h, tmp_path, tier, expected_note):
     (decided,) = h.of(TierDecided)
     assert decided.tier == tier and decided.backend_action == "created"
     assert decided.reasons == (("new deployment",) + ((expected_note,) if expected_note else ()))
+
+
+# (predicted tier, Vast's action) -> the note next to the reasons; the four actions are exactly reference 8.1's
+NOTES = [
+    (3, "soft_update", "image-level change: Vast answered 'soft_update': Vast performs a hard update itself (it "
+                       "restarts the same workers on the new image), so vast_magic sent no /update_workers/"),
+    (3, "created", "image-level change: Vast answered 'created': a new endpoint starts"),
+    (3, "autoscale_update", "image-level change: Vast answered 'autoscale_update': Vast changes only the scaling; "
+                            "the workers keep their image"),
+    (3, "exists", "image-level change: Vast answered 'exists': Vast saw no change; the workers keep their image"),
+    (2, "soft_update", None), (1, "autoscale_update", None), (0, "exists", None), (4, "created", None),
+    (2, "exists", "Vast answered 'exists' (tier 0), predicted tier 2"),
+    (2, "hard_update", "Vast answered an unknown action 'hard_update' (expected one of exists, autoscale_update, "
+                       "soft_update, created); no /update_workers/ was sent"),
+]
+
+
+@pytest.mark.parametrize("predicted, action, note", NOTES)
+def test_tier_note_for_each_action(predicted, action, note):
+    assert backend_module.tier_note(predicted, action) == note
+    assert backend_module.is_hard_update(predicted, action) == (predicted == 3 and action == "soft_update")
+
+
+def test_exactly_the_four_actions_of_the_reference():
+    assert sorted(backend_module.ACTIONS) == sorted(["created", "soft_update", "autoscale_update", "exists"])
+
+
+def test_image_change_is_vasts_hard_update_without_update_workers(tmp_path):
+    """Predicted tier 3 answered ``soft_update``: no /update_workers/, and ensure_ready waits for a worker that
+    restarted on the new image (the workers are read before the PUT, since Vast starts on the PUT)."""
+    h = Harness(tmp_path, FakeVast(api_key=KEY, ready_after=0))
+    h.apply(make_plan(tmp_path, wait=True))
+    first = h.fake.sent("POST", "/get_endpoint_workers/")[-1]
+    loaded_before = next(iter(h.fake.deployments.values())).generation
+    result = h.apply(make_plan(tmp_path, tier=3, reasons=("image: base -> other",), wait=True,
+                               image=Image(from_image="vastai/other:1")))
+    assert result.backend_action == "soft_update" and h.fake.updates == []
+    assert h.fake.sent("POST", "/update_workers/") == []
+    decided = h.of(TierDecided)[-1]
+    assert decided.reasons[-1].startswith("image-level change: Vast answered 'soft_update': Vast performs a hard "
+                                          "update itself")
+    assert result.notes == (decided.reasons[-1],)                  # the deploy report lists it after the reasons
+    paths = [r.path for r in h.fake.requests[h.fake.requests.index(first) + 1:]]
+    assert paths[:2] == ["/get_endpoint_workers/", "/api/v0/deployments/"]      # read before the PUT
+    (worker,) = result.workers
+    assert worker.state == "ready" and next(iter(h.fake.deployments.values())).generation == loaded_before + 1
+    # the read before the PUT counts against the rate limit: the watch waits out the rest of the 5 s first
+    assert h.backend.poll_interval == 5.0 and h.sleeps and 0.0 < h.sleeps[-1] <= 5.0
+
+
+@pytest.mark.parametrize("changes, action", [
+    (dict(), "exists"),
+    (dict(autoscaling={"max_workers": 9, "cold_workers": 1}), "autoscale_update"),
+    (dict(image=Image(from_image="vastai/other:2")), "soft_update"),
+])
+def test_a_predicted_tier_3_never_sends_update_workers(tmp_path, changes, action):
+    """Whatever Vast answers to a predicted tier 3, the report quotes it and no /update_workers/ follows."""
+    h = Harness(tmp_path, FakeVast(api_key=KEY, ready_after=0))
+    h.apply(make_plan(tmp_path, wait=True))
+    result = h.apply(make_plan(tmp_path, tier=3, reasons=("secret: HF_TOKEN changed",), wait=True, **changes))
+    assert result.backend_action == action and h.fake.sent("POST", "/update_workers/") == []
+    assert result.notes[0].startswith(f"image-level change: Vast answered {action!r}: ")
+    assert [w.state for w in result.workers] == ["ready"]
 
 
 def test_record_remembers_last_deploy(h, tmp_path):

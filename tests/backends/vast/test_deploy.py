@@ -143,3 +143,45 @@ def test_calls_right_after_a_soft_update_run_the_new_code(fake, shell):
         thread.join(120)
     assert answers == {x: 2 * x * x for x in range(1000)}
     assert old_runs == [] and fake.stale_answers == 64
+
+
+def test_a_secret_travels_only_in_the_env_string(fake, shell, tmp_path, capsys, caplog):
+    """Where a Secret goes on Vast (README "Security"): the PUT's env string, nowhere else we write. Every request,
+    the uploaded tarball (config.json, manifest.json), the fingerprint, the report, this machine's record, the
+    progress lines and every log record at DEBUG are searched for it, through a deploy, a call, a secret change
+    (tier 3: Vast's own hard update) and a status."""
+    import logging
+    caplog.set_level(logging.DEBUG)
+    app, remote = make_app(shell, fake)
+    reports = [app.ensure_ready()]
+    assert remote.call(3) == 9
+    run(shell, "image.env(HF_TOKEN=Secret(TOKEN + '-rotated'))")
+    reports.append(app.ensure_ready())
+    status = app.status()
+    assert (reports[1].tier, reports[1].backend_action, fake.updates) == (3, "soft_update", [])
+    assert reports[1].reasons == ("secret: HF_TOKEN changed", "image-level change: Vast answered 'soft_update': Vast "
+                                  "performs a hard update itself (it restarts the same workers on the new image), so "
+                                  "vast_magic sent no /update_workers/")
+
+    carrying = [(r.method, r.path) for r in fake.requests if TOKEN.encode() in r.raw]
+    assert carrying == [("PUT", "/api/v0/deployments/")] * 2
+    assert all(TOKEN in put.body["env"] and TOKEN not in json.dumps({k: v for k, v in put.body.items() if k != "env"})
+               for put in fake.sent("PUT"))
+    assert len(fake.uploads) == 2 and not any(TOKEN.encode() in data for data in uploaded_members(fake).values())
+    written = [p.read_bytes() for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert written and not any(TOKEN.encode() in data for data in written)   # records, bundles, keys
+    shown = capsys.readouterr()
+    for text in (caplog.text, shown.out, shown.err, repr(reports), repr(status), str(reports[0].fingerprint)):
+        assert TOKEN not in text
+    assert "tier 3" in shown.out and "HF_TOKEN" in shown.out        # the change is named, its value is not
+
+
+def test_map_writes_vasts_wait_status_once(fake, shell, capsys):
+    app, remote = make_app(shell, fake)
+    app.ensure_ready()
+    capsys.readouterr()
+    fake.route_waits = 6                                  # every call of the map waits on /route/ first
+    assert remote.map([1, 2, 3]) == [1, 4, 9]
+    waits = [line for line in capsys.readouterr().err.splitlines() if "waiting for a worker" in line]
+    assert len(waits) == 1 and waits[0].endswith("(vast: waiting for workers: 1 loading)")
+    assert fake.route_waits == 0

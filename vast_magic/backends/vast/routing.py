@@ -4,6 +4,8 @@
    api key (cached per endpoint).
 2. ``POST {autoscaler}/route/`` with the endpoint key until the answer carries
    a ``url``; bounded by the call's deadline (the official client waits forever).
+   While it waits, Vast's ``status`` text goes into the outcome (``Waited``)
+   and the timeout error quotes the last one.
    Our ``cost`` is the call's workload (the official client always sends 100).
 3. ``POST <url>/remote/<function>?api_key=<endpoint key>`` with
    ``{"auth_data": <the whole /route/ answer>, "session_id": null, "payload": {"kwargs": {...}}}``.
@@ -35,14 +37,14 @@ import httpx
 from ... import settings
 from ...errors import (BackendError, CallTimeoutError, ConfigError, OverloadedError, VastAPIError, VastNotFoundError,
                        VastRejectedError, WorkerLostError, make_remote_error)
-from ...events import Retry
+from ...events import Retry, Waited
 from ..base import CallOutcome, CallSpec, unpicklable_arguments
 from ..retry import Retryable
 from . import envelope, trusted
 from .api import VastAPI
 
-__all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "STALE_RETRIES", "Endpoint", "Router", "call", "decode_response",
-           "check_size"]
+__all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "STALE_RETRIES", "Endpoint", "Router", "waiting_status",
+           "route_timeout_message", "call", "decode_response", "check_size"]
 
 logger = logging.getLogger("vast_magic.vast")
 ROUTE_TIMEOUT = 10.0
@@ -96,17 +98,22 @@ class Router:
     def forget(self, endpoint_id: int) -> None:
         self._endpoints.pop(endpoint_id, None)
 
-    async def route(self, endpoint: Endpoint, cost: float, deadline: float, function: str) -> dict:
-        """Post ``/route/`` until a worker is assigned (an answer with ``url``) or the deadline passes."""
+    async def route(self, endpoint: Endpoint, cost: float, deadline: float, function: str,
+                    waits: list[Waited] | None = None) -> dict:
+        """Post ``/route/`` until a worker is assigned (an answer with ``url``) or the deadline passes.
+
+        A 200 answer without ``url`` means "waiting" (reference 8.3): its ``request_idx`` is sent back,
+        and each new ``status`` text is appended to ``waits`` (the call's display) and quoted by the
+        timeout error.
+        """
         loop = asyncio.get_running_loop()
-        request_idx, polls = 0, 0
+        started, request_idx, polls, last = loop.time(), 0, 0, None
         while True:
             body = {"endpoint": endpoint.name, "api_key": endpoint.key, "cost": cost,
                     "request_idx": request_idx, "replay_timeout": 60.0}
             left = deadline - loop.time()
             if left <= 0:
-                raise CallTimeoutError(f"no Vast worker of endpoint {endpoint.name!r} became ready for {function} "
-                                       "before its timeout; check app.status() or raise timeout= on @app.remote.")
+                raise CallTimeoutError(route_timeout_message(endpoint.name, function, loop.time() - started, last))
             response = await self.api.request("POST", self.api.autoscaler("/route/"), what="POST /route/", json=body,
                                               key=endpoint.key, timeout=min(ROUTE_TIMEOUT, left), attempts=1)
             answer = self.api.json(response, "POST /route/")
@@ -115,8 +122,12 @@ class Router:
             if isinstance(answer, dict) and answer.get("request_idx") is not None:
                 request_idx = answer["request_idx"]
             polls += 1
-            if polls == 1:
-                logger.info("waiting for a Vast worker of %s to be assigned to %s", endpoint.name, function)
+            status = waiting_status(answer)
+            if status is not None and status != last:
+                last = status
+                logger.info("%s waits for a Vast worker of %s: %s", function, endpoint.name, status)
+                if waits is not None:
+                    waits.append(Waited(function, status, polls, loop.time() - started))
             await self.retry.sleep(min(self.wait_delay(polls), max(0.0, deadline - loop.time())))
 
     def wait_delay(self, polls: int) -> float:
@@ -128,6 +139,19 @@ class Router:
         body = {"auth_data": route, "session_id": None, "payload": payload}
         return await self.api.client().post(url, params={"api_key": endpoint.key}, json=body,
                                              headers=self.api.headers(endpoint.key), timeout=timeout)
+
+
+def waiting_status(answer: Any) -> str | None:
+    """The ``status`` text of a ``/route/`` answer without ``url`` (None when it gives none)."""
+    status = answer.get("status") if isinstance(answer, dict) else None
+    text = str(status).strip() if status is not None else ""
+    return text[:300] or None
+
+
+def route_timeout_message(endpoint: str, function: str, waited: float, status: str | None) -> str:
+    said = f"Vast's last /route/ answer said: {status!r}" if status else "Vast's /route/ answers gave no status"
+    return (f"no Vast worker of endpoint {endpoint!r} became ready for {function} before its timeout (waited "
+            f"{waited:.1f}s); {said}. Check app.status(), or raise timeout= on @app.remote.")
 
 
 async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kwargs: dict,
@@ -145,6 +169,7 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
     budget = {False: STARTUP_RETRIES + spec.retries, True: spec.retries, "stale": STALE_RETRIES}
     attempts_shown = 1 + budget[False] + budget[True]      # the attempts shown: stale re-routes add one each
     retries: list[Retry] = []
+    waits: list[Waited] = []
 
     def allow(failure: Retryable) -> bool:
         nonlocal attempts_shown
@@ -154,14 +179,14 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
         return budget[kind] >= 0
 
     async def attempt() -> CallOutcome:
-        route = await router.route(endpoint, spec.cost, deadline, spec.function)
+        route = await router.route(endpoint, spec.cost, deadline, spec.function, waits)
         payload = {"kwargs": envelope.call_kwargs(key, message, function=spec.function, version=spec.version,
                                                   url=str(route.get("url") or ""), digest=digest)}
         return decode_response(router.api, await _post(router, endpoint, route, spec, payload, deadline), spec, resolve)
 
     outcome = await router.retry.run(attempt, what=spec.function, emit=retries.append,
                                      attempts=lambda: attempts_shown, allow=allow, deadline=deadline)
-    return dataclasses.replace(outcome, retries=tuple(retries)) if retries else outcome
+    return dataclasses.replace(outcome, retries=tuple(retries), waits=tuple(waits)) if retries or waits else outcome
 
 
 async def _post(router: Router, endpoint: Endpoint, route: dict, spec: CallSpec, payload: dict,
