@@ -191,17 +191,30 @@ class VastMagics(Magics):
     @argument("--dry-run", action="store_true", help="decide and report the tier; change and start nothing")
     @argument("--no-wait", action="store_true", help="return once applied, without waiting for ready workers")
     @argument("--timeout", type=float, metavar="S", help="seconds to wait for workers")
+    @argument("--watch", action="store_true",
+              help="then redeploy in the background whenever a local module file the code imports is saved, "
+                   "until the next %%vast_deploy or %%vast_teardown")
     @line_magic
     def vast_deploy(self, line: str = ""):
         """Build the bundle from this notebook, decide the tier, apply it and show progress.
 
         Returns the DeployReport. Re-running with nothing changed is tier 0. --name, --tag, --ttl
         and --backend apply to this deploy only (calls then go to it); app.configure(name=...)
-        changes them for good.
+        changes them for good. Any watch an earlier --watch started stops first.
         """
         args = parse(self.vast_deploy, line)
-        return ops.deploy(self.session.target(args.app), name=args.name, tag=args.tag, ttl=args.ttl,
-                          backend=args.backend, dry_run=args.dry_run, wait=not args.no_wait, timeout=args.timeout)
+        if args.watch and args.dry_run:
+            raise UsageError(f"--watch redeploys, --dry-run changes nothing: give one of them\n"
+                             f"{self.vast_deploy.parser.format_usage().strip()}")
+        if args.watch:
+            ops.kernel_loop_or_raise()             # before deploying: a watch that cannot start is an error now
+        self.session.stop_watch()
+        app = self.session.target(args.app)
+        options = dict(name=args.name, tag=args.tag, ttl=args.ttl, backend=args.backend)
+        report = ops.deploy(app, **options, dry_run=args.dry_run, wait=not args.no_wait, timeout=args.timeout)
+        if args.watch:
+            ops.start_watch(self.session, app, **options, wait=not args.no_wait, timeout=args.timeout)
+        return report
 
     @magic_arguments()
     @argument("--app", metavar="VAR", help=APP_HELP)
@@ -230,6 +243,7 @@ class VastMagics(Magics):
     def vast_teardown(self, line: str = ""):
         """Stop the deployment's workers; safe to run twice (a deployment never deployed is an error)."""
         args = parse(self.vast_teardown, line)
+        self.session.stop_watch()
         app = self.session.target(args.app)
         ops.teardown(app, all_tags=args.all_tags, variable=args.app or self.session.variable)
 
@@ -256,6 +270,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = manager.registry.pop(VastMagics.__name__, None)
     if magics is None:
         return
+    magics.session.stop_watch()
     for kind, names in magics.magics.items():
         for name in names:
             manager.magics[kind].pop(name, None)
