@@ -19,7 +19,8 @@ from typing import Any
 
 from ..display import Progress, describe_error
 from ..errors import VastMagicError
-from ..events import DeployState, Event, LogLine, format_event
+from ..events import DeployState, Event, format_event
+from ..reports import LogLine
 from ..watch import (DEFAULT_INTERVAL, DEPLOY, WAIT, WatchState, describe_import_error, display_path, refresh_sources,
                      reload_order, watched_files)
 
