@@ -158,7 +158,7 @@ def test_watch_a_package_module_through_an_import_error(tmp_path, engine_home):
     watch = Watch(project, "pkg.app:app", "--interval", "0.2")
     try:
         started = watch.until("watching ")
-        assert started[-1].startswith("watching pkg/__init__.py, pkg/app.py, pkg/helpers.py;")  # the package ships whole
+        assert started[-1].startswith("watching pkg/__init__.py, pkg/app.py, pkg/helpers.py;")
         assert call(engine_home.path, "watchpkg", "double", 21) == 42
 
         (project / "pkg" / "helpers.py").write_text("def scale(x):\n    return 3 * x\n")

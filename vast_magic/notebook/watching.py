@@ -70,10 +70,12 @@ class NotebookWatch:
         self.reports: list = []                    # every DeployReport this watch produced, in order
         self._task: asyncio.Task | None = None
         self._deploying = None                     # the loop.Started of a redeploy in flight
+        self._stopped = False
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """Polling (False from the moment ``stop`` is called: the task ends when the kernel's loop next runs)."""
+        return self._task is not None and not self._stopped and not self._task.done()
 
     def start(self, kernel_loop: asyncio.AbstractEventLoop) -> "NotebookWatch":
         self.state.poll()
@@ -85,7 +87,8 @@ class NotebookWatch:
 
     def stop(self, wait: float = 30.0) -> None:
         """Stop polling, and cancel a redeploy in flight, waiting until it let go of the engine."""
-        if self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done() and not self._stopped:
+            self._stopped = True
             self._task.cancel()
             self.log.write("stopped watching; the deployment keeps serving")
         if self._deploying is not None:
