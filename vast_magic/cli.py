@@ -229,7 +229,7 @@ def _redeploy(args: argparse.Namespace, state, first: str) -> None:
     try:
         app = load_deployment(args.target, args.app)
     except Exception as exc:  # noqa: BLE001 - whatever the user's module raises is reported, then waited out
-        print(f"cannot import {args.target}; fix it and save (nothing was deployed or torn down):\n"
+        print(f"cannot load {args.target}; fix it and save (nothing was deployed or torn down):\n"
               f"{describe_import_error(exc)}")
         return
     if args.tag:
@@ -256,11 +256,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
         sys.stdout.reconfigure(line_buffering=True)     # a pipe (a log, a test) sees each line as it is printed
     state = WatchState({first})
     state.poll()
+    shown: frozenset = frozenset()
     try:
         _redeploy(args, state, first)
-        print(f"watching {', '.join(sorted(map(display_path, state.files)))}; Ctrl-C stops watching "
-              "(the deployment keeps serving)")
         while True:
+            if state.files != shown:                 # at the start, and when the code imports other files
+                shown = state.files
+                print(f"watching {', '.join(sorted(map(display_path, shown)))}; Ctrl-C stops watching "
+                      "(the deployment keeps serving)")
             time.sleep(interval)
             decision = state.poll()
             if decision.action == WAIT:
@@ -294,8 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "local modules it ships) and redeploy when one changes, printing the tier and "
                                    "reasons. A file that does not import is reported and waited out; nothing is "
                                    "torn down. Ctrl-C stops watching; the deployment keeps serving.")
-    p.add_argument("target", **target), p.add_argument("--app"), p.add_argument("--tag")
-    p.add_argument("--timeout", type=float, help="seconds each deploy waits for workers")
+    p.add_argument("target", **target)
+    p.add_argument("--app", metavar="NAME", help="the Deployment variable (like TARGET:NAME)")
+    p.add_argument("--tag", metavar="T", help="deploy under this tag")
+    p.add_argument("--timeout", type=float, metavar="S", help="seconds each deploy waits for workers")
     p.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between polls (default 0.5)")
     p.set_defaults(run=cmd_watch)
     sub.add_parser("ls", help="list local deployments").set_defaults(run=cmd_ls)

@@ -148,6 +148,10 @@ class Started:
                 self.outcome.set_result(task.result())
         self.finished.set()
 
+    def _cancel_task(self) -> None:
+        if self._task.done():              # it is: _start was queued first on the same loop
+            self._task.result().cancel()
+
     async def wait(self) -> Any:
         """The coroutine's result, awaited from another loop; cancelling this wait cancels the coroutine."""
         try:
@@ -158,8 +162,7 @@ class Started:
 
     def cancel(self, wait: float = 30.0) -> bool:
         """Cancel the coroutine and block up to ``wait`` seconds until it has ended; True if it has."""
-        loop = get_loop()
-        loop.call_soon_threadsafe(lambda: self._task.result().cancel())  # runs after _start: same FIFO queue
+        get_loop().call_soon_threadsafe(self._cancel_task)
         return self.finished.wait(wait) if wait > 0 else self.finished.is_set()
 
 

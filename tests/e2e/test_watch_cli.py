@@ -170,7 +170,7 @@ def test_watch_a_package_module_through_an_import_error(tmp_path, engine_home):
         app.write_text(good.replace("from .helpers import scale", "from .helpers import scale, missing"))
         failed = watch.until("ImportError")
         assert failed[0] == "changed: pkg/app.py"
-        assert failed[1] == "cannot import pkg.app:app; fix it and save (nothing was deployed or torn down):"
+        assert failed[1] == "cannot load pkg.app:app; fix it and save (nothing was deployed or torn down):"
         assert failed[-1].startswith("ImportError: cannot import name 'missing' from 'pkg.helpers'")
         assert call(engine_home.path, "watchpkg", "double", 21) == 63
 
@@ -179,5 +179,41 @@ def test_watch_a_package_module_through_an_import_error(tmp_path, engine_home):
         engine_home.collect()
         assert watch.interrupt() == 0
         assert "stopped watching" in watch.until("stopped watching")[-1]
+    finally:
+        watch.kill()
+
+
+@pytest.mark.slow
+def test_watch_starts_broken_and_follows_what_the_code_imports(tmp_path, engine_home):
+    """Started on a file that does not compile, the watch waits; the files it watches are those the capture
+    reads, so a module the code starts importing is watched from then on, and one it does not is not."""
+    helpers = "def twice(x):\n    return 2 * x\n"
+    project = write(tmp_path / "project", {"app.py": APP.replace("def square(x):", "def square(x)"),
+                                           "helpers.py": helpers, "extra.py": "BONUS = 1\n",
+                                           "unused.py": "X = 1\n"})
+    watch = Watch(project, "app.py:app", "--interval", "0.2")
+    try:
+        started = watch.until("watching ")
+        assert "cannot load app.py:app; fix it and save (nothing was deployed or torn down):" in started
+        assert "SyntaxError: expected ':'" in started and started[-1].startswith("watching app.py; Ctrl-C")
+
+        (project / "app.py").write_text(textwrap.dedent(APP).lstrip("\n"))
+        assert "deployed tier 4 (new deployment)" in " ".join(watch.until("deployed tier"))
+        assert watch.until("watching ")[-1].startswith("watching app.py, helpers.py; Ctrl-C")
+
+        (project / "unused.py").write_text("X = 2\n")                  # not read by the deployment's code
+        (project / "app.py").write_text(textwrap.dedent(APP).lstrip("\n").replace(
+            "import helpers", "import extra\nimport helpers").replace("* x\n", "* x + extra.BONUS\n"))
+        redeployed = watch.until("deployed tier")[-1]
+        assert redeployed.startswith("deployed tier 2 (code: +extra; ") and "code: square changed" in redeployed
+        assert watch.until("watching ")[-1].startswith("watching app.py, extra.py, helpers.py; Ctrl-C")
+        assert call(engine_home.path, "watchcli", "square", 3) == 19
+
+        (project / "extra.py").write_text("BONUS = 2\n")
+        changed = watch.until("deployed tier")
+        assert changed[0] == "changed: extra.py" and "unused.py" not in " ".join(watch.seen)
+        assert call(engine_home.path, "watchcli", "square", 3) == 20
+        engine_home.collect()
+        assert watch.interrupt() == 0
     finally:
         watch.kill()

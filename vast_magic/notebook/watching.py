@@ -80,10 +80,13 @@ class NotebookWatch:
     def start(self, kernel_loop: asyncio.AbstractEventLoop) -> "NotebookWatch":
         self.state.poll()
         self.state.attempted_now()                 # the deploy that just ran is the first attempt
-        self.log.write(f"watching {', '.join(sorted(map(display_path, self.modules)))}: saving one redeploys; "
-                       "the next %vast_deploy or %vast_teardown stops watching")
+        self._say_watching()
         self._task = kernel_loop.create_task(self._run())
         return self
+
+    def _say_watching(self) -> None:
+        self.log.write(f"watching {', '.join(sorted(map(display_path, self.modules)))}: saving one redeploys; "
+                       "the next %vast_deploy or %vast_teardown stops watching")
 
     def stop(self, wait: float = 30.0) -> None:
         """Stop polling, and cancel a redeploy in flight, waiting until it let go of the engine."""
@@ -123,8 +126,10 @@ class NotebookWatch:
                 self.log.write(f"cannot reload {name}; fix it and save (nothing was deployed):\n"
                                f"{describe_import_error(exc)}")
                 return
-        self.modules = watched_files(self.app, **self.overrides)
+        before, self.modules = set(self.modules), watched_files(self.app, **self.overrides)
         self.state.attempted_now(self.modules)
+        if set(self.modules) != before:
+            self._say_watching()
         snapshot = self.app._snapshot(**self.overrides)
         progress = Progress(snapshot.name, self.log)
         kernel_loop = asyncio.get_running_loop()
