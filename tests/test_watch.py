@@ -7,6 +7,7 @@ tests/notebook/test_watch_kernel.py.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sys
 import threading
@@ -18,7 +19,7 @@ from vast_magic import loop
 from vast_magic.cli import main
 from vast_magic.errors import ConfigError
 from vast_magic.watch import (DEPLOY, IDLE, SETTLE, WAIT, FileScanner, WatchDecision, WatchState, check_interval,
-                              decide_redeploy, describe_import_error, forget_modules, reload_order)
+                              decide_redeploy, describe_import_error, error_files, forget_modules, reload_order)
 
 BROKEN = {"a.py": '  File "a.py", line 1\nSyntaxError: expected \':\''}
 
@@ -120,6 +121,25 @@ def test_import_errors_show_the_users_lines_only(tmp_path, monkeypatch):
     text = describe_import_error(caught.value)
     assert "watch_t_fails.py\", line 2" in text and text.endswith("RuntimeError: boom at import")
     assert "importlib" not in text and "<frozen" not in text
+
+
+@pytest.mark.parametrize("files, culprit", [
+    ({"watch_t_top.py": "import watch_t_dep\n", "watch_t_dep.py": "def f(:\n"}, "watch_t_dep.py"),  # syntax
+    ({"watch_t_top.py": "import watch_t_dep\n", "watch_t_dep.py": "1 / 0\n"}, "watch_t_dep.py"),   # raises
+    ({"watch_t_top.py": "def f(:\n"}, "watch_t_top.py"),
+])
+def test_error_files_are_the_users_files_an_import_error_points_at(tmp_path, monkeypatch, files, culprit):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("watch_t_top", "watch_t_dep"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(Exception) as caught:
+        importlib.import_module("watch_t_top")
+    found = error_files(caught.value)
+    assert os.path.realpath(tmp_path / culprit) in found
+    # never importlib's or vast_magic's (this test's own frame is a user's file here, as the caller)
+    assert all(path.startswith(os.path.realpath(tmp_path)) for path in found - {os.path.realpath(__file__)})
 
 
 # -- bad input ---------------------------------------------------------------------------------------------

@@ -38,9 +38,13 @@ def split_target(target: str) -> tuple[str, str | None]:
     return (head, tail) if sep and head and tail.isidentifier() else (target, None)
 
 
+def _names_a_path(spec: str) -> bool:
+    return spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).is_file()
+
+
 def import_target(spec: str):
     """The module a target names: a ``.py`` path (imported under its module name) or a dotted module name."""
-    if spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).is_file():
+    if _names_a_path(spec):
         return _import_file(spec)
     if not all(part.isidentifier() for part in spec.split(".")):
         raise ConfigError(f"{spec} is neither a .py file nor a module name; pass path/to/app.py or pkg.module[:name].")
@@ -198,7 +202,7 @@ def cmd_run_notebook(args: argparse.Namespace) -> int:
 
 def target_file(spec: str) -> str:
     """The file a target names (before importing it, which may fail while the user edits it)."""
-    if spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).is_file():
+    if _names_a_path(spec):
         if not Path(spec).is_file() or not spec.endswith(".py"):
             raise ConfigError(f"{spec} is not a .py file; pass the script that defines your Deployment.")
         return os.path.realpath(spec)
@@ -221,7 +225,7 @@ def target_file(spec: str) -> str:
 def _redeploy(args: argparse.Namespace, state, first: str) -> None:
     """One attempt of ``watch``: import the target afresh, watch what its capture reads, deploy. An error
     is printed and waited out; nothing is torn down, so the last good version keeps serving."""
-    from .watch import describe_import_error, forget_modules, refresh_sources, watched_files
+    from .watch import describe_import_error, error_files, forget_modules, refresh_sources, watched_files
 
     state.attempted_now()                     # tried once per change, whatever happens below
     refresh_sources(state.files)
@@ -229,6 +233,7 @@ def _redeploy(args: argparse.Namespace, state, first: str) -> None:
     try:
         app = load_deployment(args.target, args.app)
     except Exception as exc:  # noqa: BLE001 - whatever the user's module raises is reported, then waited out
+        state.attempted_now(state.files | error_files(exc))
         print(f"cannot load {args.target}; fix it and save (nothing was deployed or torn down):\n"
               f"{describe_import_error(exc)}")
         return
@@ -274,8 +279,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 print(f"changed: {', '.join(map(display_path, decision.changed))}")
                 _redeploy(args, state, first)
     except KeyboardInterrupt:
-        name = state.deployed[0] if state.deployed else "NAME"
-        print(f"stopped watching; the deployment keeps serving (vast-magic teardown {name} stops it)")
+        name, tag = state.deployed or ("NAME", "default")
+        command = f"vast-magic teardown {name}" + (f" --tag {tag}" if tag != "default" else "")
+        print(f"stopped watching; the deployment keeps serving ({command} stops it)")
         return 0
 
 

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .capture import CELLS_MODULE, CapturedCode
+from .capture.origins import is_local_file
 from .errors import ConfigError
 
 __all__ = [
     "DEFAULT_INTERVAL", "IDLE", "SETTLE", "WAIT", "DEPLOY", "check_interval", "WatchDecision", "decide_redeploy",
     "Scan", "FileScanner", "WatchState", "files_of", "watched_files", "forget_modules", "refresh_sources",
-    "reload_order", "describe_import_error", "display_path"
+    "reload_order", "describe_import_error", "error_files", "display_path"
 ]
 
 DEFAULT_INTERVAL = 0.5                     # seconds between polls; a change deploys after two equal polls
@@ -243,6 +244,15 @@ def describe_import_error(error: BaseException) -> str:
               if not frame.filename.startswith(("<frozen", own)) and "importlib" not in Path(frame.filename).parts]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
     return "".join(lines + traceback.format_exception_only(type(error), error)).rstrip()
+
+
+def error_files(error: BaseException) -> set[str]:
+    """The user's files an import error points at (the one that does not compile, the lines that raised):
+    watched from then on, so fixing a module the code imports retries even before it ever loaded."""
+    names = [frame.filename for frame in traceback.extract_tb(error.__traceback__)]
+    if isinstance(error, SyntaxError) and error.filename:
+        names.append(error.filename)
+    return {os.path.realpath(name) for name in names if is_local_file(name) and os.path.isfile(name)}
 
 
 def display_path(path: str) -> str:

@@ -185,21 +185,19 @@ def test_watch_a_package_module_through_an_import_error(tmp_path, engine_home):
 
 @pytest.mark.slow
 def test_watch_starts_broken_and_follows_what_the_code_imports(tmp_path, engine_home):
-    """Started on a file that does not compile, the watch waits; the files it watches are those the capture
-    reads, so a module the code starts importing is watched from then on, and one it does not is not."""
-    helpers = "def twice(x):\n    return 2 * x\n"
-    project = write(tmp_path / "project", {"app.py": APP.replace("def square(x):", "def square(x)"),
-                                           "helpers.py": helpers, "extra.py": "BONUS = 1\n",
-                                           "unused.py": "X = 1\n"})
+    """Started while a module the target imports does not compile, the watch waits on that file too; the
+    files it watches are those the capture reads, so a module the code starts importing is watched from then
+    on, and one it does not is not."""
+    project = write(tmp_path / "project", {"app.py": APP, "helpers.py": "def twice(x)\n    return 2 * x\n",
+                                           "extra.py": "BONUS = 1\n", "unused.py": "X = 1\n"})
     watch = Watch(project, "app.py:app", "--interval", "0.2")
     try:
         started = watch.until("watching ")
         assert "cannot load app.py:app; fix it and save (nothing was deployed or torn down):" in started
-        assert "SyntaxError: expected ':'" in started and started[-1].startswith("watching app.py; Ctrl-C")
+        assert "SyntaxError: expected ':'" in started and started[-1].startswith("watching app.py, helpers.py; Ctrl-C")
 
-        (project / "app.py").write_text(textwrap.dedent(APP).lstrip("\n"))
+        (project / "helpers.py").write_text("def twice(x):\n    return 2 * x\n")
         assert "deployed tier 4 (new deployment)" in " ".join(watch.until("deployed tier"))
-        assert watch.until("watching ")[-1].startswith("watching app.py, helpers.py; Ctrl-C")
 
         (project / "unused.py").write_text("X = 2\n")                  # not read by the deployment's code
         (project / "app.py").write_text(textwrap.dedent(APP).lstrip("\n").replace(

@@ -17,12 +17,13 @@ import sys
 from collections import deque
 from typing import Any
 
+from ..capture.origins import module_name_for_file
 from ..display import Progress, describe_error
 from ..errors import VastMagicError
 from ..events import DeployState, Event, format_event
 from ..reports import LogLine
-from ..watch import (DEFAULT_INTERVAL, DEPLOY, WAIT, WatchState, describe_import_error, display_path, refresh_sources,
-                     reload_order, watched_files)
+from ..watch import (DEFAULT_INTERVAL, DEPLOY, WAIT, WatchState, describe_import_error, display_path, error_files,
+                     refresh_sources, reload_order, watched_files)
 
 __all__ = ["LOG_LINES", "WatchLog", "NotebookWatch"]
 
@@ -88,6 +89,11 @@ class NotebookWatch:
         self.log.write(f"watching {', '.join(sorted(map(display_path, self.modules)))}: saving one redeploys; "
                        "the next %vast_deploy or %vast_teardown stops watching")
 
+    def _watch_also(self, paths: set[str]) -> None:
+        """Watch the files an error pointed at too (a module the changed one imports), so fixing them retries."""
+        self.modules.update({path: module_name_for_file(path) for path in paths - set(self.modules)})
+        self.state.attempted_now(self.modules)
+
     def stop(self, wait: float = 30.0) -> None:
         """Stop polling, and cancel a redeploy in flight, waiting until it let go of the engine."""
         if self._task is not None and not self._task.done() and not self._stopped:
@@ -123,6 +129,7 @@ class NotebookWatch:
             try:
                 importlib.reload(sys.modules[name])
             except Exception as exc:  # noqa: BLE001 - a module that fails to run is reported and waited out
+                self._watch_also(error_files(exc))
                 self.log.write(f"cannot reload {name}; fix it and save (nothing was deployed):\n"
                                f"{describe_import_error(exc)}")
                 return
