@@ -193,7 +193,7 @@ def files_of(code: CapturedCode) -> dict[str, str]:
 
 def watched_files(app: Any, **overrides: Any) -> dict[str, str]:
     """``files_of`` the code ``app`` would deploy now (with ``%vast_deploy``'s name/tag/... overrides)."""
-    return files_of(app._pipeline.prepare(app._snapshot(**overrides)).code)
+    return files_of(app._captured(app._snapshot(**overrides)))
 
 
 # -- loading changed files again --------------------------------------------------------------------------

@@ -83,3 +83,33 @@ def test_watch_redeploys_an_imported_module_and_stops_on_the_next_magic(tmp_path
     # the log is shown under the cell that started the watch, updated in place
     [shown] = [o for o in deploy_cell if o["output_type"] == "display_data"]
     assert shown["data"]["text/plain"].splitlines()[0] == log[0]
+
+
+SLOW = "import time\\n\\ndef twice(x):\\n    time.sleep(2)\\n    return 2 * x\\n"
+
+
+@pytest.mark.slow
+def test_the_next_deploy_cancels_a_redeploy_in_flight_and_then_deploys(tmp_path, engine_home, monkeypatch):
+    """A redeploy still benchmarking when the next ``%vast_deploy`` runs is cancelled, and the engine has let go
+    of it before that deploy starts (it refuses two deploys of one name and tag at once)."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    (tmp_path / "helpers.py").write_text("def twice(x):\n    return 2 * x\n")
+    cells = CELLS[:5] + [
+        f"save('{SLOW}')\nawait until(lambda: watch._deploying is not None)\nprint(watch.running)",
+        "again = %vast_deploy\nprint(again.tier, again.reasons, watch.running, watch.reports, square.call(3))",
+        "await until(lambda: watch._task.done())\nprint('\\n'.join(watch.log.lines))",
+        "%vast_teardown",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in cells])
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    engine_home.collect()
+    printed = ["".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream" and o["name"] == "stdout")
+               for cell in notebook.cells]
+    assert printed[5] == "True\n"
+    assert printed[6].endswith("2 ('code: helpers changed', 'code: helpers.twice changed') False [] 18\n")
+    log = printed[7].splitlines()
+    stopped, cancelled = ("stopped watching; the deployment keeps serving",
+                          "redeploy cancelled: the watch stopped (what served before keeps serving)")
+    assert "changed: helpers.py" in log and log.index(stopped) < log.index(cancelled)
+    assert not any(line.startswith("deployed tier") for line in log)

@@ -140,11 +140,14 @@ class NotebookWatch:
         snapshot = self.app._snapshot(**self.overrides)
         progress = Progress(snapshot.name, self.log)
         kernel_loop = asyncio.get_running_loop()
-        self._deploying = self.app._pipeline.start(
+        self._deploying = self.app._start_deploy(
             snapshot, wait=self.wait, timeout=self.timeout,
             emit=lambda event: kernel_loop.call_soon_threadsafe(progress.emit, event))
         try:
             report = await self._deploying.wait()
+        except asyncio.CancelledError:
+            self.log.write("redeploy cancelled: the watch stopped (what served before keeps serving)")
+            raise
         except BaseException as exc:
             await asyncio.sleep(0)                  # events queued by the deploy render before its failure
             progress.close(exc)
