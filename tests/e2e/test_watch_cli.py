@@ -61,8 +61,7 @@ class Watch:
     """A running ``vast-magic watch``: its output read line by line on a thread, stopped by PID."""
 
     def __init__(self, cwd: Path, *argv: str):
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "vast_magic", "watch", *argv], cwd=cwd, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "vast_magic", "watch", *argv], cwd=cwd,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.lines: queue.SimpleQueue = queue.SimpleQueue()
