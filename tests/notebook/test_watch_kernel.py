@@ -32,6 +32,12 @@ def save(text):
 print(watch.running, watch._task.get_loop() is asyncio.get_running_loop())
 '''
 
+def stdout_of(notebook) -> list[str]:
+    """What each cell printed."""
+    return ["".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream" and o["name"] == "stdout")
+            for cell in notebook.cells]
+
+
 CELLS = [
     "%load_ext vast_magic",
     "import helpers",
@@ -43,7 +49,8 @@ CELLS = [
     "save('def twice(x):\\n    return 3 * x\\n')\nawait until(lambda: len(watch.reports) == 1)\n"
     "print(watch.reports[0].tier, watch.reports[0].reasons, helpers.twice(1), square.call(3))",
     # a syntax error is reported and waited out; what served keeps serving
-    "save('def twice(x)\\n    return 4 * x\\n')\nawait until(lambda: any('SyntaxError' in l for l in watch.log.lines))\n"
+    "save('def twice(x)\\n    return 4 * x\\n')\n"
+    "await until(lambda: any('SyntaxError' in line for line in watch.log.lines))\n"
     "print(len(watch.reports), watch.running, square.call(3))",
     "save('def twice(x):\\n    return 4 * x\\n')\nawait until(lambda: len(watch.reports) == 2)\n"
     "print(watch.reports[1].tier, square.call(3))",
@@ -62,8 +69,7 @@ def test_watch_redeploys_an_imported_module_and_stops_on_the_next_magic(tmp_path
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     engine_home.collect()
-    printed = ["".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream" and o["name"] == "stdout")
-               for cell in notebook.cells]
+    printed = stdout_of(notebook)
     results = ["".join(o["data"]["text/plain"] for o in cell.outputs if o["output_type"] == "execute_result")
                for cell in notebook.cells]
     deploy_cell = notebook.cells[3].outputs
@@ -78,7 +84,8 @@ def test_watch_redeploys_an_imported_module_and_stops_on_the_next_magic(tmp_path
     final, *log = printed[11].splitlines()
     assert final == "False None"
     assert log[0] == "watching helpers.py: saving one redeploys; the next %vast_deploy or %vast_teardown stops watching"
-    assert "tier 2: code: helpers.twice changed" in log and log.count("deployed tier 2 (code: helpers.twice changed)") == 2
+    assert "tier 2: code: helpers.twice changed" in log
+    assert log.count("deployed tier 2 (code: helpers.twice changed)") == 2
     assert "SyntaxError: expected ':'" in log and log[-1] == "stopped watching; the deployment keeps serving"
     # the log is shown under the cell that started the watch, updated in place
     [shown] = [o for o in deploy_cell if o["output_type"] == "display_data"]
@@ -104,8 +111,7 @@ def test_the_next_deploy_cancels_a_redeploy_in_flight_and_then_deploys(tmp_path,
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     engine_home.collect()
-    printed = ["".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream" and o["name"] == "stdout")
-               for cell in notebook.cells]
+    printed = stdout_of(notebook)
     assert printed[5] == "True\n"
     assert printed[6].endswith("2 ('code: helpers changed', 'code: helpers.twice changed') False [] 18\n")
     log = printed[7].splitlines()
