@@ -58,6 +58,10 @@ CELLS = [
     "again = %vast_deploy --watch\nsecond = session.watch\nprint(again.tier, watch.running, second.running)",
     "%vast_teardown",
     "print(second.running, session.watch)\nprint('\\n'.join(watch.log.lines))",
+    # code from cells only: nothing to watch, said so, and no watch started
+    "from vast_magic import Deployment\ncells_only = Deployment(name='cellsonly')",
+    "%%vast_remote --app cells_only --benchmark \"[{'x': 2}]\" --benchmark-runs 1\ndef cube(x):\n    return x ** 3",
+    "report = %vast_deploy --app cells_only --watch\nprint(report.tier, session.watch)\n%vast_teardown --app cells_only",
 ]
 
 
@@ -87,6 +91,9 @@ def test_watch_redeploys_an_imported_module_and_stops_on_the_next_magic(tmp_path
     assert "tier 2: code: helpers.twice changed" in log
     assert log.count("deployed tier 2 (code: helpers.twice changed)") == 2
     assert "SyntaxError: expected ':'" in log and log[-1] == "stopped watching; the deployment keeps serving"
+    assert printed[14].splitlines()[-3:] == [
+        "cellsonly: nothing to watch; its code comes from cells only (no local module files), so re-run a changed "
+        "cell and %vast_deploy.", "4 None", "cellsonly: torn down (tag default)"]
     # the log is shown under the cell that started the watch, updated in place
     [shown] = [o for o in deploy_cell if o["output_type"] == "display_data"]
     assert shown["data"]["text/plain"].splitlines()[0] == log[0]

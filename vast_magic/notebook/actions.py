@@ -27,7 +27,7 @@ __all__ = [
     "SESSION_VARIABLE", "notebook_name", "session_variable", "NotebookSession", "parse_env", "set_image",
     "run_cell_or_raise", "parse_cell", "top_level_names", "choose_functions", "BENCHMARK_QUOTING",
     "evaluate_benchmark", "remote_options", "register_remote_cell", "parse_call_args", "register_context_cell",
-    "deploy", "kernel_loop_or_raise", "start_watch", "check_known", "status", "logs", "teardown"
+    "deploy", "check_known", "status", "logs", "teardown"
 ]
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -346,40 +346,6 @@ def deploy(app: Any, *, name: str | None = None, tag: str | None = None, ttl: fl
     (checked like the constructor's; ``app.configure(...)`` changes them for good). Returns the DeployReport."""
     snapshot = app._snapshot(name=name, tag=tag, ttl=ttl, backend=backend)
     return app._ensure_ready_as(snapshot, dry_run=dry_run, wait=wait, timeout=timeout)
-
-
-def kernel_loop_or_raise() -> Any:
-    """The kernel's running event loop, which a watch runs on; a terminal IPython has none."""
-    import asyncio
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        raise UsageError("%vast_deploy --watch runs as a task on the kernel's event loop, and this shell has none "
-                         "running (a terminal IPython); run it in Jupyter, or watch from a shell with "
-                         "`vast-magic watch app.py`.") from None
-
-
-def start_watch(session: NotebookSession, app: Any, *, name: str | None = None, tag: str | None = None,
-                ttl: float | None = None, backend: str | None = None, wait: bool = True,
-                timeout: float | None = None, interval: float | None = None):
-    """``%vast_deploy --watch`` after its deploy: redeploy ``app`` (with the same flags) whenever a local module
-    file its code comes from is saved, until the next ``%vast_deploy`` or ``%vast_teardown``. Returns the
-    ``NotebookWatch`` (None when the code reads no local file: cells are redeployed by running them)."""
-    from ..watch import DEFAULT_INTERVAL, check_interval, watched_files
-    from .watching import NotebookWatch
-
-    kernel_loop = kernel_loop_or_raise()
-    session.stop_watch()
-    overrides = dict(name=name, tag=tag, ttl=ttl, backend=backend)
-    files = watched_files(app, **overrides)
-    if not files:
-        print(f"{app.effective_name}: nothing to watch; its code comes from cells only (no local module files), "
-              "so re-run a changed cell and %vast_deploy.")
-        return None
-    interval = check_interval(interval if interval is not None else DEFAULT_INTERVAL)
-    session.watch = NotebookWatch(app, files, overrides=overrides, wait=wait, timeout=timeout,
-                                  interval=interval).start(kernel_loop)
-    return session.watch
 
 
 def check_known(app: Any, magic: str, all_tags: bool = False, variable: str | None = None) -> None:

@@ -2,7 +2,8 @@
 
 Each magic parses its line with ``magic_arguments`` (so ``%vast_deploy?``
 shows the whole help and a bad argument is a ``UsageError`` with the usage
-line) and hands the values to a plain function in ``actions.py``.
+line) and hands the values to a plain function in ``actions.py`` (``watching.py`` for
+``%vast_deploy --watch``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from IPython.utils.process import arg_split
 from .. import settings
 from . import actions as ops
 from .config import VastMagic
+from .watching import kernel_loop_or_raise, start_watch
 
 __all__ = [
     "APP_HELP", "strip_comment", "parse", "split_expression_option", "expression_forms", "VastMagics", "get_session", "load_ipython_extension",
@@ -207,13 +209,13 @@ class VastMagics(Magics):
             raise UsageError(f"--watch redeploys, --dry-run changes nothing: give one of them\n"
                              f"{self.vast_deploy.parser.format_usage().strip()}")
         if args.watch:
-            ops.kernel_loop_or_raise()             # before deploying: a watch that cannot start is an error now
-        self.session.stop_watch()
+            kernel_loop_or_raise()                 # before deploying: a watch that cannot start is an error now
         app = self.session.target(args.app)
+        self.session.stop_watch()
         options = dict(name=args.name, tag=args.tag, ttl=args.ttl, backend=args.backend)
         report = ops.deploy(app, **options, dry_run=args.dry_run, wait=not args.no_wait, timeout=args.timeout)
         if args.watch:
-            ops.start_watch(self.session, app, **options, wait=not args.no_wait, timeout=args.timeout)
+            start_watch(self.session, app, **options, wait=not args.no_wait, timeout=args.timeout)
         return report
 
     @magic_arguments()
@@ -243,8 +245,8 @@ class VastMagics(Magics):
     def vast_teardown(self, line: str = ""):
         """Stop the deployment's workers; safe to run twice (a deployment never deployed is an error)."""
         args = parse(self.vast_teardown, line)
-        self.session.stop_watch()
         app = self.session.target(args.app)
+        self.session.stop_watch()
         ops.teardown(app, all_tags=args.all_tags, variable=args.app or self.session.variable)
 
 

@@ -17,15 +17,17 @@ import sys
 from collections import deque
 from typing import Any
 
+from IPython.core.error import UsageError
+
 from ..capture.origins import module_name_for_file
 from ..display import Progress, describe_error
 from ..errors import VastMagicError
 from ..events import DeployState, Event, format_event
 from ..reports import LogLine
-from ..watch import (DEFAULT_INTERVAL, DEPLOY, WAIT, WatchState, describe_import_error, display_path, error_files,
-                     refresh_sources, reload_order, watched_files)
+from ..watch import (DEFAULT_INTERVAL, DEPLOY, WAIT, WatchState, check_interval, describe_import_error, display_path,
+                     error_files, refresh_sources, reload_order, watched_files)
 
-__all__ = ["LOG_LINES", "WatchLog", "NotebookWatch"]
+__all__ = ["LOG_LINES", "WatchLog", "NotebookWatch", "kernel_loop_or_raise", "start_watch"]
 
 LOG_LINES = 40          # the log shows the newest lines; older ones drop off
 
@@ -158,3 +160,33 @@ class NotebookWatch:
         progress.close(None)
         self.reports.append(report)
         self.log.write(f"deployed tier {report.tier} ({'; '.join(report.reasons) or 'no changes'})")
+
+
+def kernel_loop_or_raise() -> asyncio.AbstractEventLoop:
+    """The kernel's running event loop, which a watch runs on; a terminal IPython has none."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise UsageError("%vast_deploy --watch runs as a task on the kernel's event loop, and this shell has none "
+                         "running (a terminal IPython); run it in Jupyter, or watch from a shell with "
+                         "`vast-magic watch app.py`.") from None
+
+
+def start_watch(session: Any, app: Any, *, name: str | None = None, tag: str | None = None,
+                ttl: float | None = None, backend: str | None = None, wait: bool = True,
+                timeout: float | None = None, interval: float | None = None):
+    """``%vast_deploy --watch`` after its deploy: redeploy ``app`` (with the same flags) whenever a local module
+    file its code comes from is saved, until the next ``%vast_deploy`` or ``%vast_teardown``. Returns the
+    ``NotebookWatch`` (None when the code reads no local file: cells are redeployed by running them)."""
+    kernel_loop = kernel_loop_or_raise()
+    session.stop_watch()
+    overrides = dict(name=name, tag=tag, ttl=ttl, backend=backend)
+    files = watched_files(app, **overrides)
+    if not files:
+        print(f"{app.effective_name}: nothing to watch; its code comes from cells only (no local module files), "
+              "so re-run a changed cell and %vast_deploy.")
+        return None
+    interval = check_interval(interval if interval is not None else DEFAULT_INTERVAL)
+    session.watch = NotebookWatch(app, files, overrides=overrides, wait=wait, timeout=timeout,
+                                  interval=interval).start(kernel_loop)
+    return session.watch
