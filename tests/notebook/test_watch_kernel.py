@@ -61,7 +61,8 @@ CELLS = [
     # code from cells only: nothing to watch, said so, and no watch started
     "from vast_magic import Deployment\ncells_only = Deployment(name='cellsonly')",
     "%%vast_remote --app cells_only --benchmark \"[{'x': 2}]\" --benchmark-runs 1\ndef cube(x):\n    return x ** 3",
-    "report = %vast_deploy --app cells_only --watch\nprint(report.tier, session.watch)\n%vast_teardown --app cells_only",
+    "report = %vast_deploy --app cells_only --watch\nprint(report.tier, session.watch)\n"
+    "%vast_teardown --app cells_only",
 ]
 
 
