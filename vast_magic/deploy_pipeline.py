@@ -246,6 +246,15 @@ class DeployPipeline:
         progress.close(None)
         return report
 
+    def start(self, snapshot: DeploymentSnapshot, *, wait: bool, timeout: float | None,
+              emit: Callable[[Event], None]) -> loop.Started:
+        """Capture now, in the calling thread, then deploy on the background loop without waiting: watch mode
+        redeploys from a task on the kernel's loop, which must stay free. ``emit`` gets the events on the
+        background loop's thread; ``cancel()`` on the result stops the deploy and waits until it has ended."""
+        self.backend(snapshot)
+        prepared = self.prepare(snapshot, require_benchmark=True)
+        return loop.start(self.deploy(prepared, dry_run=False, wait=wait, timeout=timeout, emit=emit))
+
     async def run_async(self, snapshot: DeploymentSnapshot, *, dry_run: bool, wait: bool,
                         timeout: float | None) -> DeployReport:
         self.backend(snapshot)

@@ -255,6 +255,17 @@ class Deployment:
         calls then go to what was deployed last."""
         return self._pipeline.run_sync(snapshot, dry_run=dry_run, wait=wait, timeout=timeout)
 
+    def _captured(self, snapshot: DeploymentSnapshot):
+        """What capture ships for ``snapshot`` (``CapturedCode``): watch mode watches the files it came from."""
+        return self._pipeline.prepare(snapshot).code
+
+    def _start_deploy(self, snapshot: DeploymentSnapshot, *, wait: bool = True, timeout: float | None = None,
+                      emit: Callable[[Any], None]) -> loop.Started:
+        """Capture now, deploy on the background loop without waiting (``%vast_deploy --watch`` redeploys from a
+        task on the kernel's loop); ``emit`` gets the events on that loop's thread. ``cancel()`` on the result
+        stops the deploy and waits until it has ended."""
+        return self._pipeline.start(snapshot, wait=wait, timeout=timeout, emit=emit)
+
     async def async_ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
         return await self._pipeline.run_async(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)
 

@@ -61,6 +61,9 @@ BAD_ARGUMENTS = [
     ("vast_deploy", "--timeout", None, "argument --timeout: expected one argument", True),
     ("vast_deploy", "--app nothere", None, "--app nothere: there is no variable 'nothere'", False),
     ("vast_deploy", "--app number", None, "--app number: number is a int, not a vast_magic Deployment", False),
+    ("vast_deploy", "--watch --dry-run", None, "--watch redeploys, --dry-run changes nothing: give one of them", True),
+    ("vast_deploy", "--watch", None, "%vast_deploy --watch runs as a task on the kernel's event loop, and this shell "
+                                     "has none running (a terminal IPython)", False),
     ("vast_image", "", None, "the following arguments are required: image", True),
     ("vast_image", "img --storage big", None, "argument --storage: invalid float value: 'big'", True),
     ("vast_image", 'img --pip "unclosed', None, "No closing quotation", True),
@@ -113,7 +116,7 @@ def test_bad_arguments_are_usage_errors(shell, app, magic, line, cell, message, 
 
 @pytest.mark.parametrize("magic, text", [
     ("vast_deploy", ["Build the bundle", "--app VAR", "--name N", "--tag T", "--ttl S", "--backend B",
-                     "--dry-run", "--no-wait", "--timeout S"]),
+                     "--dry-run", "--no-wait", "--timeout S", "--watch"]),
     ("vast_image", ["Set the session deployment's image", "--storage GB", "--pip P", "--apt P", "--env K=V",
                     "--require EXPR", "--offers", "--pricing MODE"]),
     ("vast_remote", ["Run the cell, then register", "--function NAME", "--benchmark EXPR", "--benchmark-runs N",
