@@ -9,6 +9,7 @@ shows of this process's calls, kept across redeploys).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -41,12 +42,20 @@ class Caller:
         """``owner`` names the deployment in messages (its repr as it is now: name, tag, backend)."""
         self.owner = owner
         self._deployed: Deployed | None = None
+        self._deploys_in_flight = 0          # ensure_ready runs of this deployment in this process, not yet done
         self._calls: dict[tuple[str, str], CallCounter] = {}   # kept across redeploys of a name and tag
 
     def record(self, deployed: Deployed) -> None:
         """What the last successful deploy made callable."""
         self._deployed = deployed
         self._calls.setdefault((deployed.name, deployed.tag), CallCounter())
+
+    def deploy_started(self) -> None:
+        """A deploy began here: until it ends, a call refused for carrying the version before it waits for it."""
+        self._deploys_in_flight += 1
+
+    def deploy_ended(self) -> None:
+        self._deploys_in_flight -= 1
 
     def call_stats(self, name: str, tag: str) -> CallStats | None:
         """This process's recent calls to (name, tag); None before the first deploy of it here."""
@@ -68,13 +77,41 @@ class Caller:
         if function not in deployed.functions:
             raise ConfigError(f"{function} is not part of the deployed version; "
                               "run app.ensure_ready() again to deploy it.")
-        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
-                        max_queue_time=max_queue_time, retries=retries, cost=cost,
-                        trusted_types=deployed.trusted_types, version=deployed.version)
         started, ok = time.perf_counter(), False
         try:
-            outcome = await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+            try:
+                outcome = await self._send(deployed, function, args, kwargs, cost, timeout, max_queue_time, retries)
+            except ConfigError:
+                newer = await self._deployed_since(deployed, started + timeout)
+                if newer is None:
+                    raise
+                deployed = newer     # this process's own deploy moved on while the call was on its way
+                outcome = await self._send(deployed, function, args, kwargs, cost, timeout, max_queue_time, retries)
             ok = outcome.error is None
             return outcome
         finally:
             self._calls[(deployed.name, deployed.tag)].record(started, ok)
+
+    @staticmethod
+    async def _send(deployed: Deployed, function: str, args: tuple, kwargs: dict, cost: float, timeout: float,
+                    max_queue_time: float, retries: int) -> CallOutcome:
+        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
+                        max_queue_time=max_queue_time, retries=retries, cost=cost,
+                        trusted_types=deployed.trusted_types, version=deployed.version)
+        return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+
+    async def _deployed_since(self, deployed: Deployed, deadline: float) -> Deployed | None:
+        """After a call pinned to ``deployed`` was refused: the newer version this process's own deploy
+        records, waiting (up to ``deadline``, perf_counter time) for a deploy still running here; None when
+        nothing newer comes (then the refusal stands: another process deployed, or the deploy failed).
+
+        A call that starts while this process's ensure_ready is finishing carries the version before it,
+        which the engine may already have retired."""
+        while self._deployed is deployed and self._deploys_in_flight > 0 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        newer = self._deployed
+        if newer is None or newer is deployed or newer.version == deployed.version:
+            return None
+        if (newer.name, newer.tag) != (deployed.name, deployed.tag):
+            return None
+        return newer

@@ -192,12 +192,16 @@ class DeployPipeline:
         for warning in prepared.warnings:
             emit(Warned(warning))
         emit(TierDecided(decision.tier, decision.reasons, tiers=decision.tiers))
-        result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
-        emit(Ready(result.endpoint, time.perf_counter() - started))
-        self._last_manifest = prepared.manifest
-        self.caller.record(Deployed(backend, snapshot.name, snapshot.tag, frozenset(r.name for r in prepared.remotes),
-                                    prepared.class_refs, snapshot.trusted_types,
-                                    prepared.manifest.fingerprint().code))
+        self.caller.deploy_started()
+        try:
+            result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
+            emit(Ready(result.endpoint, time.perf_counter() - started))
+            self._last_manifest = prepared.manifest
+            self.caller.record(Deployed(backend, snapshot.name, snapshot.tag,
+                                        frozenset(r.name for r in prepared.remotes), prepared.class_refs,
+                                        snapshot.trusted_types, prepared.manifest.fingerprint().code))
+        finally:
+            self.caller.deploy_ended()
         return self._report(prepared, decision, size, files, dry_run=False, result=result)
 
     @staticmethod

@@ -202,6 +202,20 @@ def test_tier_note_for_each_action(predicted, action, note):
     assert backend_module.is_hard_update(predicted, action) == (predicted == 3 and action == "soft_update")
 
 
+@pytest.mark.parametrize("reasons, vast_side", [
+    (("image: a -> b",), True), (("storage: 16 -> 32",), True), (("secret: HF_TOKEN changed",), True),
+    (("search: verified=true -> verified=false",), True), (("env: MODE changed",), False),
+    (("env: +MODE", "env: -OLD"), False), (("env: MODE changed", "secret: +TOKEN"), True),
+    (("env: MODE changed", "code: square changed"), False),
+])
+def test_only_changes_vast_sees_make_its_own_hard_update(reasons, vast_side):
+    """Plain env values travel in config.json: Vast sees a new bundle (soft update) and needs /update_workers/."""
+    assert backend_module.vast_side_change(reasons) is vast_side
+    assert backend_module.is_hard_update(3, "soft_update", vast_side) is vast_side
+    note = backend_module.tier_note(3, "soft_update", vast_side)
+    assert ("no /update_workers/" in note) is vast_side and ("sent /update_workers/" in note) is not vast_side
+
+
 def test_exactly_the_four_actions_of_the_reference():
     assert sorted(backend_module.ACTIONS) == sorted(["created", "soft_update", "autoscale_update", "exists"])
 

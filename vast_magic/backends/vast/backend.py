@@ -30,7 +30,8 @@ from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
 from .keys import require_api_key
 
 __all__ = [
-    "AUTOSCALERS", "BEAT_TIMEOUT", "ACTION_TIERS", "ACTIONS", "autoscaler_for", "is_hard_update", "tier_note",
+    "AUTOSCALERS", "BEAT_TIMEOUT", "ACTION_TIERS", "ACTIONS", "VAST_SIDE_REASONS", "autoscaler_for",
+    "vast_side_change", "is_hard_update", "tier_note",
     "VastBackend", "endpoint_label", "deployment_state"
 ]
 
@@ -56,18 +57,34 @@ def autoscaler_for(instance: str | None, url: str | None) -> str:
     return url or AUTOSCALERS.get(instance or "prod", DEFAULT_AUTOSCALER)
 
 
-def is_hard_update(predicted: int, action: str) -> bool:
-    """An image-level change (image, env, secrets, search filters) that Vast answered with an update: Vast
-    replaces the workers' image itself (reference 8.1), so no ``/update_workers/`` follows."""
-    return predicted == 3 and action == "soft_update"
+#: the tier-3 reasons (bundle/tiers.py) whose change Vast itself sees in the deployment request; a plain
+#: ``Image.env()`` value travels in the bundle's config.json instead, so Vast sees only a new bundle
+VAST_SIDE_REASONS = ("image:", "storage:", "secret:", "search:", "ports changed", "docker login changed")
+_BUNDLE_ENV_NOTE = ("env change: plain env values travel in the bundle's config.json, so Vast sees a new bundle "
+                    "(a soft update) and vast_magic sent /update_workers/")
 
 
-def tier_note(predicted: int, action: str) -> str | None:
+def vast_side_change(reasons: tuple[str, ...]) -> bool:
+    """Whether a predicted tier 3 changes something in the deployment request (image, storage, secrets and
+    ports in the env string, search filters, docker login), for which Vast does the hard update itself."""
+    return any(reason.startswith(VAST_SIDE_REASONS) for reason in reasons)
+
+
+def is_hard_update(predicted: int, action: str, vast_side: bool = True) -> bool:
+    """An image-level change Vast sees (image, secrets, search filters: ``vast_side``) that it answered with
+    an update: Vast replaces the workers' image itself (reference 8.1), so no ``/update_workers/`` follows.
+    A tier 3 of plain env values only is a new bundle to Vast: a soft update like tier 2."""
+    return predicted == 3 and action == "soft_update" and vast_side
+
+
+def tier_note(predicted: int, action: str, vast_side: bool = True) -> str | None:
     """What to tell the user when Vast's action is not the tier we predicted (or the tier is 3)."""
     expected = ACTION_TIERS.get(action)
     if expected is None:
         return (f"Vast answered an unknown action {action!r} (expected one of {', '.join(ACTIONS)}); "
                 "no /update_workers/ was sent")
+    if predicted == 3 and not vast_side and action == "soft_update":
+        return _BUNDLE_ENV_NOTE
     if predicted == 3:
         return f"image-level change: Vast answered {action!r}: {_AFTER_IMAGE_CHANGE[action]}"
     if expected != predicted:
@@ -112,7 +129,7 @@ class VastBackend:
     async def apply(self, plan: DeployPlan, emit: EventSink) -> ApplyResult:
         try:
             answer, outgoing, polled = await self._register(plan, emit)
-            note = tier_note(plan.tier, answer.action)
+            note = tier_note(plan.tier, answer.action, vast_side_change(plan.reasons))
             notes = (note,) if note else ()
             emit(TierDecided(plan.tier, plan.reasons + notes, answer.action))
             if plan.ttl:
@@ -183,7 +200,7 @@ class VastBackend:
         """What follows Vast's action: nothing for Vast's own hard update, ``/update_workers/`` for a soft
         update. Returns the generations of the workers of before (None: any ready worker will do) and when
         the endpoint's workers were last read."""
-        if is_hard_update(plan.tier, answer.action):
+        if is_hard_update(plan.tier, answer.action, vast_side_change(plan.reasons)):
             same = before_put is not None and previous is not None and previous.endpoint_id == answer.endpoint_id
             return (readiness.generations(before_put) if same else None), polled
         if answer.action != "soft_update":
