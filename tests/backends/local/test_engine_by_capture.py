@@ -7,6 +7,7 @@ engine's workers run what was captured. The tier each change gets is decided by 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -72,8 +73,12 @@ def test_captured_changes_get_the_tier_the_code_decides(shell):
 
     run(shell, "image.env(MODE='second', TOKEN=Secret('s3cret-2'))")
     env_changed = deploy(shell)
-    assert env_changed.tier == 3
-    after = served(shell)
+    assert env_changed.tier == 3 and env_changed.reasons[0].startswith("env:")
+    # ready means a first new worker serves; the others replace the old ones one by one (rollout.py)
+    deadline = time.monotonic() + 120
+    while (after := served(shell)) and {mode for _, mode, _ in after} != {"second"}:
+        assert time.monotonic() < deadline, f"old workers still serve 120 s after the deploy: {after}"
+        time.sleep(0.2)
     assert {(mode, token) for _, mode, token in after} == {("second", "s3cret-2")}
     assert not {pid for pid, *_ in after} & {pid for pid, *_ in before}               # every worker replaced
 
@@ -104,5 +109,7 @@ def test_a_captured_code_edit_rolls_workers_with_no_failed_call(shell):
     assert edited.tier == 2 and any(reason.startswith("code:") for reason in edited.reasons)
     assert errors == []
     assert set(results) <= {9, 109} and 9 in results
-    run(shell, "last = square.call(3)")
-    assert shell.user_ns["last"] == 109
+    deadline = time.monotonic() + 120                 # the old workers are replaced one by one
+    while shell.user_ns["app"].functions["square"].call(3) != 109 or errors:
+        assert time.monotonic() < deadline and errors == [], errors or "old workers still serve after 120 s"
+        time.sleep(0.2)
