@@ -79,3 +79,13 @@ def test_skip_reason(longrepr, reason):
 def test_patterns_match_node_id_or_reason():
     skips = [Skip("notebooks/quickstart.ipynb::Cell 9", "(no reason given)"), Skip("tests/a.py::t", "no shm")]
     assert unexpected(skips, read_allow_list(r"^notebooks/quickstart\.ipynb::")) == [skips[1]]
+
+
+def test_the_ci_allow_list_says_why_for_every_entry():
+    """.ci/allowed-skips: each pattern compiles and follows a comment saying why that test cannot run in CI."""
+    lines = (ROOT / ".ci" / "allowed-skips").read_text().splitlines()
+    patterns = read_allow_list("\n".join(lines))
+    assert patterns
+    for number, line in enumerate(lines):
+        if line.strip() and not line.startswith("#"):
+            assert number > 0 and lines[number - 1].startswith("#"), f"line {number + 1}: {line!r} has no why above it"
