@@ -131,3 +131,57 @@ def test_deploy_and_map_twins_draw_widgets_in_a_kernel(tmp_path):
     assert result["squares"] == [1, 2, 5, 10]                            # OFFSET = 1 since tier 2
     assert result["mixed"][0] == 2 and result["mixed"][2] == 10 and "negative -2" in result["mixed"][1]
     assert "failed while starting" in result["failure"] and "no weights here" in result["failure"]
+
+
+VAST_SETUP = """
+%load_ext vast_magic
+import json
+from vast_magic import Deployment, DeployError
+from vast_magic.testing import FakeVast
+fake = FakeVast(api_key="test-key", ready_after=0)
+app = Deployment(name="vtwins", backend="vast", api_key="test-key", transport=fake.transport())
+image = app.image("vastai/base-image:@vastai-automatic-tag", storage=16).env(MODE="a")
+OFFSET = 0
+"""
+VAST_DEPLOYS = [
+    ("dry run", "dry = %vast_deploy --app app --dry-run", "dry run", 4),
+    ("tier 4", "r4 = %vast_deploy --app app --timeout 120", "ready", 4),
+    ("tier 0", "r0 = %vast_deploy --app app", "ready", 0),
+    ("tier 1", "app.configure_autoscaling(max_workers=2)\nr1 = %vast_deploy --app app", "ready", 1),
+    ("tier 2", "OFFSET = 1\nr2 = %vast_deploy --app app --timeout 120", "ready", 2),
+    ("tier 3", "image.env(MODE='b')\nr3 = %vast_deploy --app app --timeout 120", "ready", 3),
+    ("fails", "fake.worker_error = 'Lifecycle startup failed: no weights'\napp.tag = 'v2'\ntry:\n"
+              "    %vast_deploy --app app --timeout 120\nexcept DeployError as exc:\n    failure = str(exc)",
+     "failed", 4),
+]
+VAST_CHECK = ("print(json.dumps({'tiers': [r.tier for r in (dry, r4, r0, r1, r2, r3)],\n"
+              "                  'actions': [r.backend_action for r in (r4, r0, r1, r2, r3)],\n"
+              "                  'squares': squares, 'failure': failure}))")
+
+
+@pytest.mark.slow
+def test_vast_backend_deploy_and_map_twins_draw_widgets_in_a_kernel(tmp_path):
+    """The same on backend="vast" against FakeVast (whose worker serves the uploaded bundle)."""
+    deploys = [source for _, source, _, _ in VAST_DEPLOYS]
+    sources = [VAST_SETUP, REMOTE, *deploys[:5], "squares = square.map(range(3))", *deploys[5:], VAST_CHECK,
+               "%vast_teardown --app app --all-tags\nfake.close()"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    NotebookClient(notebook, timeout=240, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    states = widget_states(notebook)
+    deploy_cells = notebook.cells[2:7] + notebook.cells[8:10]
+    for (label, _, phase, tier), cell in zip(VAST_DEPLOYS, deploy_cells):
+        [shown] = displays(cell.outputs)
+        text = shown["data"]["text/plain"]
+        assert text.splitlines()[0] == f"vast_magic deploy vtwins: {phase}", (label, text)
+        assert f"\ntier {tier}" in text, (label, text)
+        assert printed(cell.outputs) == "", (label, printed(cell.outputs))
+        assert f'data-phase="{phase}"' in card_of(shown, states), label
+    [mapped] = displays(notebook.cells[7].outputs)
+    assert re.fullmatch(r"map: 3/3 done in \d+\.\d\ds", mapped["data"]["text/plain"])
+    result = json.loads(printed(notebook.cells[10].outputs))
+    assert result["tiers"] == [4, 4, 0, 1, 2, 3]
+    assert result["actions"] == ["created", "exists", "autoscale_update", "soft_update", "soft_update"]
+    assert result["squares"] == [1, 2, 5]
+    assert result["failure"].startswith("every new worker of endpoint ")           # at once, not at the timeout
+    assert "Lifecycle startup failed: no weights" in result["failure"]
