@@ -7,7 +7,7 @@ import pytest
 
 from vast_magic.backends.local.workers import proc_start_time
 from vast_magic.errors import DeployError
-from vast_magic.testing import FakeVast
+from vast_magic.testing import WORKER, FakeVast
 
 KEY = "user-key-0123456789"
 SETUP = ("from vast_magic import Deployment, Secret\n"
@@ -55,10 +55,11 @@ def test_calls_run_the_uploaded_code_in_the_workers_process(shell):
     fake = shell.user_ns["fake"]
     (deployment,) = fake.deployments.values()
     first = shell.user_ns["first"]
-    assert first == {"pid": deployment.worker.pid, "value": 30, "model": "tiny-model", "mode": "fast",
+    worker = deployment.processes[WORKER][1]
+    assert first == {"pid": worker.pid, "value": 30, "model": "tiny-model", "mode": "fast",
                      "token": "s3cret"}
     assert first["pid"] != os.getpid()
-    assert "Loaded config for deployment: shipped" in deployment.worker.logs()
+    assert "Loaded config for deployment: shipped" in worker.logs()
     run(shell, "FACTOR = 1000", "second = where.call(3)")          # changed here, not deployed: not run there
     assert shell.user_ns["second"]["value"] == 30
     run(shell, "def where(x):\n    return 'a local object'")        # nor is any object of this process
