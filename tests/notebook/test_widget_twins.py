@@ -136,11 +136,11 @@ def test_deploy_and_map_twins_draw_widgets_in_a_kernel(tmp_path):
 VAST_SETUP = """
 %load_ext vast_magic
 import json
-from vast_magic import Deployment, DeployError
+from vast_magic import Deployment, DeployError, Secret
 from vast_magic.testing import FakeVast
 fake = FakeVast(api_key="test-key", ready_after=0)
 app = Deployment(name="vtwins", backend="vast", api_key="test-key", transport=fake.transport())
-image = app.image("vastai/base-image:@vastai-automatic-tag", storage=16).env(MODE="a")
+image = app.image("vastai/base-image:@vastai-automatic-tag", storage=16).env(TOKEN=Secret("one"))
 OFFSET = 0
 """
 VAST_DEPLOYS = [
@@ -149,7 +149,8 @@ VAST_DEPLOYS = [
     ("tier 0", "r0 = %vast_deploy --app app", "ready", 0),
     ("tier 1", "app.configure_autoscaling(max_workers=2)\nr1 = %vast_deploy --app app", "ready", 1),
     ("tier 2", "OFFSET = 1\nr2 = %vast_deploy --app app --timeout 120", "ready", 2),
-    ("tier 3", "image.env(MODE='b')\nr3 = %vast_deploy --app app --timeout 120", "ready", 3),
+    # a secret travels in the env string: Vast's own hard update (a plain env change: see tests/testing/test_fake.py)
+    ("tier 3", "image.env(TOKEN=Secret('two'))\nr3 = %vast_deploy --app app --timeout 120", "ready", 3),
     ("fails", "fake.worker_error = 'Lifecycle startup failed: no weights'\napp.tag = 'v2'\ntry:\n"
               "    %vast_deploy --app app --timeout 120\nexcept DeployError as exc:\n    failure = str(exc)",
      "failed", 4),
