@@ -54,6 +54,7 @@ import io
 import json
 import os
 import shlex
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -153,14 +154,17 @@ class FakeVast:
     _failures: list[tuple[str, str, list]] = field(default_factory=list)
     _next_id: int = 100
 
+    def __post_init__(self) -> None:
+        # a fake nobody closed still stops its worker processes when it is collected, or at exit
+        weakref.finalize(self, _stop_all, self.deployments)
+
     # -- knobs ---------------------------------------------------------------------------------
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
 
     def close(self) -> None:
         """Stop every worker process (by PID) and remove their folders."""
-        for d in self.deployments.values():
-            self._stop_processes(d)
+        _stop_all(self.deployments)
 
     def __enter__(self) -> "FakeVast":
         return self
@@ -472,7 +476,8 @@ class FakeVast:
             raise TimeoutError(f"fake Vast: a worker did not start in {self.start_timeout} s:\n{worker.logs()}")
         return worker
 
-    def _stop_processes(self, d: FakeDeployment) -> None:
+    @staticmethod
+    def _stop_processes(d: FakeDeployment) -> None:
         for _, worker in d.processes.values():
             worker.stop()
         d.processes.clear()
@@ -493,6 +498,11 @@ class FakeVast:
         if isinstance(answer.get("ok"), str) and answer["ok"].startswith(sealed.STALE):
             self.stale_answers += 1
         return httpx.Response(200, json={"result": answer})
+
+
+def _stop_all(deployments: dict) -> None:
+    for d in deployments.values():
+        FakeVast._stop_processes(d)
 
 
 def _official_err(exc: BaseException) -> dict:
