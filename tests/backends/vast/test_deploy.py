@@ -30,7 +30,8 @@ CELLS = [
 def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("VAST_MAGIC_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VAST_MAGIC_DISPLAY", "text")
-    return FakeVast(api_key=KEY, ready_after=0)
+    with FakeVast(api_key=KEY, ready_after=0) as fake:     # its workers run the uploaded bundle
+        yield fake
 
 
 @pytest.fixture
@@ -49,7 +50,6 @@ def run(shell, *cells):
 
 def make_app(shell, fake):
     run(shell, *CELLS)
-    fake.functions["square"] = shell.user_ns["square"].local
     return shell.user_ns["app"], shell.user_ns["square"]
 
 

@@ -14,13 +14,13 @@ import pytest
 from vast_magic.backends.base import CallSpec
 from vast_magic.errors import CallTimeoutError
 from vast_magic.testing import FakeVast
-from tests.backends.vast.vast_harness import KEY, Harness, make_bundle, make_plan
+from tests.backends.vast.vast_harness import KEY, MINIMAL_ENTRY, Harness, make_bundle, make_plan
 
 CALLS, CONCURRENCY = 1000, 32
 
 
 def versioned_plan(tmp_path, version: str, **changes):
-    bundle = make_bundle(tmp_path / f"{version}.tar.gz", code=f"_VM_VERSION = {version!r}\n")
+    bundle = make_bundle(tmp_path / f"{version}.tar.gz", code=f"{MINIMAL_ENTRY}_VM_VERSION = {version!r}\n")
     return make_plan(tmp_path, bundle_path=bundle, **changes)
 
 
@@ -30,12 +30,13 @@ def spec(version: str | None, **kw) -> CallSpec:
 
 
 @pytest.fixture
-def rolled(tmp_path):
+def rolled(tmp_path, request):
     """v1 deployed, then v2 applied (a soft update) with the old worker still taking routes."""
     old_runs: list = []
     fake = FakeVast(api_key=KEY, functions={"which": lambda x: ("new", x)}, ready_after=0,
                     old_functions={"which": lambda x: old_runs.append(x) or ("old", x)})
     h = Harness(tmp_path, fake)
+    request.addfinalizer(fake.close)
     h.apply(versioned_plan(tmp_path, "v1", wait=True))
     fake.old_worker_routes = 600
     result = h.apply(versioned_plan(tmp_path, "v2", wait=True, tier=2))
