@@ -92,10 +92,6 @@ def test_close_stops_the_workers_by_pid(shell):
     assert proc_start_time(pid) != start
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a plain env change is tier 3, for which the Vast backend expects "
-                                       "Vast's own hard update and sends no /update_workers/; but plain env lives in "
-                                       "config.json, so Vast sees only a new bundle (a soft update) and no worker "
-                                       "ever reloads: the deploy times out")
 def test_a_plain_env_change_reaches_the_workers(shell):
     run(shell, SETUP, CONTEXT, REMOTE, "app.ensure_ready()")
     run(shell, "app.image('vastai/base-image:@vastai-automatic-tag', storage=16).env(MODE='slow', TOKEN=Secret('s3cret'))",

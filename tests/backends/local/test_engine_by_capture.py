@@ -83,10 +83,6 @@ def test_captured_changes_get_the_tier_the_code_decides(shell):
     assert not {pid for pid, *_ in after} & {pid for pid, *_ in before}               # every worker replaced
 
 
-@pytest.mark.xfail(strict=True, reason="known bug since calls are pinned to the deployed version: a call this "
-                                       "process starts just before its own deploy returns carries the old version and "
-                                       "fails with ConfigError ('that deploy did not finish, or it was deployed again "
-                                       "from elsewhere') although old workers still serve")
 def test_a_captured_code_edit_rolls_workers_with_no_failed_call(shell):
     run(shell, *CELLS)
     deploy(shell)
