@@ -5,7 +5,8 @@ pipeline records in it what each successful ``ensure_ready`` deployed
 (``Deployed``); a call is checked against that record (deployed at all, and
 this function part of it), then goes to that backend as a ``CallSpec``, and
 its time and outcome count in that (name, tag)'s ``CallCounter`` (what status
-shows of this process's calls, kept across redeploys).
+shows of this process's calls, kept across redeploys). A call runs on the loop
+that awaits it when the backend allows (``any_loop``), else on the background loop.
 """
 from __future__ import annotations
 
@@ -13,12 +14,22 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import loop
 from .backends.base import CallOutcome, CallSpec
 from .call_stats import CallCounter
 from .errors import ConfigError
 from .reports import CallStats
 
 __all__ = ["Deployed", "Caller"]
+
+
+def _on_its_loop(backend: Any, call):
+    """The backend's call as an awaitable here: on the caller's own loop when the backend allows it
+    (``any_loop``: the local backend keeps connections per loop, so no thread hop), else handed to
+    the background loop, where that backend's connections live."""
+    if getattr(backend, "any_loop", False) or loop.on_loop_thread():
+        return call
+    return loop.run_on_loop(call)
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,8 @@ class Caller:
                         trusted_types=deployed.trusted_types)
         started, ok = time.perf_counter(), False
         try:
-            outcome = await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+            outcome = await _on_its_loop(deployed.backend, deployed.backend.call(spec, args, kwargs,
+                                                                                 deployed.class_refs))
             ok = outcome.error is None
             return outcome
         finally:

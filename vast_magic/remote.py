@@ -211,7 +211,7 @@ class RemoteFunction:
 
     async def _call(self, args: tuple, kwargs: dict, timeout: float | None = None) -> Any:
         bound = self._bind(args, kwargs)
-        outcome = await loop.run_on_loop(self._outcome(bound, timeout))
+        outcome = await self._outcome(bound, timeout)     # on this loop, or handed on by the caller
         write_outcome(outcome)
         if outcome.error is not None:
             raise outcome.error

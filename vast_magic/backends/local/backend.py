@@ -2,7 +2,10 @@
 
 Deploy, status, logs and teardown are requests to the daemon; calls go
 straight to workers through ``pool`` (the daemon only says which workers are
-ready). Everything here runs on vast_magic's background loop. A dry run
+ready). The engine connection lives on vast_magic's background loop, and so
+does everything that talks to it; a call may run on any loop (``any_loop``):
+it uses that loop's own worker connections and hops to the background loop
+only to ask the engine (the first call, or when no route is known). A dry run
 (``previous_manifest_json``) reads the store read-only and never starts the daemon.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import events, settings
+from ... import loop as loop_bridge
 from ...errors import (BackendError, CallTimeoutError, ConfigError, DeployError, EngineUnavailableError,
                        WorkerLostError)
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
@@ -57,6 +61,7 @@ def not_applied_locally(image: Any) -> tuple[str, ...]:
 
 class LocalBackend:
     kind = "local"
+    any_loop = True            # call() may be awaited on the caller's own loop (see the module docstring)
 
     def __init__(self, home: str | os.PathLike | None = None, **_: Any):
         self.home = Path(home) if home is not None else settings.home()
@@ -148,8 +153,10 @@ class LocalBackend:
             if left <= 0:
                 raise CallTimeoutError(f"no worker of {spec.name}/{spec.tag} became ready within the "
                                        f"{spec.timeout:g}s timeout of {spec.function}; see app.status().")
-            pool.set_routes(await self.engine.request("route", name=spec.name, tag=spec.tag, wait=min(left, 5.0),
-                                                      cost=spec.cost, answer_timeout=left + 10))
+            routes = await _on_engine_loop(self.engine.request("route", name=spec.name, tag=spec.tag,
+                                                               wait=min(left, 5.0), cost=spec.cost,
+                                                               answer_timeout=left + 10))
+            await _on_engine_loop(_set_routes(pool, routes))
             route = pool.choose(spec.cost, spec.max_queue_time)
         return route
 
@@ -169,14 +176,18 @@ class LocalBackend:
     async def _call_once(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + spec.timeout
-        pool = await self._pool(spec.name, spec.tag)
+        pool = self.pools.get((spec.name, spec.tag))
+        if pool is None:
+            pool = await _on_engine_loop(self._pool(spec.name, spec.tag))
         call_id = pool.next_id()
         pickled = pickled_call(spec, call_id, args, kwargs, classes)
         route, conn = await self._connect(pool, spec, deadline)
         conn.inflight += spec.cost
+        timer = None
         try:
             future = await conn.call(call_id, pickled, classes)
-            response = await asyncio.wait_for(future, max(0.0, deadline - loop.time()) + 1.0)
+            timer = loop.call_at(deadline + 1.0, _expire, future)   # cheaper than wait_for (no task, no waiter)
+            response = await future
         except asyncio.TimeoutError:
             conn.pending.pop(call_id, None)
             raise CallTimeoutError(f"{spec.function} did not finish within its timeout of {spec.timeout:g}s; "
@@ -185,9 +196,11 @@ class LocalBackend:
             pool.drop(route.worker)
             raise WorkerLostError(f"{exc}; the worker died while running {spec.function}. The engine replaces it; "
                                   "retry, or set retries=N on @app.remote. Its last log lines are in .log_tail.",
-                                  await self._log_tail(route.worker)) from None
+                                  await _on_engine_loop(self._log_tail(route.worker))) from None
         finally:
             conn.inflight -= spec.cost
+            if timer is not None:
+                timer.cancel()
         return outcome_from_response(response, spec.function)
 
     async def _log_tail(self, worker: str) -> tuple[str, ...]:
@@ -250,6 +263,21 @@ class LocalBackend:
         for pool in self.pools.values():
             pool.close()
         self.engine.close()
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())
+
+
+async def _set_routes(pool: DeploymentPool, routes: list | None) -> None:
+    pool.set_routes(routes)                # on the background loop: it owns the routes' events
+
+
+def _on_engine_loop(coro):
+    """``coro`` (which talks to the engine) as an awaitable on the running loop: as it is on the
+    background loop, else handed to it."""
+    return coro if loop_bridge.on_loop_thread() else loop_bridge.run_on_loop(coro)
 
 
 def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any) -> tuple[bytes, list]:
