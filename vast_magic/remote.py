@@ -203,14 +203,13 @@ class RemoteFunction:
         return value if math.isfinite(value) and value >= 0 else 100.0
 
     def _outcome(self, bound: inspect.BoundArguments, timeout: float | None):
-        """One call as the caller runs it (a coroutine for the background loop), with this function's limits."""
+        """One call as the caller runs it (a coroutine for the loop that awaits it), with this function's limits."""
         opts = self.options
         return self._caller.call(self.__name__, bound.args, bound.kwargs, cost=self._cost(bound),
                                  timeout=timeout if timeout is not None else opts.timeout,
                                  max_queue_time=opts.max_queue_time, retries=opts.retries)
 
-    async def _call(self, args: tuple, kwargs: dict, timeout: float | None = None) -> Any:
-        bound = self._bind(args, kwargs)
+    async def _call(self, bound: inspect.BoundArguments, timeout: float | None = None) -> Any:
         outcome = await self._outcome(bound, timeout)     # on this loop, or handed on by the caller
         write_outcome(outcome)
         if outcome.error is not None:
@@ -219,8 +218,7 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any):
         """``await f(x)``: binds now (TypeError at once), runs when awaited."""
-        self._bind(args, kwargs)
-        return self._call(args, kwargs)
+        return self._call(self._bind(args, kwargs))
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Blocking call, usable from sync code and inside Jupyter cells."""
@@ -233,7 +231,7 @@ class RemoteFunction:
 
     def with_timeout(self, seconds: float) -> Callable[..., Any]:
         """``await f.with_timeout(5)(x)``: one call with its own timeout."""
-        return lambda *args, **kwargs: self._call(args, kwargs, timeout=seconds)
+        return lambda *args, **kwargs: self._call(self._bind(args, kwargs), timeout=seconds)
 
     async def _gather(self, calls: list[inspect.BoundArguments], counter: list[int]) -> list:
         """Run every call concurrently on the background loop; count finished (``counter[0]``) and failed

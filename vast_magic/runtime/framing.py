@@ -79,6 +79,10 @@ async def write_frame(writer: asyncio.StreamWriter, main: bytes, buffers=(), seg
     With ``segments``, buffers of at least ``shm.MIN_BYTES`` go through shared
     memory and the frame carries their names; otherwise bytes go inline.
     """
+    if not buffers:                                # a small message: one write, one drain
+        _put(writer, HEADER.pack(0, len(main)), main)
+        await writer.drain()
+        return
     views = [memoryview(b).cast("B") for b in buffers]
     names = [segments.export(v) if segments is not None and v.nbytes >= shm.MIN_BYTES else None for v in views]
     lengths = [v.nbytes | SHARED if name else v.nbytes for v, name in zip(views, names)]

@@ -118,6 +118,8 @@ class LocalBackend:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
             raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
                               f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
+        if not spec.retries:                       # nothing to retry: the policy would only add its cost
+            return await self._call_once(spec, args, kwargs, classes or {})
         retries: list[events.Retry] = []
 
         async def attempt() -> CallOutcome:

@@ -101,7 +101,8 @@ class WorkerConnection:
             raise WorkerLostError(f"worker {self.route.worker} is gone")
         future = asyncio.get_running_loop().create_future()
         self.pending[call_id] = future
-        self.channel.resolve = {name: cls for cls, name in class_refs.items()}
+        if class_refs or self.channel.resolve:
+            self.channel.resolve = {name: cls for cls, name in class_refs.items()}
         try:
             await self.channel.send_pickled(*pickled)
         except BaseException as exc:
