@@ -69,8 +69,7 @@ class Caller:
         if deployed is not None and deployed.name == name and tag in (None, deployed.tag):
             self._deployed = None
 
-    async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
-                   max_queue_time: float, retries: int) -> CallOutcome:
+    def _checked(self, function: str) -> Deployed:
         deployed = self._deployed
         if deployed is None:
             raise ConfigError(f"{function}() was called before {self.owner()} was deployed in this process; "
@@ -78,6 +77,33 @@ class Caller:
         if function not in deployed.functions:
             raise ConfigError(f"{function} is not part of the deployed version; "
                               "run app.ensure_ready() again to deploy it.")
+        return deployed
+
+    async def call_many(self, function: str, calls: list, options: Any, counter: list) -> list | None:
+        """``f.map``'s calls, (args, kwargs, cost) each, in chunks when the backend can (``call_many``);
+        None when it cannot or retries are asked for (then each call goes on its own). Each item counts
+        as one call; ``counter`` gets [finished, failed] as chunks end."""
+        deployed = self._checked(function)
+        many = getattr(deployed.backend, "call_many", None)
+        if many is None or options.retries:
+            return None
+        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=options.timeout,
+                        max_queue_time=options.max_queue_time, retries=0, cost=100.0,
+                        trusted_types=deployed.trusted_types)
+        stats = self._calls[(deployed.name, deployed.tag)]
+        started = time.perf_counter()
+
+        def done(finished: int, failed: int) -> None:
+            counter[0] += finished
+            counter[1] += failed
+            for index in range(finished):
+                stats.record(started, index >= failed)
+
+        return await _on_its_loop(deployed.backend, many(spec, calls, deployed.class_refs, done))
+
+    async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
+                   max_queue_time: float, retries: int) -> CallOutcome:
+        deployed = self._checked(function)
         spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
                         max_queue_time=max_queue_time, retries=retries, cost=cost,
                         trusted_types=deployed.trusted_types)

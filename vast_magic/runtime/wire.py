@@ -76,7 +76,10 @@ def dumps(obj: Any, class_refs: Mapping[type, str] | None = None) -> tuple[bytes
         return pickle.dumps(obj, PROTOCOL), []
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()
-    _RefPickler(out, class_refs or {}, buffers.append).dump(obj)
+    if class_refs:
+        _RefPickler(out, class_refs, buffers.append).dump(obj)
+    else:                          # no persistent_id: pickle would call it (Python) for every object
+        cloudpickle.CloudPickler(out, protocol=PROTOCOL, buffer_callback=buffers.append).dump(obj)
     return out.getvalue(), [b.raw() for b in buffers]
 
 

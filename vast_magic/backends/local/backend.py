@@ -18,7 +18,7 @@ import site
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ... import events, settings
 from ... import loop as loop_bridge
@@ -29,6 +29,7 @@ from ...runtime import shm, wire
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
 from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
+from . import chunking
 from .engine_client import EngineClient
 from .launcher import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
@@ -176,13 +177,64 @@ class LocalBackend:
                 await asyncio.sleep(0.05)          # pool.connection dropped the dead route; ask again
 
     async def _call_once(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
+        response = await self._exchange(spec, spec.timeout, classes,
+                                        lambda call_id: pickled_call(spec, call_id, args, kwargs, classes))
+        return outcome_from_response(response, spec.function)
+
+    async def call_many(self, spec: CallSpec, calls: list, classes: Any, done: Callable[[int, int], None]) -> list:
+        """``f.map``'s calls in chunks (``chunking``): one request per chunk, each item answered on its
+        own, results in input order; a failed item (or a failed chunk, for its items) is its exception.
+        ``calls`` holds (args, kwargs, cost); ``done(finished, failed)`` counts items as chunks end."""
+        if not calls:
+            return []
+        pool = self.pools.get((spec.name, spec.tag)) or await _on_engine_loop(self._pool(spec.name, spec.tag))
+        if not pool.routes:
+            await self._route(pool, spec, asyncio.get_running_loop().time() + spec.timeout)
+        mean_cost = sum(cost for _, _, cost in calls) / len(calls)
+        size = chunking.chunk_size(len(calls), list(pool.routes.values()), mean_cost, spec.max_queue_time)
+        results: list = [None] * len(calls)
+        gate = asyncio.Semaphore(chunking.chunks_in_flight(len(pool.routes)))
+
+        async def run(start: int) -> None:
+            part = calls[start:start + size]
+            async with gate:
+                try:
+                    answers = await self._chunk_once(dataclasses.replace(spec, cost=mean_cost * len(part)),
+                                                     part, mean_cost, classes)
+                except Exception as exc:            # the chunk as a whole: its items share the error
+                    answers = [exc] * len(part)
+            results[start:start + len(part)] = answers
+            done(len(part), sum(isinstance(a, BaseException) or a.error is not None for a in answers))
+
+        await asyncio.gather(*(run(start) for start in range(0, len(calls), size)))
+        return results
+
+    async def _chunk_once(self, spec: CallSpec, part: list, mean_cost: float, classes: Any) -> list:
+        # items run concurrently on the worker, each within the timeout; a chunk waits at most for all in turn
+        request = {"op": "map", "fn": spec.function, "items": [(tuple(a), dict(k)) for a, k, _ in part],
+                   "cost": mean_cost, "timeout": spec.timeout}
+
+        def pickled(call_id: int) -> tuple[bytes, list]:
+            try:
+                return wire.dumps({**request, "id": call_id}, classes)
+            except Exception as exc:
+                raise unpicklable_arguments(spec.function, exc) from exc
+
+        response = await self._exchange(spec, spec.timeout * len(part), classes, pickled)
+        if "items" not in response:
+            outcome = outcome_from_response(response, spec.function)    # the whole chunk was refused
+            return [outcome.error or RuntimeError("the worker sent no items")] * len(part)
+        return [_item_outcome(item, spec.function) for item in response["items"]]
+
+    async def _exchange(self, spec: CallSpec, timeout: float, classes: Any, pickle_request) -> dict:
+        """Send one request (``pickle_request(call_id)``) to the best worker and wait for its answer."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + spec.timeout
+        deadline = loop.time() + timeout
         pool = self.pools.get((spec.name, spec.tag))
         if pool is None:
             pool = await _on_engine_loop(self._pool(spec.name, spec.tag))
         call_id = pool.next_id()
-        pickled = pickled_call(spec, call_id, args, kwargs, classes)
+        pickled = pickle_request(call_id)
         route, conn = await self._connect(pool, spec, deadline)
         conn.inflight += spec.cost
         timer = None
@@ -203,7 +255,7 @@ class LocalBackend:
             conn.inflight -= spec.cost
             if timer is not None:
                 timer.cancel()
-        return outcome_from_response(response, spec.function)
+        return response
 
     async def _log_tail(self, worker: str) -> tuple[str, ...]:
         try:
@@ -265,6 +317,14 @@ class LocalBackend:
         for pool in self.pools.values():
             pool.close()
         self.engine.close()
+
+
+def _item_outcome(item: dict, function: str):
+    """One map item's answer: its CallOutcome, or the error the answer raises (refused, timed out)."""
+    try:
+        return outcome_from_response(item, function)
+    except Exception as exc:
+        return exc
 
 
 def _expire(future: asyncio.Future) -> None:
