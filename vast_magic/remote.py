@@ -141,7 +141,8 @@ def write_outcome(outcome: CallOutcome) -> None:
         sys.stderr.write(f"[vast_magic] {format_event(retry)}\n")
     for stream, text in outcome.output:
         (sys.stderr if stream == "stderr" else sys.stdout).write(text)
-    sys.stdout.flush()
+    if outcome.output:                 # a kernel's flush is a round trip to its IOPub thread: only when needed
+        sys.stdout.flush()
 
 
 _SHOWN_INDICES = 20
