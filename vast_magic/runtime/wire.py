@@ -85,6 +85,13 @@ def dumps(obj: Any, class_refs: Mapping[type, str] | None = None) -> tuple[bytes
 
 def loads(main: bytes, buffers=(), resolve_class: Mapping[str, type] | None = None) -> Any:
     """Inverse of ``dumps``; ``resolve_class`` maps shipped class names to local classes."""
+    if not resolve_class and not buffers:      # nothing to resolve: the C unpickler alone, no Python subclass
+        try:
+            return pickle.loads(main)
+        except pickle.UnpicklingError as exc:
+            if "persistent" in str(exc):
+                raise pickle.UnpicklingError("unknown shipped class: this side knows none") from None
+            raise
     return RefUnpickler(io.BytesIO(main), list(buffers), resolve_class or {}).load()
 
 

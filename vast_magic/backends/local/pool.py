@@ -243,9 +243,13 @@ class DeploymentPool:
         routes = self.routes
         if not routes:
             return None
-        loads = {worker: self.inflight(worker) for worker in routes}
-        best = min(routes.values(), key=lambda r: (loads[r.worker] + cost) / max(r.perf or 1.0, 1e-9))
-        inflight = loads[best.worker]
+        if len(routes) == 1:                                # the common case, without the general bookkeeping
+            (best,) = routes.values()
+            inflight = self.inflight(best.worker)
+        else:
+            loads = {worker: self.inflight(worker) for worker in routes}
+            best = min(routes.values(), key=lambda r: (loads[r.worker] + cost) / max(r.perf or 1.0, 1e-9))
+            inflight = loads[best.worker]
         waited = (inflight + cost) / max(best.perf or 1.0, 1e-9)
         if inflight > 0 and waited > max_queue_time:
             raise OverloadedError(f"every worker's queue is longer than max_queue_time={max_queue_time:g}s "
