@@ -187,9 +187,13 @@ class LocalBackend:
         ``calls`` holds (args, kwargs, cost); ``done(finished, failed)`` counts items as chunks end."""
         if not calls:
             return []
-        pool = self.pools.get((spec.name, spec.tag)) or await _on_engine_loop(self._pool(spec.name, spec.tag))
-        if not pool.routes:
-            await self._route(pool, spec, asyncio.get_running_loop().time() + spec.timeout)
+        try:
+            pool = self.pools.get((spec.name, spec.tag)) or await _on_engine_loop(self._pool(spec.name, spec.tag))
+            if not pool.routes:
+                await self._route(pool, spec, asyncio.get_running_loop().time() + spec.timeout)
+        except Exception as exc:                    # no worker at all: every item fails the same way
+            done(len(calls), len(calls))
+            return [exc] * len(calls)
         mean_cost = sum(cost for _, _, cost in calls) / len(calls)
         size = chunking.chunk_size(len(calls), list(pool.routes.values()), mean_cost, spec.max_queue_time)
         results: list = [None] * len(calls)
