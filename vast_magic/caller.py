@@ -5,7 +5,8 @@ pipeline records in it what each successful ``ensure_ready`` deployed
 (``Deployed``); a call is checked against that record (deployed at all, and
 this function part of it), then goes to that backend as a ``CallSpec``, and
 its time and outcome count in that (name, tag)'s ``CallCounter`` (what status
-shows of this process's calls, kept across redeploys).
+shows of this process's calls, kept across redeploys). A call runs on the loop
+that awaits it when the backend allows (``any_loop``), else on the background loop.
 """
 from __future__ import annotations
 
@@ -14,12 +15,22 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import loop
 from .backends.base import CallOutcome, CallSpec
 from .call_stats import CallCounter
 from .errors import ConfigError
 from .reports import CallStats
 
 __all__ = ["Deployed", "Caller"]
+
+
+def _on_its_loop(backend: Any, call):
+    """The backend's call as an awaitable here: on the caller's own loop when the backend allows it
+    (``any_loop``: the local backend keeps connections per loop, so no thread hop), else handed to
+    the background loop, where that backend's connections live."""
+    if getattr(backend, "any_loop", False) or loop.on_loop_thread():
+        return call
+    return loop.run_on_loop(call)
 
 
 @dataclass(frozen=True)
@@ -68,8 +79,7 @@ class Caller:
         if deployed is not None and deployed.name == name and tag in (None, deployed.tag):
             self._deployed = None
 
-    async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
-                   max_queue_time: float, retries: int) -> CallOutcome:
+    def _checked(self, function: str) -> Deployed:
         deployed = self._deployed
         if deployed is None:
             raise ConfigError(f"{function}() was called before {self.owner()} was deployed in this process; "
@@ -77,6 +87,33 @@ class Caller:
         if function not in deployed.functions:
             raise ConfigError(f"{function} is not part of the deployed version; "
                               "run app.ensure_ready() again to deploy it.")
+        return deployed
+
+    async def call_many(self, function: str, calls: list, options: Any, counter: list) -> list | None:
+        """``f.map``'s calls, (args, kwargs, cost) each, in chunks when the backend can (``call_many``);
+        None when it cannot or retries are asked for (then each call goes on its own). Each item counts
+        as one call; ``counter`` gets [finished, failed] as chunks end."""
+        deployed = self._checked(function)
+        many = getattr(deployed.backend, "call_many", None)
+        if many is None or options.retries:
+            return None
+        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=options.timeout,
+                        max_queue_time=options.max_queue_time, retries=0, cost=100.0,
+                        trusted_types=deployed.trusted_types, version=deployed.version)
+        stats = self._calls[(deployed.name, deployed.tag)]
+        started = time.perf_counter()
+
+        def done(finished: int, failed: int) -> None:
+            counter[0] += finished
+            counter[1] += failed
+            for index in range(finished):
+                stats.record(started, index >= failed)
+
+        return await _on_its_loop(deployed.backend, many(spec, calls, deployed.class_refs, done))
+
+    async def call(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
+                   max_queue_time: float, retries: int) -> CallOutcome:
+        deployed = self._checked(function)
         started, ok = time.perf_counter(), False
         try:
             try:
@@ -93,12 +130,12 @@ class Caller:
             self._calls[(deployed.name, deployed.tag)].record(started, ok)
 
     @staticmethod
-    async def _send(deployed: Deployed, function: str, args: tuple, kwargs: dict, cost: float, timeout: float,
-                    max_queue_time: float, retries: int) -> CallOutcome:
+    def _send(deployed: Deployed, function: str, args: tuple, kwargs: dict, cost: float, timeout: float,
+              max_queue_time: float, retries: int):
         spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
                         max_queue_time=max_queue_time, retries=retries, cost=cost,
                         trusted_types=deployed.trusted_types, version=deployed.version)
-        return await deployed.backend.call(spec, args, kwargs, deployed.class_refs)
+        return _on_its_loop(deployed.backend, deployed.backend.call(spec, args, kwargs, deployed.class_refs))
 
     async def _deployed_since(self, deployed: Deployed, deadline: float) -> Deployed | None:
         """After a call pinned to ``deployed`` was refused: the newer version this process's own deploy

@@ -33,13 +33,30 @@ class UserExit(Exception):
         self.original = original
 
 
+_SIGNATURES: dict = {}     # function -> (signature, positional count or -1, is a coroutine function): µs per call
+
+
+def _described(function) -> tuple[inspect.Signature, int, bool]:
+    found = _SIGNATURES.get(function)
+    if found is None:
+        signature = inspect.signature(function)
+        params = signature.parameters.values()
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+        found = _SIGNATURES[function] = (signature, len(params) if plain else -1, inspect.iscoroutinefunction(function))
+    return found
+
+
 async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = None) -> Any:
     """Call the function: coroutine functions on the loop, plain ones in a thread."""
-    bound = inspect.signature(entry.function).bind(*args, **(kwargs or {}))
+    signature, positional, is_async = _described(entry.function)
+    if kwargs or positional != len(args):       # else every parameter is given by position: nothing to check
+        bound = signature.bind(*args, **(kwargs or {}))
+        args, kwargs = bound.args, bound.kwargs
+    kwargs = kwargs or {}
     try:
-        if inspect.iscoroutinefunction(entry.function):
-            return await entry.function(*bound.args, **bound.kwargs)
-        result = await asyncio.to_thread(entry.function, *bound.args, **bound.kwargs)
+        if is_async:
+            return await entry.function(*args, **kwargs)
+        result = await asyncio.to_thread(entry.function, *args, **kwargs)
         if inspect.isawaitable(result):          # a sync wrapper around an async function
             result = await result
         return result
@@ -65,6 +82,8 @@ class Executor:
         expected = request.get("version") if isinstance(request, dict) else None
         if expected and self.version and expected != self.version:
             return {"id": call_id, "ok": False, "stale": True, "version": self.version}   # rolling update: not run
+        if call_id is not None and request.get("op") == "map":
+            return await self.handle_map(request)
         try:
             entry, args, kwargs, cost, timeout = self._parse(request)
         except Exception as exc:
@@ -79,6 +98,55 @@ class Executor:
         finally:
             self.inflight_workload -= cost
             self.inflight_calls -= 1
+
+    async def handle_map(self, request: dict) -> dict:
+        """A chunk of ``f.map``: many calls of one function in one request, each answered on its own
+        (its value or error, its output) so one failure loses nothing else. Admitted as one call whose
+        workload is the sum of the items'."""
+        call_id = request["id"]
+        try:
+            entry, items, cost, timeout = self._parse_map(request)
+        except Exception as exc:
+            return {"id": call_id, "ok": False, "error": wire.error_envelope(exc), "output": []}
+        refusal = self._admission(entry, cost)
+        if refusal:
+            return {"id": call_id, "ok": False, "overloaded": True, "message": refusal}
+        self.inflight_workload += cost
+        self.inflight_calls += 1
+        try:
+            if entry.name in self._locks or not _described(entry.function)[2]:   # run in turn: a timeout each
+                answers = await asyncio.gather(*(self._run(entry, args, kwargs, timeout) for args, kwargs in items))
+            else:
+                answers = await self._together(entry, items, timeout)
+            return {"id": call_id, "ok": True, "items": answers, "output": []}
+        finally:
+            self.inflight_workload -= cost
+            self.inflight_calls -= 1
+
+    async def _together(self, entry: RemoteEntry, items: list, timeout: float) -> list:
+        """Items of an async function all start at once, so one timer bounds each of them as its own would."""
+        tasks = [asyncio.ensure_future(self._run(entry, args, kwargs, None)) for args, kwargs in items]
+        try:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in late:
+            task.cancel()
+        expired = TimeoutError(f"{entry.name} did not finish within its timeout of {timeout:g} s")
+        return [task.result() if task not in late else {"ok": False, "error": wire.error_envelope(expired),
+                                                        "output": []} for task in tasks]
+
+    def _parse_map(self, request: dict) -> tuple[RemoteEntry, list, float, float]:
+        items = request.get("items")
+        if not isinstance(items, (list, tuple)) or not items:
+            raise TypeError("a map request carries a non-empty list of (args, kwargs) items")
+        parsed = [self._parse({"op": "call", "fn": request.get("fn"), "args": args, "kwargs": kwargs,
+                               "cost": request.get("cost", DEFAULT_COST), "timeout": request.get("timeout")})
+                  for args, kwargs in items]
+        entry, _, _, cost, timeout = parsed[0]
+        return entry, [(args, kwargs) for _, args, kwargs, _, _ in parsed], cost * len(parsed), timeout
 
     def _parse(self, request) -> tuple[RemoteEntry, tuple, dict, float, float]:
         if not isinstance(request, dict) or request.get("op") != "call":
@@ -109,10 +177,12 @@ class Executor:
                     f"{perf:g}/s is {wait:.1f} s, over max_queue_time {max_wait:g} s for {entry.name}")
         return None
 
-    async def _run(self, entry: RemoteEntry, args: tuple, kwargs: dict, timeout: float) -> dict:
-        with output.capture(entry.name) as out:
+    async def _run(self, entry: RemoteEntry, args: tuple, kwargs: dict, timeout: float | None) -> dict:
+        """One call's answer; ``timeout`` None: the caller bounds it (a map chunk's one timer)."""
+        with output.Capture(entry.name) as out:
             try:
-                value = await asyncio.wait_for(self._ordered(entry, args, kwargs), timeout)
+                call = self._ordered(entry, args, kwargs)
+                value = await (_within(call, timeout) if timeout is not None else call)
             except asyncio.TimeoutError:
                 exc = TimeoutError(f"{entry.name} did not finish within its timeout of {timeout:g} s")
                 return {"ok": False, "error": wire.error_envelope(exc), "output": out.items()}
@@ -128,3 +198,28 @@ class Executor:
             return await invoke(entry, args, kwargs)
         async with lock:
             return await invoke(entry, args, kwargs)
+
+
+async def _within(coro, seconds: float) -> Any:
+    """``await coro`` within ``seconds`` (asyncio.TimeoutError after), in this task: one timer, no second task,
+    and a third of ``asyncio.timeout``'s cost. The timer can only fire between this task's steps, so a
+    cancellation it caused is told from one from outside by ``fired``."""
+    task = asyncio.current_task()
+    fired = []
+
+    def expire() -> None:
+        fired.append(True)
+        task.cancel()
+
+    timer = task.get_loop().call_later(seconds, expire)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        uncancel = getattr(task, "uncancel", None)          # 3.11+: this cancellation is handled here
+        if uncancel is not None:
+            uncancel()
+        raise asyncio.TimeoutError() from None
+    finally:
+        timer.cancel()

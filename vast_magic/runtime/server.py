@@ -3,7 +3,7 @@
 Only loopback, never all interfaces (the official worker listens everywhere). Each
 connection starts with the mutual handshake (``handshake.py``, at most
 ``MAX_PRE_AUTH`` at once, each bounded in time); after it, request frames are answered
-concurrently and matched by ``id``, with one lock per connection so response
+concurrently and matched by ``id``, with one ``FrameSender`` per connection so response
 frames never interleave. A response that cannot be pickled becomes an error
 response, so a caller always gets an answer for its id.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 from . import framing, handshake, wire
 from .executor import Executor
@@ -69,26 +70,27 @@ class CallServer:
                                                   # (at shutdown it may still read them: the engine sweeps later)
 
     async def _serve(self, reader, writer, link) -> None:
-        lock = asyncio.Lock()
+        sender = framing.FrameSender(writer, link)          # whole frames, small ones of a loop turn in one write
         resolve = self.executor.app.classes
         while True:
             main, buffers = await framing.read_frame(reader, segments=link)
             try:
                 request = wire.loads(main, buffers, resolve)
             except Exception as exc:
-                await self._send(writer, lock, {"id": None, "ok": False, "error": wire.error_envelope(exc),
+                await self._send(writer, sender, {"id": None, "ok": False, "error": wire.error_envelope(exc),
                                                 "output": []}, link)
                 continue
-            task = asyncio.ensure_future(self._answer(request, writer, lock, link))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
+            task = _start(self._answer(request, writer, sender, link))
+            if not task.done():
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
 
-    async def _answer(self, request, writer, lock, link) -> None:
+    async def _answer(self, request, writer, sender, link) -> None:
         response = await self.executor.handle(request)
         with contextlib.suppress(ConnectionError):
-            await self._send(writer, lock, response, link)
+            await self._send(writer, sender, response, link)
 
-    async def _send(self, writer, lock: asyncio.Lock, response: dict, link) -> None:
+    async def _send(self, writer, sender: framing.FrameSender, response: dict, link) -> None:
         refs = self.executor.app.class_refs
         try:
             main, buffers = wire.dumps(response, refs)
@@ -96,5 +98,13 @@ class CallServer:
             failure = {"id": response.get("id"), "ok": False, "output": response.get("output", []),
                        "error": wire.error_envelope(TypeError(f"the result could not be pickled: {exc!r}"))}
             main, buffers = wire.dumps(failure, refs)
-        async with lock:
-            await framing.write_frame(writer, main, buffers, link)
+        await sender.send(main, buffers)
+
+
+def _start(coro) -> asyncio.Task:
+    """A task for one request. From Python 3.12 it starts at once (``eager_start``): a call that never
+    waits is answered within this step, without a trip round the event loop; before, it starts next turn."""
+    loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+    return loop.create_task(coro)

@@ -2,7 +2,10 @@
 
 Deploy, status, logs and teardown are requests to the daemon; calls go
 straight to workers through ``pool`` (the daemon only says which workers are
-ready). Everything here runs on vast_magic's background loop. A dry run
+ready). The engine connection lives on vast_magic's background loop, and so
+does everything that talks to it; a call may run on any loop (``any_loop``):
+it uses that loop's own worker connections and hops to the background loop
+only to ask the engine (the first call, or when no route is known). A dry run
 (``previous_manifest_json``) reads the store read-only and never starts the daemon.
 
 A call names the version it expects (``CallSpec.version``): it is routed only
@@ -20,9 +23,10 @@ import site
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ... import events, settings
+from ... import loop as loop_bridge
 from ...errors import (BackendError, CallTimeoutError, ConfigError, DeployError, EngineUnavailableError,
                        WorkerLostError)
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
@@ -30,6 +34,7 @@ from ...runtime import shm, wire
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
 from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
+from . import chunking
 from .engine_client import EngineClient
 from .launcher import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
@@ -69,6 +74,7 @@ def not_applied_locally(image: Any) -> tuple[str, ...]:
 
 class LocalBackend:
     kind = "local"
+    any_loop = True            # call() may be awaited on the caller's own loop (see the module docstring)
 
     def __init__(self, home: str | os.PathLike | None = None, **_: Any):
         self.home = Path(home) if home is not None else settings.home()
@@ -125,11 +131,21 @@ class LocalBackend:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
             raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
                               f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
+        first: _Stale | None = None
+        if not spec.retries:                       # nothing to retry but a rollout: the policy only adds its cost
+            try:
+                return await self._call_once(spec, args, kwargs, classes or {})
+            except _Stale as stale:
+                first = stale                      # the policy counts it as its first attempt and routes again
         retries: list[events.Retry] = []
         budget = {"lost": spec.retries, "stale": STALE_RETRIES}
         attempts_shown = 1 + spec.retries            # stale re-routes add one each
 
         async def attempt() -> CallOutcome:
+            nonlocal first
+            if first is not None:
+                failure, first = first, None
+                raise failure
             try:
                 return await self._call_once(spec, args, kwargs, classes or {})
             except WorkerLostError as exc:        # the engine routes the next attempt to another worker
@@ -171,8 +187,10 @@ class LocalBackend:
                 of_version = " running the version ensure_ready() deployed" if spec.version and pool.routes else ""
                 raise CallTimeoutError(f"no worker of {spec.name}/{spec.tag}{of_version} became ready within the "
                                        f"{spec.timeout:g}s timeout of {spec.function}; see app.status().")
-            pool.set_routes(await self.engine.request("route", name=spec.name, tag=spec.tag, wait=min(left, 5.0),
-                                                      cost=spec.cost, version=spec.version, answer_timeout=left + 10))
+            routes = await _on_engine_loop(self.engine.request("route", name=spec.name, tag=spec.tag,
+                                                               wait=min(left, 5.0), cost=spec.cost, version=spec.version,
+                                                               answer_timeout=left + 10))
+            await _on_engine_loop(_set_routes(pool, routes))
             route = pool.choose(spec.cost, spec.max_queue_time, spec.version)
         return route
 
@@ -190,16 +208,75 @@ class LocalBackend:
                 await asyncio.sleep(0.05)          # pool.connection dropped the dead route; ask again
 
     async def _call_once(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
+        response = await self._exchange(spec, spec.timeout, classes,
+                                        lambda call_id: pickled_call(spec, call_id, args, kwargs, classes))
+        return outcome_from_response(response, spec.function)
+
+    async def call_many(self, spec: CallSpec, calls: list, classes: Any, done: Callable[[int, int], None]) -> list:
+        """``f.map``'s calls in chunks (``chunking``): one request per chunk, each item answered on its
+        own, results in input order; a failed item (or a failed chunk, for its items) is its exception.
+        ``calls`` holds (args, kwargs, cost); ``done(finished, failed)`` counts items as chunks end."""
+        if not calls:
+            return []
+        try:
+            pool = self.pools.get((spec.name, spec.tag)) or await _on_engine_loop(self._pool(spec.name, spec.tag))
+            if not pool.routes:
+                await self._route(pool, spec, asyncio.get_running_loop().time() + spec.timeout)
+        except Exception as exc:                    # no worker at all: every item fails the same way
+            done(len(calls), len(calls))
+            return [exc] * len(calls)
+        mean_cost = sum(cost for _, _, cost in calls) / len(calls)
+        size = chunking.chunk_size(len(calls), list(pool.routes.values()), mean_cost, spec.max_queue_time)
+        results: list = [None] * len(calls)
+        gate = asyncio.Semaphore(chunking.chunks_in_flight(len(pool.routes)))
+
+        async def run(start: int) -> None:
+            part = calls[start:start + size]
+            async with gate:
+                try:
+                    answers = await self._chunk_once(dataclasses.replace(spec, cost=mean_cost * len(part)),
+                                                     part, mean_cost, classes)
+                except Exception as exc:            # the chunk as a whole: its items share the error
+                    answers = [exc] * len(part)
+            results[start:start + len(part)] = answers
+            done(len(part), sum(isinstance(a, BaseException) or a.error is not None for a in answers))
+
+        await asyncio.gather(*(run(start) for start in range(0, len(calls), size)))
+        return results
+
+    async def _chunk_once(self, spec: CallSpec, part: list, mean_cost: float, classes: Any) -> list:
+        # items run concurrently on the worker, each within the timeout; a chunk waits at most for all in turn
+        request = {"op": "map", "fn": spec.function, "items": [(tuple(a), dict(k)) for a, k, _ in part],
+                   "cost": mean_cost, "timeout": spec.timeout}
+
+        def pickled(call_id: int) -> tuple[bytes, list]:
+            try:
+                return wire.dumps({**request, "id": call_id}, classes)
+            except Exception as exc:
+                raise unpicklable_arguments(spec.function, exc) from exc
+
+        response = await self._exchange(spec, spec.timeout * len(part), classes, pickled)
+        if "items" not in response:
+            outcome = outcome_from_response(response, spec.function)    # the whole chunk was refused
+            return [outcome.error or RuntimeError("the worker sent no items")] * len(part)
+        return [_item_outcome(item, spec.function) for item in response["items"]]
+
+    async def _exchange(self, spec: CallSpec, timeout: float, classes: Any, pickle_request) -> dict:
+        """Send one request (``pickle_request(call_id)``) to the best worker and wait for its answer."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + spec.timeout
-        pool = await self._pool(spec.name, spec.tag)
+        deadline = loop.time() + timeout
+        pool = self.pools.get((spec.name, spec.tag))
+        if pool is None:
+            pool = await _on_engine_loop(self._pool(spec.name, spec.tag))
         call_id = pool.next_id()
-        pickled = pickled_call(spec, call_id, args, kwargs, classes)
+        pickled = pickle_request(call_id)
         route, conn = await self._connect(pool, spec, deadline)
         conn.inflight += spec.cost
+        timer = None
         try:
             future = await conn.call(call_id, pickled, classes)
-            response = await asyncio.wait_for(future, max(0.0, deadline - loop.time()) + 1.0)
+            timer = loop.call_at(deadline + 1.0, _expire, future)   # cheaper than wait_for (no task, no waiter)
+            response = await future
         except asyncio.TimeoutError:
             conn.pending.pop(call_id, None)
             raise CallTimeoutError(f"{spec.function} did not finish within its timeout of {spec.timeout:g}s; "
@@ -208,9 +285,11 @@ class LocalBackend:
             pool.drop(route.worker)
             raise WorkerLostError(f"{exc}; the worker died while running {spec.function}. The engine replaces it; "
                                   "retry, or set retries=N on @app.remote. Its last log lines are in .log_tail.",
-                                  await self._log_tail(route.worker)) from None
+                                  await _on_engine_loop(self._log_tail(route.worker))) from None
         finally:
             conn.inflight -= spec.cost
+            if timer is not None:
+                timer.cancel()
         if response.get("stale"):
             other = str(response.get("version"))
             pool.mark_version(route.worker, other)
@@ -218,7 +297,7 @@ class LocalBackend:
                 f"{spec.function}: the workers of {spec.name}/{spec.tag} still ran version {other[:12]}, not "
                 f"{str(spec.version)[:12]}, which ensure_ready() deployed; the rollout has not finished. Retry later "
                 "or check app.status()."), f"worker runs version {other[:12]}, expected {str(spec.version)[:12]}")
-        return outcome_from_response(response, spec.function)
+        return response
 
     async def _log_tail(self, worker: str) -> tuple[str, ...]:
         try:
@@ -280,6 +359,29 @@ class LocalBackend:
         for pool in self.pools.values():
             pool.close()
         self.engine.close()
+
+
+def _item_outcome(item: dict, function: str):
+    """One map item's answer: its CallOutcome, or the error the answer raises (refused, timed out)."""
+    try:
+        return outcome_from_response(item, function)
+    except Exception as exc:
+        return exc
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())
+
+
+async def _set_routes(pool: DeploymentPool, routes: list | None) -> None:
+    pool.set_routes(routes)                # on the background loop: it owns the routes' events
+
+
+def _on_engine_loop(coro):
+    """``coro`` (which talks to the engine) as an awaitable on the running loop: as it is on the
+    background loop, else handed to it."""
+    return coro if loop_bridge.on_loop_thread() else loop_bridge.run_on_loop(coro)
 
 
 def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any) -> tuple[bytes, list]:
