@@ -1,11 +1,16 @@
 """The floors: what the machine itself needs for a call and for 100 MiB, with no framework at all.
 
-Both run a server in a second process (as every peer does) on 127.0.0.1:
-- call floor: an asyncio echo of a few bytes over one loopback connection,
-  timed per round trip with the same percentile rule as the peers;
+The socket floors run a server in a second process (as every peer does) on 127.0.0.1:
+- call floor: the plainest echo, an asyncio streams server echoing one
+  64-byte message at a time over one loopback connection, sequential, timed
+  per round trip with the same percentile rule as the peers;
+- throughput floor: the same server, 64 asyncio callers on 64 connections,
+  each sending its next 64-byte message when the last came back (calls/s);
 - array floor: a blocking socket sending a pickle-5 frame whose numpy buffer
   travels out of band (header, pickle, raw buffer via ``sendall``; received
-  with ``recv_into`` a preallocated buffer), echoed back the same way.
+  with ``recv_into`` a preallocated buffer), echoed back the same way;
+- memory floor (no socket): two 100 MiB copies, each ``numpy.copyto`` into
+  fresh pages, as a round trip that copies once each way at memory speed.
 Run: ``python -m benchmarks.floors [--quick]``; prints one ``RESULT {json}`` line.
 """
 from __future__ import annotations
@@ -24,6 +29,46 @@ from benchmarks.measure import emit, median_of, percentile
 
 ARRAY_BYTES = 100 << 20
 HEADER = struct.Struct("!QQ")            # pickle length, out-of-band buffer length
+MESSAGE = b"x" * 64
+
+
+async def _echo_throughput(port: int, concurrency: int, total: int) -> float:
+    """Calls per second: ``concurrency`` connections, each one message in flight at a time."""
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    for _, writer in streams:
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def caller(reader, writer, count: int) -> None:
+        for _ in range(count):
+            writer.write(MESSAGE)
+            await reader.readexactly(len(MESSAGE))
+
+    per = total // concurrency
+    await asyncio.gather(*(caller(r, w, 20) for r, w in streams))          # warm-up
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(r, w, per) for r, w in streams))
+    rate = per * concurrency / (time.perf_counter() - started)
+    for _, writer in streams:
+        writer.close()
+    return rate
+
+
+def memory_floor(quick: bool) -> float:
+    """Seconds for two 100 MiB copies into fresh pages (what a round trip at memory speed must copy)."""
+    source = np.random.default_rng(0).random(ARRAY_BYTES // 8)
+
+    def two_copies() -> float:
+        started = time.perf_counter()
+        there = np.empty_like(source)
+        np.copyto(there, source)
+        back = np.empty_like(there)
+        np.copyto(back, there)
+        elapsed = time.perf_counter() - started
+        if back[-1] != source[-1]:
+            raise AssertionError("the copy differs")
+        return elapsed
+    two_copies()
+    return median_of(two_copies, 3 if quick else 7)
 
 
 def _echo_server(ready, port_out) -> None:
@@ -47,8 +92,8 @@ async def _echo_latencies(port: int, warmup: int, runs: int) -> list[float]:
     samples = []
     for index in range(warmup + runs):
         started = time.perf_counter()
-        writer.write(b"x" * 32)
-        await reader.readexactly(32)
+        writer.write(MESSAGE)
+        await reader.readexactly(len(MESSAGE))
         if index >= warmup:
             samples.append((time.perf_counter() - started) * 1000)
     writer.close()
@@ -103,7 +148,9 @@ def call_floor(quick: bool) -> dict:
     try:
         runs = 600 if quick else 3000
         samples = asyncio.run(_echo_latencies(port, 200, runs))
-        return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "n": runs}
+        total = 2560 if quick else 10240
+        rate = median_of(lambda: asyncio.run(_echo_throughput(port, 64, total)), 3)
+        return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "n": runs, "throughput": rate}
     finally:
         process.kill()
         process.join()
@@ -133,7 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    emit({"latency": call_floor(args.quick), "array_s": array_floor(args.quick)})
+    latency = call_floor(args.quick)
+    emit({"latency": latency, "throughput": latency.pop("throughput"), "array_s": array_floor(args.quick),
+          "memory_s": memory_floor(args.quick)})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ user waits for, each from the moment the user's cell starts to the result:
   and definition cells; from its first ``%vast_deploy`` to the first result;
 - Tier 2: the ``%%vast_remote`` cell edited and re-run, ``%vast_deploy``,
   and a call that returns the new code's answer;
+- cold deploy with the engine running: a new deployment (new name, same
+  trivial function, 1 worker, 10 benchmark runs) from ``%vast_deploy`` to its
+  first result while the engine already serves another (median of 3 names);
 - engine daemon idle RSS and per-worker RSS once everything is quiet.
 Prints one ``RESULT {json}`` line.
 """
@@ -60,6 +63,21 @@ class Notebook:
         report = self.run("%vast_deploy --app app")
         value = self.run(f"bump.call({x})")
         return time.perf_counter() - started, report.tier, value
+
+
+def cold_with_engine(notebook: Notebook, index: int) -> float:
+    """A new deployment while the engine runs: ``%vast_deploy`` to its first result, then its teardown."""
+    app = f"cold{index}"
+    notebook.run(f'{app} = Deployment(name="bench-cold-{index}")\n'
+                 f"{app}.configure_autoscaling(cold_workers=1, max_workers=1)")
+    notebook.run(REMOTE.replace("--app app", f"--app {app}").replace("def bump", f"def bump{index}").format(step=1))
+    started = time.perf_counter()
+    report = notebook.run(f"%vast_deploy --app {app}")
+    value = notebook.run(f"bump{index}.call(1)")
+    seconds = time.perf_counter() - started
+    assert (report.tier, value) == (4, 2), (report.tier, value)
+    notebook.run(f"%vast_teardown --app {app}")
+    return seconds
 
 
 def reconnect_child() -> None:
@@ -112,8 +130,10 @@ def main() -> None:
         _, tier, value = notebook.deploy_and_call(1)
         assert (tier, value) == (2, 1 + step), (tier, value)
         edits.append(time.perf_counter() - started)
+    warm_engine = [cold_with_engine(notebook, index) for index in range(3)]
     time.sleep(2.0)                                           # let the engine and the worker go idle
-    result = {"cold_s": cold, "tier0_s": statistics.median(tier0),
+    result = {"cold_s": cold, "cold_engine_running_s": statistics.median(warm_engine),
+              "tier0_s": statistics.median(tier0),
               "reconnect_s": statistics.median(r["seconds"] for r in reconnects),
               "tier2_s": statistics.median(edits), "engine_rss": rss_mib(engine_pid(home)),
               "worker_rss": statistics.median(rss_mib(p) for p in worker_pids(notebook))}

@@ -36,6 +36,18 @@ def latency_ms(call: Callable[[], object], warmup: int, runs: int) -> dict:
     return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "n": runs}
 
 
+async def latency_ms_async(call: Callable[[], Awaitable[object]], warmup: int, runs: int) -> dict:
+    """p50/p99 in ms of ``await call()`` on the running loop, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        await call()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "n": runs}
+
+
 async def throughput(call: Callable[[], Awaitable[object]], concurrency: int, total: int) -> float:
     """Calls per second with ``concurrency`` callers each awaiting one call after another."""
     per_caller = total // concurrency

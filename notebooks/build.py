@@ -5,8 +5,10 @@
 VAST_MAGIC_HOME (text display, as CI runs them) and saves them with outputs;
 the quickstart's Vast section runs against a ``vast_magic.testing.VastBox``
 (nbval skips it). Cells whose output nbval compares carry
-`# NBVAL_CHECK_OUTPUT`; cells that raise on purpose carry the
-`raises-exception` tag. Paths of this machine in the outputs (the repository,
+`# NBVAL_CHECK_OUTPUT` (or the `nbval-check-output` tag when the first line
+is a cell magic). A cell that fails on purpose catches its one error class
+and prints the message, which nbval compares: a tolerated error
+(`raises-exception`) would pass with any error, or none. Paths of this machine in the outputs (the repository,
 the temporary home, the Python installation) are written relative, so a saved
 notebook names none.
 """
@@ -24,6 +26,7 @@ from nbclient import NotebookClient
 HERE = Path(__file__).resolve().parent
 RAISES = "raises-exception"
 SKIP = "nbval-skip"
+CHECK = "nbval-check-output"   # as the NBVAL_CHECK_OUTPUT comment, for cells whose first line must be a magic
 NEEDS_VAST = "needs-vast"   # run-notebook runs these only when VAST_API_KEY or VAST_MAGIC_VAST_URL is set
 
 
@@ -186,45 +189,66 @@ TIERS = [
     code("%vast_teardown --app app --all-tags"),
 ]
 
+
+def caught(error: str, body: str, before: str = ""):
+    """A cell that fails on purpose, catches the one error class it is about and prints its message;
+    nbval compares that output, so another class, another message, or no error at all fails the test."""
+    indented = "\n".join("    " + line for line in body.strip().splitlines())
+    lines = ["# NBVAL_CHECK_OUTPUT", before.strip(), f"try:\n{indented}",
+             f"except {error} as exc:\n    print(f\"{{type(exc).__name__}}: {{exc}}\")"]
+    return code("\n".join(line for line in lines if line))
+
+
+def usage_error(source: str):
+    """A cell magic that refuses its input: IPython prints ``UsageError: <message>`` (no traceback) and nbval
+    compares that line. The tag, not a comment, asks for the check: a cell magic's first line is the magic."""
+    return code(source, CHECK)
+
+
 ERRORS = [
-    md("# Common mistakes and what vast_magic says\n\nEach cell below fails on purpose; the message says how to fix it."),
+    md("# Common mistakes and what vast_magic says\n\nEach cell below fails on purpose and prints what vast_magic "
+       "says; the message says how to fix it. The errors are ordinary Python exceptions, caught by class "
+       "(`from vast_magic import ConfigError, ...`)."),
     SETUP,
-    code("import vast_magic.query as q\nq.gpu_rma >= 24   # a typo in a column name", RAISES),
-    code("from vast_magic.query import gpu_ram\napp.image('vastai/base-image:@vastai-automatic-tag').require(gpu_ram >= 'lots')", RAISES),
-    code("app.configure_autoscaling(target_util=1.5)", RAISES),
-    code("%%vast_remote --app app\nx = 1   # no function in this cell", RAISES),
+    code("from IPython.core.error import UsageError\nfrom vast_magic import CaptureError, ConfigError"),
+    caught("AttributeError", "q.gpu_rma >= 24   # a typo in a column name", "import vast_magic.query as q"),
+    caught("ConfigError", "app.image('vastai/base-image:@vastai-automatic-tag').require(gpu_ram >= 'lots')",
+           "from vast_magic.query import gpu_ram"),
+    caught("ConfigError", "app.configure_autoscaling(target_util=1.5)"),
+    usage_error("%%vast_remote --app app\nx = 1   # no function in this cell"),
     md("`--benchmark` is a Python expression, written as in Python or quoted whole; when neither evaluates, "
        "the message shows both ways."),
-    code('''
+    usage_error('''
 %%vast_remote --app app --benchmark [{'x': one}]
 async def triple(x):
     return 3 * x
-''', RAISES),
+'''),
     code('''
 %%vast_remote --app app --benchmark [{'x': 1}]
 async def double(x):
     return 2 * x
 '''),
-    code("await double(2)   # calling before the first deploy", RAISES),
-    code("double.call(1, 2)   # wrong arguments fail before anything is sent", RAISES),
+    caught("ConfigError", "await double(2)   # calling before the first deploy"),
+    caught("TypeError", "double.call(1, 2)   # wrong arguments fail before anything is sent"),
     code('''
 %%vast_remote --app app
 async def broken(x):
     return x + undefined_thing
 '''),
-    code("%vast_deploy --app app   # undefined names are found before deploying", RAISES),
+    caught("CaptureError", "%vast_deploy --app app   # undefined names are found before deploying"),
     md("A remote function must ship as source. One made inside another function, holding that call's "
        "variables (a closure), has no source that defines it: capture says so before anything is built."),
-    code('''
+    caught("CaptureError", '''
+closures.remote(benchmark_dataset=[{"x": 1}])(make_scaler(3))
+closures.ensure_ready(dry_run=True)
+''', '''
 def make_scaler(k):
     async def scaled(x):
         return k * x
     return scaled
 
 closures = Deployment(name="errors-closure")
-closures.remote(benchmark_dataset=[{"x": 1}])(make_scaler(3))
-closures.ensure_ready(dry_run=True)
-''', RAISES),
+'''),
     code('''
 %%vast_remote --app app
 async def broken(x):
@@ -235,21 +259,27 @@ async def broken(x):
     code("report = %vast_deploy --app app"),
     md("Status, logs and teardown of a deployment that does not exist say so, with the known ones closest "
        "first (a typo used to look like a success)."),
-    code("typo = Deployment(name='erors')\n%vast_teardown --app typo", RAISES),
+    caught("UsageError", "%vast_teardown --app typo", "typo = Deployment(name='erors')"),
     code('''
+# NBVAL_CHECK_OUTPUT
 import subprocess, sys
 done = subprocess.run([sys.executable, "-m", "vast_magic", "status", "erors"], capture_output=True, text=True)
 print(done.stderr, "exit status", done.returncode)
 '''),
-    code("await broken(-1)   # the remote traceback is shown, and it is a ValueError", RAISES),
+    md("An error raised on the worker is raised here with its type (a `RemoteValueError` is a `ValueError`), "
+       "its message and the worker's traceback; uncaught, the notebook shows that traceback."),
     code('''
 # NBVAL_CHECK_OUTPUT
 try:
     await broken(-2)
 except ValueError as exc:          # remote errors keep their type
     print(type(exc).__name__, exc.remote_message)
+    print(*exc.remote_traceback.splitlines()[-2:], sep="\\n")   # where it was raised, on the worker
 '''),
-    code("vast = Deployment(name='errors', backend='vast')\nvast.remote(benchmark_dataset=[{'x': 1}])(double.local)\nvast.ensure_ready(dry_run=True)   # no API key", RAISES),
+    caught("ConfigError", '''
+vast.remote(benchmark_dataset=[{'x': 1}])(double.local)
+vast.ensure_ready(dry_run=True)   # no API key
+''', "vast = Deployment(name='errors', backend='vast')"),
     code("%vast_teardown --app app"),
 ]
 

@@ -1,13 +1,18 @@
 """Shared fixtures: an isolated VAST_MAGIC_HOME whose engine and workers are stopped by PID."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from vast_magic.backends.local import launcher, store
 from vast_magic.backends.local.workers import proc_start_time
+
+# Hypothesis keeps its example database in ./.hypothesis by default: the checkout stays clean instead.
+set_hypothesis_home_dir(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vast_magic" / "hypothesis")
 
 
 class EngineHome:

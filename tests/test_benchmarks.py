@@ -10,25 +10,33 @@ def _rows(results):
 
 
 def test_ratios_and_verdicts_come_from_the_same_run():
-    rows = _rows({"vast_calls": {"latency": {"p50": 0.4, "p99": 2.0}, "throughput": 3000.0, "array_s": 0.3},
+    rows = _rows({"vast_calls": {"latency": {"p50": 0.4, "p99": 2.0}, "await_latency": {"p50": 0.125, "p99": 0.7},
+                                 "throughput": 3000.0, "array_s": 0.3, "map_items_s": 30_000.0},
                   "ray": {"latency": {"p50": 1.0, "p99": 1.5}, "throughput": 1500.0},
-                  "floor": {"array_s": 0.25, "latency": {"p50": 0.1, "p99": 0.2}}})
-    assert (rows["no-op call p50"].ratio, rows["no-op call p50"].passed) == (0.4, True)
-    assert rows["no-op call p99"].passed is False                        # 2.0 ms > Ray's 1.5 ms
-    assert (rows["throughput, concurrency 64, 2 workers"].ratio, rows["throughput, concurrency 64, 2 workers"].passed) == (2.0, True)
+                  "floor": {"array_s": 0.25, "memory_s": 0.25, "throughput": 4000.0,
+                            "latency": {"p50": 0.1, "p99": 0.2}}})
+    assert (rows["no-op await f() p50, caller's loop"].ratio, rows["no-op await f() p50, caller's loop"].passed) \
+        == (1.25, True)
+    assert rows["no-op await f() p99, caller's loop"].passed is False          # 0.7 ms > 3x the floor's 0.2 ms
+    assert (rows["no-op blocking f.call() p50"].ratio, rows["no-op blocking f.call() p50"].passed) == (4.0, False)
+    assert rows["no-op blocking f.call() p50"].ray == 1.0                       # peers stay for context
+    assert (rows["throughput, concurrency 64, 2 workers"].ratio, rows["throughput, concurrency 64, 2 workers"].passed) \
+        == (0.75, True)
     assert rows["100 MiB array round trip"].ratio == 1.2 and rows["100 MiB array round trip"].passed
+    assert rows["f.map over 100,000 small items, 2 workers"].passed
 
 
 def test_missing_measurements_stay_empty_without_a_verdict():
     rows = _rows({"vast_calls": {"latency": {"p50": 0.4, "p99": 0.5}}, "lifecycle": {"tier0_s": 0.08}})
-    assert rows["no-op call p50"].ratio is None and rows["no-op call p50"].passed is None   # no Ray: no verdict
+    row = rows["no-op await f() p50, caller's loop"]
+    assert row.ratio is None and row.passed is None                           # no floor: no verdict
     assert rows["Tier-0 %vast_deploy (unchanged)"].vast == 80 and rows["Tier-0 %vast_deploy (unchanged)"].passed is False
     assert rows["cold deploy to first result"].vast is None and rows["cold deploy to first result"].passed is None
     info = {"cpu": "cpu", "cores": 2, "memory_gib": 4, "os": "Linux", "python": "3.11", "ray": "n/a",
             "ipyparallel": "n/a", "mode": "quick", "date": "2026-11-25", "minutes": 1}
     text = render_text(build_rows({}), info, {"ray": "boom"})
     assert "ray failed: boom" in text and "FAIL" not in text
-    assert "| no-op call p50 (ms) | - |" in render_markdown(build_rows({}), info, {}, {})
+    assert "| no-op blocking f.call() p50 (ms) | - |" in render_markdown(build_rows({}), info, {}, {})
 
 
 def test_autoscaler_simulation_serves_everything_within_bounds():
@@ -48,4 +56,4 @@ def test_the_benchmark_command_measures_every_vast_magic_row(tmp_path):
     assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "failed:" not in proc.stdout, proc.stdout[-2000:]
     table = [line for line in out.read_text().splitlines() if line.startswith("| ") and "metric" not in line]
-    assert len(table) == 15 and all(line.split(" | ")[1] != "-" for line in table), table
+    assert len(table) == len(build_rows({})) and all(line.split(" | ")[1] != "-" for line in table), table

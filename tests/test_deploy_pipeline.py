@@ -95,15 +95,17 @@ def test_a_deployment_without_functions_is_named_in_the_error():
 
 
 def test_calls_go_through_the_caller_which_checks_what_was_deployed():
-    fake = FakeVast(api_key=KEY, ready_after=0)
-    app = declared(backend="vast", api_key=KEY, transport=fake.transport())
+    with FakeVast(api_key=KEY, ready_after=0) as fake:     # its worker runs the uploaded bundle
+        _calls_are_checked(declared(backend="vast", api_key=KEY, transport=fake.transport()))
+
+
+def _calls_are_checked(app):
     proxy = app.functions["square"]
     assert repr(app).startswith("Deployment(name='snap', tag='default', backend='vast'")
     assert repr(proxy) == f"<remote function square(x) on {app!r}>"
     with pytest.raises(ConfigError, match=rf"^square\(\) was called before {re.escape(repr(app))} was deployed in this "
                                           r"process; run app\.ensure_ready\(\)"):
         proxy.call(3)
-    fake.functions["square"] = square
     app.ensure_ready()
     assert proxy.call(3) == 9
     late = app.remote(cube)                                # registered after the deploy: not callable yet

@@ -181,6 +181,8 @@ NOT_IN_STATUS = (events.BenchmarkScored, LogLine)
 def test_format_event_covers_every_event_type():
     assert {type(e) for e in EVENT_SAMPLES} == set(typing.get_args(events.Event))
     assert all(events.format_event(e) for e in EVENT_SAMPLES)
+    assert events.format_event(events.Waited("f", "1 loading", 2, 1.25)) == \
+        "f: waiting for a worker after 1.2s (vast: 1 loading)"
 
 
 @pytest.mark.parametrize("event", [e for e in EVENT_SAMPLES if not isinstance(e, NOT_IN_STATUS)],

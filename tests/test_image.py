@@ -178,6 +178,8 @@ def test_preview_offers_asks_the_function_it_was_given():
     image = Image("img", offers=lambda spec, api_key: calls.append((spec, api_key)) or "preview").require(gpu_ram >= 24)
     assert image.preview_offers(api_key="k") == "preview"
     assert calls == [(image.spec(), "k")]
+    priced = Image("img", offers=lambda spec, api_key, pricing: pricing)
+    assert priced.preview_offers(pricing="reserved") == "reserved"
 
 
 def test_an_image_without_an_offers_function_says_how_to_get_one():

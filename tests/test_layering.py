@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                       "vast_magic.testing")),
     ("deployment", ("vast_magic.deployment", "vast_magic.remote", "vast_magic.deploy_pipeline", "vast_magic.caller",
                     "vast_magic.call_handle",
-                    "vast_magic.known", "vast_magic.call_stats")),
+                    "vast_magic.known", "vast_magic.call_stats", "vast_magic.watch")),
     # DESIGN.md: "display ◄── events": views of the one event stream, used by the deployment layer
     # (ensure_ready and map render progress in the calling cell), the notebook and the CLI; never by
     # what they show (capture, bundle, backends).
@@ -28,7 +28,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("capture and bundle", ("vast_magic.capture", "vast_magic.bundle")),
     ("backends", ("vast_magic.backends",)),
     # the data the layers above describe a deployment with; backends consume it, it never calls them
-    ("specs", ("vast_magic.image", "vast_magic.query", "vast_magic._query_columns", "vast_magic.autoscaling")),
+    ("specs", ("vast_magic.image", "vast_magic.query", "vast_magic._query_columns", "vast_magic._env_string",
+               "vast_magic.autoscaling", "vast_magic.pricing")),
     # shipped inside every bundle as vast_magic_runtime: it imports nothing else from vast_magic
     ("runtime", ("vast_magic.runtime",)),
 ]

@@ -145,7 +145,6 @@ def test_magics_on_vast_know_what_this_machine_deployed(shell, capsys):
         @app.remote(benchmark_dataset=[{"x": 2}])
         async def square(x):
             return x * x
-        fake.functions["square"] = square.local
         app.ensure_ready()
     ''')).raise_error()
     for magic in ("vast_status", "vast_logs", "vast_teardown"):

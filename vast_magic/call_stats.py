@@ -4,8 +4,10 @@ Every remote call goes through ``CallCounter.record`` (``DeployFlow.call``),
 and a local no-op call takes about 0.3 ms, so recording is one clock read and
 an append to a bounded deque; sorting for percentiles happens only when a
 status asks (``summary``), from the last ``RING`` calls of the last ``WINDOW``
-seconds. ``record`` runs on the background loop and ``summary`` in the
-caller's thread: the copy for a summary is retried if an append races it.
+seconds. ``record`` runs on the loop that made the call (the background loop,
+or a caller's own loop on the fast path) and ``summary`` in the caller's
+thread: the copy for a summary is retried if an append races it (calls from
+two threads at the same instant may undercount ``total`` by one; the ring is exact).
 """
 from __future__ import annotations
 

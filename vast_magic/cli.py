@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +27,8 @@ from .known import unknown_deployment
 
 __all__ = [
     "split_target", "import_target", "UnknownDeploymentError", "load_deployment", "cmd_bundle", "cmd_deploy", "cmd_ls",
-    "cmd_status", "cmd_logs", "cmd_teardown", "cmd_engine", "cmd_run_notebook", "build_parser", "main"
+    "cmd_status", "cmd_logs", "cmd_teardown", "cmd_engine", "cmd_run_notebook", "target_file", "cmd_watch",
+    "build_parser", "main"
 ]
 
 
@@ -35,9 +38,13 @@ def split_target(target: str) -> tuple[str, str | None]:
     return (head, tail) if sep and head and tail.isidentifier() else (target, None)
 
 
+def _names_a_path(spec: str) -> bool:
+    return spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).is_file()
+
+
 def import_target(spec: str):
     """The module a target names: a ``.py`` path (imported under its module name) or a dotted module name."""
-    if spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).is_file():
+    if _names_a_path(spec):
         return _import_file(spec)
     if not all(part.isidentifier() for part in spec.split(".")):
         raise ConfigError(f"{spec} is neither a .py file nor a module name; pass path/to/app.py or pkg.module[:name].")
@@ -193,6 +200,91 @@ def cmd_run_notebook(args: argparse.Namespace) -> int:
     return 1 if run_notebook(args.notebook, timeout=args.timeout) else 0
 
 
+def target_file(spec: str) -> str:
+    """The file a target names (before importing it, which may fail while the user edits it)."""
+    if _names_a_path(spec):
+        if not Path(spec).is_file() or not spec.endswith(".py"):
+            raise ConfigError(f"{spec} is not a .py file; pass the script that defines your Deployment.")
+        return os.path.realpath(spec)
+    if not all(part.isidentifier() for part in spec.split(".")):
+        raise ConfigError(f"{spec} is neither a .py file nor a module name; pass path/to/app.py or pkg.module[:name].")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        found = importlib.util.find_spec(spec)
+    except (ImportError, ValueError) as exc:
+        found, reason = None, f" ({exc})"
+    else:
+        reason = ""
+    if found is None or not (found.origin or "").endswith(".py"):
+        raise ConfigError(f"cannot find module {spec} from this folder{reason}; pass path/to/app.py or a module "
+                          "name importable from here.")
+    return os.path.realpath(found.origin)
+
+
+def _redeploy(args: argparse.Namespace, state, first: str) -> None:
+    """One attempt of ``watch``: import the target afresh, watch what its capture reads, deploy. An error
+    is printed and waited out; nothing is torn down, so the last good version keeps serving."""
+    from .watch import describe_import_error, error_files, forget_modules, refresh_sources, watched_files
+
+    state.attempted_now()                     # tried once per change, whatever happens below
+    refresh_sources(state.files)
+    forget_modules(state.files)
+    try:
+        app = load_deployment(args.target, args.app)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module raises is reported, then waited out
+        state.attempted_now(state.files | error_files(exc))
+        print(f"cannot load {args.target}; fix it and save (nothing was deployed or torn down):\n"
+              f"{describe_import_error(exc)}")
+        return
+    if args.tag:
+        app.tag = args.tag
+    try:
+        state.attempted_now({first, *watched_files(app)})
+        report = app.ensure_ready(timeout=args.timeout)
+    except Exception as exc:  # noqa: BLE001 - a failed deploy is reported and waited out like a broken file
+        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, VastMagicError) else describe_import_error(exc)
+        print(f"deploy failed: {detail}\nfix it and save; the last good version keeps serving.")
+        return
+    state.deployed = (app.effective_name, app.tag)
+    reasons = "; ".join(report.reasons) or "no changes"
+    print(f"deployed tier {report.tier} ({reasons}); endpoint {report.endpoint}")
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Deploy, then redeploy on every save of a file the deployment's code comes from, until Ctrl-C."""
+    from .watch import DEPLOY, WAIT, WatchState, check_interval, display_path
+
+    interval = check_interval(args.interval)
+    first = target_file(split_target(args.target)[0])
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)     # a pipe (a log, a test) sees each line as it is printed
+    state = WatchState({first})
+    state.poll()
+    shown: frozenset = frozenset()
+    try:
+        _redeploy(args, state, first)
+        while True:
+            if state.files != shown:                 # at the start, and when the code imports other files
+                shown = state.files
+                print(f"watching {', '.join(sorted(map(display_path, shown)))}; Ctrl-C stops watching "
+                      "(the deployment keeps serving)")
+            time.sleep(interval)
+            decision = state.poll()
+            if decision.action == WAIT:
+                state.attempted_now()
+                print("not deployed; fix it and save (the last good version keeps serving):\n"
+                      + "\n".join(decision.problems))
+            elif decision.action == DEPLOY:
+                print(f"changed: {', '.join(map(display_path, decision.changed))}")
+                _redeploy(args, state, first)
+    except KeyboardInterrupt:
+        name, tag = state.deployed or ("NAME", "default")
+        command = f"vast-magic teardown {name}" + (f" --tag {tag}" if tag != "default" else "")
+        print(f"stopped watching; the deployment keeps serving ({command} stops it)")
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vast-magic", description="Vast.ai Serverless deployments from notebooks and scripts; local engine by default.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true"), p.add_argument("--no-wait", action="store_true")
     p.add_argument("--timeout", type=float)
     p.set_defaults(run=cmd_deploy)
+    p = sub.add_parser("watch", help="deploy, then redeploy on every save of the files its code comes from",
+                       description="Deploy TARGET, then poll the files its code comes from (the target and the "
+                                   "local modules it ships) and redeploy when one changes, printing the tier and "
+                                   "reasons. A file that does not import is reported and waited out; nothing is "
+                                   "torn down. Ctrl-C stops watching; the deployment keeps serving.")
+    p.add_argument("target", **target)
+    p.add_argument("--app", metavar="NAME", help="the Deployment variable (like TARGET:NAME)")
+    p.add_argument("--tag", metavar="T", help="deploy under this tag")
+    p.add_argument("--timeout", type=float, metavar="S", help="seconds each deploy waits for workers")
+    p.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between polls (default 0.5)")
+    p.set_defaults(run=cmd_watch)
     sub.add_parser("ls", help="list local deployments").set_defaults(run=cmd_ls)
     for name, run, help_text in (("status", cmd_status, "status of a deployment"), ("logs", cmd_logs, "recent worker logs"),
                                  ("teardown", cmd_teardown, "stop a deployment")):

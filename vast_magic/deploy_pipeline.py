@@ -192,11 +192,16 @@ class DeployPipeline:
         for warning in prepared.warnings:
             emit(Warned(warning))
         emit(TierDecided(decision.tier, decision.reasons, tiers=decision.tiers))
-        result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
-        emit(Ready(result.endpoint, time.perf_counter() - started))
-        self._last_manifest = prepared.manifest
-        self.caller.record(Deployed(backend, snapshot.name, snapshot.tag, frozenset(r.name for r in prepared.remotes),
-                                    prepared.class_refs, snapshot.trusted_types))
+        self.caller.deploy_started()
+        try:
+            result = await backend.apply(self._plan(prepared, decision, path, wait, timeout), _progress_events(emit))
+            emit(Ready(result.endpoint, time.perf_counter() - started))
+            self._last_manifest = prepared.manifest
+            self.caller.record(Deployed(backend, snapshot.name, snapshot.tag,
+                                        frozenset(r.name for r in prepared.remotes), prepared.class_refs,
+                                        snapshot.trusted_types, prepared.manifest.fingerprint().code))
+        finally:
+            self.caller.deploy_ended()
         return self._report(prepared, decision, size, files, dry_run=False, result=result)
 
     @staticmethod
@@ -216,7 +221,8 @@ class DeployPipeline:
     def _report(prepared: Prepared, decision: Any, size: int, files: int, *, dry_run: bool,
                 result: Any = None) -> DeployReport:
         return DeployReport(
-            tier=decision.tier, reasons=tuple(decision.reasons), fingerprint=prepared.manifest.fingerprint(),
+            tier=decision.tier, reasons=tuple(decision.reasons) + (tuple(result.notes) if result else ()),
+            fingerprint=prepared.manifest.fingerprint(),
             bundle_size=size, files=files, endpoint=result.endpoint if result else None,
             workers=tuple(result.workers) if result else (), benchmark=result.benchmark if result else None,
             dry_run=dry_run, backend_action=result.backend_action if result else None,
@@ -243,6 +249,15 @@ class DeployPipeline:
             raise
         progress.close(None)
         return report
+
+    def start(self, snapshot: DeploymentSnapshot, *, wait: bool, timeout: float | None,
+              emit: Callable[[Event], None]) -> loop.Started:
+        """Capture now, in the calling thread, then deploy on the background loop without waiting: watch mode
+        redeploys from a task on the kernel's loop, which must stay free. ``emit`` gets the events on the
+        background loop's thread; ``cancel()`` on the result stops the deploy and waits until it has ended."""
+        self.backend(snapshot)
+        prepared = self.prepare(snapshot, require_benchmark=True)
+        return loop.start(self.deploy(prepared, dry_run=False, wait=wait, timeout=timeout, emit=emit))
 
     async def run_async(self, snapshot: DeploymentSnapshot, *, dry_run: bool, wait: bool,
                         timeout: float | None) -> DeployReport:

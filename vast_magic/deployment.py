@@ -25,6 +25,7 @@ from .caller import Caller
 from .deploy_pipeline import DeployPipeline, DeploymentSnapshot, workload_per_call
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
+from .pricing import DEFAULT_PRICING
 from .remote import RemoteFunction, validate_options, write_outcome
 from .reports import Bundle, DeploymentStatus, DeployReport, LogLine
 
@@ -159,10 +160,11 @@ class Deployment:
         return self._image if self._image is not None else Image(DEFAULT_IMAGE, DEFAULT_STORAGE,
                                                                  offers=self._preview_offers)
 
-    def _preview_offers(self, spec: ImageSpec, api_key: str | None) -> Any:
+    def _preview_offers(self, spec: ImageSpec, api_key: str | None, *, pricing: str = DEFAULT_PRICING) -> Any:
         """What ``image.preview_offers()`` asks: the Vast API, with this deployment's key and transport."""
         from .backends.vast.offers import preview_offers   # httpx is imported only when Vast is used
-        return preview_offers(spec, api_key or self.api_key(), transport=self._transport, webserver_url=self.vast_url)
+        return preview_offers(spec, api_key or self.api_key(), transport=self._transport, webserver_url=self.vast_url,
+                              pricing=pricing)
 
     @property
     def transport(self) -> "httpx.AsyncBaseTransport | None":
@@ -253,6 +255,17 @@ class Deployment:
         """``ensure_ready`` of ``snapshot`` (``%vast_deploy --name/--tag/--ttl/--backend``: that deploy only);
         calls then go to what was deployed last."""
         return self._pipeline.run_sync(snapshot, dry_run=dry_run, wait=wait, timeout=timeout)
+
+    def _captured(self, snapshot: DeploymentSnapshot):
+        """What capture ships for ``snapshot`` (``CapturedCode``): watch mode watches the files it came from."""
+        return self._pipeline.prepare(snapshot).code
+
+    def _start_deploy(self, snapshot: DeploymentSnapshot, *, wait: bool = True, timeout: float | None = None,
+                      emit: Callable[[Any], None]) -> loop.Started:
+        """Capture now, deploy on the background loop without waiting (``%vast_deploy --watch`` redeploys from a
+        task on the kernel's loop); ``emit`` gets the events on that loop's thread. ``cancel()`` on the result
+        stops the deploy and waits until it has ended."""
+        return self._pipeline.start(snapshot, wait=wait, timeout=timeout, emit=emit)
 
     async def async_ensure_ready(self, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> DeployReport:
         return await self._pipeline.run_async(self._snapshot(), dry_run=dry_run, wait=wait, timeout=timeout)

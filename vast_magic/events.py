@@ -16,7 +16,8 @@ from typing import Callable, Union
 from .reports import DeploymentStatus, LogLine
 
 __all__ = [
-    "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Failed", "Warned", "Event",
+    "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Waited", "Failed", "Warned",
+    "Event",
     "EventSink", "WorkerRow", "DeployState", "PHASES", "apply_event", "Line", "last_line", "format_worker",
     "format_retry", "status_lines", "format_status", "format_event", "deployment_lines", "format_deployment_status",
     "deployment_summary"
@@ -77,6 +78,17 @@ class Retry:
     max_attempts: int
     delay: float
     reason: str
+
+
+@dataclass(frozen=True)
+class Waited:
+    """A call waited for a worker (a note in the call's outcome, like its ``Retry`` events); ``status`` is the backend's own words (Vast's ``/route/`` ``status``:
+    the endpoint's workers by state, or "endpoint stopped"), first given on poll ``polls``, ``after`` s in."""
+
+    what: str
+    status: str
+    polls: int
+    after: float
 
 
 @dataclass(frozen=True)
@@ -226,10 +238,14 @@ def last_line(text: str) -> str:
 
 
 def format_worker(row: WorkerRow) -> str:
+    """One worker as a line: our state, the backend's own status word, measured perf (never a placeholder:
+    backends leave ``perf`` unset until it is measured), then load and reliability when the backend gives them."""
     detail = f" (vast: {row.detail})" if row.detail and row.detail.lower() != row.state else ""
     perf = f" perf={row.perf:,.1f}/s" if row.perf is not None else ""
+    load = f" load={row.load:,.1f}" if row.load is not None else ""
+    reliability = f" reliability={row.reliability * 100:.1f}%" if row.reliability is not None else ""
     error = f" error: {last_line(row.error)}" if row.error and row.error.strip() else ""
-    return f"worker {row.worker}: {row.state}{detail}{perf}{error}"
+    return f"worker {row.worker}: {row.state}{detail}{perf}{load}{reliability}{error}"
 
 
 def format_retry(event: Retry) -> str:
@@ -265,20 +281,24 @@ def format_status(state: DeployState) -> str:
     return "\n".join(line.text for line in status_lines(state))
 
 
-def format_event(event: Event) -> str | None:
-    """The one line an event adds, for text mode and logs (None: nothing to print)."""
+def format_event(event: Event | Waited) -> str | None:
+    """The one line an event adds, for text mode and logs (None: nothing to print); also the line of a call's
+    ``Waited`` note (a call's, never a deploy's event)."""
     if isinstance(event, Packaging):
         return _packaging(event.files, event.bytes)
     if isinstance(event, TierDecided):
         return _tier(event.tier, event.reasons, event.backend_action)
     if isinstance(event, WorkerState):
-        return format_worker(WorkerRow(event.worker, event.state, event.perf, event.error, event.detail))
+        return format_worker(WorkerRow(event.worker, event.state, event.perf, event.error, event.detail,
+                                       event.load, event.reliability))
     if isinstance(event, BenchmarkScored):
         return f"worker {event.worker}: benchmark {event.perf:,.1f}/s"
     if isinstance(event, Ready):
         return _ready(event.endpoint, event.elapsed, event.dry_run)
     if isinstance(event, Retry):
         return format_retry(event)
+    if isinstance(event, Waited):
+        return f"{event.what}: waiting for a worker after {event.after:.1f}s (vast: {event.status})"
     if isinstance(event, Failed):
         return f"FAILED: {event.message}"
     if isinstance(event, LogLine):

@@ -14,12 +14,13 @@ import math
 import numbers
 import os
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ._env_string import NAME_PATTERN, check_value
 from .errors import ConfigError
+from .pricing import DEFAULT_PRICING, offer_type
 from .query import Query, default_requirements
 from .secret import Secret
 
@@ -30,10 +31,10 @@ DEFAULT_STORAGE = 16
 #: the worker port every image publishes, like the official SDK
 DEFAULT_PORT = (3000, "tcp")
 
-#: ``offers(spec, api_key) -> OfferPreview``: how an Image previews matching Vast offers
-OffersFunction = Callable[["ImageSpec", "str | None"], Any]
+#: ``offers(spec, api_key) -> OfferPreview``: how an Image previews matching Vast offers (also given
+#: ``pricing=`` when another mode than on-demand is asked)
+OffersFunction = Callable[..., Any]
 
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PORT_TYPES = ("tcp", "udp")
 _LOGIN_KEYS = ("docker_login_user", "docker_login_pass", "docker_login_repo")
 
@@ -163,14 +164,20 @@ class Image:
         return self
 
     def env(self, **variables: str | Secret) -> "Image":
-        """Set environment variables (the last value wins); a Secret never reaches config.json."""
+        """Set environment variables (the last value wins); a Secret never reaches config.json.
+
+        Every value must survive Vast's env string and the stock worker's system
+        environment file (``_env_string``): no NUL or line break, not both quote
+        kinds; checked here for every backend, so an image stays deployable on Vast.
+        """
         for key, value in variables.items():
-            if not _ENV_KEY.match(key):
+            if not NAME_PATTERN.match(key):
                 raise ConfigError(f"env name {key!r} is invalid; use letters, digits and '_' not starting "
                                   "with a digit, e.g. MODEL_ID.")
             if not isinstance(value, (str, Secret)):
                 raise ConfigError(f"env {key}={value!r}: values must be str or Secret; write {key}={str(value)!r} "
                                   f"or {key}=Secret.from_env({key!r}).")
+            check_value(key, value.reveal() if isinstance(value, Secret) else value)
         self._env.update(variables)
         return self
 
@@ -237,13 +244,20 @@ class Image:
             runs=tuple(self._runs), copies=tuple(self._copies), venv=self._venv,
             system_python=self._system_python, ports=tuple(sorted(self._ports)), docker_login=self._docker_login)
 
-    def preview_offers(self, api_key: str | None = None):
-        """How many Vast offers match this image's requirements, and at what price (needs an API key)."""
+    def preview_offers(self, api_key: str | None = None, *, pricing: str = DEFAULT_PRICING):
+        """How many Vast offers match this image's requirements, and at what price (needs an API key).
+
+        ``pricing``: "on-demand" (the default), "interruptible" (Vast's ``bid``) or "reserved"; a
+        misspelling is a ``ConfigError`` with a suggestion, before anything is sent.
+        """
+        offer_type(pricing)
         if self._offers is None:
             raise ConfigError("this Image cannot ask Vast for offers: create it with app.image(...), which asks "
                               "with the deployment's API key, or pass offers= (e.g. "
                               "vast_magic.backends.vast.offers.preview_offers) to Image(...).")
-        return self._offers(self.spec(), api_key)
+        if pricing == DEFAULT_PRICING:      # offers functions written for two arguments keep working
+            return self._offers(self.spec(), api_key)
+        return self._offers(self.spec(), api_key, pricing=pricing)
 
     def __repr__(self) -> str:
         spec = self.spec()

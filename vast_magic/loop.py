@@ -15,7 +15,7 @@ import concurrent.futures
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Iterator, TypeVar
 
-__all__ = ["get_loop", "on_loop_thread", "submit", "run_sync", "run_on_loop", "LoopIterator"]
+__all__ = ["get_loop", "on_loop_thread", "submit", "run_sync", "run_on_loop", "LoopIterator", "Started", "start"]
 
 T = TypeVar("T")
 
@@ -202,3 +202,54 @@ async def _close(source: "AsyncIterator[Any]") -> None:
     close = getattr(source, "aclose", None)
     if close is not None:
         await close()
+class Started:
+    """A coroutine running on the background loop that another loop awaits and any thread can stop.
+
+    ``run_on_loop`` cancels its coroutine only when the awaiting loop next runs; a caller that
+    holds that loop's thread (a magic stopping a watch task) needs the coroutine stopped and
+    finished before it goes on, e.g. before the engine will take another deploy of that name.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]):
+        self.outcome: concurrent.futures.Future = concurrent.futures.Future()
+        self.finished = threading.Event()
+        self._task: concurrent.futures.Future = concurrent.futures.Future()
+        loop = get_loop()
+        loop.call_soon_threadsafe(self._start, loop, coro)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        task = loop.create_task(coro)
+        task.add_done_callback(self._done)
+        self._task.set_result(task)
+
+    def _done(self, task: asyncio.Task) -> None:
+        if not self.outcome.done():          # the awaiting side may have given up (cancelled) already
+            if task.cancelled():
+                self.outcome.cancel()
+            elif task.exception() is not None:
+                self.outcome.set_exception(task.exception())
+            else:
+                self.outcome.set_result(task.result())
+        self.finished.set()
+
+    def _cancel_task(self) -> None:
+        if self._task.done():              # it is: _start was queued first on the same loop
+            self._task.result().cancel()
+
+    async def wait(self) -> Any:
+        """The coroutine's result, awaited from another loop; cancelling this wait cancels the coroutine."""
+        try:
+            return await asyncio.wrap_future(self.outcome)
+        except asyncio.CancelledError:
+            self.cancel(wait=0)
+            raise
+
+    def cancel(self, wait: float = 30.0) -> bool:
+        """Cancel the coroutine and block up to ``wait`` seconds until it has ended; True if it has."""
+        get_loop().call_soon_threadsafe(self._cancel_task)
+        return self.finished.wait(wait) if wait > 0 else self.finished.is_set()
+
+
+def start(coro: Coroutine[Any, Any, Any]) -> Started:
+    """Start ``coro`` on the background loop without waiting for it (see ``Started``)."""
+    return Started(coro)

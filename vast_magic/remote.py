@@ -136,13 +136,22 @@ def remote_spec(fn: Callable, options: RemoteOptions, locate: Callable[[Any], st
     )
 
 
-def write_outcome(outcome: CallOutcome) -> None:
-    """Write into this cell one note per retry the backend made, then what the worker printed."""
+def write_outcome(outcome: CallOutcome, shown: set[str] | None = None) -> None:
+    """Write into this cell what the backend said while the call waited for a worker, one note per retry it
+    made, then what the worker printed. ``shown``: wait statuses already written by other calls of the same
+    ``map`` (each is written once, not once per call)."""
+    for waited in outcome.waits:
+        if shown is not None and waited.status in shown:
+            continue
+        if shown is not None:
+            shown.add(waited.status)
+        sys.stderr.write(f"[vast_magic] {format_event(waited)}\n")
     for retry in outcome.retries:
         sys.stderr.write(f"[vast_magic] {format_event(retry)}\n")
     for stream, text in outcome.output:
         (sys.stderr if stream == "stderr" else sys.stdout).write(text)
-    sys.stdout.flush()
+    if outcome.output:                 # a kernel's flush is a round trip to its IOPub thread: only when needed
+        sys.stdout.flush()
 
 
 _SHOWN_INDICES = 20
@@ -173,6 +182,14 @@ def _error_of(outcome: Any) -> BaseException | None:
     return outcome if isinstance(outcome, BaseException) else outcome.error
 
 
+def _plain_parameters(signature: inspect.Signature) -> tuple[str, ...] | None:
+    """The parameter names when all are positional-or-keyword without defaults (binding is then a zip)."""
+    params = signature.parameters.values()
+    if all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params):
+        return tuple(p.name for p in params)
+    return None
+
+
 class RemoteFunction:
     """A function registered on a Deployment; calling it runs it on a worker."""
 
@@ -183,11 +200,15 @@ class RemoteFunction:
         self.options = options
         self._caller = caller
         self._signature = inspect.signature(fn)
+        self._plain = _plain_parameters(self._signature)
 
     def __repr__(self) -> str:
         return f"<remote function {self.__name__}{self._signature} on {self._caller.owner()}>"
 
     def _bind(self, args: tuple, kwargs: dict) -> inspect.BoundArguments:
+        if not kwargs and self._plain is not None and len(args) == len(self._plain):
+            # every parameter given by position, none with a default: what bind() would find, at a tenth
+            return inspect.BoundArguments(self._signature, dict(zip(self._plain, args)))
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -218,16 +239,15 @@ class RemoteFunction:
                             f"(or `async for`), not a plain call.")
 
     def _outcome(self, bound: inspect.BoundArguments, timeout: float | None):
-        """One call as the caller runs it (a coroutine for the background loop), with this function's limits."""
+        """One call as the caller runs it (a coroutine for the loop that awaits it), with this function's limits."""
         self._not_a_generator()
         opts = self.options
         return self._caller.call(self.__name__, bound.args, bound.kwargs, cost=self._cost(bound),
                                  timeout=timeout if timeout is not None else opts.timeout,
                                  max_queue_time=opts.max_queue_time, retries=opts.retries)
 
-    async def _call(self, args: tuple, kwargs: dict, timeout: float | None = None) -> Any:
-        bound = self._bind(args, kwargs)
-        outcome = await loop.run_on_loop(self._outcome(bound, timeout))
+    async def _call(self, bound: inspect.BoundArguments, timeout: float | None = None) -> Any:
+        outcome = await self._outcome(bound, timeout)     # on this loop, or handed on by the caller
         write_outcome(outcome)
         if outcome.error is not None:
             raise outcome.error
@@ -236,8 +256,7 @@ class RemoteFunction:
     def __call__(self, *args: Any, **kwargs: Any):
         """``await f(x)``: binds now (TypeError at once), runs when awaited."""
         self._not_a_generator()
-        self._bind(args, kwargs)
-        return self._call(args, kwargs)
+        return self._call(self._bind(args, kwargs))
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Blocking call, usable from sync code and inside Jupyter cells."""
@@ -282,12 +301,20 @@ class RemoteFunction:
 
     def with_timeout(self, seconds: float) -> Callable[..., Any]:
         """``await f.with_timeout(5)(x)``: one call with its own timeout."""
-        return lambda *args, **kwargs: self._call(args, kwargs, timeout=seconds)
+        return lambda *args, **kwargs: self._call(self._bind(args, kwargs), timeout=seconds)
 
     async def _gather(self, calls: list[inspect.BoundArguments], counter: list[int],
                       finished: list[int] | None = None) -> list:
         """Run every call concurrently on the background loop; count finished (``counter[0]``) and failed
-        (``counter[1]``) ones, and list the indices in the order they finished (``finished``)."""
+        (``counter[1]``) ones, and list the indices in the order they finished (``finished``, given for
+        ``ordered=False``: then each item is a call of its own, so its finish is seen). In input order,
+        backends that chunk (``Caller.call_many``) take them in few requests."""
+        if finished is None:
+            chunked = await self._caller.call_many(self.__name__, [(b.args, b.kwargs, self._cost(b)) for b in calls],
+                                                   self.options, counter)
+            if chunked is not None:
+                return chunked
+
         async def one(index: int, bound: inspect.BoundArguments):
             failed = True
             try:
@@ -322,7 +349,7 @@ class RemoteFunction:
         return await self._run_map_async(self._calls(iterables), return_exceptions, ordered)
 
     async def _run_map_async(self, calls: list, return_exceptions: bool, ordered: bool) -> list:
-        counter, finished = [0, 0], []
+        counter, finished = [0, 0], (None if ordered else [])
         bar = open_map_progress(len(calls))
         task = asyncio.ensure_future(loop.run_on_loop(self._gather(calls, counter, finished)))
         while not task.done():
@@ -330,7 +357,7 @@ class RemoteFunction:
             bar.update(counter[0], counter[1])
         bar.update(counter[0], counter[1])
         bar.close()
-        return self._collect(task.result(), return_exceptions, None if ordered else finished)
+        return self._collect(task.result(), return_exceptions, finished)
 
     def map(self, *iterables: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
         """Blocking ``map``: ``square.map([1, 2, 3]) -> [1, 4, 9]``, progress shown in the calling cell.
@@ -347,7 +374,7 @@ class RemoteFunction:
         return await self._run_map_async(self._starcalls(arguments), return_exceptions, ordered)
 
     def _run_map(self, calls: list, return_exceptions: bool, ordered: bool) -> list:
-        counter, finished = [0, 0], []
+        counter, finished = [0, 0], (None if ordered else [])
         bar = open_map_progress(len(calls))
         future = loop.submit(self._gather(calls, counter, finished))
         try:
@@ -360,7 +387,7 @@ class RemoteFunction:
             raise
         finally:
             bar.close()
-        return self._collect(future.result(), return_exceptions, None if ordered else finished)
+        return self._collect(future.result(), return_exceptions, finished)
 
     def map_as_completed(self, *iterables: Iterable, return_exceptions: bool = False) -> loop.LoopIterator:
         """``async for value in f.map_as_completed(xs)`` (or ``for`` in sync code): each result as soon as
@@ -405,9 +432,10 @@ class RemoteFunction:
         with ``return_exceptions``) or raise the first error (its remote traceback shows). ``finished``:
         the order to return them in (default: input order)."""
         order = finished if finished is not None else range(len(outcomes))
+        shown: set[str] = set()
         for index in order:
             if not isinstance(outcomes[index], BaseException):
-                write_outcome(outcomes[index])
+                write_outcome(outcomes[index], shown)
         report = map_failure_report(self.__name__, outcomes, with_traceback=return_exceptions)
         if report:
             sys.stderr.write(report)

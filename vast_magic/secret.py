@@ -16,7 +16,14 @@ __all__ = ["Secret"]
 
 
 class Secret:
-    """A secret value for ``Image.env``: ``Secret("v")`` or ``Secret.from_env("NAME")``."""
+    """A secret value for ``Image.env``: ``Secret("v")`` or ``Secret.from_env("NAME")``.
+
+    Where it travels: locally, to the engine's state database (0600) and the workers' environment. On Vast,
+    which has no secret store for deployments, as ``-e NAME=value`` in the deployment's ``env`` string (the
+    ``PUT /api/v0/deployments/`` body): part of the deployment record, readable by anyone with your API key,
+    and visible to the worker's host. Where it never goes: the tarball (``config.json``, ``manifest.json``),
+    the fingerprint (only an HMAC of it), this machine's records, progress output and logs.
+    """
 
     __slots__ = ("_value", "_env_name")
 

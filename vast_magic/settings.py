@@ -107,6 +107,8 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("autoscaler_url", "https://run.vast.ai", _service_url, "the Vast autoscaler base URL"),
         SettingSpec("vast_poll_interval", 5.0, _positive_float,
                     "seconds between readiness polls on Vast (below 5 only for a loopback autoscaler: a testing knob)"),
+        SettingSpec("vast_max_request_bytes", 64 << 20, _whole_number(64 << 10),
+                    "largest call a Vast worker accepts, in bytes of its envelope (set on the workers at deploy)"),
         SettingSpec("worker_log_bytes", 10 << 20, _whole_number(64 << 10),
                     "bytes of one local worker log file before it rotates (read when the engine starts)"),
         SettingSpec("worker_log_files", 3, _whole_number(1),

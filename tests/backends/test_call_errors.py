@@ -97,7 +97,7 @@ def test_local_unpicklable_argument_is_a_capture_error_chained_to_the_pickling_e
 def test_local_call_request_is_pickled_as_the_wire_documents():
     main, buffers = pickled_call(SPEC, 5, (1, bytearray(b"ab")), {"k": "v"}, {})
     assert wire.loads(main, buffers) == {"op": "call", "id": 5, "fn": "echo", "args": (1, bytearray(b"ab")),
-                                         "kwargs": {"k": "v"}, "cost": 100.0, "timeout": 10.0}
+                                         "kwargs": {"k": "v"}, "cost": 100.0, "timeout": 10.0, "version": None}
 
 
 @pytest.mark.parametrize("make, cause, words", [case[1:] for case in UNPICKLABLE], ids=[c[0] for c in UNPICKLABLE])

@@ -196,10 +196,22 @@ class Deployment:
 '''
 
 DRIVER = """
-    import asyncio, json, sys
+    import asyncio, base64, json, os, sys
+    KEY = bytes(range(32))
+    os.environ["VAST_MAGIC_ENVELOPE_KEY"] = KEY.hex()      # what the deployment env gives the worker
     import vastai, deployment
     from vast_magic.backends.vast import envelope
+    from vast_magic.runtime import sealed
     app = vastai.Deployment.instances[0]
+
+    def sealed_call(*args, **kwargs):
+        payload = envelope.request_payload(args, kwargs)
+        return envelope.call_kwargs(KEY, payload, function="square", version=deployment._VM_VERSION)
+
+    def unsealed(text):
+        header, payload = sealed.Opener(KEY).open(text, "square")
+        return envelope.decode(base64.b64encode(payload).decode())
+
     out = {"name": app.name, "remotes": sorted(app.remotes)}
     async def main():
         await app.__aenter__()          # serve mode enters its lifecycle this way
@@ -208,11 +220,11 @@ DRIVER = """
         out["flags"] = [options["allow_parallel_requests"], options["max_queue_time"], options["benchmark_runs"]]
         out["plain"] = await fn(x=3)
         out["plain_positional"] = await fn(3, 2)
-        reply = envelope.decode(await fn(**envelope.call_kwargs((4,), {"y": 2})))
+        reply = envelope.decode(await fn(**sealed_call(4, y=2)))
         out["enveloped"] = [reply["ok"], reply["value"], reply["output"]]
         generated = [options["benchmark_generator"]() for _ in range(4)]
-        out["generated"] = [envelope.decode(g["__vast_magic__"])["kwargs"]["x"] for g in generated]
-        failed = envelope.decode(await fn(**envelope.call_kwargs(("bad",), {})))
+        out["generated"] = [unsealed(g["__vast_magic__"])["kwargs"]["x"] for g in generated]
+        failed = envelope.decode(await fn(**sealed_call("bad")))
         out["failed"] = [failed["ok"], failed["error"]["type"]]
         try:
             await fn()

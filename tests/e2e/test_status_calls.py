@@ -58,7 +58,7 @@ def test_status_counts_this_process_calls_and_shows_worker_load(tmp_path, engine
     assert (out["before"]["calls"], out["before"]["total"], out["before"]["p50"]) == (0, 0, None)
     after = out["after"]
     assert (after["calls"], after["failed"], after["total"]) == (21, 1, 21)
-    assert 0 < after["p50"] <= after["p99"] < 5 and after["rate"] > 0
+    assert 0 < after["p50"] <= after["p99"] and after["rate"] > 0
     assert out["per_call"] == 100.0                          # no workload calculator: the SDK's default weight
     assert out["idle"] and all(state != "ready" or load == 0.0 for state, load in out["idle"])
     assert out["busy"] == 300.0                              # three calls of workload 100 in flight

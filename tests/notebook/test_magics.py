@@ -61,6 +61,9 @@ BAD_ARGUMENTS = [
     ("vast_deploy", "--timeout", None, "argument --timeout: expected one argument", True),
     ("vast_deploy", "--app nothere", None, "--app nothere: there is no variable 'nothere'", False),
     ("vast_deploy", "--app number", None, "--app number: number is a int, not a vast_magic Deployment", False),
+    ("vast_deploy", "--watch --dry-run", None, "--watch redeploys, --dry-run changes nothing: give one of them", True),
+    ("vast_deploy", "--watch", None, "%vast_deploy --watch runs as a task on the kernel's event loop, and this shell "
+                                     "has none running (a terminal IPython)", False),
     ("vast_image", "", None, "the following arguments are required: image", True),
     ("vast_image", "img --storage big", None, "argument --storage: invalid float value: 'big'", True),
     ("vast_image", 'img --pip "unclosed', None, "No closing quotation", True),
@@ -113,9 +116,9 @@ def test_bad_arguments_are_usage_errors(shell, app, magic, line, cell, message, 
 
 @pytest.mark.parametrize("magic, text", [
     ("vast_deploy", ["Build the bundle", "--app VAR", "--name N", "--tag T", "--ttl S", "--backend B",
-                     "--dry-run", "--no-wait", "--timeout S"]),
+                     "--dry-run", "--no-wait", "--timeout S", "--watch"]),
     ("vast_image", ["Set the session deployment's image", "--storage GB", "--pip P", "--apt P", "--env K=V",
-                    "--require EXPR", "--offers"]),
+                    "--require EXPR", "--offers", "--pricing MODE"]),
     ("vast_remote", ["Run the cell, then register", "--function NAME", "--benchmark EXPR", "--benchmark-runs N",
                      "--workload VAR", "--parallel", "--serial", "--retries N"]),
     ("vast_context", ["async context-manager class", "CALL ARGS", "--app VAR"]),
@@ -415,6 +418,8 @@ def test_vast_image_offers_shows_the_preview_from_the_api(shell, app, monkeypatc
     (sent,) = fake.sent("POST", "/api/v0/bundles/")
     assert sent.body["gpu_ram"] == {"gte": 24000.0} or sent.body["gpu_ram"] == {"gte": 24000}
     assert key not in repr(app) and key not in repr(app.image_or_default())
+    shell.run_line_magic("vast_image", 'vastai/base --offers --pricing interruptible')
+    assert fake.sent("POST", "/api/v0/bundles/")[-1].body["type"] == "bid"
 
 
 @pytest.mark.parametrize("value", [None, "app", object()])

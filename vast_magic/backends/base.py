@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import CallTimeoutError, CaptureError, OverloadedError, make_remote_error
-from ..events import EventSink, Retry
+from ..events import EventSink, Retry, Waited
 from ..reports import DeploymentStatus, LogLine, WorkerInfo
 
 __all__ = [
@@ -44,6 +44,7 @@ class ApplyResult:
     benchmark: float | None
     backend_action: str | None = None
     not_applied: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()          # what the backend adds to the tier's reasons (Vast's action, when it matters)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class CallSpec:
     retries: int = 0
     cost: float = 100.0           # workload of this call, from workload_calculator
     trusted_types: tuple[str, ...] = ()    # Deployment(trusted_types=...), normalized (backends/vast/trusted.py)
+    version: str | None = None    # manifest version (code fingerprint) the call must run on; None: any
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class CallOutcome:
     error: BaseException | None = None
     output: tuple[tuple[str, str], ...] = field(default=())   # (stream, text) printed on the worker
     retries: tuple[Retry, ...] = field(default=())            # one event per retry the backend made, in order
+    waits: tuple[Waited, ...] = field(default=())             # what the backend said while the call waited
 
 
 #: how the runtime executor words its own per-call timeout (runtime/executor.py)

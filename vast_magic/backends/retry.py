@@ -74,13 +74,15 @@ class RetryPolicy:
         return low + self.jitter() * max(0.0, high - low)
 
     async def run(self, attempt: Callable[[], Awaitable[T]], *, what: str, emit: EventSink | None = None,
-                  attempts: int | None = None, allow: Callable[[Retryable], bool] | None = None,
+                  attempts: int | Callable[[], int] | None = None, allow: Callable[[Retryable], bool] | None = None,
                   deadline: float | None = None) -> T:
         """``await attempt()`` until it returns; see the module docstring for when a failure is retried.
 
         ``deadline`` is in event-loop time. Exceptions other than ``Retryable`` propagate at once.
+        ``attempts`` may be a function, read after ``allow`` saw each failure: a budget that grows as
+        it is used (re-routes during a rolling update) then shows its true total in each event.
         """
-        total = attempts or self.attempts
+        limit = attempts if callable(attempts) else (lambda: attempts or self.attempts)
         sink = emit or _ignore
         tried = 0
         while True:
@@ -88,7 +90,10 @@ class RetryPolicy:
             try:
                 return await attempt()
             except Retryable as failure:
-                if tried >= total or (allow is not None and not allow(failure)):
+                if allow is not None and not allow(failure):
+                    raise failure.error from None
+                total = limit()
+                if tried >= total:
                     raise failure.error from None
                 delay = self.delay(tried)
                 if deadline is not None and asyncio.get_running_loop().time() + delay >= deadline:

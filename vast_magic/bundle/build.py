@@ -55,7 +55,7 @@ def bundle_files(*, manifest: Manifest, code: Any, remotes: tuple[RemoteSpec, ..
     """Member name (relative, or absolute for a Vast copy) -> content."""
     files: dict[str, bytes] = {
         CONFIG_FILE: config_json(manifest.name, image).encode(),
-        ENTRY_FILE: deployment_source(manifest.name, code, remotes, contexts).encode(),
+        ENTRY_FILE: deployment_source(manifest.name, code, remotes, contexts, manifest.fingerprint().code).encode(),
         MANIFEST_FILE: manifest.to_json().encode(),
         REGISTRY_FILE: registry_bytes(code, remotes, contexts),
     }

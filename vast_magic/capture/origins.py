@@ -34,6 +34,7 @@ from .source import own_methods
 
 __all__ = [
     "SOURCE", "FILES", "INSTALLED", "Origin", "is_deployment", "is_remote_proxy", "unproxy", "is_local_module",
+    "is_local_file",
     "module_name_for_file", "logical_name", "namespace_of", "defines_deployment_code", "Classifier", "bound_name"
 ]
 
@@ -79,7 +80,12 @@ def _installed_roots() -> tuple[Path, ...]:
 def is_local_module(module: types.ModuleType) -> bool:
     """True for a ``.py`` module (or package) outside stdlib, site-packages and vast_magic."""
     file = getattr(module, "__file__", None)
-    if not file or module.__name__ == "__main__" or not file.endswith(".py"):
+    return bool(file) and module.__name__ != "__main__" and is_local_file(file)
+
+
+def is_local_file(file: str) -> bool:
+    """True for a ``.py`` file outside stdlib, site-packages and vast_magic (a file of the user's project)."""
+    if not file.endswith(".py"):
         return False
     path = Path(file).resolve()
     if {"site-packages", "dist-packages"} & set(path.parts):

@@ -75,6 +75,14 @@ class NotebookSession:
         self.shell = shell
         self._app = None
         self.variable: str | None = None
+        self.watch = None              # the NotebookWatch of the last %vast_deploy --watch, if any
+
+    def stop_watch(self) -> None:
+        """End the watch ``%vast_deploy --watch`` started (the next deploy or teardown does; the deployment
+        keeps serving)."""
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
 
     @property
     def app(self):

@@ -2,7 +2,8 @@
 
 Each magic parses its line with ``magic_arguments`` (so ``%vast_deploy?``
 shows the whole help and a bad argument is a ``UsageError`` with the usage
-line) and hands the values to a plain function in ``actions.py``.
+line) and hands the values to a plain function in ``actions.py`` (``watching.py`` for
+``%vast_deploy --watch``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from IPython.utils.process import arg_split
 from .. import settings
 from . import actions as ops
 from .config import VastMagic
+from .watching import kernel_loop_or_raise, start_watch
 
 __all__ = [
     "APP_HELP", "strip_comment", "parse", "split_expression_option", "expression_forms", "VastMagics", "get_session", "load_ipython_extension",
@@ -124,6 +126,8 @@ class VastMagics(Magics):
     @argument("--require", nargs="+", action="extend", default=[], metavar="EXPR",
               help='GPU search filters, e.g. "gpu_ram >= 24" (quote each one)')
     @argument("--offers", action="store_true", help="also show the matching Vast offers (count and price range)")
+    @argument("--pricing", default="on-demand", metavar="MODE",
+              help="how --offers prices them: on-demand (default), interruptible or reserved")
     @line_magic
     def vast_image(self, line: str = ""):
         """Set the session deployment's image and return it (replaces any earlier image)."""
@@ -132,7 +136,7 @@ class VastMagics(Magics):
                               env=ops.parse_env(args.env), require=args.require)
         if args.offers:
             from IPython.display import display
-            display(image.preview_offers())
+            display(image.preview_offers(pricing=args.pricing))
         return image
 
     @magic_arguments()
@@ -191,17 +195,30 @@ class VastMagics(Magics):
     @argument("--dry-run", action="store_true", help="decide and report the tier; change and start nothing")
     @argument("--no-wait", action="store_true", help="return once applied, without waiting for ready workers")
     @argument("--timeout", type=float, metavar="S", help="seconds to wait for workers")
+    @argument("--watch", action="store_true",
+              help="then redeploy in the background whenever a local module file the code imports is saved, "
+                   "until the next %%vast_deploy or %%vast_teardown")
     @line_magic
     def vast_deploy(self, line: str = ""):
         """Build the bundle from this notebook, decide the tier, apply it and show progress.
 
         Returns the DeployReport. Re-running with nothing changed is tier 0. --name, --tag, --ttl
         and --backend apply to this deploy only (calls then go to it); app.configure(name=...)
-        changes them for good.
+        changes them for good. Any watch an earlier --watch started stops first.
         """
         args = parse(self.vast_deploy, line)
-        return ops.deploy(self.session.target(args.app), name=args.name, tag=args.tag, ttl=args.ttl,
-                          backend=args.backend, dry_run=args.dry_run, wait=not args.no_wait, timeout=args.timeout)
+        if args.watch and args.dry_run:
+            raise UsageError(f"--watch redeploys, --dry-run changes nothing: give one of them\n"
+                             f"{self.vast_deploy.parser.format_usage().strip()}")
+        if args.watch:
+            kernel_loop_or_raise()                 # before deploying: a watch that cannot start is an error now
+        app = self.session.target(args.app)
+        self.session.stop_watch()
+        options = dict(name=args.name, tag=args.tag, ttl=args.ttl, backend=args.backend)
+        report = ops.deploy(app, **options, dry_run=args.dry_run, wait=not args.no_wait, timeout=args.timeout)
+        if args.watch:
+            start_watch(self.session, app, **options, wait=not args.no_wait, timeout=args.timeout)
+        return report
 
     @magic_arguments()
     @argument("--app", metavar="VAR", help=APP_HELP)
@@ -231,6 +248,7 @@ class VastMagics(Magics):
         """Stop the deployment's workers; safe to run twice (a deployment never deployed is an error)."""
         args = parse(self.vast_teardown, line)
         app = self.session.target(args.app)
+        self.session.stop_watch()
         ops.teardown(app, all_tags=args.all_tags, variable=args.app or self.session.variable)
 
 
@@ -256,6 +274,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = manager.registry.pop(VastMagics.__name__, None)
     if magics is None:
         return
+    magics.session.stop_watch()
     for kind, names in magics.magics.items():
         for name in names:
             manager.magics[kind].pop(name, None)

@@ -4,7 +4,10 @@ The response dicts are the call protocol of docs/internals.md. Admission follows
 the official rule (in-flight workload / perf > max_queue_time -> overloaded) with
 one exception: an idle worker always admits, since rejecting there would make a
 large call impossible forever. Functions without ``allow_parallel_requests``
-run one call at a time in arrival order (asyncio.Lock is FIFO).
+run one call at a time in arrival order (asyncio.Lock is FIFO). A call that
+names the deployment version it expects, sent to a worker of another version
+(a rolling update), is answered ``{"ok": False, "stale": True, "version": v}``
+without running; the client routes it again.
 """
 from __future__ import annotations
 
@@ -57,24 +60,45 @@ _CANCEL_WORDS = {"never_ran": "cancelled before it started: it never ran",
                                   "end on the worker and its result is dropped"}
 
 
+_SIGNATURES: dict = {}     # function -> (signature, positional count or -1, is async, yields): µs per call
+
+
+def _described(function) -> tuple[inspect.Signature, int, bool, bool]:
+    found = _SIGNATURES.get(function)
+    if found is None:
+        signature = inspect.signature(function)
+        params = signature.parameters.values()
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+        found = _SIGNATURES[function] = (signature, len(params) if plain else -1,
+                                         inspect.iscoroutinefunction(function), streaming.is_generator(function))
+    return found
+
+
 async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = None,
                  state: CallState | None = None, collect: bool = False) -> Any:
     """Call the function: coroutine functions on the loop, plain ones in a thread. A generator's items
     are gathered with ``collect`` (``streaming.collect``: a Vast stream, a benchmark); else it is refused."""
-    state = state if state is not None else CallState()
-    if streaming.is_generator(entry.function):
+    signature, positional, is_async, yields = _described(entry.function)
+    if yields:
         if not collect:
             raise TypeError(f"{entry.name} yields items: consume it with `for x in {entry.name}.stream(...)` "
                             f"(or `async for`), not a plain call.")
-        return await streaming.collect(entry.function, tuple(args), dict(kwargs or {}), state)
-    bound = inspect.signature(entry.function).bind(*args, **(kwargs or {}))
-    state.started = True
+        return await streaming.collect(entry.function, tuple(args), dict(kwargs or {}),
+                                       state if state is not None else CallState())
+    if kwargs or positional != len(args):       # else every parameter is given by position: nothing to check
+        bound = signature.bind(*args, **(kwargs or {}))
+        args, kwargs = bound.args, bound.kwargs
+    kwargs = kwargs or {}
+    if state is not None:
+        state.started = True
     try:
-        if inspect.iscoroutinefunction(entry.function):
-            return await entry.function(*bound.args, **bound.kwargs)
-        state.in_thread = True
-        result = await asyncio.to_thread(entry.function, *bound.args, **bound.kwargs)
-        state.in_thread = False
+        if is_async:
+            return await entry.function(*args, **kwargs)
+        if state is not None:
+            state.in_thread = True
+        result = await asyncio.to_thread(entry.function, *args, **kwargs)
+        if state is not None:
+            state.in_thread = False
         if inspect.isawaitable(result):          # a sync wrapper around an async function
             result = await result
         return result
@@ -85,9 +109,10 @@ async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = Non
 class Executor:
     """Admits, orders and runs calls for one loaded app; tracks the load for the engine."""
 
-    def __init__(self, app: LoadedApp, perf: dict[str, float | None]):
+    def __init__(self, app: LoadedApp, perf: dict[str, float | None], version: str | None = None):
         self.app = app
         self.perf = dict(perf)
+        self.version = version
         self.inflight_workload = 0.0
         self.inflight_calls = 0
         self._locks = {name: asyncio.Lock() for name, e in app.remotes.items()
@@ -97,8 +122,9 @@ class Executor:
         """Answer one call request (never raises, except on a cancellation nobody asked for: shutdown).
         ``state``: the server's view of the call, through which it cancels it."""
         state = state or CallState()
-        return await self._answer(request, state, lambda entry, args, kwargs: invoke(
-            entry, args, kwargs, state, collect=bool(request.get("collect"))))
+        collect = isinstance(request, dict) and bool(request.get("collect"))
+        return await self._answer(request, state, (lambda entry, args, kwargs: invoke(
+            entry, args, kwargs, state, collect=True)) if collect else None)
 
     async def stream(self, request: dict, state: CallState, send) -> dict:
         """Answer a stream request: ``send(item)`` for each item within the caller's credit (``state.credit``,
@@ -116,6 +142,11 @@ class Executor:
 
     async def _answer(self, request: dict, state: CallState, work) -> dict:
         call_id = request.get("id") if isinstance(request, dict) else None
+        expected = request.get("version") if isinstance(request, dict) else None
+        if expected and self.version and expected != self.version:
+            return {"id": call_id, "ok": False, "stale": True, "version": self.version}   # rolling update: not run
+        if call_id is not None and request.get("op") == "map":
+            return await self.handle_map(request)
         try:
             entry, args, kwargs, cost, timeout = self._parse(request)
         except Exception as exc:
@@ -126,10 +157,59 @@ class Executor:
         self.inflight_workload += cost
         self.inflight_calls += 1
         try:
-            return {"id": call_id, **await self._run(entry, timeout, state, lambda: work(entry, args, kwargs))}
+            return {"id": call_id, **await self._run(entry, args, kwargs, timeout, state, work)}
         finally:
             self.inflight_workload -= cost
             self.inflight_calls -= 1
+
+    async def handle_map(self, request: dict) -> dict:
+        """A chunk of ``f.map``: many calls of one function in one request, each answered on its own
+        (its value or error, its output) so one failure loses nothing else. Admitted as one call whose
+        workload is the sum of the items'."""
+        call_id = request["id"]
+        try:
+            entry, items, cost, timeout = self._parse_map(request)
+        except Exception as exc:
+            return {"id": call_id, "ok": False, "error": wire.error_envelope(exc), "output": []}
+        refusal = self._admission(entry, cost)
+        if refusal:
+            return {"id": call_id, "ok": False, "overloaded": True, "message": refusal}
+        self.inflight_workload += cost
+        self.inflight_calls += 1
+        try:
+            if entry.name in self._locks or not _described(entry.function)[2]:   # run in turn: a timeout each
+                answers = await asyncio.gather(*(self._run(entry, args, kwargs, timeout) for args, kwargs in items))
+            else:
+                answers = await self._together(entry, items, timeout)
+            return {"id": call_id, "ok": True, "items": answers, "output": []}
+        finally:
+            self.inflight_workload -= cost
+            self.inflight_calls -= 1
+
+    async def _together(self, entry: RemoteEntry, items: list, timeout: float) -> list:
+        """Items of an async function all start at once, so one timer bounds each of them as its own would."""
+        tasks = [asyncio.ensure_future(self._run(entry, args, kwargs, None)) for args, kwargs in items]
+        try:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in late:
+            task.cancel()
+        expired = TimeoutError(f"{entry.name} did not finish within its timeout of {timeout:g} s")
+        return [task.result() if task not in late else {"ok": False, "error": wire.error_envelope(expired),
+                                                        "output": []} for task in tasks]
+
+    def _parse_map(self, request: dict) -> tuple[RemoteEntry, list, float, float]:
+        items = request.get("items")
+        if not isinstance(items, (list, tuple)) or not items:
+            raise TypeError("a map request carries a non-empty list of (args, kwargs) items")
+        parsed = [self._parse({"op": "call", "fn": request.get("fn"), "args": args, "kwargs": kwargs,
+                               "cost": request.get("cost", DEFAULT_COST), "timeout": request.get("timeout")})
+                  for args, kwargs in items]
+        entry, _, _, cost, timeout = parsed[0]
+        return entry, [(args, kwargs) for _, args, kwargs, _, _ in parsed], cost * len(parsed), timeout
 
     def _parse(self, request) -> tuple[RemoteEntry, tuple, dict, float, float]:
         if not isinstance(request, dict) or request.get("op") not in ("call", "stream"):
@@ -160,14 +240,19 @@ class Executor:
                     f"{perf:g}/s is {wait:.1f} s, over max_queue_time {max_wait:g} s for {entry.name}")
         return None
 
-    async def _run(self, entry: RemoteEntry, timeout: float, state: CallState, work) -> dict:
-        with output.capture(entry.name) as out:
+    async def _run(self, entry: RemoteEntry, args: tuple, kwargs: dict, timeout: float | None,
+                   state: CallState | None = None, work=None) -> dict:
+        """One call's answer; ``timeout`` None: the caller bounds it (a map chunk's one timer). ``work``:
+        what runs instead of a plain ``invoke`` (a stream's pump, a collected generator); ``state``: the
+        server's view of the call, through which a cancel it asked for is answered."""
+        with output.Capture(entry.name) as out:
             try:
-                if state.cancel_requested:       # cancelled before its task began: never started
+                if state is not None and state.cancel_requested:    # cancelled before its task began
                     raise asyncio.CancelledError
-                value = await asyncio.wait_for(self._ordered(entry, work), timeout)
+                call = self._ordered(entry, args, kwargs, state, work)
+                value = await (_within(call, timeout) if timeout is not None else call)
             except asyncio.CancelledError:
-                if not state.cancel_requested:
+                if state is None or not state.cancel_requested:
                     raise
                 outcome = cancel_outcome(state)
                 return {"ok": False, "cancelled": outcome, "message": f"{entry.name} was {_CANCEL_WORDS[outcome]}",
@@ -181,9 +266,34 @@ class Executor:
                 return {"ok": False, "error": wire.error_envelope(exc), "output": out.items()}
         return {"ok": True, "value": value, "output": out.items()}
 
-    async def _ordered(self, entry: RemoteEntry, work) -> Any:
+    async def _ordered(self, entry: RemoteEntry, args: tuple, kwargs: dict, state: CallState | None, work) -> Any:
         lock = self._locks.get(entry.name)
         if lock is None:
-            return await work()
+            return await (work(entry, args, kwargs) if work is not None else invoke(entry, args, kwargs, state))
         async with lock:
-            return await work()
+            return await (work(entry, args, kwargs) if work is not None else invoke(entry, args, kwargs, state))
+
+
+async def _within(coro, seconds: float) -> Any:
+    """``await coro`` within ``seconds`` (asyncio.TimeoutError after), in this task: one timer, no second task,
+    and a third of ``asyncio.timeout``'s cost. The timer can only fire between this task's steps, so a
+    cancellation it caused is told from one from outside by ``fired``."""
+    task = asyncio.current_task()
+    fired = []
+
+    def expire() -> None:
+        fired.append(True)
+        task.cancel()
+
+    timer = task.get_loop().call_later(seconds, expire)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        uncancel = getattr(task, "uncancel", None)          # 3.11+: this cancellation is handled here
+        if uncancel is not None:
+            uncancel()
+        raise asyncio.TimeoutError() from None
+    finally:
+        timer.cancel()

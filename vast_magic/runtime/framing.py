@@ -16,7 +16,8 @@ import struct
 
 from . import shm
 
-__all__ = ["HEADER", "LENGTH", "MAX_BUFFERS", "MAX_FRAME_BYTES", "SHARED", "FrameError", "read_frame", "write_frame"]
+__all__ = ["HEADER", "LENGTH", "MAX_BUFFERS", "MAX_FRAME_BYTES", "SHARED", "FrameError", "read_frame", "write_frame",
+           "FrameSender"]
 
 HEADER = struct.Struct("!IQ")
 LENGTH = struct.Struct("!Q")
@@ -24,6 +25,7 @@ MAX_BUFFERS = 4096
 MAX_FRAME_BYTES = 4 << 30          # 4 GiB: more is a bug or an attack, not a payload
 _CHUNK = 4 << 20                   # read/write granularity for big buffers
 SHARED = 1 << 63                   # length flag: the buffer is a shared-memory segment (see shm.py)
+_HIGH_WATER = 1 << 20              # queued bytes above which a small frame's sender waits for the socket
 
 
 class FrameError(ConnectionError):
@@ -79,6 +81,10 @@ async def write_frame(writer: asyncio.StreamWriter, main: bytes, buffers=(), seg
     With ``segments``, buffers of at least ``shm.MIN_BYTES`` go through shared
     memory and the frame carries their names; otherwise bytes go inline.
     """
+    if not buffers:                                # a small message: one write, one drain
+        _put(writer, HEADER.pack(0, len(main)), main)
+        await writer.drain()
+        return
     views = [memoryview(b).cast("B") for b in buffers]
     names = [segments.export(v) if segments is not None and v.nbytes >= shm.MIN_BYTES else None for v in views]
     lengths = [v.nbytes | SHARED if name else v.nbytes for v, name in zip(views, names)]
@@ -116,3 +122,53 @@ def _put(writer: asyncio.StreamWriter, *chunks) -> None:
     else:
         writer.writelines(chunks)
 
+
+class FrameSender:
+    """Whole frames on one stream, never interleaved; small frames of one loop turn leave in one write.
+
+    With many calls in flight, each answer (or request) written on its own costs a
+    send system call and wakes the peer once per frame. Here the first small frame
+    of a loop turn is written at once (a lone call waits for nothing) and the
+    others written in the same turn are joined and written at its end: one send,
+    one wake-up. Frames with buffers go through ``write_frame`` under the lock,
+    after what is queued, so the stream keeps the order frames were sent in.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter, segments=None):
+        self.writer, self.segments = writer, segments
+        self._lock = asyncio.Lock()
+        self._pending: list[bytes] = []
+        self._turn = False
+
+    async def send(self, main: bytes, buffers=()) -> None:
+        """Send one frame; a closed connection raises a ConnectionError."""
+        if buffers or self._lock.locked():
+            async with self._lock:
+                self._flush()
+                await write_frame(self.writer, main, buffers, self.segments)
+            return
+        self._queue(HEADER.pack(0, len(main)), main)
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() > _HIGH_WATER:
+            await self.writer.drain()
+
+    def _queue(self, head: bytes, main: bytes) -> None:
+        if self.writer.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if self._turn:
+            self._pending += (head, main)
+            return
+        self.writer.write(head + main)
+        self._turn = True
+        asyncio.get_running_loop().call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self._turn = False
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self.writer.is_closing():          # else the reader sees the loss and fails those calls
+                self.writer.write(data)

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Callable, Iterator
 
-__all__ = ["MAX_CAPTURE_CHARS", "LogSink", "CallOutput", "install", "set_log_sink", "capture"]
+__all__ = ["MAX_CAPTURE_CHARS", "LogSink", "CallOutput", "install", "set_log_sink", "capture", "Capture"]
 
 MAX_CAPTURE_CHARS = 8 << 20        # per call; more is truncated, not kept in memory forever
 _TRUNCATED = "\n[vast_magic: output truncated]\n"
@@ -116,3 +116,20 @@ def capture(function: str | None = None) -> Iterator[CallOutput]:
         yield out
     finally:
         _current.reset(token)
+
+
+class Capture:
+    """``capture`` as a class: the same block, without a generator's cost on every call the worker answers."""
+
+    __slots__ = ("out", "_token")
+
+    def __init__(self, function: str | None = None):
+        self.out = CallOutput(function)
+
+    def __enter__(self) -> CallOutput:
+        install()
+        self._token = _current.set(self.out)
+        return self.out
+
+    def __exit__(self, *exc) -> None:
+        _current.reset(self._token)

@@ -52,6 +52,7 @@ class Launch:
     bundle_dir: str
     fixed_perf: float | None = None
     shm_dir: str | None = None
+    version: str | None = None       # the deployment version this worker runs (calls for another are refused)
 
     @classmethod
     def read(cls, fd: int = 0) -> "Launch":
@@ -71,7 +72,8 @@ class Launch:
             raise RuntimeError(f"the worker's launch message lacks: {', '.join(missing)}")
         fixed = data.get("fixed_perf")
         return cls(str(data["engine"]), str(data["token"]), str(data["worker_id"]), os.getcwd(),
-                   float(fixed) if fixed is not None else None, data.get("shm_dir") or None)
+                   float(fixed) if fixed is not None else None, data.get("shm_dir") or None,
+                   str(data["version"]) if data.get("version") else None)
 
 
 class Worker:
@@ -94,7 +96,7 @@ class Worker:
         await self.link.state("contexts")
         self.entered = await contexts.enter_all(self.app)
         perf, median, per_function = await self.benchmark()
-        self.server = CallServer(executor.Executor(self.app, per_function), self.env.token,
+        self.server = CallServer(executor.Executor(self.app, per_function, self.env.version), self.env.token,
                                  segments=_segments(self.env.shm_dir))
         port = await self.server.start()
         await self.link.state("ready", perf=perf, median=median, port=port)

@@ -3,7 +3,7 @@
 Only loopback, never all interfaces (the official worker listens everywhere). Each
 connection starts with the mutual handshake (``handshake.py``, at most
 ``MAX_PRE_AUTH`` at once, each bounded in time); after it, request frames are answered
-concurrently and matched by ``id``, with one lock per connection so response
+concurrently and matched by ``id``, with one ``FrameSender`` per connection so response
 frames never interleave. A response that cannot be pickled becomes an error
 response, so a caller always gets an answer for its id.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 from . import framing, handshake, wire
 from .executor import CallState, Executor
@@ -69,7 +70,7 @@ class CallServer:
                                                   # (at shutdown it may still read them: the engine sweeps later)
 
     async def _serve(self, reader, writer, link) -> None:
-        lock = asyncio.Lock()
+        sender = framing.FrameSender(writer, link)          # whole frames, small ones of a loop turn in one write
         resolve = self.executor.app.classes
         running: dict = {}                       # call id -> (task, CallState), for this connection's cancels
         while True:
@@ -77,45 +78,45 @@ class CallServer:
             try:
                 request = wire.loads(main, buffers, resolve)
             except Exception as exc:
-                await self._send(writer, lock, {"id": None, "ok": False, "error": wire.error_envelope(exc),
+                await self._send(writer, sender, {"id": None, "ok": False, "error": wire.error_envelope(exc),
                                                 "output": []}, link)
                 continue
             if isinstance(request, dict) and request.get("op") in ("cancel", "credit"):
                 _control(running, request)
                 continue
             state = CallState()
-            task = asyncio.ensure_future(self._answer(request, writer, lock, link, state))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
-            call_id = request.get("id") if isinstance(request, dict) else None
-            if call_id is not None:
-                running[call_id] = (task, state)
-                task.add_done_callback(lambda _, key=call_id: running.pop(key, None))
+            task = _start(self._answer(request, writer, sender, link, state))
+            if not task.done():
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
+                call_id = request.get("id") if isinstance(request, dict) else None
+                if call_id is not None:
+                    running[call_id] = (task, state)
+                    task.add_done_callback(lambda _, key=call_id: running.pop(key, None))
 
-    async def _answer(self, request, writer, lock, link, state: CallState) -> None:
+    async def _answer(self, request, writer, sender, link, state: CallState) -> None:
         state.entered = True
         if isinstance(request, dict) and request.get("op") == "stream":
             call_id = request.get("id")
 
             async def send(item) -> None:
-                await self._send_item(writer, lock, call_id, item, link)
+                await self._send_item(sender, call_id, item)
             response = await self.executor.stream(request, state, send)
         else:
             response = await self.executor.handle(request, state)
         state.answered = True
         with contextlib.suppress(ConnectionError):
-            await self._send(writer, lock, response, link)
+            await self._send(writer, sender, response, link)
 
-    async def _send_item(self, writer, lock: asyncio.Lock, call_id, item, link) -> None:
+    async def _send_item(self, sender: framing.FrameSender, call_id, item) -> None:
         """One item of a stream; an item that cannot be pickled ends the stream with that error."""
         try:
             main, buffers = wire.dumps({"id": call_id, "item": item}, self.executor.app.class_refs)
         except Exception as exc:
             raise TypeError(f"a yielded item could not be pickled: {exc!r}") from None
-        async with lock:
-            await framing.write_frame(writer, main, buffers, link)
+        await sender.send(main, buffers)
 
-    async def _send(self, writer, lock: asyncio.Lock, response: dict, link) -> None:
+    async def _send(self, writer, sender: framing.FrameSender, response: dict, link) -> None:
         refs = self.executor.app.class_refs
         try:
             main, buffers = wire.dumps(response, refs)
@@ -123,8 +124,16 @@ class CallServer:
             failure = {"id": response.get("id"), "ok": False, "output": response.get("output", []),
                        "error": wire.error_envelope(TypeError(f"the result could not be pickled: {exc!r}"))}
             main, buffers = wire.dumps(failure, refs)
-        async with lock:
-            await framing.write_frame(writer, main, buffers, link)
+        await sender.send(main, buffers)
+
+
+def _start(coro) -> asyncio.Task:
+    """A task for one request. From Python 3.12 it starts at once (``eager_start``): a call that never
+    waits is answered within this step, without a trip round the event loop; before, it starts next turn."""
+    loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+    return loop.create_task(coro)
 
 
 def _control(running: dict, request: dict) -> None:
@@ -141,3 +150,4 @@ def _control(running: dict, request: dict) -> None:
     state.cancel_requested = True
     if state.entered:                    # else the executor sees the request when the task begins
         task.cancel()
+

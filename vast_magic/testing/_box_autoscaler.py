@@ -136,15 +136,11 @@ def update_workers(plane: Any, request: BoxRequest) -> Answer:
         for worker in pending:
             plane.stop_worker(worker)
         return Answer(200, {"success": True, "workers_to_update": 0, "cancelled": True, "error_msg": None})
-    taken = {w.replaces for w in workers if w.replaces is not None}
-    stale = [w for w in workers if w.version_id != deployment.current and w.retiring_since is None
-             and w.id not in taken]
-    for worker in stale:
-        plane.recruit(deployment, replaces=worker.id)
+    stale = plane.replace_stale(deployment)
     if not workers:
         plane.scale(deployment)
-    plane.note(f"update_workers {deployment.name}: {len(stale)} worker(s) to v{deployment.current}")
-    return Answer(200, {"success": True, "workers_to_update": len(stale), "cancelled": False, "error_msg": None})
+    plane.note(f"update_workers {deployment.name}: {stale} worker(s) to v{deployment.current}")
+    return Answer(200, {"success": True, "workers_to_update": stale, "cancelled": False, "error_msg": None})
 
 
 def pubkey(plane: Any) -> Answer:

@@ -6,7 +6,8 @@ What each route answers follows the reference (sections 1-4 and 8); the
 decisions that the public record leaves open are the pure rules in
 ``_box_rules``. Workers are recruited when a version's upload arrives (or on
 the first ``/route/`` when ``cold_workers`` is 0), replaced on
-``/update_workers/`` (the old one serves until its replacement reports ready,
+``/update_workers/``, or by the PUT itself for an image-level change (Vast's
+own hard update; the old one serves until its replacement reports ready,
 then it stops taking calls and is stopped once its requests are done), and
 stopped on delete or when a ttl runs out without heartbeats.
 """
@@ -82,6 +83,7 @@ class ControlPlane:
         now = self.clock()
         deployment = self._live(body["name"], body.get("tag") or "default")
         action = rules.put_action(deployment.body if deployment else None, body)
+        hard = rules.image_changed(deployment.body if deployment else None, body)
         if deployment is None:
             ids = next(self._ids)
             deployment = BoxDeployment(ids, body["name"], body.get("tag") or "default", ids + 1000,
@@ -91,7 +93,7 @@ class ControlPlane:
         answer = {"success": True, "action": action, "deployment_id": deployment.id,
                   "endpoint_id": deployment.endpoint_id, "workergroup_id": deployment.workergroup_id}
         if action in ("created", "soft_update"):
-            version = self._new_version(deployment, body, previous)
+            version = self._new_version(deployment, body, previous, hard)
             if not version.uploaded:
                 answer |= {"upload_url": f"{self.urls['storage']}/upload", "upload_fields": version.upload_fields}
         elif action == "autoscale_update":
@@ -99,14 +101,15 @@ class ControlPlane:
         self.note(f"PUT {deployment.name}/{deployment.tag}: {action} (deployment {deployment.id})")
         return Answer(200, answer)
 
-    def _new_version(self, deployment: BoxDeployment, body: dict, previous: Version | None) -> Version:
+    def _new_version(self, deployment: BoxDeployment, body: dict, previous: Version | None,
+                     hard_update: bool = False) -> Version:
         number = len(deployment.versions) + 1
         same_bundle = previous is not None and previous.file_hash == body["file_hash"] and previous.uploaded
         key = previous.blob_key if same_bundle else f"deployments/{deployment.id}/v{number}.tar.gz"
         policy = f"{key}|{int(self.clock()) + 3600}"
         fields = {"key": key, "policy": policy, "x-amz-signature": self._sign(policy)}
         version = Version(number, body["file_hash"], int(body["file_size"]), str(body.get("env") or ""), key, fields,
-                          uploaded=same_bundle)
+                          uploaded=same_bundle, hard_update=hard_update)
         deployment.versions[number] = version
         deployment.current = number
         if same_bundle:
@@ -232,6 +235,19 @@ class ControlPlane:
             self.note(f"{deployment.name} v{version.id}: the box will not run it: {version.problem}")
         if version.id == deployment.current and not self.workers_of(deployment):
             self.scale(deployment)
+        elif version.id == deployment.current and version.hard_update:
+            self.note(f"{deployment.name} v{version.id}: image-level change, Vast's own hard update")
+            self.replace_stale(deployment)
+
+    def replace_stale(self, deployment: BoxDeployment) -> int:
+        """A replacement for each worker on an older version (the old one serves until it is ready)."""
+        workers = self.workers_of(deployment)
+        taken = {w.replaces for w in workers if w.replaces is not None}
+        stale = [w for w in workers if w.version_id != deployment.current and w.retiring_since is None
+                 and w.id not in taken]
+        for worker in stale:
+            self.recruit(deployment, replaces=worker.id)
+        return len(stale)
 
     # -- recruiting and stopping --------------------------------------------------------------------
     def scale(self, deployment: BoxDeployment) -> None:

@@ -49,6 +49,7 @@ class Version:
     upload_fields: dict
     uploaded: bool = False
     problem: str | None = None        # why the box will not run it (checked when the upload arrives)
+    hard_update: bool = False         # an image-level change: workers are replaced without /update_workers/
 
 
 @dataclass

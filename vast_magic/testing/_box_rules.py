@@ -12,7 +12,7 @@ import tarfile
 from typing import Any, Iterable, Mapping
 
 __all__ = [
-    "IMAGE_FIELDS", "SCALING_FIELDS", "TERMINAL", "put_action", "target_workers", "parse_env_string",
+    "IMAGE_FIELDS", "SCALING_FIELDS", "TERMINAL", "put_action", "image_changed", "target_workers", "parse_env_string",
     "bundle_problem", "machine_offer", "offer_matches", "search_offers", "worker_row", "waiting_status",
 ]
 
@@ -31,7 +31,8 @@ def put_action(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
     """One of the four actions of reference 8.1 for a PUT of ``new`` over ``old`` (None: no live deployment).
 
     A new bundle or an image-level change answers ``soft_update`` (the public record has no separate
-    value for Vast's own "hard update"); the box then replaces workers on ``/update_workers/``.
+    value for Vast's own "hard update"); the box then replaces workers on ``/update_workers/``, or by
+    itself for an image-level change (``image_changed``).
     """
     if old is None:
         return "created"
@@ -40,6 +41,12 @@ def put_action(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
     if any(old.get(k) != new.get(k) for k in SCALING_FIELDS):
         return "autoscale_update"
     return "exists"
+
+
+def image_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """An image-level change of a live deployment: Vast replaces the workers' image itself (a hard update,
+    reference 8.1), without ``/update_workers/``."""
+    return old is not None and any(old.get(k) != new.get(k) for k in IMAGE_FIELDS)
 
 
 def target_workers(body: Mapping[str, Any], limit: int) -> int:

@@ -76,7 +76,7 @@ def test_worker_sigkilled_during_a_thousand_concurrent_calls(harness, retries):
     lost = [value for _, kind, value, _ in results if kind == "lost"]
     slowest = max(elapsed for *_, elapsed in results)
     print(f"retries={retries}: {CALLS} calls, {len(lost)} WorkerLostError, slowest {slowest:.2f}s")
-    assert slowest < CALL_TIMEOUT + 2.0                              # nothing hung past its timeout
+    assert slowest < 2 * CALL_TIMEOUT                                # nothing hung (a hung call waits 150 s)
     if retries:
         assert lost == []                                            # retried transparently,
         assert notes and all((r.what, r.attempt, r.max_attempts, r.delay) == ("echo", 1, 3, 0.0) for r in notes)  # visibly

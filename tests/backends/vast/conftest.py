@@ -8,4 +8,6 @@ from tests.backends.vast.vast_harness import Harness
 
 @pytest.fixture
 def h(tmp_path):
-    return Harness(tmp_path)
+    harness = Harness(tmp_path)
+    yield harness
+    harness.fake.close()          # its worker processes, by PID

@@ -15,12 +15,13 @@ import httpx
 import pytest
 
 from tests.backends.vast.vast_harness import KEY, Harness, Image, Manifest, make_bundle, make_plan
-from vast_magic.backends.vast import deploy
+from vast_magic.backends.vast import backend as backend_module
+from vast_magic.backends.vast import deploy, sealing
 from vast_magic.backends.vast.api import USER_AGENT
 from vast_magic.errors import (VastAuthError, VastNotFoundError, VastRateLimitedError,
                                              VastRejectedError, VastUnavailableError, VastUploadError)
 from vast_magic.testing import AUTOSCALER, STORAGE, WEB, FakeVast
-from vast_magic.errors import BackendError
+from vast_magic.errors import BackendError, ConfigError
 from vast_magic.events import Failed, Retry, TierDecided
 from vast_magic.reports import LogLine
 
@@ -41,8 +42,10 @@ def test_put_request_matches_reference(h, tmp_path):
     assert body["name"] == "demo" and body["tag"] == "default" and body["image"] == Image.from_image
     assert re.fullmatch(r"[0-9a-f]{64}", body["file_hash"])
     assert body["file_size"] == Path(plan.bundle_path).stat().st_size
+    envelope_key = sealing.read_key(h.backend.home, "demo", "default").hex()
     assert body["env"] == ("-p 3000:3000/tcp -p 8080:8080/tcp -e REPORT_ADDR=https://run.vast.ai "
-                           "-e ENV_PATH=/venv/main -e HF_TOKEN='s3cret value'")
+                           f"-e ENV_PATH=/venv/main -e HF_TOKEN=\"s3cret value\" -e VAST_MAGIC_ENVELOPE_KEY={envelope_key} "
+                           "-e VAST_MAGIC_MAX_REQUEST_BYTES=67108864")
     assert body["search_params"] == "verified=true rentable=true rented=false"
     assert (body["storage"], body["ttl"], body["version_label"]) == (16, 120.0, "v1")
     assert (body["cold_workers"], body["max_workers"]) == (1, 4)
@@ -61,12 +64,31 @@ def put_answer_endpoint(h: Harness) -> int:
     (Image(ports=(), venv=None, system_python=True), (), "https://staging.vast.test/",
      "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e VAST_API_URL=https://staging.vast.test "
      "-e USE_SYSTEM_PYTHON=true -e UV_SYSTEM_PYTHON=1 -e UV_BREAK_SYSTEM_PACKAGES=1"),
-    (Image(ports=(), venv="/venv/x"), (("A", "1"), ("B", "two words"), ("C", "it's")), WEB,
-     "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e ENV_PATH=/venv/x -e A=1 -e B='two words' "
-     "-e C='it'\"'\"'s'"),
+    (Image(ports=(), venv="/venv/x"), (("A", "1"), ("B", "two words"), ("C", "it's"), ("D", 'say "hi" now')), WEB,
+     "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e ENV_PATH=/venv/x -e A=1 -e B=\"two words\" "
+     "-e C=\"it's\"' -e D='say \"hi\" now'"),
+    (Image(ports=(), venv="/opt/my venv"), (("E", ""), ("F", "a=b")), WEB,
+     "-p 3000:3000/tcp -e REPORT_ADDR=https://run.vast.ai -e ENV_PATH=\"/opt/my venv\" -e E= -e F=a=b"),
 ])
 def test_env_string(image, secrets, webserver, expected):
     assert deploy.compile_env(image, secrets, autoscaler_url=AUTOSCALER, webserver_url=webserver) == expected
+
+
+@pytest.mark.parametrize("secrets, autoscaler, message", [
+    ((("TOKEN", "a'b\"c"),), AUTOSCALER, "env TOKEN: the value contains both kinds of quote"),
+    ((("TOKEN", "two\nlines"),), AUTOSCALER, "env TOKEN: the value contains a newline"),
+    ((), "http://127.0.0.1:1/\x00", "env REPORT_ADDR: the value contains a NUL character"),
+])
+def test_env_string_refuses_values_that_cannot_round_trip(secrets, autoscaler, message):
+    with pytest.raises(ConfigError) as info:
+        deploy.compile_env(Image(ports=(), venv=None), secrets, autoscaler_url=autoscaler)
+    assert message in str(info.value) and "a'b" not in str(info.value) and "two" not in str(info.value)
+
+
+def test_a_bad_env_value_fails_before_anything_is_sent(h, tmp_path):
+    with pytest.raises(ConfigError, match="env HF_TOKEN: the value contains a carriage return"):
+        h.apply(make_plan(tmp_path, secrets=(("HF_TOKEN", "tok\r"),)))
+    assert h.fake.requests == []
 
 
 def test_ports_sorted_whatever_the_insertion_order():
@@ -148,7 +170,7 @@ def test_soft_update_looks_up_workergroup_and_warns_when_missing(tmp_path):
 
 
 @pytest.mark.parametrize("tier, expected_note", [
-    (3, "image-level change: Vast answered 'created'"),
+    (3, "image-level change: Vast answered 'created': a new endpoint starts"),
     (2, "Vast answered 'created' (tier 4), predicted tier 2"),
     (4, None),
 ])
@@ -157,6 +179,83 @@ def test_predicted_tier_versus_action(h, tmp_path, tier, expected_note):
     (decided,) = h.of(TierDecided)
     assert decided.tier == tier and decided.backend_action == "created"
     assert decided.reasons == (("new deployment",) + ((expected_note,) if expected_note else ()))
+
+
+# (predicted tier, Vast's action) -> the note next to the reasons; the four actions are exactly reference 8.1's
+NOTES = [
+    (3, "soft_update", "image-level change: Vast answered 'soft_update': Vast performs a hard update itself (it "
+                       "restarts the same workers on the new image), so vast_magic sent no /update_workers/"),
+    (3, "created", "image-level change: Vast answered 'created': a new endpoint starts"),
+    (3, "autoscale_update", "image-level change: Vast answered 'autoscale_update': Vast changes only the scaling; "
+                            "the workers keep their image"),
+    (3, "exists", "image-level change: Vast answered 'exists': Vast saw no change; the workers keep their image"),
+    (2, "soft_update", None), (1, "autoscale_update", None), (0, "exists", None), (4, "created", None),
+    (2, "exists", "Vast answered 'exists' (tier 0), predicted tier 2"),
+    (2, "hard_update", "Vast answered an unknown action 'hard_update' (expected one of exists, autoscale_update, "
+                       "soft_update, created); no /update_workers/ was sent"),
+]
+
+
+@pytest.mark.parametrize("predicted, action, note", NOTES)
+def test_tier_note_for_each_action(predicted, action, note):
+    assert backend_module.tier_note(predicted, action) == note
+    assert backend_module.is_hard_update(predicted, action) == (predicted == 3 and action == "soft_update")
+
+
+@pytest.mark.parametrize("reasons, vast_side", [
+    (("image: a -> b",), True), (("storage: 16 -> 32",), True), (("secret: HF_TOKEN changed",), True),
+    (("search: verified=true -> verified=false",), True), (("env: MODE changed",), False),
+    (("env: +MODE", "env: -OLD"), False), (("env: MODE changed", "secret: +TOKEN"), True),
+    (("env: MODE changed", "code: square changed"), False),
+])
+def test_only_changes_vast_sees_make_its_own_hard_update(reasons, vast_side):
+    """Plain env values travel in config.json: Vast sees a new bundle (soft update) and needs /update_workers/."""
+    assert backend_module.vast_side_change(reasons) is vast_side
+    assert backend_module.is_hard_update(3, "soft_update", vast_side) is vast_side
+    note = backend_module.tier_note(3, "soft_update", vast_side)
+    assert ("no /update_workers/" in note) is vast_side and ("sent /update_workers/" in note) is not vast_side
+
+
+def test_exactly_the_four_actions_of_the_reference():
+    assert sorted(backend_module.ACTIONS) == sorted(["created", "soft_update", "autoscale_update", "exists"])
+
+
+def test_image_change_is_vasts_hard_update_without_update_workers(tmp_path):
+    """Predicted tier 3 answered ``soft_update``: no /update_workers/, and ensure_ready waits for a worker that
+    restarted on the new image (the workers are read before the PUT, since Vast starts on the PUT)."""
+    h = Harness(tmp_path, FakeVast(api_key=KEY, ready_after=0))
+    h.apply(make_plan(tmp_path, wait=True))
+    first = h.fake.sent("POST", "/get_endpoint_workers/")[-1]
+    loaded_before = next(iter(h.fake.deployments.values())).generation
+    result = h.apply(make_plan(tmp_path, tier=3, reasons=("image: base -> other",), wait=True,
+                               image=Image(from_image="vastai/other:1")))
+    assert result.backend_action == "soft_update" and h.fake.updates == []
+    assert h.fake.sent("POST", "/update_workers/") == []
+    decided = h.of(TierDecided)[-1]
+    assert decided.reasons[-1].startswith("image-level change: Vast answered 'soft_update': Vast performs a hard "
+                                          "update itself")
+    assert result.notes == (decided.reasons[-1],)                  # the deploy report lists it after the reasons
+    paths = [r.path for r in h.fake.requests[h.fake.requests.index(first) + 1:]]
+    assert paths[:2] == ["/get_endpoint_workers/", "/api/v0/deployments/"]      # read before the PUT
+    (worker,) = result.workers
+    assert worker.state == "ready" and next(iter(h.fake.deployments.values())).generation == loaded_before + 1
+    # the read before the PUT counts against the rate limit: the watch waits out the rest of the 5 s first
+    assert h.backend.poll_interval == 5.0 and h.sleeps and 0.0 < h.sleeps[-1] <= 5.0
+
+
+@pytest.mark.parametrize("changes, action", [
+    (dict(), "exists"),
+    (dict(autoscaling={"max_workers": 9, "cold_workers": 1}), "autoscale_update"),
+    (dict(image=Image(from_image="vastai/other:2")), "soft_update"),
+])
+def test_a_predicted_tier_3_never_sends_update_workers(tmp_path, changes, action):
+    """Whatever Vast answers to a predicted tier 3, the report quotes it and no /update_workers/ follows."""
+    h = Harness(tmp_path, FakeVast(api_key=KEY, ready_after=0))
+    h.apply(make_plan(tmp_path, wait=True))
+    result = h.apply(make_plan(tmp_path, tier=3, reasons=("secret: HF_TOKEN changed",), wait=True, **changes))
+    assert result.backend_action == action and h.fake.sent("POST", "/update_workers/") == []
+    assert result.notes[0].startswith(f"image-level change: Vast answered {action!r}: ")
+    assert [w.state for w in result.workers] == ["ready"]
 
 
 def test_record_remembers_last_deploy(h, tmp_path):
@@ -240,7 +339,7 @@ def test_error_answer_that_echoes_secrets_is_scrubbed(h, tmp_path):
     plan = make_plan(tmp_path, image=Image(docker_login=(("docker_login_pass", "hunter2"),)))
     with pytest.raises(VastRejectedError) as info:
         h.apply(plan)
-    assert "s3cret" not in str(info.value) and "HF_TOKEN='***'" in str(info.value)
+    assert "s3cret" not in str(info.value) and 'HF_TOKEN="***"' in str(info.value)
 
 
 def test_key_never_in_repr_or_logs(h, tmp_path, caplog):

@@ -8,6 +8,7 @@ and shipped classes come back; other classes need ``trusted_types``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import datetime
 import decimal
@@ -23,7 +24,8 @@ import numpy as np
 import pytest
 
 from vast_magic.backends.base import CallSpec
-from vast_magic.backends.vast import envelope, routing
+from vast_magic.backends.vast import envelope, routing, sealing
+from vast_magic.runtime import sealed
 from vast_magic import Deployment
 from vast_magic.backends.vast.trusted import normalize
 from vast_magic.errors import (BackendError, CallTimeoutError, ConfigError, OverloadedError, RemoteError,
@@ -75,6 +77,13 @@ def call(h: Harness, function: str, *args, classes=None, **kwargs):
     return asyncio.run(h.backend.call(spec(function), args, kwargs, classes or {}))
 
 
+def opened(h: Harness, text: str, function: str):
+    """A sealed request as its worker opens it (the key is the one this machine created for demo/default)."""
+    key = sealing.read_key(h.backend.home, "demo", "default")
+    header, payload = sealed.Opener(key, url=WORKER).open(text, function)
+    return header, envelope.decode(base64.b64encode(payload).decode("ascii"))
+
+
 def test_call_requests_match_reference(h):
     h.fake.route_waits = 2
     outcome = call(h, "square", 7)
@@ -98,7 +107,9 @@ def test_call_requests_match_reference(h):
     assert set(worker.body) == {"auth_data", "session_id", "payload"} and worker.body["session_id"] is None
     assert set(worker.body["auth_data"]) >= {"cost", "endpoint", "reqnum", "request_idx", "signature", "url"}
     assert list(worker.body["payload"]) == ["kwargs"] and list(worker.body["payload"]["kwargs"]) == ["__vast_magic__"]
-    assert envelope.decode(worker.body["payload"]["kwargs"]["__vast_magic__"]) == {"args": (7,), "kwargs": {}}
+    header, message = opened(h, worker.body["payload"]["kwargs"]["__vast_magic__"], "square")
+    assert message == {"args": (7,), "kwargs": {}}
+    assert (header.function, header.url, header.version) == ("square", WORKER, None)
     assert h.sleeps[-2:][0] == 1.0  # first /route/ wait is 1 s like the official client
 
 
@@ -188,10 +199,77 @@ def test_retries_are_events_written_into_the_calling_cell(tmp_path, capsys):
     assert captured.out == "squaring 3\n"
 
 
-def test_route_waiting_is_bounded_by_the_timeout(h):
-    h.fake.route_waits = 10 ** 6
-    with pytest.raises(CallTimeoutError, match="became ready"):
+@pytest.mark.parametrize("status", ["waiting for workers: 2 loading, 1 model_loading", "endpoint stopped"])
+def test_route_waiting_is_bounded_by_the_timeout_and_quotes_vast(h, status):
+    h.fake.route_waits, h.fake.route_status = 10 ** 6, status
+    with pytest.raises(CallTimeoutError) as info:
         asyncio.run(h.backend.call(spec("square", timeout=0.2), (1,), {}, {}))
+    assert "became ready for square before its timeout" in str(info.value)
+    assert f"Vast's last /route/ answer said: {status!r}. Check app.status()" in str(info.value)
+
+
+# /route/ answers in the recorded shapes (reference 8.3): 200 without ``url`` is "waiting"; its ``request_idx`` is
+# sent back; each new ``status`` is shown once in the call's display
+WAITING = {"endpoint": "ep-1", "request_idx": 41, "cost": 100.0, "reqnum": 0, "signature": "", "status": None}
+ROUTED = {"endpoint": "ep-1", "request_idx": 41, "url": WORKER, "cost": 100.0, "reqnum": 7, "signature": "c2ln"}
+ROUTES = [
+    ([ROUTED], [], [0]),
+    ([{**WAITING, "status": "1 loading"}, ROUTED], [("1 loading", 1)], [0, 41]),
+    ([{**WAITING, "status": "1 loading"}, {**WAITING, "status": "1 loading"}, {**WAITING, "status": "1 idle"}, ROUTED],
+     [("1 loading", 1), ("1 idle", 3)], [0, 41, 41, 41]),
+    ([{**WAITING, "status": None}, {**WAITING, "status": " "}, ROUTED], [], [0, 41, 41]),       # no status: no note
+    ([{"request_idx": 5, "status": "endpoint stopped"}, ROUTED], [("endpoint stopped", 1)], [0, 5]),
+    ([{**WAITING, "url": "", "status": "0 workers"}, ROUTED], [("0 workers", 1)], [0, 41]),     # empty url: waiting
+]
+
+
+@pytest.mark.parametrize("answers, notes, indices", ROUTES,
+                         ids=["routed", "one-wait", "status-changes", "no-status", "stopped", "empty-url"])
+def test_route_answers_in_recorded_shapes(answers, notes, indices):
+    queue, sent = list(answers), []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content)["request_idx"])
+        return httpx.Response(200, json=queue.pop(0))
+
+    async def scenario():
+        async def sleep(seconds):
+            await asyncio.sleep(0)
+        api = routing.VastAPI("k", transport=httpx.MockTransport(handler), sleep=sleep)
+        waits: list = []
+        try:
+            endpoint = routing.Endpoint(1, "ep-1", "ekey")
+            answer = await routing.Router(api).route(endpoint, 100.0, asyncio.get_running_loop().time() + 30, "f",
+                                                     waits)
+        finally:
+            await api.aclose()
+        return answer, waits
+
+    answer, waits = asyncio.run(scenario())
+    assert answer == ROUTED and sent == indices
+    assert [(w.status, w.polls) for w in waits] == notes and all(w.what == "f" for w in waits)
+
+
+def test_a_maps_calls_write_each_wait_status_once(capsys):
+    from vast_magic.backends.base import CallOutcome
+    from vast_magic.events import Waited
+    outcomes = [CallOutcome(value=i, waits=(Waited("f", "2 loading", 1, 0.5), Waited("f", "1 loading", 4, 3.0)))
+                for i in range(100)]
+    shown: set = set()
+    for outcome in outcomes:
+        write_outcome(outcome, shown)
+    assert capsys.readouterr().err == ("[vast_magic] f: waiting for a worker after 0.5s (vast: 2 loading)\n"
+                                       "[vast_magic] f: waiting for a worker after 3.0s (vast: 1 loading)\n")
+
+
+def test_waiting_status_is_written_into_the_calls_cell(h, capsys):
+    h.fake.route_waits = 2
+    outcome = call(h, "square", 4)
+    assert outcome.value == 16 and [w.status for w in outcome.waits] == ["waiting for workers: 1 loading"]
+    write_outcome(outcome)
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"\[vast_magic\] square: waiting for a worker after \d+\.\ds "
+                        r"\(vast: waiting for workers: 1 loading\)\n", err)
 
 
 @pytest.mark.parametrize("polls", [1, 2, 3, 1024, 10 ** 6])
@@ -211,6 +289,10 @@ def test_official_plain_json_answers_are_understood(h):
                                                       "module": {"type": "absolute", "path": ["builtins"]}}}})
     outcome = routing.decode_response(api, ok, spec("f"), {})
     assert isinstance(outcome.error, KeyError) and isinstance(outcome.error, RemoteError)
+    with_args = {"type": "obj", "class": "ValueError", "module": {"type": "absolute", "path": ["builtins"]},
+                 "contents": {"args": {"type": "tuple", "contents": ["boom-7"]}, "note": "x"}}
+    outcome = routing.decode_response(api, httpx.Response(200, json={"result": {"err": with_args}}), spec("f"), {})
+    assert isinstance(outcome.error, ValueError) and "boom-7" in str(outcome.error)
     with pytest.raises(BackendError, match="not a vast_magic envelope"):
         routing.decode_response(api, httpx.Response(200, json={"result": {"ok": "plain"}}), spec("f"), {})
     with pytest.raises(BackendError, match="unexpected answer"):

@@ -89,17 +89,31 @@ def test_returns_without_polling(h, tmp_path, changes, note):
     assert [e.text.split(",")[0] for e in h.of(LogLine)] == ([note] if note else [])
 
 
-@pytest.mark.parametrize("fake_knobs, expected", [
-    (dict(ready_after=10 ** 6), "became ready within 0.05s: worker 1010: starting (loading)"),
-    (dict(worker_error="Lifecycle startup failed: boom"),
+NO_WORKERS = "became ready within 0.05s: Vast reported no workers yet (no machine matched the requirements, or none " \
+             "was started)"
+
+
+@pytest.mark.parametrize("fake_knobs, timeout, expected", [
+    (dict(ready_after=10 ** 6), 0.05, "became ready within 0.05s: worker 1010: starting (loading)"),
+    (dict(worker_error="Lifecycle startup failed: boom"), 600,
      "every new worker of endpoint 1101 failed; fix the cause and deploy again (the previous version, if any, "
      "keeps serving). What the workers said:\nworker 1010: Lifecycle startup failed: boom"),
+    (dict(worker_error="Lifecycle startup failed: boom", workers_shape="dict"), 600,
+     "What the workers said:\nworker 1010: Lifecycle startup failed: boom"),
+    (dict(worker_status="stopped"), 0.05, "became ready within 0.05s: worker 1010: stopped (stopped). Check"),
+    (dict(worker_status="unavail"), 0.05, "became ready within 0.05s: worker 1010: stopped (unavail). Check"),
+    (dict(workers_shape="none"), 0.05, NO_WORKERS + ". Check image.preview_offers()"),
+    (dict(workers_shape="error_msg"), 0.05,
+     NO_WORKERS + "; it answered: no workers are running for endpoint 1101. Check image.preview_offers()"),
 ])
-def test_readiness_failure_says_what_was_seen(tmp_path, fake_knobs, expected):
-    """No ready worker by the deadline, or every worker failed (at once: no waiting for the timeout)."""
+def test_readiness_failure_says_what_was_seen(tmp_path, fake_knobs, timeout, expected):
+    """No ready worker by the deadline (starting, stopped, or none ever), or every worker failed (at once)."""
     h = Harness(tmp_path, FakeVast(api_key=KEY, **fake_knobs))
-    with pytest.raises(DeployError) as info:
-        h.apply(make_plan(tmp_path, wait=True, timeout=0.05 if "ready_after" in fake_knobs else 600))
+    try:
+        with pytest.raises(DeployError) as info:
+            h.apply(make_plan(tmp_path, wait=True, timeout=timeout))
+    finally:
+        h.fake.close()
     assert expected in str(info.value)
     assert h.of(Failed) and expected in h.of(Failed)[-1].message
 

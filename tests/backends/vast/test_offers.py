@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from vast_magic.backends.vast.offers import OFFER_LIMIT, OfferPreview, preview_offers, summarize
-from vast_magic.errors import VastAuthError
+from vast_magic.backends.vast.offers import OFFER_LIMIT, OfferPreview, preview_offers, search_body, summarize
+from vast_magic.errors import ConfigError, VastAuthError
 from vast_magic.testing import FakeVast
 from tests.backends.vast.vast_harness import KEY, Image, Query
 
@@ -68,3 +68,50 @@ def test_an_apps_image_asks_vast_with_the_apps_key_and_transport(monkeypatch):
     with pytest.raises(VastAuthError):
         image.preview_offers(api_key="not-the-key")             # an explicit key wins over the app's
     assert str(app.image_or_default().preview_offers()) == "1 offer, $0.45/h: RTX 4090"
+
+
+# pricing= -> the body's ``type`` (reference 8.5: the CLI rewrites interruptible to bid)
+@pytest.mark.parametrize("pricing, sent", [("on-demand", "on-demand"), ("interruptible", "bid"),
+                                           ("reserved", "reserved")])
+def test_pricing_is_the_bodys_type(pricing, sent):
+    fake = FakeVast(api_key=KEY, offers=[offer("L4", 0.2)])
+    preview_offers(Image(), api_key=KEY, transport=fake.transport(), pricing=pricing)
+    assert fake.sent("POST", "/api/v0/bundles/")[0].body["type"] == sent
+    assert search_body(Image(), pricing)["type"] == sent
+
+
+PRICING_TYPOS = [
+    ("interuptible", "did you mean 'interruptible'?"),
+    ("bid", "did you mean 'interruptible'?"),                 # Vast's word for it
+    ("spot", "did you mean 'interruptible'?"),
+    ("ondemand", "did you mean 'on-demand'?"),                # the API spec's enum spelling
+    ("On-Demand", "did you mean 'on-demand'?"),
+    ("on_demand", "did you mean 'on-demand'?"),
+    ("reserverd", "did you mean 'reserved'?"),
+    ("cheapest", ""),
+    (None, ""),
+    (3, ""),
+]
+
+
+@pytest.mark.parametrize("pricing, hint", PRICING_TYPOS)
+def test_pricing_misspelling_is_a_config_error_with_a_suggestion(pricing, hint):
+    fake = FakeVast(api_key=KEY)
+    with pytest.raises(ConfigError) as info:
+        preview_offers(Image(), api_key=KEY, transport=fake.transport(), pricing=pricing)
+    suggestion = f" ({hint})" if hint else ""
+    assert str(info.value) == (f"pricing={pricing!r} is not a Vast pricing mode{suggestion}; use one of "
+                               "'on-demand', 'interruptible', 'reserved'.")
+    assert fake.requests == []                                 # raised before anything is sent
+
+
+def test_an_apps_image_previews_with_pricing(monkeypatch):
+    from vast_magic import Deployment
+    monkeypatch.delenv("VAST_API_KEY", raising=False)
+    fake = FakeVast(api_key=KEY, offers=[offer("RTX 4090", 0.2)])
+    image = Deployment(name="offers", api_key=KEY, transport=fake.transport()).image()
+    assert str(image.preview_offers(pricing="interruptible")) == "1 offer, $0.20/h: RTX 4090"
+    assert fake.sent("POST", "/api/v0/bundles/")[0].body["type"] == "bid"
+    with pytest.raises(ConfigError, match="did you mean 'reserved'"):
+        image.preview_offers(pricing="reservd")
+    assert len(fake.requests) == 1

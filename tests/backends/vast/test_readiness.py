@@ -9,9 +9,9 @@ import pytest
 
 from vast_magic.backends.vast import readiness
 from vast_magic.backends.vast.api import VastAPI
-from vast_magic.errors import ConfigError, DeployError
-from vast_magic.events import WorkerRow, format_worker
-from vast_magic.reports import WorkerInfo
+from vast_magic.errors import ConfigError, DeployError, VastRejectedError
+from vast_magic.events import BenchmarkScored, WorkerRow, WorkerState, format_worker
+from vast_magic.reports import LogLine, WorkerInfo
 
 # (raw worker, expected (state, perf, detail, error))
 ROWS = [
@@ -62,6 +62,8 @@ def test_worker_line_shows_vast_status_next_to_ours():
         "worker 7: starting (vast: model_loading)"
     assert format_worker(WorkerRow("7", "ready", 3.0, None, "idle")) == "worker 7: ready (vast: idle) perf=3.0/s"
     assert format_worker(WorkerRow("7", "stopped", None, None, "stopped")) == "worker 7: stopped"
+    assert format_worker(WorkerRow("7", "ready", 3.0, None, "idle", load=1.5, reliability=0.992)) == \
+        "worker 7: ready (vast: idle) perf=3.0/s load=1.5 reliability=99.2%"
 
 
 @pytest.mark.parametrize("interval, url, ok", [
@@ -141,3 +143,59 @@ def test_readiness_watch(answers, previous, expected):
 
 def test_worker_info_keeps_its_public_fields():
     assert WorkerInfo("1", "ready").detail is None          # detail is optional: old constructors still work
+
+
+# -- the progress: both recorded shapes through the fake, as the text view prints them --------------------
+@pytest.mark.parametrize("shape", ["list", "dict"])
+def test_progress_shows_status_perf_load_and_reliability(tmp_path, shape):
+    from tests.backends.vast.vast_harness import KEY, Harness, make_plan
+    from vast_magic.events import format_event
+    from vast_magic.testing import FakeVast
+    h = Harness(tmp_path, FakeVast(api_key=KEY, ready_after=2, workers_shape=shape))
+    h.apply(make_plan(tmp_path, wait=True))
+    worker = next(iter(h.fake.deployments.values())).id * 10
+    lines = [format_event(e) for e in h.events if isinstance(e, (WorkerState, BenchmarkScored))]
+    assert lines == [f"worker {worker}: starting (vast: loading) load=0.0 reliability=99.2%",
+                     f"worker {worker}: benchmark 1,234.5/s",
+                     f"worker {worker}: ready (vast: idle) perf=1,234.5/s load=0.0 reliability=99.2%"]
+    assert "8.5" not in "\n".join(lines)                  # the DLPerf placeholder is never shown as a score
+
+
+def test_vasts_error_msg_is_shown_once_and_quoted():
+    answers = [{"error_msg": "not yet"}, {"error_msg": "not yet"}, {"error_msg": "no such endpoint"}]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers.pop(0) if len(answers) > 1 else answers[0])
+
+    async def scenario(events):
+        clock = {"now": 0.0}
+        asyncio.get_running_loop().time = lambda: clock["now"]
+
+        async def sleep(seconds):
+            clock["now"] += seconds
+        api = VastAPI("k", autoscaler_url="http://127.0.0.1:1", transport=httpx.MockTransport(handler), sleep=sleep)
+        try:
+            await readiness.ReadinessWatch(api, 9, events.append, interval=5.0, sleep=sleep).wait(timeout=20.0)
+        finally:
+            await api.aclose()
+
+    events: list = []
+    with pytest.raises(DeployError, match="it answered: no such endpoint"):
+        asyncio.run(scenario(events))
+    assert [e.text for e in events if isinstance(e, LogLine)] == [
+        "get_endpoint_workers answered: not yet", "get_endpoint_workers answered: no such endpoint"]
+
+
+def test_http_400_error_msg_fails_at_once_quoting_vast():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error_msg": "id is required"})
+
+    async def scenario():
+        api = VastAPI("k", autoscaler_url="http://127.0.0.1:1", transport=httpx.MockTransport(handler))
+        try:
+            await readiness.ReadinessWatch(api, 9, lambda event: None, interval=5.0).wait(timeout=60.0)
+        finally:
+            await api.aclose()
+
+    with pytest.raises(VastRejectedError, match=r'HTTP 400\): \{"error_msg": ?"id is required"\}'):
+        asyncio.run(scenario())

@@ -52,7 +52,12 @@ class Manifest:
         return self.text
 
 
-def make_bundle(path: Path, code: str = "x = 1\n", manifest: str = "{}") -> str:
+#: The smallest bundle a Vast worker serves: a deployment.py registering the config's name, no functions (the
+#: backend tests script calls with FakeVast.functions; tests/backends/vast/test_deploy.py ships real ones).
+MINIMAL_ENTRY = 'from vastai import Deployment\n\napp = Deployment(name="demo")\n'
+
+
+def make_bundle(path: Path, code: str = MINIMAL_ENTRY, manifest: str = "{}") -> str:
     with tarfile.open(path, "w:gz") as tar:
         for name, text in (("./config.json", '{"name": "demo"}'), ("./deployment.py", code),
                            ("./manifest.json", manifest)):

@@ -2,38 +2,52 @@
 
 Deploy, status, logs and teardown are requests to the daemon; calls go
 straight to workers through ``pool`` (the daemon only says which workers are
-ready). Everything here runs on vast_magic's background loop. A dry run
+ready). The engine connection lives on vast_magic's background loop, and so
+does everything that talks to it; a call may run on any loop (``any_loop``):
+it uses that loop's own worker connections and hops to the background loop
+only to ask the engine (the first call, or when no route is known). A dry run
 (``previous_manifest_json``) reads the store read-only and never starts the daemon.
+
+A call names the version it expects (``CallSpec.version``): it is routed only
+to workers of that version, and a worker of another one (a route that went
+stale during a rollout) answers without running it; the call then routes
+again, up to ``STALE_RETRIES`` times, each a ``Retry`` event, like on Vast.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import os
 import site
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from ... import events, settings
-from ...errors import (BackendError, CallCancelledError, CallTimeoutError, ConfigError, DeployError,
-                       EngineUnavailableError, OverloadedError, WorkerLostError)
+from ... import loop as loop_bridge
+from ...errors import BackendError, CallTimeoutError, EngineUnavailableError, WorkerLostError
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ...runtime import shm, wire
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
 from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
+from . import chunking, spawned_client, streams
 from .engine_client import EngineClient
 from .launcher import has_deployments, load_token, running_engine
-from . import streams
 from .pool import DeploymentPool, Route
 from .logfiles import deployment_tail, logged_deployments
 from .store import read_only, read_previous_manifest_json
 from .venvs import pip_args_from_env
 
-__all__ = ["not_applied_locally", "LocalBackend", "check_timeout", "spawned_outcome", "pickled_call"]
+__all__ = ["STALE_RETRIES", "not_applied_locally", "LocalBackend", "pickled_call"]
+
+#: re-routes of a call that reached a worker of another version (each one a Retry event)
+STALE_RETRIES = 30
+
+
+class _Stale(Retryable):
+    """The worker runs another version than the call expects; it ran nothing."""
 
 _EVENT_TYPES = {"WorkerState": events.WorkerState, "BenchmarkScored": events.BenchmarkScored, "LogLine": LogLine}
 
@@ -58,6 +72,7 @@ def not_applied_locally(image: Any) -> tuple[str, ...]:
 
 class LocalBackend:
     kind = "local"
+    any_loop = True            # call() may be awaited on the caller's own loop (see the module docstring)
 
     def __init__(self, home: str | os.PathLike | None = None, **_: Any):
         self.home = Path(home) if home is not None else settings.home()
@@ -110,16 +125,36 @@ class LocalBackend:
 
     # -- calls ------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
-        check_timeout(spec)
+        spawned_client.check_timeout(spec)
+        first: _Stale | None = None
+        if not spec.retries:                       # nothing to retry but a rollout: the policy only adds its cost
+            try:
+                return await self._call_once(spec, args, kwargs, classes or {})
+            except _Stale as stale:
+                first = stale                      # the policy counts it as its first attempt and routes again
         retries: list[events.Retry] = []
+        budget = {"lost": spec.retries, "stale": STALE_RETRIES}
+        attempts_shown = 1 + spec.retries            # stale re-routes add one each
 
         async def attempt() -> CallOutcome:
+            nonlocal first
+            if first is not None:
+                failure, first = first, None
+                raise failure
             try:
                 return await self._call_once(spec, args, kwargs, classes or {})
             except WorkerLostError as exc:        # the engine routes the next attempt to another worker
                 raise Retryable(exc, str(exc).split(";")[0]) from None
 
-        outcome = await IMMEDIATE.run(attempt, what=spec.function, emit=retries.append, attempts=spec.retries + 1)
+        def allow(failure: Retryable) -> bool:
+            nonlocal attempts_shown
+            kind = "stale" if isinstance(failure, _Stale) else "lost"
+            budget[kind] -= 1
+            attempts_shown += kind == "stale" and budget[kind] >= 0
+            return budget[kind] >= 0
+
+        outcome = await IMMEDIATE.run(attempt, what=spec.function, emit=retries.append,
+                                      attempts=lambda: attempts_shown, allow=allow)
         return dataclasses.replace(outcome, retries=tuple(retries)) if retries else outcome
 
     async def _pool(self, name: str, tag: str) -> DeploymentPool:
@@ -140,15 +175,18 @@ class LocalBackend:
 
     async def _route(self, pool: DeploymentPool, spec: CallSpec, deadline: float) -> Route:
         loop = asyncio.get_running_loop()
-        route = pool.choose(spec.cost, spec.max_queue_time)
+        route = pool.choose(spec.cost, spec.max_queue_time, spec.version)
         while route is None:
             left = deadline - loop.time()
             if left <= 0:
-                raise CallTimeoutError(f"no worker of {spec.name}/{spec.tag} became ready within the "
+                of_version = " running the version ensure_ready() deployed" if spec.version and pool.routes else ""
+                raise CallTimeoutError(f"no worker of {spec.name}/{spec.tag}{of_version} became ready within the "
                                        f"{spec.timeout:g}s timeout of {spec.function}; see app.status().")
-            pool.set_routes(await self.engine.request("route", name=spec.name, tag=spec.tag, wait=min(left, 5.0),
-                                                      cost=spec.cost, answer_timeout=left + 10))
-            route = pool.choose(spec.cost, spec.max_queue_time)
+            routes = await _on_engine_loop(self.engine.request("route", name=spec.name, tag=spec.tag,
+                                                               wait=min(left, 5.0), cost=spec.cost, version=spec.version,
+                                                               answer_timeout=left + 10))
+            await _on_engine_loop(_set_routes(pool, routes))
+            route = pool.choose(spec.cost, spec.max_queue_time, spec.version)
         return route
 
     async def _connect(self, pool: DeploymentPool, spec: CallSpec, deadline: float):
@@ -165,16 +203,75 @@ class LocalBackend:
                 await asyncio.sleep(0.05)          # pool.connection dropped the dead route; ask again
 
     async def _call_once(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
+        response = await self._exchange(spec, spec.timeout, classes,
+                                        lambda call_id: pickled_call(spec, call_id, args, kwargs, classes))
+        return outcome_from_response(response, spec.function)
+
+    async def call_many(self, spec: CallSpec, calls: list, classes: Any, done: Callable[[int, int], None]) -> list:
+        """``f.map``'s calls in chunks (``chunking``): one request per chunk, each item answered on its
+        own, results in input order; a failed item (or a failed chunk, for its items) is its exception.
+        ``calls`` holds (args, kwargs, cost); ``done(finished, failed)`` counts items as chunks end."""
+        if not calls:
+            return []
+        try:
+            pool = self.pools.get((spec.name, spec.tag)) or await _on_engine_loop(self._pool(spec.name, spec.tag))
+            if not pool.routes:
+                await self._route(pool, spec, asyncio.get_running_loop().time() + spec.timeout)
+        except Exception as exc:                    # no worker at all: every item fails the same way
+            done(len(calls), len(calls))
+            return [exc] * len(calls)
+        mean_cost = sum(cost for _, _, cost in calls) / len(calls)
+        size = chunking.chunk_size(len(calls), list(pool.routes.values()), mean_cost, spec.max_queue_time)
+        results: list = [None] * len(calls)
+        gate = asyncio.Semaphore(chunking.chunks_in_flight(len(pool.routes)))
+
+        async def run(start: int) -> None:
+            part = calls[start:start + size]
+            async with gate:
+                try:
+                    answers = await self._chunk_once(dataclasses.replace(spec, cost=mean_cost * len(part)),
+                                                     part, mean_cost, classes)
+                except Exception as exc:            # the chunk as a whole: its items share the error
+                    answers = [exc] * len(part)
+            results[start:start + len(part)] = answers
+            done(len(part), sum(isinstance(a, BaseException) or a.error is not None for a in answers))
+
+        await asyncio.gather(*(run(start) for start in range(0, len(calls), size)))
+        return results
+
+    async def _chunk_once(self, spec: CallSpec, part: list, mean_cost: float, classes: Any) -> list:
+        # items run concurrently on the worker, each within the timeout; a chunk waits at most for all in turn
+        request = {"op": "map", "fn": spec.function, "items": [(tuple(a), dict(k)) for a, k, _ in part],
+                   "cost": mean_cost, "timeout": spec.timeout}
+
+        def pickled(call_id: int) -> tuple[bytes, list]:
+            try:
+                return wire.dumps({**request, "id": call_id}, classes)
+            except Exception as exc:
+                raise unpicklable_arguments(spec.function, exc) from exc
+
+        response = await self._exchange(spec, spec.timeout * len(part), classes, pickled)
+        if "items" not in response:
+            outcome = outcome_from_response(response, spec.function)    # the whole chunk was refused
+            return [outcome.error or RuntimeError("the worker sent no items")] * len(part)
+        return [_item_outcome(item, spec.function) for item in response["items"]]
+
+    async def _exchange(self, spec: CallSpec, timeout: float, classes: Any, pickle_request) -> dict:
+        """Send one request (``pickle_request(call_id)``) to the best worker and wait for its answer."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + spec.timeout
-        pool = await self._pool(spec.name, spec.tag)
+        deadline = loop.time() + timeout
+        pool = self.pools.get((spec.name, spec.tag))
+        if pool is None:
+            pool = await _on_engine_loop(self._pool(spec.name, spec.tag))
         call_id = pool.next_id()
-        pickled = pickled_call(spec, call_id, args, kwargs, classes)
+        pickled = pickle_request(call_id)
         route, conn = await self._connect(pool, spec, deadline)
         conn.inflight += spec.cost
+        timer = None
         try:
             future = await conn.call(call_id, pickled, classes)
-            response = await asyncio.wait_for(future, max(0.0, deadline - loop.time()) + 1.0)
+            timer = loop.call_at(deadline + 1.0, _expire, future)   # cheaper than wait_for (no task, no waiter)
+            response = await future
         except asyncio.TimeoutError:
             conn.pending.pop(call_id, None)
             raise CallTimeoutError(f"{spec.function} did not finish within its timeout of {spec.timeout:g}s; "
@@ -183,44 +280,49 @@ class LocalBackend:
             pool.drop(route.worker)
             raise WorkerLostError(f"{exc}; the worker died while running {spec.function}. The engine replaces it; "
                                   "retry, or set retries=N on @app.remote. Its last log lines are in .log_tail.",
-                                  await self._log_tail(route.worker)) from None
+                                  await _on_engine_loop(self._log_tail(route.worker))) from None
         finally:
             conn.inflight -= spec.cost
-        return outcome_from_response(response, spec.function)
+            if timer is not None:
+                timer.cancel()
+        if response.get("stale"):
+            other = str(response.get("version"))
+            pool.mark_version(route.worker, other)
+            raise _Stale(CallTimeoutError(
+                f"{spec.function}: the workers of {spec.name}/{spec.tag} still ran version {other[:12]}, not "
+                f"{str(spec.version)[:12]}, which ensure_ready() deployed; the rollout has not finished. Retry later "
+                "or check app.status()."), f"worker runs version {other[:12]}, expected {str(spec.version)[:12]}")
+        return response
 
-    # -- streams (backends/local/streams.py) ----------------------------------------------------------
+    # -- streams (backends/local/streams.py): on the background loop, where LoopIterator steps them --------
     def stream(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> AsyncIterator[tuple]:
         """A remote generator's items as ``("items", [x, ...])`` while the worker runs, then
-        ``("end", CallOutcome)``; see ``streams.stream``."""
-        check_timeout(spec)
+        ``("end", CallOutcome)``; see ``streams.stream`` (a stale worker's refusal routes it again)."""
+        spawned_client.check_timeout(spec)
         return streams.stream(self, spec, lambda call_id: pickled_call(
-            spec, call_id, args, kwargs, classes or {}, op="stream", window=streams.STREAM_WINDOW), classes or {})
+            spec, call_id, args, kwargs, classes or {}, op="stream", window=streams.STREAM_WINDOW), classes or {},
+            STALE_RETRIES)
 
-    # -- spawned calls (kept by the engine: backends/local/spawned.py) -------------------------------
+    # -- spawned calls (kept by the engine: spawned.py; this side: spawned_client.py) ---------------
     async def spawn(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> str:
-        """Hand the call to the engine, which runs it and keeps its answer; returns the call's id."""
-        check_timeout(spec)
-        main, buffers = pickled_call(spec, _SPAWNED_CALL_ID, args, kwargs, classes or {})
-        return await self.engine.request("spawn", name=spec.name, tag=spec.tag, function=spec.function,
-                                         call_id=_SPAWNED_CALL_ID, request=[main, [bytes(b) for b in buffers]],
-                                         timeout=spec.timeout, cost=spec.cost, answer_timeout=60)
+        """Hand the call to the engine, which runs it on a worker of ``spec.version`` and keeps its answer;
+        returns the call's id."""
+        spawned_client.check_timeout(spec)
+        main, buffers = pickled_call(spec, spawned_client.SPAWNED_CALL_ID, args, kwargs, classes or {})
+        return await _on_engine_loop(spawned_client.spawn(self.engine, spec, (main, buffers)))
 
     async def call_result(self, call_id: str, wait: float, classes: Any) -> CallOutcome | None:
         """The outcome of a spawned call once it finished (None before), waiting up to ``wait`` s for it."""
-        answer = await self.engine.request("call_result", autostart=False, call=call_id, wait=wait,
-                                           answer_timeout=wait + 30)
-        if answer["state"] != "done":
-            return None
-        return spawned_outcome(answer, classes or {})
+        return await _on_engine_loop(spawned_client.call_result(self.engine, call_id, wait, classes or {}))
 
     async def call_function(self, call_id: str) -> str:
         """The function a spawned call runs; ConfigError when the engine does not keep that call."""
-        answer = await self.engine.request("call_result", autostart=False, call=call_id, wait=0, answer_timeout=30)
-        return str(answer["function"])
+        return await _on_engine_loop(spawned_client.call_function(self.engine, call_id))
 
     async def cancel_call(self, call_id: str) -> str:
         """``never_ran``, ``requested`` (the answer tells the rest) or ``finished``."""
-        return await self.engine.request("cancel_call", autostart=False, call=call_id, answer_timeout=30)
+        return await _on_engine_loop(self.engine.request("cancel_call", autostart=False, call=call_id,
+                                                         answer_timeout=30))
 
     async def _log_tail(self, worker: str) -> tuple[str, ...]:
         try:
@@ -284,40 +386,27 @@ class LocalBackend:
         self.engine.close()
 
 
-#: the id inside a spawned call's request: it has a worker connection of its own
-_SPAWNED_CALL_ID = 1
-
-
-def check_timeout(spec: CallSpec) -> None:
-    timeout = spec.timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
-        raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
-                          f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
-
-
-def spawned_outcome(answer: dict, classes: Any) -> CallOutcome:
-    """A finished spawned call as the engine keeps it -> CallOutcome: the worker's answer (unpickled here,
-    with this process's classes), a cancellation, or the engine's reason there is no answer."""
-    function = answer.get("function")
-    if answer.get("frame") is None:
-        error = answer.get("error") or {}
-        kind, message = error.get("kind"), str(error.get("message") or "the call did not finish")
-        if kind == "CallCancelledError":
-            return CallOutcome(error=CallCancelledError(message, str(error.get("outcome") or "never_ran")))
-        return CallOutcome(error=_ENGINE_ERRORS.get(kind, BackendError)(message))
-    main, buffers = answer["frame"]
-    response = wire.loads(main, buffers, {name: cls for cls, name in classes.items()})
-    if response.get("cancelled"):
-        output = tuple((str(s), str(t)) for s, t in response.get("output") or ())
-        return CallOutcome(error=CallCancelledError(str(response.get("message")), str(response["cancelled"])),
-                           output=output)
+def _item_outcome(item: dict, function: str):
+    """One map item's answer: its CallOutcome, or the error the answer raises (refused, timed out)."""
     try:
-        return outcome_from_response(response, function)
-    except (CallTimeoutError, OverloadedError) as exc:
-        return CallOutcome(error=exc)
+        return outcome_from_response(item, function)
+    except Exception as exc:
+        return exc
 
 
-_ENGINE_ERRORS = {kind.__name__: kind for kind in (CallTimeoutError, ConfigError, OverloadedError, WorkerLostError)}
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())
+
+
+async def _set_routes(pool: DeploymentPool, routes: list | None) -> None:
+    pool.set_routes(routes)                # on the background loop: it owns the routes' events
+
+
+def _on_engine_loop(coro):
+    """``coro`` (which talks to the engine) as an awaitable on the running loop: as it is on the
+    background loop, else handed to it."""
+    return coro if loop_bridge.on_loop_thread() else loop_bridge.run_on_loop(coro)
 
 
 def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any, op: str = "call",
@@ -328,7 +417,7 @@ def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classe
     chosen; what fails later (the connection, the worker, a retry) is a BackendError.
     """
     request = {"op": op, "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
-               "cost": spec.cost, "timeout": spec.timeout, **extra}
+               "cost": spec.cost, "timeout": spec.timeout, "version": spec.version, **extra}
     try:
         return wire.dumps(request, classes)
     except Exception as exc:

@@ -22,7 +22,7 @@ class Channel:
         self.segments = segments.link() if segments is not None else None
         self.class_refs = dict(class_refs or {})
         self.resolve = {name: cls for cls, name in self.class_refs.items()}
-        self._lock = asyncio.Lock()
+        self._sender = framing.FrameSender(writer, self.segments)
         self.closed = False
 
     async def send(self, message: Any) -> None:
@@ -31,8 +31,7 @@ class Channel:
     async def send_pickled(self, main: bytes, buffers=()) -> None:
         """Write a message already pickled by ``wire.dumps`` (for callers that must tell a failure
         to pickle from a failure to send); a closed connection raises a ConnectionError."""
-        async with self._lock:
-            await framing.write_frame(self.writer, main, buffers, self.segments)
+        await self._sender.send(main, buffers)
 
     async def recv(self) -> Any:
         main, buffers = await framing.read_frame(self.reader, segments=self.segments)

@@ -82,15 +82,27 @@ def _deployment(engine: Engine, req: dict):
 
 
 async def op_route(engine: Engine, channel: Channel, req: dict):
-    """The ready workers; when there are none, wait (counted as queued demand) up to ``wait`` s."""
+    """The ready workers; when there are none (of ``version``, when given), wait (counted as queued
+    demand) up to ``wait`` s."""
     dep = _deployment(engine, req)
     deadline = time.monotonic() + float(req.get("wait") or 0.0)
-    return await spawned.wait_for_routes(engine, dep, deadline, float(req.get("cost") or 0.0))
+    version = req.get("version")
+    _check_version(engine, dep, version)
+    return await spawned.wait_for_routes(engine, dep, deadline, float(req.get("cost") or 0.0), version)
+
+
+def _check_version(engine: Engine, dep, version) -> None:
+    """A call pinned to a version the deployment no longer runs nor rolls out is refused (ConfigError)."""
+    if version and version != dep.rec.version and not dep.rollout and dep.key not in engine.applying:
+        raise ConfigError(f"{dep.rec.name}/{dep.rec.tag} now runs another version ({dep.rec.version[:12]}) than "
+                          f"this process deployed ({str(version)[:12]}): that deploy did not finish, or it was deployed "
+                          "again from elsewhere. Run app.ensure_ready() here to deploy your version.")
 
 
 async def op_spawn(engine: Engine, channel: Channel, req: dict):
     """Run a call for the client (its pickled request in ``request``) and keep the answer; returns its id."""
     dep = _deployment(engine, req)
+    _check_version(engine, dep, req.get("version"))
     call = engine.spawned.add(dep.key, req)
     call.task = engine.background(spawned.run(engine, call))
     return call.id

@@ -208,7 +208,8 @@ class Engine:
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
         env = procs.worker_environment(os.environ, version.env, version.secrets)
-        launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir}
+        launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir,
+                  "version": version.version}
         popen = procs.spawn(version.python, workdir, env, launch)
         rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, _start_time(popen.pid), None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())

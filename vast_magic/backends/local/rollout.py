@@ -197,7 +197,10 @@ async def _wait_ready(dep: Deployment, match: Callable[[Worker], bool], need: in
         if time.monotonic() > deadline:
             raise DeployError(f"only {len(ready)} of {need} workers of {dep.rec.name}/{dep.rec.tag} were ready "
                               f"within {timeout:.0f}s; see app.logs() for what the others are doing.")
-        await asyncio.sleep(0.05)
+        try:                                  # a worker that turns ready publishes routes: no 50 ms poll to wait out
+            await asyncio.wait_for(dep.routes_changed.wait(), 0.05)
+        except asyncio.TimeoutError:
+            pass
 
 
 def _result(dep: Deployment, version: str | None) -> dict:

@@ -2,7 +2,9 @@
 from another cell or another process (``f.spawn``, ``Deployment.get_call``).
 
 The engine never unpickles user values: the client's request and the worker's answer travel as opaque
-frames (``wire.dumps`` output). Each call gets a connection of its own to its worker, so the first frame
+frames (``wire.dumps`` output). A call carries the version its caller deployed: it runs only on a worker of
+that version, and a worker that answers it is stale (a plain dict, read here by an unpickler that resolves no
+class at all) sends it on to another worker, up to ``STALE_RETRIES`` times. Each call gets a connection of its own to its worker, so the first frame
 back is its answer, and a cancel (``{"op": "cancel"}`` on that connection) cannot hit another call.
 
 What is kept, in the engine's memory only (an engine restart loses it): every unfinished call (at most
@@ -12,6 +14,8 @@ of them, and at most ``KEEP_BYTES`` of answers (older ones are dropped first).
 from __future__ import annotations
 
 import asyncio
+import io
+import pickle
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -21,12 +25,13 @@ from ...errors import CallTimeoutError, ConfigError, OverloadedError, WorkerLost
 from ...runtime import framing
 from .channel import Channel, connect
 
-__all__ = ["KEEP_SECONDS", "KEEP_CALLS", "KEEP_BYTES", "MAX_UNFINISHED", "SpawnedCall", "SpawnedCalls", "wait_for_routes",
-           "least_loaded"]
+__all__ = ["KEEP_SECONDS", "KEEP_CALLS", "KEEP_BYTES", "MAX_UNFINISHED", "STALE_RETRIES", "SpawnedCall", "SpawnedCalls",
+           "wait_for_routes", "least_loaded", "stale_version"]
 
 KEEP_SECONDS = 3600.0
 KEEP_CALLS = 1000
 MAX_UNFINISHED = 10_000
+STALE_RETRIES = 30          # like a plain call's re-routes after a stale worker (backends/local/backend.py)
 KEEP_BYTES = 1 << 30
 _ANSWER_GRACE = 5.0         # beyond the call's timeout: the worker's own timeout answers first
 
@@ -40,6 +45,7 @@ class SpawnedCall:
     request: tuple[bytes, list]                 # the request as the client pickled it
     timeout: float
     cost: float
+    version: str | None = None                  # the version the caller deployed: only its workers run it
     state: str = "queued"                       # queued | running | done
     frame: tuple[bytes, list] | None = None     # the worker's answer, as it sent it
     error: dict | None = None                   # {"kind", "message"} when no answer came
@@ -84,7 +90,8 @@ class SpawnedCalls:
         main, buffers = req["request"]
         call = SpawnedCall(id=f"call-{secrets.token_hex(8)}", key=key, function=str(req["function"]),
                            call_id=int(req.get("call_id") or 0), request=(bytes(main), [bytes(b) for b in buffers]),
-                           timeout=float(req["timeout"]), cost=float(req.get("cost") or 0.0))
+                           timeout=float(req["timeout"]), cost=float(req.get("cost") or 0.0),
+                           version=str(req["version"]) if req.get("version") else None)
         self.calls[call.id] = call
         return call
 
@@ -116,14 +123,17 @@ class SpawnedCalls:
                 self.calls.pop(call.id, None)
 
 
-async def wait_for_routes(engine, dep, deadline: float, cost: float) -> list:
-    """The ready workers of ``dep``; when there are none, wait (counted as queued demand, so the autoscaler
-    starts one) until ``deadline`` (``time.monotonic``)."""
-    if dep.routes() or time.monotonic() >= deadline:
+async def wait_for_routes(engine, dep, deadline: float, cost: float, version: str | None = None) -> list:
+    """The ready workers of ``dep``; when there are none (of ``version``, when given), wait (counted as
+    queued demand, so the autoscaler starts one) until ``deadline`` (``time.monotonic``)."""
+    def usable() -> bool:
+        return any(not version or route[3] == version for route in dep.routes())
+
+    if usable() or time.monotonic() >= deadline:
         return dep.routes()
     dep.waiting, dep.waiting_workload = dep.waiting + 1, dep.waiting_workload + cost
     try:
-        while not dep.routes() and engine.deployments.get(dep.key) is dep:
+        while not usable() and engine.deployments.get(dep.key) is dep:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -149,19 +159,27 @@ async def run(engine, call: SpawnedCall) -> None:
     """Run ``call`` on a ready worker of its deployment and keep its answer; never raises."""
     deadline = time.monotonic() + call.timeout
     try:
-        dep = engine.deployments.get(call.key)
-        routes = await wait_for_routes(engine, dep, deadline, call.cost) if dep is not None else []
-        if engine.deployments.get(call.key) is not dep or dep is None:
-            return call.finish(error=_error(ConfigError, f"{call.key[0]}/{call.key[1]} was torn down before "
-                                                         f"{call.function} ran; it never ran."))
-        if not routes:
-            return call.finish(error=_error(CallTimeoutError, f"no worker of {call.key[0]}/{call.key[1]} became "
-                                                              f"ready within the {call.timeout:g}s timeout of "
-                                                              f"{call.function}; it never ran. See app.status()."))
-        if call.state == "done":         # cancelled while it waited for a worker
-            return
-        worker, port = least_loaded(dep, routes)[:2]
-        await _exchange(call, worker, port, engine.token, deadline)
+        for _ in range(1 + STALE_RETRIES):
+            dep = engine.deployments.get(call.key)
+            routes = await wait_for_routes(engine, dep, deadline, call.cost, call.version) if dep is not None else []
+            routes = [route for route in routes if not call.version or route[3] == call.version]
+            if engine.deployments.get(call.key) is not dep or dep is None:
+                return call.finish(error=_error(ConfigError, f"{call.key[0]}/{call.key[1]} was torn down before "
+                                                             f"{call.function} ran; it never ran."))
+            if not routes:
+                return call.finish(error=_error(CallTimeoutError, f"no worker of {call.key[0]}/{call.key[1]} "
+                                                                  f"running the deployed version became ready within "
+                                                                  f"the {call.timeout:g}s timeout of {call.function}; "
+                                                                  "it never ran. See app.status()."))
+            if call.state == "done":         # cancelled while it waited for a worker
+                return
+            worker, port = least_loaded(dep, routes)[:2]
+            if not await _exchange(call, worker, port, engine.token, deadline):
+                return
+            call.state = "queued"            # the worker runs another version: it ran nothing, route again
+        call.finish(error=_error(CallTimeoutError, f"{call.function}: the workers of {call.key[0]}/{call.key[1]} "
+                                                   "still ran another version than the one deployed; it never ran. "
+                                                   "Spawn it again once app.status() shows the rollout done."))
     except asyncio.CancelledError:
         call.finish(error=_error(ConfigError, "the engine stopped before the call finished."))
         raise
@@ -170,7 +188,9 @@ async def run(engine, call: SpawnedCall) -> None:
                                                   f"{type(exc).__name__}: {exc}"))
 
 
-async def _exchange(call: SpawnedCall, worker: str, port: int, token: str, deadline: float) -> None:
+async def _exchange(call: SpawnedCall, worker: str, port: int, token: str, deadline: float) -> bool:
+    """Send the call to one worker and keep its answer; True when the worker said it runs another version
+    (nothing ran: the caller routes it again)."""
     try:
         channel = await connect(port, token, timeout=5.0)
     except (OSError, asyncio.TimeoutError) as exc:
@@ -181,8 +201,7 @@ async def _exchange(call: SpawnedCall, worker: str, port: int, token: str, deadl
         return
     call.channel, call.state = channel, "running"
     try:
-        request, call.request = call.request, (b"", [])          # sent once: not kept beside the answer
-        await call.channel.send_pickled(*request)
+        await call.channel.send_pickled(*call.request)
         left = max(0.0, deadline - time.monotonic()) + _ANSWER_GRACE
         main, buffers = await asyncio.wait_for(framing.read_frame(call.channel.reader), left)
     except asyncio.TimeoutError:
@@ -192,7 +211,34 @@ async def _exchange(call: SpawnedCall, worker: str, port: int, token: str, deadl
     except (OSError, asyncio.IncompleteReadError) as exc:
         return call.finish(error=_error(WorkerLostError, f"worker {worker} closed the connection while running "
                                                          f"{call.function} ({type(exc).__name__}); see app.logs()."))
-    call.finish(frame=(bytes(main), [bytes(b) for b in buffers]))
+    frame = (bytes(main), [bytes(b) for b in buffers])
+    if stale_version(frame) is not None and call.state == "running":
+        call.channel.close()
+        call.channel = None
+        return True
+    call.request = (b"", [])                 # answered: not kept beside the answer
+    call.finish(frame=frame)
+    return False
+
+
+class _NoClasses(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError("a stale answer holds plain data only")
+
+
+def stale_version(frame: tuple[bytes, list]) -> str | None:
+    """The version a worker named when it refused a call for carrying another one, else None. Only a small
+    frame of plain data is read, with an unpickler that resolves no class: no user value is ever loaded."""
+    main, buffers = frame
+    if buffers or len(main) > 1024:
+        return None
+    try:
+        answer = _NoClasses(io.BytesIO(main)).load()
+    except Exception:
+        return None
+    if isinstance(answer, dict) and answer.get("stale") is True:
+        return str(answer.get("version"))
+    return None
 
 
 async def cancel(call: SpawnedCall) -> str:

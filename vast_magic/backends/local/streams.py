@@ -4,7 +4,9 @@ The request is a ``stream`` (docs/internals.md, "Worker call protocol"); items a
 queue for this call as the worker makes them. Every item already arrived goes to the consumer in one hop.
 Backpressure: the worker may send ``STREAM_WINDOW`` items ahead; once the consumer asks for more after at
 least half a window, what it consumed is granted again, so neither side holds more than a window.
-Leaving early cancels the generator on the worker.
+Leaving early cancels the generator on the worker. A stream carries the version its caller deployed; a
+worker of another version answers at once without running it, and the stream is routed again (up to
+``stale_retries`` times), before any item was seen.
 """
 from __future__ import annotations
 
@@ -21,19 +23,49 @@ STREAM_WINDOW = 64
 
 
 async def stream(backend: Any, spec: CallSpec, pickled: Callable[[int], tuple[bytes, list]],
-                 classes: dict) -> AsyncIterator[tuple]:
+                 classes: dict, stale_retries: int = 0) -> AsyncIterator[tuple]:
     """``("items", [x, ...])`` events while the worker runs, then ``("end", CallOutcome)``. ``backend`` is
-    the ``LocalBackend`` whose pools, routes and logs it uses; ``pickled(call_id)`` the request as sent."""
+    the ``LocalBackend`` whose pools, routes and logs it uses; ``pickled(call_id)`` the request as sent.
+    Runs on the background loop (``LoopIterator`` steps it there)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + spec.timeout
-    pool = await backend._pool(spec.name, spec.tag)
-    call_id = pool.next_id()
-    request = pickled(call_id)
-    route, conn = await backend._connect(pool, spec, deadline)
-    conn.inflight += spec.cost
-    finished, consumed, ungranted, pending = False, 0, 0, None
+    pool = backend.pools.get((spec.name, spec.tag)) or await backend._pool(spec.name, spec.tag)
+    for _ in range(1 + stale_retries):
+        call_id = pool.next_id()
+        route, conn = await backend._connect(pool, spec, deadline)
+        conn.inflight += spec.cost
+        queue = None
+        try:
+            queue = await conn.stream(call_id, pickled(call_id), classes)
+            first = await _next_message(queue, deadline, spec)
+        except BaseException:
+            if queue is not None:             # sent: stop the generator on the worker
+                conn.streams.pop(call_id, None)
+                await conn.control({"op": "cancel", "id": call_id})
+            raise
+        finally:
+            conn.inflight -= spec.cost
+        if not first.get("stale"):
+            break
+        pool.mark_version(route.worker, str(first.get("version")))     # nothing ran there: route again
+    else:
+        raise CallTimeoutError(f"{spec.function}: the workers of {spec.name}/{spec.tag} still ran another version "
+                               "than the one ensure_ready() deployed; the rollout has not finished. Retry later "
+                               "or check app.status().")
+    events = _items(backend, spec, pool, route, conn, call_id, queue, first, deadline)
     try:
-        queue = await conn.stream(call_id, request, classes)
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()                 # leaving early: its finally cancels the generator on the worker
+
+
+async def _items(backend: Any, spec: CallSpec, pool: Any, route: Any, conn: Any, call_id: int,
+                 queue: asyncio.Queue, first: dict, deadline: float) -> AsyncIterator[tuple]:
+    """The stream's events from its first message on (see ``stream``); leaving early cancels it."""
+    conn.inflight += spec.cost
+    finished, consumed, ungranted, pending = False, 0, 0, first
+    try:
         while not finished:
             if ungranted >= STREAM_WINDOW // 2:      # the consumer took them and asks for more
                 await conn.control({"op": "credit", "id": call_id, "n": ungranted})

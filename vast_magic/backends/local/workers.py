@@ -48,9 +48,10 @@ def is_running(pid: int | None, start_time: int | None, popen: subprocess.Popen 
     return liveness(pid, start_time, popen) is not False
 
 
-#: what a worker inherits from the engine's environment: what the shell, Python and locale need, nothing else
+#: what a worker inherits from the engine's environment: what the shell, Python and locale need, nothing else;
+#: and coverage.py's settings (no secret), so a test suite measured with it measures the workers too
 INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
-                       "LD_LIBRARY_PATH"})
+                       "LD_LIBRARY_PATH", "COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG"})
 
 
 def worker_environment(engine_env: Mapping[str, str], env: Iterable[tuple[str, str]],

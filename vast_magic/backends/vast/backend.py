@@ -27,40 +27,72 @@ from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan
 from ..heartbeat import HeartbeatScheduler
 from ..task_calls import TaskCalls
-from . import deploy, readiness, routing, state
+from . import deploy, readiness, routing, sealing, state
 from .api import DEFAULT_AUTOSCALER, DEFAULT_WEBSERVER, VastAPI
 from .keys import require_api_key
 
 __all__ = [
-    "AUTOSCALERS", "BEAT_TIMEOUT", "STREAM_NOTE",
-    "ACTION_TIERS", "autoscaler_for", "tier_note", "VastBackend", "endpoint_label",
-    "deployment_state"
+    "AUTOSCALERS", "BEAT_TIMEOUT", "STREAM_NOTE", "ACTION_TIERS", "ACTIONS", "VAST_SIDE_REASONS", "autoscaler_for",
+    "vast_side_change", "is_hard_update", "tier_note",
+    "VastBackend", "endpoint_label", "deployment_state"
 ]
 
 AUTOSCALERS = {"prod": DEFAULT_AUTOSCALER, "alpha": "https://run-alpha.vast.ai",
                "candidate": "https://run-candidate.vast.ai", "local": "http://localhost:8080"}
 BEAT_TIMEOUT = 10.0
 logger = logging.getLogger("vast_magic.vast")
-#: Vast's action -> the tier it corresponds to (DESIGN.md "Vast backend")
 #: written once per function and process when a stream runs on Vast
 STREAM_NOTE = ("[vast_magic] {0}.stream on Vast: the stock worker answers one body per request, so the items "
                "were collected on the worker and arrive together when {0} ends (on the local engine they arrive "
                "as they are made).\n")
+#: Vast's action -> the tier it corresponds to (DESIGN.md "Vast backend"); exactly the four values of
+#: reference 8.1 ("One of: created, soft_update, autoscale_update, exists.")
 ACTION_TIERS = {"exists": 0, "autoscale_update": 1, "soft_update": 2, "created": 4}
+ACTIONS = tuple(ACTION_TIERS)
+#: what each action means for the workers when we predicted an image-level change (tier 3)
+_AFTER_IMAGE_CHANGE = {
+    "soft_update": "Vast performs a hard update itself (it restarts the same workers on the new image), so "
+                   "vast_magic sent no /update_workers/",
+    "created": "a new endpoint starts",
+    "autoscale_update": "Vast changes only the scaling; the workers keep their image",
+    "exists": "Vast saw no change; the workers keep their image",
+}
 
 
 def autoscaler_for(instance: str | None, url: str | None) -> str:
     return url or AUTOSCALERS.get(instance or "prod", DEFAULT_AUTOSCALER)
 
 
-def tier_note(predicted: int, action: str) -> str | None:
+#: the tier-3 reasons (bundle/tiers.py) whose change Vast itself sees in the deployment request; a plain
+#: ``Image.env()`` value travels in the bundle's config.json instead, so Vast sees only a new bundle
+VAST_SIDE_REASONS = ("image:", "storage:", "secret:", "search:", "ports changed", "docker login changed")
+_BUNDLE_ENV_NOTE = ("env change: plain env values travel in the bundle's config.json, so Vast sees a new bundle "
+                    "(a soft update) and vast_magic sent /update_workers/")
+
+
+def vast_side_change(reasons: tuple[str, ...]) -> bool:
+    """Whether a predicted tier 3 changes something in the deployment request (image, storage, secrets and
+    ports in the env string, search filters, docker login), for which Vast does the hard update itself."""
+    return any(reason.startswith(VAST_SIDE_REASONS) for reason in reasons)
+
+
+def is_hard_update(predicted: int, action: str, vast_side: bool = True) -> bool:
+    """An image-level change Vast sees (image, secrets, search filters: ``vast_side``) that it answered with
+    an update: Vast replaces the workers' image itself (reference 8.1), so no ``/update_workers/`` follows.
+    A tier 3 of plain env values only is a new bundle to Vast: a soft update like tier 2."""
+    return predicted == 3 and action == "soft_update" and vast_side
+
+
+def tier_note(predicted: int, action: str, vast_side: bool = True) -> str | None:
     """What to tell the user when Vast's action is not the tier we predicted (or the tier is 3)."""
     expected = ACTION_TIERS.get(action)
-    if predicted == 3:
-        return f"image-level change: Vast answered {action!r}" + (
-            " and updates the workers in place" if action == "soft_update" else "")
     if expected is None:
-        return f"Vast answered an unknown action {action!r}"
+        return (f"Vast answered an unknown action {action!r} (expected one of {', '.join(ACTIONS)}); "
+                "no /update_workers/ was sent")
+    if predicted == 3 and not vast_side and action == "soft_update":
+        return _BUNDLE_ENV_NOTE
+    if predicted == 3:
+        return f"image-level change: Vast answered {action!r}: {_AFTER_IMAGE_CHANGE[action]}"
     if expected != predicted:
         return f"Vast answered {action!r} (tier {expected}), predicted tier {predicted}"
     return None
@@ -104,9 +136,10 @@ class VastBackend:
 
     async def apply(self, plan: DeployPlan, emit: EventSink) -> ApplyResult:
         try:
-            answer, outgoing = await self._register(plan, emit)
-            note = tier_note(plan.tier, answer.action)
-            emit(TierDecided(plan.tier, plan.reasons + ((note,) if note else ()), answer.action))
+            answer, outgoing, polled = await self._register(plan, emit)
+            note = tier_note(plan.tier, answer.action, vast_side_change(plan.reasons))
+            notes = (note,) if note else ()
+            emit(TierDecided(plan.tier, plan.reasons + notes, answer.action))
             if plan.ttl:
                 self.heartbeats.start(answer.deployment_id, plan.ttl)
             workers: tuple[WorkerInfo, ...] = ()
@@ -115,42 +148,75 @@ class VastBackend:
                                                             "so ensure_ready does not wait for one."))
             elif plan.wait:
                 watch = readiness.ReadinessWatch(self.api, answer.endpoint_id, emit, interval=self.poll_interval,
-                                                 sleep=self.api.sleep, previous=outgoing)
+                                                 sleep=self.api.sleep, previous=outgoing, last_poll=polled)
                 workers = await watch.wait(plan.timeout)
         except BackendError as exc:
             emit(Failed(str(exc)))
             raise
         perfs = [w.perf for w in workers if w.state == "ready" and w.perf is not None]
         return ApplyResult(endpoint=endpoint_label(answer.endpoint_id), workers=workers,
-                           benchmark=max(perfs) if perfs else None, backend_action=answer.action)
+                           benchmark=max(perfs) if perfs else None, backend_action=answer.action, notes=notes)
 
-    async def _register(self, plan: DeployPlan, emit: EventSink) -> tuple[deploy.PutAnswer, dict | None]:
+    async def _register(self, plan: DeployPlan, emit: EventSink) -> tuple[deploy.PutAnswer, dict | None, float | None]:
         """PUT, then upload and soft update as the answer asks; remember what was applied.
 
-        On a soft update, the workers as they were before ``/update_workers/`` come back too, so the
-        readiness watch waits for an updated one (None: any ready worker will do).
+        The workers as they were before the update come back too, so the readiness watch waits for an
+        updated one (None: any ready worker will do). For a soft update that is just before
+        ``/update_workers/``; for a hard update (``is_hard_update``) Vast starts replacing the image on
+        the PUT itself, so the workers are read before the PUT and no ``/update_workers/`` is sent.
+        The loop time of that read comes back too: the watch's first poll keeps the rate limit's interval.
         """
+        key = await asyncio.to_thread(sealing.ensure_key, self.home, plan.name, plan.tag)
+        self.api.add_secret(key.hex())
         for value in [v for _, v in plan.secrets] + list(deploy.docker_login_fields(plan.image).values()):
             self.api.add_secret(value)   # so an error text that echoes the body cannot show them
-        env = deploy.compile_env(plan.image, plan.secrets, autoscaler_url=self.api.autoscaler_url,
+        # the envelope key travels like the user's secrets: in the deployment's env, never in the bundle
+        worker_env = sealing.worker_env(key, settings.resolve("vast_max_request_bytes"))
+        env = deploy.compile_env(plan.image, tuple(plan.secrets) + worker_env, autoscaler_url=self.api.autoscaler_url,
                                  webserver_url=self.api.webserver_url)
         file_hash = await asyncio.to_thread(deploy.bundle_hash, plan.bundle_path)
         body = deploy.put_body(plan, file_hash=file_hash, file_size=os.path.getsize(plan.bundle_path), env=env)
+        previous = await self._read(plan.name, plan.tag)
+        before_put, polled = await self._workers_before(plan, previous, emit)
         answer = await deploy.register(self.api, body, emit)
         if answer.wants_upload:
             await deploy.upload(self.api, answer, plan.bundle_path, emit)
-        outgoing = None
-        if answer.action == "soft_update":
-            before, _ = await readiness.endpoint_workers(self.api, answer.endpoint_id, emit)
-            if await deploy.soft_update(self.api, answer, emit) is not None:
-                outgoing = readiness.generations(before)
-        previous = await self._read(plan.name, plan.tag)
+        outgoing, polled = await self._follow_action(plan, answer, previous, before_put, polled, emit)
         if previous is not None and previous.endpoint_id != answer.endpoint_id:
             self.router.forget(previous.endpoint_id)
         await asyncio.to_thread(state.write_record, self.home, state.DeployRecord(
             plan.name, plan.tag, answer.deployment_id, answer.endpoint_id, plan.manifest.to_json(),
             answer.action, plan.ttl))
-        return answer, outgoing
+        return answer, outgoing, polled
+
+    async def _workers_before(self, plan: DeployPlan, previous: state.DeployRecord | None,
+                              emit: EventSink) -> tuple[tuple | None, float | None]:
+        """Before the PUT of a predicted tier 3 (Vast may start a hard update on it): the endpoint's workers
+        and the loop time they were read; (None, None) otherwise or when they cannot be read."""
+        if plan.tier != 3 or previous is None:
+            return None, None
+        try:
+            reported, _ = await readiness.endpoint_workers(self.api, previous.endpoint_id, emit)
+        except VastAPIError as exc:
+            logger.info("could not read the workers of endpoint %s before the update: %s", previous.endpoint_id, exc)
+            return None, None
+        return reported, asyncio.get_running_loop().time()
+
+    async def _follow_action(self, plan: DeployPlan, answer: deploy.PutAnswer, previous: state.DeployRecord | None,
+                             before_put: tuple | None, polled: float | None,
+                             emit: EventSink) -> tuple[dict | None, float | None]:
+        """What follows Vast's action: nothing for Vast's own hard update, ``/update_workers/`` for a soft
+        update. Returns the generations of the workers of before (None: any ready worker will do) and when
+        the endpoint's workers were last read."""
+        if is_hard_update(plan.tier, answer.action, vast_side_change(plan.reasons)):
+            same = before_put is not None and previous is not None and previous.endpoint_id == answer.endpoint_id
+            return (readiness.generations(before_put) if same else None), polled
+        if answer.action != "soft_update":
+            return None, polled
+        before, _ = await readiness.endpoint_workers(self.api, answer.endpoint_id, emit)
+        polled = asyncio.get_running_loop().time()
+        updated = await deploy.soft_update(self.api, answer, emit) is not None
+        return (readiness.generations(before) if updated else None), polled
 
     async def _beat(self, deployment_id: int) -> bool:
         """``POST /api/v0/deployment/{id}/heartbeat/``: Bearer key, no body, no ``api_key`` query; False once gone."""
@@ -170,8 +236,9 @@ class VastBackend:
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any,
                    may_send: Callable[[], bool] | None = None, collect: bool = False) -> CallOutcome:
         record = await self._record(spec.name, spec.tag)
-        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {}, may_send,
-                                     collect)
+        key = await asyncio.to_thread(sealing.read_key, self.home, spec.name, spec.tag)
+        outcome = await routing.call(self.router, record.endpoint_id, spec, args, kwargs, classes or {}, key,
+                                     may_send, collect)
         logs = self._logs.setdefault((spec.name, spec.tag), collections.deque(maxlen=2000))
         now = time.time()
         for stream, text in outcome.output:
@@ -258,6 +325,7 @@ class VastBackend:
             await self._delete(f"/api/v0/deployment/{record.deployment_id}/", None)
             self.router.forget(record.endpoint_id)
             await asyncio.to_thread(state.delete_record, self.home, record.name, record.tag)
+            await asyncio.to_thread(sealing.delete_key, self.home, record.name, record.tag)
             self._logs.pop((record.name, record.tag), None)
         if tag is None or not records:
             body = {"name": name} if tag is None else {"name": name, "tag": tag}

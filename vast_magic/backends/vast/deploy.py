@@ -5,19 +5,20 @@ of the official ``DeploymentConfig`` and ``None`` fields dropped. The env
 string follows ``_compile_env`` with two deliberate differences: published
 ports are sorted, so the body is stable across hash seeds (weakness 19), and
 secrets travel here as ``-e NAME=value`` (they are never in config.json or the
-tarball). ``file_hash`` is our own content hash of what workers receive.
+tarball), each value written so that Vast's parser reads it back exactly.
+``file_hash`` is our own content hash of what workers receive.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
-import shlex
 import tarfile
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..._env_string import render_flag
 from ...errors import VastAPIError, VastUploadError
 from ...events import EventSink
 from ...reports import LogLine
@@ -81,18 +82,23 @@ def python_env(image: Any) -> list[str]:
     if getattr(image, "system_python", False):
         return ["-e USE_SYSTEM_PYTHON=true", "-e UV_SYSTEM_PYTHON=1", "-e UV_BREAK_SYSTEM_PACKAGES=1"]
     venv = getattr(image, "venv", None)
-    return [f"-e ENV_PATH={venv}"] if venv else []
+    return [render_flag("ENV_PATH", venv)] if venv else []
 
 
 def compile_env(image: Any, secrets: Iterable[tuple[str, str]], *, autoscaler_url: str,
                 webserver_url: str = DEFAULT_WEBSERVER) -> str:
-    """The docker-run style ``env`` string of the PUT body."""
+    """The docker-run style ``env`` string of the PUT body.
+
+    Every ``-e`` value is written so that Vast's parser gives it back exactly; one
+    that cannot be is a ConfigError naming the variable, before anything is sent
+    (``_env_string``, reference 8.4).
+    """
     parts = [f"-p {number}:{number}/{kind}" for number, kind in ports_of(image)]
-    parts.append(f"-e REPORT_ADDR={autoscaler_url}")
+    parts.append(render_flag("REPORT_ADDR", autoscaler_url))
     if webserver_url.rstrip("/") != DEFAULT_WEBSERVER:
-        parts.append(f"-e VAST_API_URL={webserver_url.rstrip('/')}")
+        parts.append(render_flag("VAST_API_URL", webserver_url.rstrip("/")))
     parts += python_env(image)
-    parts += [f"-e {name}={shlex.quote(value)}" for name, value in secrets]
+    parts += [render_flag(name, value) for name, value in secrets]
     return " ".join(parts)
 
 

@@ -2,11 +2,14 @@
 
 The official worker passes every ``payload.kwargs`` value through its JSON wire
 format, which keeps a ``str`` as it is. So a call sends one extra keyword,
-``__vast_magic__``: the base64 text of a packed pickle-5 message (the runtime's
-``wire.dumps``: main pickle plus out-of-band buffers, laid out like a frame:
-``"!IQ"`` = (number of buffers, main length), one ``"!Q"`` per buffer, main,
-buffers). The request message is ``{"args": tuple, "kwargs": dict}``; the
-generated shim answers with the same kind of text holding
+``__vast_magic__``: a packed pickle-5 message (the runtime's ``wire.dumps``:
+main pickle plus out-of-band buffers, laid out like a frame: ``"!IQ"`` =
+(number of buffers, main length), one ``"!Q"`` per buffer, main, buffers),
+sealed with the deployment's envelope key (``runtime/sealed.py``: HMAC-SHA256
+over its digest, the function, the worker URL, the expected manifest version,
+a timestamp and a nonce), which the shim checks before it unpickles anything.
+The request message is ``{"args": tuple, "kwargs": dict}``; the generated shim
+answers with base64 text of a packed message holding
 ``{"ok": True, "value": v, "output": [...]}`` or
 ``{"ok": False, "error": ErrorEnvelope, "output": [...]}`` (docs/internals.md).
 Answers are decoded with the restricted unpickler of ``trusted.py``.
@@ -18,12 +21,13 @@ import binascii
 import struct
 from typing import Any, Mapping
 
-from ...runtime import wire
+from ...runtime import sealed, wire
 from ..base import CallOutcome, outcome_from_response
 from . import trusted
 
 __all__ = [
-    "PARAM", "EnvelopeError", "pack", "unpack", "encode", "decode", "call_kwargs", "outcome_from_message", "answer"
+    "PARAM", "EnvelopeError", "pack", "unpack", "encode", "decode", "request_payload", "call_kwargs", "stale_version",
+    "outcome_from_message", "answer"
 ]
 
 PARAM = "__vast_magic__"
@@ -81,14 +85,29 @@ def decode(text: str, resolve_class: Mapping[str, type] | None = None, policy: t
     return wire.loads(main, buffers, resolve_class)
 
 
-def call_kwargs(args: tuple, kwargs: dict, class_refs: Mapping[type, str] | None = None,
-                collect: bool = False) -> dict[str, str]:
-    """The ``payload.kwargs`` of a worker call: only our envelope. ``collect``: the function is a generator
-    whose items the worker gathers into one answer (``runtime/streaming.py``)."""
+def request_payload(args: tuple, kwargs: dict, class_refs: Mapping[type, str] | None = None,
+                    collect: bool = False) -> bytes:
+    """The packed request message, pickled once per call (each attempt seals it anew). ``collect``: the
+    function is a generator whose items the worker gathers into one answer (``runtime/streaming.py``);
+    the flag travels inside the sealed payload like the arguments."""
     message = {"args": tuple(args), "kwargs": dict(kwargs)}
     if collect:
         message["collect"] = True
-    return {PARAM: encode(message, class_refs)}
+    main, buffers = wire.dumps(message, class_refs)
+    return pack(main, buffers)
+
+
+def call_kwargs(key: bytes, payload: bytes, *, function: str, version: str | None, url: str = "",
+                digest: str | None = None) -> dict[str, str]:
+    """The ``payload.kwargs`` of a worker call: only our envelope, sealed for this worker and moment."""
+    return {PARAM: sealed.seal(key, payload, function=function, version=version, url=url, digest=digest)}
+
+
+def stale_version(value: Any) -> str | None:
+    """The worker's own version when its answer says it runs another version than the call expects."""
+    if isinstance(value, str) and value.startswith(sealed.STALE):
+        return value[len(sealed.STALE):]
+    return None
 
 
 def outcome_from_message(message: Any) -> CallOutcome:

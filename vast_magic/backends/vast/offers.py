@@ -3,7 +3,9 @@
 Posts the requirement query (``Query.to_api_dict()``) plus ``type``, ``order``
 and ``limit`` to ``POST /api/v0/bundles/`` (reference 5, the SDK's
 ``AsyncClient.search``) and summarizes the ``offers``: count, the range of
-``dph_total`` and the distinct GPU names.
+``dph_total`` and the distinct GPU names. ``pricing`` ("on-demand",
+"interruptible" or "reserved") becomes ``type`` (``pricing.offer_type``,
+reference 8.5); a bad value fails before any request.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 import httpx
 
 from ... import loop
+from ...pricing import DEFAULT_PRICING, offer_type
 from .api import DEFAULT_WEBSERVER, VastAPI
 from .keys import require_api_key
 
@@ -51,11 +54,12 @@ class OfferPreview:
         printer.text(repr(self) if cycle else str(self))
 
 
-def search_body(spec: Any) -> dict[str, Any]:
-    """The JSON body of ``POST /api/v0/bundles/`` for an ImageSpec."""
+def search_body(spec: Any, pricing: str = DEFAULT_PRICING) -> dict[str, Any]:
+    """The JSON body of ``POST /api/v0/bundles/`` for an ImageSpec, priced as ``pricing``."""
+    kind = offer_type(pricing)
     requirements = getattr(spec, "requirements", None)
     body = dict(requirements.to_api_dict()) if requirements is not None else {}
-    body.update({"type": "on-demand", "order": ORDER, "limit": OFFER_LIMIT})
+    body.update({"type": kind, "order": ORDER, "limit": OFFER_LIMIT})
     storage = getattr(spec, "storage", None)
     if storage:
         body["allocated_storage"] = storage
@@ -80,11 +84,12 @@ def _price(offer: Any) -> float | None:
 
 async def preview_offers_async(spec: Any, api_key: str | None = None, *,
                                transport: httpx.AsyncBaseTransport | None = None,
-                               webserver_url: str = DEFAULT_WEBSERVER) -> OfferPreview:
+                               webserver_url: str = DEFAULT_WEBSERVER, pricing: str = DEFAULT_PRICING) -> OfferPreview:
+    body = search_body(spec, pricing)
     api = VastAPI(require_api_key(api_key), webserver_url=webserver_url, transport=transport)
     what = "POST /api/v0/bundles/"
     try:
-        response = await api.request("POST", api.web("/api/v0/bundles/"), what=what, json=search_body(spec))
+        response = await api.request("POST", api.web("/api/v0/bundles/"), what=what, json=body)
         data = api.json(response, what)
     finally:
         await api.aclose()
@@ -93,6 +98,8 @@ async def preview_offers_async(spec: Any, api_key: str | None = None, *,
 
 
 def preview_offers(spec: Any, api_key: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
-                   webserver_url: str = DEFAULT_WEBSERVER) -> OfferPreview:
+                   webserver_url: str = DEFAULT_WEBSERVER, pricing: str = DEFAULT_PRICING) -> OfferPreview:
     """Blocking; works in scripts and notebooks (runs on vast_magic's background loop)."""
-    return loop.run_sync(preview_offers_async(spec, api_key, transport=transport, webserver_url=webserver_url))
+    offer_type(pricing)       # a misspelling fails here, in the caller's thread, before anything is sent
+    return loop.run_sync(preview_offers_async(spec, api_key, transport=transport, webserver_url=webserver_url,
+                                              pricing=pricing))

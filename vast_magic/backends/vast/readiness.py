@@ -3,7 +3,9 @@
 The official client never waits for workers; we poll and turn what Vast
 reports into ``WorkerState`` / ``BenchmarkScored`` events. The answer is a
 bare list (what the SDK requires) or ``{"workers": [...]}`` (the API spec);
-``{"error_msg": ...}`` means the endpoint cannot be queried yet (no workers).
+``{"error_msg": ...}`` means the endpoint cannot be queried yet (no workers):
+the watch shows Vast's words as a line of the progress and quotes them if it
+times out (an HTTP 400 with ``error_msg`` is an error at once, quoting it).
 A worker is ready when ``status.lower() == "idle"`` and ``measured_perf > 0``;
 before that ``perf`` is a placeholder (a DLPerf score) and is never shown as a
 benchmark. ``stopped``, ``destroying`` and ``unavail`` are terminal; ``error``
@@ -20,12 +22,13 @@ worker that is new, that loaded again (another ``loaded_at`` or
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...errors import ConfigError, DeployError
 from ...events import BenchmarkScored, EventSink, WorkerState
-from ...reports import WorkerInfo
+from ...reports import LogLine, WorkerInfo
 from ...settings import is_loopback_url
 from .api import VastAPI
 
@@ -114,7 +117,8 @@ class ReadinessWatch:
     """Polls until a worker is ready (a new one, after a soft update); an event per reported change."""
 
     def __init__(self, api: VastAPI, endpoint_id: int, emit: EventSink, *, interval: float = MIN_POLL_INTERVAL,
-                 sleep: Callable[[float], Any] | None = None, previous: dict[str, tuple] | None = None):
+                 sleep: Callable[[float], Any] | None = None, previous: dict[str, tuple] | None = None,
+                 last_poll: float | None = None):
         self.api, self.endpoint_id, self.emit = api, endpoint_id, emit
         self.interval = interval
         self.sleep = sleep or asyncio.sleep
@@ -122,6 +126,7 @@ class ReadinessWatch:
         self.restarted: set[str] = set()  # workers of before the update seen starting since
         self.seen: dict[str, WorkerInfo] = {}
         self.vast_said: str | None = None
+        self.last_poll = last_poll        # loop time of a poll made just before the watch (the rate limit counts it)
 
     def _report(self, workers: tuple[WorkerInfo, ...]) -> None:
         for info in workers:
@@ -144,8 +149,13 @@ class ReadinessWatch:
     async def wait(self, timeout: float) -> tuple[WorkerInfo, ...]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self.last_poll is not None and self.last_poll + self.interval > loop.time():
+            await self.sleep(min(self.last_poll + self.interval - loop.time(), max(0.0, deadline - loop.time())))
         while True:
-            reported, self.vast_said = await endpoint_workers(self.api, self.endpoint_id, self.emit)
+            reported, said = await endpoint_workers(self.api, self.endpoint_id, self.emit)
+            if said and said != self.vast_said:
+                self.emit(LogLine(time.time(), "vast", "system", f"get_endpoint_workers answered: {said}"))
+            self.vast_said = said
             workers = tuple(w.info for w in reported)
             self._report(workers)
             if any(w.info.state == "ready" and self._updated(w) for w in reported):

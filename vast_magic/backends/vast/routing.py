@@ -4,41 +4,55 @@
    api key (cached per endpoint).
 2. ``POST {autoscaler}/route/`` with the endpoint key until the answer carries
    a ``url``; bounded by the call's deadline (the official client waits forever).
+   While it waits, Vast's ``status`` text goes into the outcome (``Waited``)
+   and the timeout error quotes the last one.
    Our ``cost`` is the call's workload (the official client always sends 100).
 3. ``POST <url>/remote/<function>?api_key=<endpoint key>`` with
    ``{"auth_data": <the whole /route/ answer>, "session_id": null, "payload": {"kwargs": {...}}}``.
 
+Each attempt seals the call anew (``runtime/sealed.py``: a fresh nonce and
+timestamp, the routed worker's URL and the manifest version the call expects).
+During a rolling update (reference 8.6) a worker still on another version
+answers a stale-version marker without running anything; the call then routes
+again, up to ``STALE_RETRIES`` times.
+
 Retries follow the backends' one ``RetryPolicy`` and are bounded: 429 and
 refused connections (the call never started) get ``STARTUP_RETRIES`` extra
 attempts plus the function's ``retries``; 5xx and lost connections (the call
-may have run) only the function's ``retries``; all of them stop at the call's
-deadline. Each retry is a ``Retry`` event in the outcome, which the caller
-writes into its cell.
+may have run) only the function's ``retries``; stale versions their own
+budget; all of them stop at the call's deadline. Each retry is a ``Retry``
+event in the outcome, which the caller writes into its cell.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 
-from ...errors import (BackendError, CallTimeoutError, OverloadedError, VastAPIError, VastNotFoundError,
+from ... import settings
+from ...errors import (BackendError, CallTimeoutError, ConfigError, OverloadedError, VastAPIError, VastNotFoundError,
                        VastRejectedError, WorkerLostError, make_remote_error)
-from ...events import Retry
+from ...events import Retry, Waited
 from ..base import CallOutcome, CallSpec, unpicklable_arguments
 from ..retry import Retryable
 from . import envelope, trusted
 from .api import VastAPI
 
-__all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "Endpoint", "Router", "call", "decode_response"]
+__all__ = ["ROUTE_TIMEOUT", "STARTUP_RETRIES", "STALE_RETRIES", "Endpoint", "Router", "waiting_status",
+           "route_timeout_message", "call", "decode_response", "check_size"]
 
 logger = logging.getLogger("vast_magic.vast")
 ROUTE_TIMEOUT = 10.0
 STARTUP_RETRIES = 3
-
+#: re-routes of a call that reached a worker still on another version (each one a Retry event)
+STALE_RETRIES = 30
+#: what the sealed text adds to the payload's base64 (prefix, header with the URL, signature), rounded up
+_SEAL_OVERHEAD = 2048
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,10 @@ class _CallFailure(Retryable):
     def __init__(self, error: BackendError, reason: str, may_have_run: bool):
         super().__init__(error, reason)
         self.may_have_run = may_have_run
+
+
+class _Stale(Retryable):
+    """The worker runs another version than the call expects: route again (a budget of its own)."""
 
 
 class Router:
@@ -80,17 +98,22 @@ class Router:
     def forget(self, endpoint_id: int) -> None:
         self._endpoints.pop(endpoint_id, None)
 
-    async def route(self, endpoint: Endpoint, cost: float, deadline: float, function: str) -> dict:
-        """Post ``/route/`` until a worker is assigned (an answer with ``url``) or the deadline passes."""
+    async def route(self, endpoint: Endpoint, cost: float, deadline: float, function: str,
+                    waits: list[Waited] | None = None) -> dict:
+        """Post ``/route/`` until a worker is assigned (an answer with ``url``) or the deadline passes.
+
+        A 200 answer without ``url`` means "waiting" (reference 8.3): its ``request_idx`` is sent back,
+        and each new ``status`` text is appended to ``waits`` (the call's display) and quoted by the
+        timeout error.
+        """
         loop = asyncio.get_running_loop()
-        request_idx, polls = 0, 0
+        started, request_idx, polls, last = loop.time(), 0, 0, None
         while True:
             body = {"endpoint": endpoint.name, "api_key": endpoint.key, "cost": cost,
                     "request_idx": request_idx, "replay_timeout": 60.0}
             left = deadline - loop.time()
             if left <= 0:
-                raise CallTimeoutError(f"no Vast worker of endpoint {endpoint.name!r} became ready for {function} "
-                                       "before its timeout; check app.status() or raise timeout= on @app.remote.")
+                raise CallTimeoutError(route_timeout_message(endpoint.name, function, loop.time() - started, last))
             response = await self.api.request("POST", self.api.autoscaler("/route/"), what="POST /route/", json=body,
                                               key=endpoint.key, timeout=min(ROUTE_TIMEOUT, left), attempts=1)
             answer = self.api.json(response, "POST /route/")
@@ -99,8 +122,12 @@ class Router:
             if isinstance(answer, dict) and answer.get("request_idx") is not None:
                 request_idx = answer["request_idx"]
             polls += 1
-            if polls == 1:
-                logger.info("waiting for a Vast worker of %s to be assigned to %s", endpoint.name, function)
+            status = waiting_status(answer)
+            if status is not None and status != last:
+                last = status
+                logger.info("%s waits for a Vast worker of %s: %s", function, endpoint.name, status)
+                if waits is not None:
+                    waits.append(Waited(function, status, polls, loop.time() - started))
             await self.retry.sleep(min(self.wait_delay(polls), max(0.0, deadline - loop.time())))
 
     def wait_delay(self, polls: int) -> float:
@@ -114,36 +141,57 @@ class Router:
                                              headers=self.api.headers(endpoint.key), timeout=timeout)
 
 
+def waiting_status(answer: Any) -> str | None:
+    """The ``status`` text of a ``/route/`` answer without ``url`` (None when it gives none)."""
+    status = answer.get("status") if isinstance(answer, dict) else None
+    text = str(status).strip() if status is not None else ""
+    return text[:300] or None
+
+
+def route_timeout_message(endpoint: str, function: str, waited: float, status: str | None) -> str:
+    said = f"Vast's last /route/ answer said: {status!r}" if status else "Vast's /route/ answers gave no status"
+    return (f"no Vast worker of endpoint {endpoint!r} became ready for {function} before its timeout (waited "
+            f"{waited:.1f}s); {said}. Check app.status(), or raise timeout= on @app.remote.")
+
+
 async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kwargs: dict,
-               classes: dict | None, may_send: Callable[[], bool] | None = None,
+               classes: dict | None, key: bytes, may_send: Callable[[], bool] | None = None,
                collect: bool = False) -> CallOutcome:
     """One call with routing and bounded retries; see the module docstring. ``may_send`` is asked just
     before each worker POST (from then on the call may run, whatever happens here): False means the call
-    was cancelled, and nothing is sent."""
+    was cancelled, and nothing is sent. ``collect``: a stream's items gathered by the worker (sealed)."""
     deadline = asyncio.get_running_loop().time() + spec.timeout
     try:
-        payload = {"kwargs": envelope.call_kwargs(args, kwargs, classes, collect)}
+        message = envelope.request_payload(args, kwargs, classes, collect)
     except Exception as exc:
         raise unpicklable_arguments(spec.function, exc) from exc
+    check_size(spec.function, len(message), settings.resolve("vast_max_request_bytes"))
+    digest = hashlib.sha256(message).hexdigest()
     resolve = {name: cls for cls, name in (classes or {}).items()}
     endpoint = await router.endpoint(endpoint_id)
-    budget = {False: STARTUP_RETRIES + spec.retries, True: spec.retries}   # by may_have_run
+    budget = {False: STARTUP_RETRIES + spec.retries, True: spec.retries, "stale": STALE_RETRIES}
+    attempts_shown = 1 + budget[False] + budget[True]      # the attempts shown: stale re-routes add one each
     retries: list[Retry] = []
+    waits: list[Waited] = []
 
     def allow(failure: Retryable) -> bool:
-        kind = isinstance(failure, _CallFailure) and failure.may_have_run
+        nonlocal attempts_shown
+        kind = "stale" if isinstance(failure, _Stale) else isinstance(failure, _CallFailure) and failure.may_have_run
         budget[kind] -= 1
+        attempts_shown += kind == "stale" and budget[kind] >= 0
         return budget[kind] >= 0
 
     async def attempt() -> CallOutcome:
-        route = await router.route(endpoint, spec.cost, deadline, spec.function)
+        route = await router.route(endpoint, spec.cost, deadline, spec.function, waits)
         if may_send is not None and not may_send():
             raise asyncio.CancelledError
+        payload = {"kwargs": envelope.call_kwargs(key, message, function=spec.function, version=spec.version,
+                                                  url=str(route.get("url") or ""), digest=digest)}
         return decode_response(router.api, await _post(router, endpoint, route, spec, payload, deadline), spec, resolve)
 
     outcome = await router.retry.run(attempt, what=spec.function, emit=retries.append,
-                                     attempts=1 + sum(budget.values()), allow=allow, deadline=deadline)
-    return dataclasses.replace(outcome, retries=tuple(retries)) if retries else outcome
+                                     attempts=lambda: attempts_shown, allow=allow, deadline=deadline)
+    return dataclasses.replace(outcome, retries=tuple(retries), waits=tuple(waits)) if retries or waits else outcome
 
 
 async def _post(router: Router, endpoint: Endpoint, route: dict, spec: CallSpec, payload: dict,
@@ -166,6 +214,15 @@ async def _post(router: Router, endpoint: Endpoint, route: dict, spec: CallSpec,
     return response
 
 
+def check_size(function: str, payload_bytes: int, limit: int) -> None:
+    """Refuse before sending a call the workers would refuse (they check the same limit)."""
+    sealed_bytes = 4 * ((payload_bytes + 2) // 3) + _SEAL_OVERHEAD
+    if sealed_bytes > limit:
+        raise ConfigError(f"the arguments of {function} take {sealed_bytes} bytes once sealed, over the "
+                          f"{limit} bytes a Vast worker accepts (setting vast_max_request_bytes); nothing was sent. "
+                          "Pass less data per call, or raise the setting and run app.ensure_ready() again.")
+
+
 def _connect_problem(exc: Exception) -> str:
     return (f"could not connect to the Vast worker ({type(exc).__name__}); it may have been stopped. "
             "Retry, or check app.status().")
@@ -184,6 +241,10 @@ def _refusal(api: VastAPI, response: httpx.Response, spec: CallSpec) -> Exceptio
     if status == 404:
         return VastNotFoundError(f"{what}: the worker has no function {spec.function!r} (HTTP 404); it runs another "
                                  "version: run app.ensure_ready() again.", status)
+    if status == 413:
+        return VastRejectedError(f"{what}: the call is larger than the Vast worker accepts (HTTP 413); pass less "
+                                 "data per call, or raise vast_max_request_bytes and run app.ensure_ready() again.",
+                                 status)
     if status == 410:
         return VastRejectedError(f"{what}: the worker rejected the session (HTTP 410).", status)
     return api.error(response, what, 1)
@@ -195,6 +256,13 @@ def decode_response(api: VastAPI, response: httpx.Response, spec: CallSpec, reso
     body = api.json(response, what)
     result = body.get("result") if isinstance(body, dict) else None
     if isinstance(result, dict) and "ok" in result:
+        other = envelope.stale_version(result["ok"])
+        if other is not None:
+            raise _Stale(CallTimeoutError(
+                f"{spec.function}: every Vast worker reached before its timeout of {spec.timeout:g}s still ran "
+                f"version {other[:12] or '(none)'}, not {str(spec.version)[:12]}, which ensure_ready() deployed; the "
+                "rolling update has not finished. Retry later, raise timeout=, or check app.status()."),
+                f"worker runs version {other[:12] or '(none)'}, expected {str(spec.version)[:12]}")
         try:
             message = envelope.decode(result["ok"], resolve, trusted.TypePolicy(spec.trusted_types))
             return envelope.outcome_from_message(message)
@@ -207,9 +275,24 @@ def decode_response(api: VastAPI, response: httpx.Response, spec: CallSpec, reso
 
 
 def _official_error(wire_error: Any) -> BaseException:
-    """An exception in the official JSON wire (its message is lost there; reference 3.3)."""
+    """An exception in the official JSON wire (reference 3.3), its message read from ``args``.
+
+    The stock encoder sends only ``__dict__``; our shim puts the exception's args
+    there (``bundle.vast_entry``), other workers send none and the message is empty.
+    """
     if isinstance(wire_error, dict) and wire_error.get("type") == "obj":
         module = ".".join((wire_error.get("module") or {}).get("path") or []) or "builtins"
-        message = str((wire_error.get("contents") or {}).get("message") or "")
+        message = _official_message(wire_error.get("contents"))
         return make_remote_error(f"{module}.{wire_error.get('class')}", message, import_modules=False)
     return make_remote_error("builtins.Exception", str(wire_error), import_modules=False)
+
+
+def _official_message(contents: Any) -> str:
+    """``str(exc)`` of an exception whose ``__dict__`` the stock encoder sent: from its ``args`` tuple, if any."""
+    args = contents.get("args") if isinstance(contents, dict) else None
+    items = args.get("contents") if isinstance(args, dict) and args.get("type") in ("tuple", "list") else None
+    if not isinstance(items, list):
+        return ""
+    items = [item if isinstance(item, (str, int, float)) or item is None
+             else f"<{item.get('type') if isinstance(item, dict) else type(item).__name__}>" for item in items]
+    return str(items[0]) if len(items) == 1 else str(tuple(items)) if items else ""
