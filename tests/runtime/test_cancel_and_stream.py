@@ -3,6 +3,7 @@ running, arriving in the same read as its call) and ``stream`` with ``credit`` (
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
@@ -32,22 +33,27 @@ async def _with_channel(server: CallServer, scenario):
         await server.shutdown(0.1)
 
 
-def test_a_cancel_that_arrives_with_its_call_answers_never_ran():
+def test_a_cancel_that_arrives_with_its_call_is_answered():
+    """Before 3.12 a request's task begins a loop turn after it was read, so a cancel read in the same turn
+    finds it not begun (never_ran); from 3.12 the task starts eagerly (server._start) and has begun, so an
+    ``async def`` that waits is stopped. Either way the call answers and the function body never finishes."""
     ran = []
 
     async def work():
+        await asyncio.sleep(0)
         ran.append(1)
         return "ran"
 
     async def scenario(channel):
         frames = [wire.dumps(_request("work", id=7)), wire.dumps({"op": "cancel", "id": 7})]
-        async with channel._lock:                          # both frames in one write: one read on the server
-            for main, buffers in frames:
-                await framing.write_frame(channel.writer, main, buffers)
+        assert not any(buffers for _, buffers in frames)
+        channel.writer.write(b"".join(framing.HEADER.pack(0, len(main)) + bytes(main) for main, _ in frames))
+        await channel.writer.drain()                       # both frames in one write: one read on the server
         return await channel.recv()
 
     answer = asyncio.run(_with_channel(_server(work=(work, {})), scenario))
-    assert (answer["id"], answer["ok"], answer["cancelled"]) == (7, False, "never_ran") and ran == []
+    expected = "stopped" if sys.version_info >= (3, 12) else "never_ran"
+    assert (answer["id"], answer["ok"], answer["cancelled"]) == (7, False, expected) and ran == []
 
 
 @pytest.mark.parametrize("plain, outcome", [(False, "stopped"), (True, "still_running")])

@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator, Callable
 
 from ... import events, settings
 from ... import loop as loop_bridge
-from ...errors import BackendError, CallTimeoutError, EngineUnavailableError, WorkerLostError
+from ...errors import BackendError, CallTimeoutError, DeployError, EngineUnavailableError, WorkerLostError
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ...runtime import shm, wire
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
