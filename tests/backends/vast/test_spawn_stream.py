@@ -3,7 +3,9 @@
 Spawned calls are tasks of this process (Vast has no engine to keep them), found again by id in the same
 process; a cancel before the worker POST means the call never runs, one after it is reported as possibly
 running on (Vast cannot stop a request). A stream is one request whose items the worker collects (the
-stock worker answers one body per request); a note says so once per function."""
+stock worker answers one body per request); a note says so once per function. The fake's worker runs the
+uploaded bundle (its shim opens the sealed envelope, ``collect`` included); only the call that must hang is
+scripted (``FakeVast.functions``)."""
 from __future__ import annotations
 
 import asyncio
@@ -36,7 +38,7 @@ def deployed(fake: FakeVast) -> Deployment:
 
 
 def test_spawn_result_done_and_get_call_in_this_process(capsys):
-    fake = FakeVast(api_key=KEY, ready_after=0, functions={"square": square})
+    fake = FakeVast(api_key=KEY, ready_after=0)
     app = deployed(fake)
     handle = app.functions["square"].spawn(7)
     assert handle.result(timeout=30) == 49 and handle.done()
@@ -55,7 +57,7 @@ def test_spawn_result_done_and_get_call_in_this_process(capsys):
 
 
 def test_cancel_before_the_worker_post_means_it_never_runs():
-    fake = FakeVast(api_key=KEY, ready_after=0, functions={"square": square})
+    fake = FakeVast(api_key=KEY, ready_after=0)
     app = deployed(fake)
     fake.route_waits = 10 ** 9                             # /route/ keeps answering "waiting for workers"
     handle = app.functions["square"].spawn(5)
@@ -74,7 +76,7 @@ def test_cancel_after_the_worker_post_is_reported_as_possibly_running():
         started.append(x)
         await asyncio.sleep(3600)
 
-    fake = FakeVast(api_key=KEY, ready_after=0, functions={"square": square})
+    fake = FakeVast(api_key=KEY, ready_after=0)
     app = deployed(fake)
     fake.functions["square"] = hold
     handle = app.functions["square"].spawn(5)
@@ -99,7 +101,7 @@ async def atokens(n):
 
 def test_stream_on_vast_collects_the_items_on_the_worker_and_says_so_once(capsys):
     """The documented fallback: one request, the items together at the end, an error after them."""
-    fake = FakeVast(api_key=KEY, ready_after=0, functions={"square": square, "tokens": tokens, "atokens": atokens})
+    fake = FakeVast(api_key=KEY, ready_after=0)
     app = Deployment(name="streamvast", backend="vast", api_key=KEY, transport=fake.transport())
     app.remote(benchmark_dataset=[{"x": 2}])(square)
     app.remote(tokens)
