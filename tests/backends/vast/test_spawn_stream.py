@@ -124,3 +124,29 @@ def test_stream_on_vast_collects_the_items_on_the_worker_and_says_so_once(capsys
     async def consume():
         return [x async for x in app.functions["atokens"].stream(4)]
     assert asyncio.run(consume()) == [0, 1, 2, 3]
+
+
+def test_the_stream_collect_flag_travels_inside_the_sealed_envelope(tmp_path):
+    """Nothing but the signed envelope is in the request: ``collect`` is read only after the HMAC check."""
+    import base64
+    import os
+
+    from vast_magic.backends.vast import envelope, sealing
+    from vast_magic.runtime import sealed
+    from vast_magic.testing import WORKER
+
+    fake = FakeVast(api_key=KEY, ready_after=0)
+    app = Deployment(name="streamvast", backend="vast", api_key=KEY, transport=fake.transport())
+    app.remote(benchmark_dataset=[{"x": 2}])(square)
+    app.remote(tokens)
+    app.ensure_ready()
+    assert list(app.functions["tokens"].stream(2)) == ["t0", "t1"]
+    body = fake.sent("POST", "/remote/tokens")[-1].body
+    assert list(body["payload"]["kwargs"]) == [envelope.PARAM]
+    key = sealing.read_key(os.environ["VAST_MAGIC_HOME"], "streamvast", "default")
+    header, payload = sealed.Opener(key, url=WORKER).open(body["payload"]["kwargs"][envelope.PARAM], "tokens")
+    message = envelope.decode(base64.b64encode(payload).decode("ascii"))
+    assert (message["args"], message.get("collect")) == ((2, None), True) and header.version is not None
+    tampered = body["payload"]["kwargs"][envelope.PARAM].replace("A", "B", 1)
+    with pytest.raises(sealed.Refused):
+        sealed.Opener(key, url=WORKER).open(tampered, "tokens")
