@@ -75,12 +75,19 @@ class Sampler(threading.Thread):
         self.started = time.monotonic()
 
     def run(self) -> None:
+        """A sample at the start and one at the end besides every period: a quick soak that finishes within
+        its first window still has a first and a last reading for each process."""
+        self.sample()
         while not self.done.wait(self.period):
-            elapsed = time.monotonic() - self.started
-            for name, pid in processes(self.home).items():
-                kib = rss_kib(pid)
-                if kib is not None:
-                    self.rows.append((elapsed, name, kib))
+            self.sample()
+        self.sample()
+
+    def sample(self) -> None:
+        elapsed = time.monotonic() - self.started
+        for name, pid in processes(self.home).items():
+            kib = rss_kib(pid)
+            if kib is not None:
+                self.rows.append((elapsed, name, kib))
 
 
 async def drive(calls: int, deadline: float) -> dict:

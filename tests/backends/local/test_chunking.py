@@ -28,3 +28,11 @@ def test_chunk_size(items, perfs, cost, max_queue, expected):
 
 def test_chunks_in_flight_keep_every_worker_busy():
     assert [chunks_in_flight(n) for n in (0, 1, 2, 10)] == [2, 2, 4, 20]
+
+
+@pytest.mark.parametrize("workers, size, chunks, expected", [
+    (1, 1, 3, 3),          # three expensive items on one worker: all at once, as three calls would go
+    (1, 1, 1, 2), (2, 1, 100, 100), (1, 50, 20, 2), (2, 50, 20, 4),
+])
+def test_chunks_of_one_item_all_go_at_once(workers, size, chunks, expected):
+    assert chunks_in_flight(workers, size, chunks) == expected

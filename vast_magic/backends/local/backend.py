@@ -223,7 +223,7 @@ class LocalBackend:
         mean_cost = sum(cost for _, _, cost in calls) / len(calls)
         size = chunking.chunk_size(len(calls), list(pool.routes.values()), mean_cost, spec.max_queue_time)
         results: list = [None] * len(calls)
-        gate = asyncio.Semaphore(chunking.chunks_in_flight(len(pool.routes)))
+        gate = asyncio.Semaphore(chunking.chunks_in_flight(len(pool.routes), size, -(-len(calls) // size)))
 
         async def run(start: int) -> None:
             part = calls[start:start + size]

@@ -34,6 +34,10 @@ def chunk_size(items: int, routes: Sequence, cost: float, max_queue_time: float)
     return max(1, min(MAX_CHUNK, spread, fits))
 
 
-def chunks_in_flight(workers: int) -> int:
-    """Chunks sent at once: two per worker keep each busy while the next one travels."""
+def chunks_in_flight(workers: int, size: int = 2, chunks: int = 0) -> int:
+    """Chunks sent at once: two per worker keep each busy while the next one travels. Chunks of one item
+    (expensive items, or a worker of unknown speed) are ordinary calls: they all go at once, as calls
+    sent one by one would, and the worker's admission rule decides as it does for those."""
+    if size <= 1:
+        return max(1, chunks, 2 * max(1, workers))
     return 2 * max(1, workers)
