@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent('''
     f = fresh("unordered")
     out["unordered"] = chain.map([f] * 4, range(4), [3] * 4, ordered=False)
     f = fresh("ordered")
-    out["ordered"] = chain.map([f] * 2, range(2), [1] * 2)   # in chunks: two in flight per worker, so two items
+    out["ordered"] = chain.map([f] * 4, range(4), [3] * 4)
     f = fresh("sync_completed")
     out["sync_completed"] = list(chain.map_as_completed([f] * 4, range(4), [3] * 4))
 
@@ -108,7 +108,7 @@ def shapes(tmp_path_factory):
 
 def test_unordered_map_and_as_completed_yield_in_finishing_order(shapes):
     out, stdout, _ = shapes
-    assert out["ordered"] == [0, 1]
+    assert out["ordered"] == [0, 1, 2, 3]
     assert out["unordered"] == [3, 2, 1, 0]
     assert out["sync_completed"] == [3, 2, 1, 0]
     assert out["async_completed"] == [3, 2, 1, 0]
