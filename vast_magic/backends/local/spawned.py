@@ -2,10 +2,13 @@
 from another cell or another process (``f.spawn``, ``Deployment.get_call``).
 
 The engine never unpickles user values: the client's request and the worker's answer travel as opaque
-frames (``wire.dumps`` output). A call carries the version its caller deployed: it runs only on a worker of
-that version, and a worker that answers it is stale (a plain dict, read here by an unpickler that resolves no
-class at all) sends it on to another worker, up to ``STALE_RETRIES`` times. Each call gets a connection of its own to its worker, so the first frame
+frames (``wire.dumps`` output). Each call gets a connection of its own to its worker, so the first frame
 back is its answer, and a cancel (``{"op": "cancel"}`` on that connection) cannot hit another call.
+
+A call carries the version its caller deployed: it runs only on a worker of that version. When a worker
+still answers that it runs another one (a small frame of plain data, read here by an unpickler that resolves
+no class at all, so no user value is loaded), nothing ran and the call goes to another worker, up to
+``STALE_RETRIES`` times.
 
 What is kept, in the engine's memory only (an engine restart loses it): every unfinished call (at most
 ``MAX_UNFINISHED``), and each finished one for ``KEEP_SECONDS`` after it finished, the newest ``KEEP_CALLS``
