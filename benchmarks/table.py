@@ -82,6 +82,8 @@ def build_rows(r: dict) -> list[Row]:
         _absolute("same, unchanged redeploy (source caches warm)", "ms", _get(r, "bundle", "capture_bundle_warm_ms"), 100),
         _absolute("engine daemon idle RSS", "MiB", _get(r, "lifecycle", "engine_rss"), 60, **peers("engine_rss")),
         Row("RSS per idle worker", "MiB", _get(r, "lifecycle", "worker_rss"), **peers("worker_rss")),
+        Row("stream of 1,000 small items: first item", "ms", ms("vast_calls", "stream", "first_item_s")),
+        Row("stream of 1,000 small items", "items/s", _get(r, "vast_calls", "stream", "items_per_s")),
         _absolute("autoscaler simulation, 10,000 workers, 1M requests", "s", _get(r, "sim", "seconds"), 10),
     ]
 

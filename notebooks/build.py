@@ -97,6 +97,15 @@ machine); the last section shows the same cells on Vast.ai.
     SETUP,
     CONTEXT,
     remote_cell("return _shift(x) * x * model.scale"),
+    md("A function that `yield`s is a remote generator: its items stream back while the worker runs (think: "
+       "the tokens of a model, or the progress of a long job)."),
+    code('''
+%%vast_remote --app app
+async def countdown(n):
+    for i in range(n, 0, -1):
+        yield f"{i}..."
+    yield "liftoff"
+'''),
     md("Deploy: the cells' code is captured, bundled and hashed; a worker starts, enters `Model`, benchmarks `square`, and is ready."),
     code('''
 report = %vast_deploy --app app
@@ -105,6 +114,15 @@ print("tier", report.tier, report.reasons, "workers", len(report.workers))
     md("Call it like a local coroutine. What the function prints shows up here."),
     check("await square(5)"),
     check("square.map([1, 2, 3, 4])"),
+    md("`spawn` starts a call and returns a handle at once: `.result(timeout)`, `await handle`, `.done()`, "
+       "`.cancel()`. Its id finds the call again with `app.get_call(id)`, from another cell or after a kernel "
+       "restart, for as long as the engine keeps the result (an hour after it finished, the newest 1,000)."),
+    check('''
+handle = square.spawn(7)
+print(handle.result(timeout=60), app.get_call(handle.id).done())
+'''),
+    md("`stream` consumes a remote generator item by item (`for x in countdown.stream(3)` works in sync code too)."),
+    check("[x async for x in countdown.stream(3)]"),
     md("Edit the function and deploy again: only the code changed, so workers are replaced one by one (tier 2)."),
     remote_cell("return _shift(x) * x * model.scale + 1000"),
     DEPLOY,

@@ -154,6 +154,14 @@ def _call_before_deploy(ctx: Ctx) -> None:
     _with_remote(benchmark_dataset=[{"x": 1}]).call(1)
 
 
+def _generator_remote():
+    app = Deployment(name="fresh")
+
+    async def tokens(n):
+        yield n
+    return app.remote(tokens)
+
+
 def _magic_teardown_typo(ctx: Ctx) -> None:
     shell = ctx.shell()
     shell.run_cell("from vast_magic import Deployment\ntypo = Deployment(name='badinptu')")
@@ -204,6 +212,13 @@ CASES = [
     Case("context not async", _context_without_aenter, ConfigError, r"must define __aenter__ and __aexit__"),
     Case("no functions", lambda c: Deployment(name="empty").ensure_ready(), ConfigError, r"decorate one with @app\.remote"),
     Case("call before deploy", _call_before_deploy, ConfigError, r"run app\.ensure_ready\(\)"),
+    Case("spawn before deploy", lambda c: _with_remote().spawn(1), ConfigError, r"run app\.ensure_ready\(\)"),
+    Case("stream a plain function", lambda c: _with_remote().stream(1), TypeError,
+         r"^f does not yield: call it with `await f\(\.\.\.\)` or `f\.call\(\.\.\.\)`"),
+    Case("call a generator", lambda c: _generator_remote().call(1), TypeError,
+         r"^tokens yields items: consume it with `for x in tokens\.stream\(\.\.\.\)`"),
+    Case("starmap of numbers", lambda c: _with_remote().starmap([1, 2]), TypeError,
+         r"^f\.starmap takes an iterable of argument tuples; item 0 is int, e\.g\. f\.starmap"),
     Case("secret env unset", lambda c: Secret.from_env("VAST_MAGIC_SURELY_UNSET"), ConfigError, r"export it first"),
     Case("image storage", lambda c: Deployment(name="x").image(storage=-1), ConfigError, r"e\.g\. storage=16"),
     Case("image env value", lambda c: Deployment(name="x").image().env(K=3), ConfigError, r"write K='3'"),
@@ -238,6 +253,8 @@ CASES = [
     # -- Python API with a deployment serving -----------------------------------------------
     Case("too many arguments", lambda c: c.served.add.call(1, 2, 3), TypeError, r"add\(a, b=1\): too many", True),
     Case("missing argument", lambda c: c.served.square.call(), TypeError, r"square\(x\): missing .* 'x'", True),
+    Case("get_call unknown id", lambda c: c.served.app.get_call("call-nope"), ConfigError,
+         r"^the local engine has no call 'call-nope': it keeps a finished call's result for 1 h", True),
     Case("unpicklable argument", lambda c: c.served.square.call(threading.Lock()), CaptureError,
          r"cannot pickle .* Pass plain data", True),
     Case("call timeout negative", lambda c: loop.run_sync(c.served.square.with_timeout(-1)(3)), ConfigError,

@@ -17,12 +17,12 @@ import vast_magic
 from tests.package_modules import module_files
 
 EXPORTED = [
-    "BackendError", "Bundle", "BundleError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",
-    "Deployment", "DeploymentStatus", "DeployReport", "EngineConnectionLostError", "EngineUnavailableError",
-    "Fingerprint", "Image", "load_ipython_extension", "LogLine", "OverloadedError", "RemoteError", "Secret",
-    "unload_ipython_extension", "UntrustedTypeError", "VastAPIError", "VastAuthError", "VastMagicError", "VastNotFoundError",
-    "VastRateLimitedError", "VastRejectedError", "VastUnavailableError", "VastUploadError", "WorkerInfo",
-    "WorkerLostError",
+    "BackendError", "Bundle", "BundleError", "CallCancelledError", "CallTimeoutError", "CaptureError", "ConfigError",
+    "DeployError", "Deployment", "DeploymentStatus", "DeployReport", "EngineConnectionLostError",
+    "EngineUnavailableError", "Fingerprint", "Image", "load_ipython_extension", "LogLine", "OverloadedError",
+    "RemoteError", "Secret", "unload_ipython_extension", "UntrustedTypeError", "VastAPIError", "VastAuthError",
+    "VastMagicError", "VastNotFoundError", "VastRateLimitedError", "VastRejectedError", "VastUnavailableError",
+    "VastUploadError", "WorkerInfo", "WorkerLostError",
 ]
 FILES = module_files()
 

@@ -18,7 +18,8 @@ from tests.package_modules import PACKAGE, module_files
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("vast_magic", "vast_magic.__main__", "vast_magic.cli", "vast_magic.notebook",
                       "vast_magic.testing")),
-    ("deployment", ("vast_magic.deployment", "vast_magic.remote", "vast_magic.deploy_pipeline", "vast_magic.caller",
+    ("deployment", ("vast_magic.deployment", "vast_magic.remote", "vast_magic.remote_options",
+                    "vast_magic.deploy_pipeline", "vast_magic.caller", "vast_magic.call_handle",
                     "vast_magic.known", "vast_magic.call_stats", "vast_magic.watch")),
     # DESIGN.md: "display ◄── events": views of the one event stream, used by the deployment layer
     # (ensure_ready and map render progress in the calling cell), the notebook and the CLI; never by

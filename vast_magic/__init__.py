@@ -5,10 +5,10 @@ Public names only; see DESIGN.md for the contract.
 from __future__ import annotations
 
 from .errors import (
-    BackendError, BundleError, CallTimeoutError, CaptureError, ConfigError, DeployError, EngineConnectionLostError,
-    EngineUnavailableError, OverloadedError, RemoteError, UntrustedTypeError, VastAPIError, VastAuthError, VastMagicError,
-    VastNotFoundError, VastRateLimitedError, VastRejectedError, VastUnavailableError, VastUploadError,
-    WorkerLostError,
+    BackendError, BundleError, CallCancelledError, CallTimeoutError, CaptureError, ConfigError, DeployError,
+    EngineConnectionLostError, EngineUnavailableError, OverloadedError, RemoteError, UntrustedTypeError, VastAPIError,
+    VastAuthError, VastMagicError, VastNotFoundError, VastRateLimitedError, VastRejectedError, VastUnavailableError,
+    VastUploadError, WorkerLostError,
 )
 from .reports import Bundle, DeploymentStatus, DeployReport, Fingerprint, LogLine, WorkerInfo
 from .secret import Secret
@@ -16,12 +16,12 @@ from .secret import Secret
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "Bundle", "BundleError", "CallTimeoutError", "CaptureError", "ConfigError", "DeployError",
-    "Deployment", "DeploymentStatus", "DeployReport", "EngineConnectionLostError", "EngineUnavailableError",
-    "Fingerprint", "Image", "load_ipython_extension", "LogLine", "OverloadedError", "RemoteError", "Secret",
-    "unload_ipython_extension", "UntrustedTypeError", "VastAPIError", "VastAuthError", "VastMagicError", "VastNotFoundError",
-    "VastRateLimitedError", "VastRejectedError", "VastUnavailableError", "VastUploadError", "WorkerInfo",
-    "WorkerLostError",
+    "BackendError", "Bundle", "BundleError", "CallCancelledError", "CallTimeoutError", "CaptureError", "ConfigError",
+    "DeployError", "Deployment", "DeploymentStatus", "DeployReport", "EngineConnectionLostError",
+    "EngineUnavailableError", "Fingerprint", "Image", "load_ipython_extension", "LogLine", "OverloadedError",
+    "RemoteError", "Secret", "unload_ipython_extension", "UntrustedTypeError", "VastAPIError", "VastAuthError",
+    "VastMagicError", "VastNotFoundError", "VastRateLimitedError", "VastRejectedError", "VastUnavailableError",
+    "VastUploadError", "WorkerInfo", "WorkerLostError",
 ]
 
 

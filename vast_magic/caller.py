@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from . import loop
 from .backends.base import CallOutcome, CallSpec
+from .call_handle import CallHandle
 from .call_stats import CallCounter
 from .errors import ConfigError
 from .reports import CallStats
@@ -31,6 +32,14 @@ def _on_its_loop(backend: Any, call):
     if getattr(backend, "any_loop", False) or loop.on_loop_thread():
         return call
     return loop.run_on_loop(call)
+
+
+def _spec(deployed: "Deployed", function: str, cost: float, timeout: float, max_queue_time: float,
+          retries: int) -> CallSpec:
+    """The request for one call (plain, chunked, spawned or streamed), pinned to the deployed version."""
+    return CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
+                    max_queue_time=max_queue_time, retries=retries, cost=cost,
+                    trusted_types=deployed.trusted_types, version=deployed.version)
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,10 @@ class Caller:
         if deployed is not None and deployed.name == name and tag in (None, deployed.tag):
             self._deployed = None
 
+    def class_refs(self) -> dict | None:
+        """The shipped classes of what was deployed last in this process (None before a deploy)."""
+        return self._deployed.class_refs if self._deployed is not None else None
+
     def _checked(self, function: str) -> Deployed:
         deployed = self._deployed
         if deployed is None:
@@ -89,6 +102,23 @@ class Caller:
                               "run app.ensure_ready() again to deploy it.")
         return deployed
 
+    async def spawn(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
+                    max_queue_time: float, retries: int, show: Callable[[CallOutcome], None]) -> CallHandle:
+        """Start the call where the backend keeps it (the local engine; this process on Vast); returns at once.
+        Runs on the background loop (the handle's later result and cancel go there too)."""
+        deployed = self._checked(function)
+        spec = _spec(deployed, function, cost, timeout, max_queue_time, retries)
+        call_id = await deployed.backend.spawn(spec, args, kwargs, deployed.class_refs)
+        return CallHandle(call_id, function, deployed.backend, deployed.class_refs, show)
+
+    def stream(self, function: str, args: tuple, kwargs: dict, *, cost: float, timeout: float,
+               max_queue_time: float, retries: int) -> AsyncIterator[tuple]:
+        """The backend's stream of a remote generator: ``("item", x)`` events, then ``("end", CallOutcome)``;
+        checked against what was deployed now (and pinned to its version), iterated on the background loop."""
+        deployed = self._checked(function)
+        spec = _spec(deployed, function, cost, timeout, max_queue_time, retries)
+        return deployed.backend.stream(spec, args, kwargs, deployed.class_refs)
+
     async def call_many(self, function: str, calls: list, options: Any, counter: list) -> list | None:
         """``f.map``'s calls, (args, kwargs, cost) each, in chunks when the backend can (``call_many``);
         None when it cannot or retries are asked for (then each call goes on its own). Each item counts
@@ -97,9 +127,7 @@ class Caller:
         many = getattr(deployed.backend, "call_many", None)
         if many is None or options.retries:
             return None
-        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=options.timeout,
-                        max_queue_time=options.max_queue_time, retries=0, cost=100.0,
-                        trusted_types=deployed.trusted_types, version=deployed.version)
+        spec = _spec(deployed, function, 100.0, options.timeout, options.max_queue_time, 0)
         stats = self._calls[(deployed.name, deployed.tag)]
         started = time.perf_counter()
 
@@ -132,9 +160,7 @@ class Caller:
     @staticmethod
     def _send(deployed: Deployed, function: str, args: tuple, kwargs: dict, cost: float, timeout: float,
               max_queue_time: float, retries: int):
-        spec = CallSpec(name=deployed.name, tag=deployed.tag, function=function, timeout=timeout,
-                        max_queue_time=max_queue_time, retries=retries, cost=cost,
-                        trusted_types=deployed.trusted_types, version=deployed.version)
+        spec = _spec(deployed, function, cost, timeout, max_queue_time, retries)
         return _on_its_loop(deployed.backend, deployed.backend.call(spec, args, kwargs, deployed.class_refs))
 
     async def _deployed_since(self, deployed: Deployed, deadline: float) -> Deployed | None:

@@ -20,12 +20,13 @@ from .autoscaling import AutoscalingConfig
 from .backends.vast.keys import find_api_key
 from .backends.vast.trusted import normalize as normalize_trusted_types
 from .bundle.registry_spec import ContextSpec
+from .call_handle import CallHandle
 from .caller import Caller
 from .deploy_pipeline import DeployPipeline, DeploymentSnapshot, workload_per_call
 from .errors import ConfigError
 from .image import DEFAULT_IMAGE, DEFAULT_STORAGE, Image, ImageSpec
 from .pricing import DEFAULT_PRICING
-from .remote import RemoteFunction, validate_options
+from .remote import RemoteFunction, validate_options, write_outcome
 from .reports import Bundle, DeploymentStatus, DeployReport, LogLine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -295,6 +296,19 @@ class Deployment:
         """The (name, tag) pairs this deployment's backend knows of (the local engine's records, or this
         machine's Vast records): what "no such deployment" messages offer instead."""
         return loop.run_sync(self._pipeline.backend(self._snapshot()).known_deployments())
+
+    def get_call(self, call_id: str) -> CallHandle:
+        """The ``CallHandle`` of a spawned call (``handle.id``), from another cell or, on the local engine,
+        another process or a restarted kernel: the engine keeps a call until an hour after it finished (the
+        newest 1,000 calls within 1 GiB of results; none after the engine restarted). On Vast, calls live in
+        the process that spawned them. Raises ConfigError when the call is not (or no longer) kept."""
+        snapshot = self._snapshot()
+        backend = self._pipeline.backend(snapshot)
+        classes = self._caller.class_refs()
+        if classes is None:                      # not deployed in this process: the classes it would ship
+            classes = self._pipeline.prepare(snapshot).class_refs
+        function = loop.run_sync(backend.call_function(call_id))
+        return CallHandle(call_id, function, backend, classes, write_outcome)
 
     def api_key(self) -> str | None:
         """The Vast API key (argument, env, then the official CLI key files), never printed."""

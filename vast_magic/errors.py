@@ -7,6 +7,7 @@ Every error a user can see derives from ``VastMagicError`` so that
      ├── ConfigError        bad settings, arguments, queries, autoscaling, images
      ├── CaptureError       code or values that cannot be shipped to a worker
      ├── BundleError        the bundle cannot be built or read
+     ├── CallCancelledError a spawned call was cancelled (``handle.cancel()``); ``outcome`` says what ran
      ├── BackendError       the engine / Vast API failed or refused
      │    ├── DeployError                a deployment did not become ready (carries the report)
      │    ├── CallTimeoutError           a call took longer than its timeout (also a TimeoutError)
@@ -37,7 +38,7 @@ import sys
 from typing import Any
 
 __all__ = [
-    "VastMagicError", "ConfigError", "CaptureError", "BundleError", "BackendError", "DeployError",
+    "VastMagicError", "ConfigError", "CaptureError", "BundleError", "CallCancelledError", "BackendError", "DeployError",
     "CallTimeoutError", "OverloadedError", "WorkerLostError", "EngineUnavailableError",
     "EngineConnectionLostError", "UntrustedTypeError", "VastAPIError", "VastAuthError", "VastNotFoundError", "VastRejectedError",
     "VastRateLimitedError", "VastUnavailableError", "VastUploadError", "RemoteError", "remote_error_type",
@@ -59,6 +60,16 @@ class CaptureError(VastMagicError):
 
 class BundleError(VastMagicError):
     """The bundle could not be built, written or read."""
+
+
+class CallCancelledError(VastMagicError):
+    """The call was cancelled (``handle.cancel()``). ``outcome`` is what happened to it on the worker:
+    ``"never_ran"``, ``"stopped"`` (interrupted while running) or ``"still_running"`` (a plain ``def``
+    cannot be interrupted: it runs to its end and its result is dropped)."""
+
+    def __init__(self, message: str, outcome: str = "never_ran"):
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class BackendError(VastMagicError):

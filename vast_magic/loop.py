@@ -13,9 +13,9 @@ import asyncio
 import atexit
 import concurrent.futures
 import threading
-from typing import Any, Awaitable, Coroutine, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Iterator, TypeVar
 
-__all__ = ["get_loop", "on_loop_thread", "submit", "run_sync", "run_on_loop", "Started", "start"]
+__all__ = ["get_loop", "on_loop_thread", "submit", "run_sync", "run_on_loop", "LoopIterator", "Started", "start"]
 
 T = TypeVar("T")
 
@@ -118,6 +118,90 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+class LoopIterator:
+    """An async iterator that lives on the background loop, consumed with ``async for`` from any loop or with
+    ``for`` from sync code (a Jupyter cell, a script, a thread).
+
+    Each step runs on the background loop, so the connections the source touches stay there. ``convert``
+    turns what the source yields into what the consumer sees (e.g. writes the worker's output, raises a
+    remote error). Leaving the loop early (``break``, an exception, Ctrl-C) closes the source there, so
+    whatever it holds (a call on a worker) is released.
+    """
+
+    #: what ``convert`` returns for an item the consumer should not see
+    SKIP: Any = type("Skip", (), {"__repr__": lambda self: "<skip>"})()
+
+    @staticmethod
+    def many(items: "list[Any]") -> "_Many":
+        """What ``convert`` returns for several items at once: the consumer sees each, with no hop between."""
+        return _Many(items)
+
+    def __init__(self, source: "AsyncIterator[Any]", convert: "Callable[[Any], Any]" = lambda item: item):
+        self._source = source
+        self._convert = convert
+        self._used = False
+
+    def _claim(self) -> None:
+        if self._used:
+            raise RuntimeError("this iterator was already consumed; call the method again for a new one.")
+        self._used = True
+
+    def __aiter__(self) -> "AsyncIterator[Any]":
+        self._claim()
+        return self._async_steps()
+
+    async def _async_steps(self) -> "AsyncIterator[Any]":
+        try:
+            while True:
+                more, item = await run_on_loop(_step(self._source))
+                if not more:
+                    return
+                item = self._convert(item)
+                if isinstance(item, _Many):
+                    for one in item:
+                        yield one
+                elif item is not self.SKIP:
+                    yield item
+        finally:
+            await run_on_loop(_close(self._source))
+
+    def __iter__(self) -> "Iterator[Any]":
+        self._claim()
+        return self._sync_steps()
+
+    def _sync_steps(self) -> "Iterator[Any]":
+        try:
+            while True:
+                more, item = run_sync(_step(self._source))
+                if not more:
+                    return
+                item = self._convert(item)
+                if isinstance(item, _Many):
+                    for one in item:
+                        yield one
+                elif item is not self.SKIP:
+                    yield item
+        finally:
+            if not on_loop_thread():
+                run_sync(_close(self._source), timeout=30)
+
+
+class _Many(list):
+    """Items the consumer sees one by one (``LoopIterator.many``)."""
+
+
+async def _step(source: "AsyncIterator[Any]") -> tuple[bool, Any]:
+    """One item as (True, item), or (False, None) at the end: StopAsyncIteration never crosses a future."""
+    try:
+        return True, await source.__anext__()
+    except StopAsyncIteration:
+        return False, None
+
+
+async def _close(source: "AsyncIterator[Any]") -> None:
+    close = getattr(source, "aclose", None)
+    if close is not None:
+        await close()
 class Started:
     """A coroutine running on the background loop that another loop awaits and any thread can stop.
 

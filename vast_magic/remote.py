@@ -14,126 +14,20 @@ import functools
 import inspect
 import math
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from . import loop
 from .backends.base import CallOutcome
-from .bundle.registry_spec import RemoteSpec
+from .call_handle import CallHandle
 from .caller import Caller
 from .display import open_map_progress
-from .errors import ConfigError
 from .events import format_event
+from .remote_options import RemoteOptions, helper_functions, remote_spec, validate_options
 
 __all__ = [
     "RemoteOptions", "validate_options", "helper_functions", "remote_spec", "write_outcome", "map_failure_report",
     "RemoteFunction"
 ]
-
-_UNSET = object()
-
-
-@dataclass(frozen=True)
-class RemoteOptions:
-    """The validated keyword options of ``@app.remote(...)``."""
-
-    benchmark_dataset: tuple[dict, ...] | None = None
-    benchmark_generator: Callable | None = None
-    benchmark_runs: int = 10
-    workload_calculator: Callable | None = None
-    workload_mode: str | None = None
-    allow_parallel_requests: bool = True
-    max_queue_time: float = 30.0
-    retries: int = 0
-    timeout: float = 600.0
-
-
-def _check_dataset(fn: Callable, dataset: Any) -> tuple[dict, ...]:
-    name = fn.__name__
-    if isinstance(dataset, (str, bytes, dict)) or not isinstance(dataset, Iterable):
-        raise ConfigError(f"benchmark_dataset for {name} must be a list of dicts of {name}'s parameters, "
-                          f"e.g. [{{'x': 2}}]; got {type(dataset).__name__}.")
-    items = tuple(dataset)
-    if not items:
-        raise ConfigError(f"benchmark_dataset for {name} is empty; give at least one dict of arguments.")
-    sig = inspect.signature(fn)
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ConfigError(f"benchmark_dataset[{index}] for {name} must be a dict of parameters, got {type(item).__name__}.")
-        try:
-            sig.bind(**item)
-        except TypeError as exc:
-            raise ConfigError(f"benchmark_dataset[{index}] = {item!r} does not match {name}{sig}: {exc}. "
-                              "Use the function's parameter names as keys.") from None
-    return items
-
-
-def _workload_mode(fn: Callable, calculator: Callable) -> str:
-    """'params' when the calculator takes the function's parameters, 'payload' for one dict."""
-    fn_params = list(inspect.signature(fn).parameters)
-    calc_params = inspect.signature(calculator).parameters
-    if list(calc_params) == fn_params:
-        return "params"
-    positional = [p for p in calc_params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in calc_params.values() if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if len(positional) >= 1 and len(required) <= 1:
-        return "payload"
-    raise ConfigError(f"workload_calculator {calculator.__name__}{inspect.signature(calculator)} fits neither "
-                      f"{fn.__name__}'s parameters {tuple(fn_params)} nor a single `payload` dict; "
-                      f"define it as `def {calculator.__name__}({', '.join(fn_params)})` or `def {calculator.__name__}(payload)`.")
-
-
-def validate_options(fn: Callable, **options: Any) -> RemoteOptions:
-    """Check ``@app.remote`` options against the function; errors say how to fix them."""
-    if not callable(fn) or inspect.isclass(fn):
-        raise ConfigError(f"@app.remote decorates a function; got {type(fn).__name__}.")
-    dataset, generator = options.pop("benchmark_dataset", None), options.pop("benchmark_generator", None)
-    if dataset is not None and generator is not None:
-        raise ConfigError(f"{fn.__name__}: give benchmark_dataset or benchmark_generator, not both.")
-    if generator is not None and not callable(generator):
-        raise ConfigError(f"{fn.__name__}: benchmark_generator must be a function returning or yielding dicts of arguments.")
-    runs = options.pop("benchmark_runs", 10)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ConfigError(f"{fn.__name__}: benchmark_runs must be a whole number >= 1, got {runs!r}.")
-    calculator = options.pop("workload_calculator", None)
-    mode = _workload_mode(fn, calculator) if calculator is not None else None
-    retries = options.pop("retries", 0)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError(f"{fn.__name__}: retries must be a whole number >= 0, got {retries!r}.")
-    numbers = {key: options.pop(key, default) for key, default in (("max_queue_time", 30.0), ("timeout", 600.0))}
-    for key, value in numbers.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-            raise ConfigError(f"{fn.__name__}: {key} must be a positive number of seconds, got {value!r}.")
-    parallel = options.pop("allow_parallel_requests", True)
-    if options:
-        raise ConfigError(f"@app.remote got unknown option(s) {', '.join(sorted(options))}; known: benchmark_dataset, "
-                          "benchmark_generator, benchmark_runs, workload_calculator, allow_parallel_requests, "
-                          "max_queue_time, retries, timeout.")
-    return RemoteOptions(
-        benchmark_dataset=_check_dataset(fn, dataset) if dataset is not None else None,
-        benchmark_generator=generator, benchmark_runs=runs, workload_calculator=calculator, workload_mode=mode,
-        allow_parallel_requests=bool(parallel), retries=retries,
-        max_queue_time=float(numbers["max_queue_time"]), timeout=float(numbers["timeout"]),
-    )
-
-
-def helper_functions(options: RemoteOptions) -> tuple[Callable, ...]:
-    """The functions a registration names (benchmark generator, workload calculator): they ship too."""
-    return tuple(f for f in (options.benchmark_generator, options.workload_calculator) if f is not None)
-
-
-def remote_spec(fn: Callable, options: RemoteOptions, locate: Callable[[Any], str]) -> RemoteSpec:
-    """The plain-data registration the bundle and manifest use; ``locate`` says where code lives on the worker."""
-    return RemoteSpec(
-        name=fn.__name__, is_async=inspect.iscoroutinefunction(fn),
-        benchmark_dataset=options.benchmark_dataset,
-        benchmark_generator=locate(options.benchmark_generator) if options.benchmark_generator else None,
-        benchmark_runs=options.benchmark_runs,
-        workload_calculator=locate(options.workload_calculator) if options.workload_calculator else None,
-        workload_mode=options.workload_mode, allow_parallel_requests=options.allow_parallel_requests,
-        max_queue_time=options.max_queue_time, retries=options.retries, timeout=options.timeout, at=locate(fn),
-    )
-
 
 def write_outcome(outcome: CallOutcome, shown: set[str] | None = None) -> None:
     """Write into this cell what the backend said while the call waited for a worker, one note per retry it
@@ -171,6 +65,10 @@ def map_failure_report(name: str, outcomes: list, with_traceback: bool) -> str |
         traceback = getattr(first, "remote_traceback", "") or f"{type(first).__name__}: {first}"
         lines += [traceback.rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def _yields(fn: Callable) -> bool:
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
 
 def _error_of(outcome: Any) -> BaseException | None:
@@ -223,8 +121,19 @@ class RemoteFunction:
             return 100.0
         return value if math.isfinite(value) and value >= 0 else 100.0
 
+    def _limits(self, bound: inspect.BoundArguments, timeout: float | None = None) -> dict:
+        opts = self.options
+        return dict(cost=self._cost(bound), timeout=timeout if timeout is not None else opts.timeout,
+                    max_queue_time=opts.max_queue_time, retries=opts.retries)
+
+    def _not_a_generator(self) -> None:
+        if _yields(self.local):
+            raise TypeError(f"{self.__name__} yields items: consume it with `for x in {self.__name__}.stream(...)` "
+                            f"(or `async for`), not a plain call.")
+
     def _outcome(self, bound: inspect.BoundArguments, timeout: float | None):
         """One call as the caller runs it (a coroutine for the loop that awaits it), with this function's limits."""
+        self._not_a_generator()
         opts = self.options
         return self._caller.call(self.__name__, bound.args, bound.kwargs, cost=self._cost(bound),
                                  timeout=timeout if timeout is not None else opts.timeout,
@@ -239,6 +148,7 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any):
         """``await f(x)``: binds now (TypeError at once), runs when awaited."""
+        self._not_a_generator()
         return self._call(self._bind(args, kwargs))
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
@@ -250,19 +160,55 @@ class RemoteFunction:
             raise outcome.error
         return outcome.value
 
+    def spawn(self, *args: Any, **kwargs: Any) -> CallHandle:
+        """Start a call and return its ``CallHandle`` at once: ``.result(timeout)``, ``await handle``,
+        ``.done()``, ``.cancel()``; its ``.id`` finds it again with ``app.get_call(id)`` (on the local engine
+        also from another process, while the engine keeps the result: an hour, the newest 1,000 calls)."""
+        self._not_a_generator()
+        bound = self._bind(args, kwargs)
+        return loop.run_sync(self._caller.spawn(self.__name__, bound.args, bound.kwargs, show=write_outcome,
+                                                **self._limits(bound)))
+
+    def stream(self, *args: Any, **kwargs: Any) -> loop.LoopIterator:
+        """The items of a remote generator (``def``/``async def`` that yields) as the worker makes them:
+        ``async for x in f.stream(...)``, or ``for x in f.stream(...)`` in sync code. The worker runs at most
+        a window (64 items) ahead of the consumer; an error raised mid-stream is raised here after the items
+        sent before it; leaving the loop early stops the generator. On Vast the stock worker answers one
+        body per request: the items are collected there and arrive together when the generator ends."""
+        if not _yields(self.local):
+            raise TypeError(f"{self.__name__} does not yield: call it with `await {self.__name__}(...)` or "
+                            f"`{self.__name__}.call(...)`; .stream(...) is for generators.")
+        bound = self._bind(args, kwargs)
+        source = self._caller.stream(self.__name__, bound.args, bound.kwargs, **self._limits(bound))
+
+        def shown(event: tuple[str, Any]) -> Any:
+            kind, value = event
+            if kind == "items":
+                return loop.LoopIterator.many(value)
+            write_outcome(value)
+            if value.error is not None:
+                raise value.error
+            return loop.LoopIterator.SKIP
+
+        return loop.LoopIterator(source, shown)
+
     def with_timeout(self, seconds: float) -> Callable[..., Any]:
         """``await f.with_timeout(5)(x)``: one call with its own timeout."""
         return lambda *args, **kwargs: self._call(self._bind(args, kwargs), timeout=seconds)
 
-    async def _gather(self, calls: list[inspect.BoundArguments], counter: list[int]) -> list:
+    async def _gather(self, calls: list[inspect.BoundArguments], counter: list[int],
+                      finished: list[int] | None = None) -> list:
         """Run every call concurrently on the background loop; count finished (``counter[0]``) and failed
-        (``counter[1]``) ones. Backends that chunk (``Caller.call_many``) take them in few requests."""
-        chunked = await self._caller.call_many(self.__name__, [(b.args, b.kwargs, self._cost(b)) for b in calls],
-                                               self.options, counter)
-        if chunked is not None:
-            return chunked
+        (``counter[1]``) ones, and list the indices in the order they finished (``finished``, given for
+        ``ordered=False``: then each item is a call of its own, so its finish is seen). In input order,
+        backends that chunk (``Caller.call_many``) take them in few requests."""
+        if finished is None:
+            chunked = await self._caller.call_many(self.__name__, [(b.args, b.kwargs, self._cost(b)) for b in calls],
+                                                   self.options, counter)
+            if chunked is not None:
+                return chunked
 
-        async def one(bound: inspect.BoundArguments):
+        async def one(index: int, bound: inspect.BoundArguments):
             failed = True
             try:
                 outcome = await self._outcome(bound, None)
@@ -271,29 +217,59 @@ class RemoteFunction:
             finally:
                 counter[0] += 1
                 counter[1] += failed
+                if finished is not None:
+                    finished.append(index)
 
-        return await asyncio.gather(*(one(b) for b in calls), return_exceptions=True)
+        return await asyncio.gather(*(one(i, b) for i, b in enumerate(calls)), return_exceptions=True)
 
     def _calls(self, iterables: tuple[Iterable, ...]) -> list[inspect.BoundArguments]:
+        self._not_a_generator()
         return [self._bind(tuple(items), {}) for items in zip(*iterables)]
 
-    async def map_async(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
-        """Concurrent calls over zipped iterables, results in input order."""
-        calls, counter = self._calls(iterables), [0, 0]
+    def _starcalls(self, arguments: Iterable) -> list[inspect.BoundArguments]:
+        self._not_a_generator()
+        calls = []
+        for index, items in enumerate(arguments):
+            if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+                raise TypeError(f"{self.__name__}.starmap takes an iterable of argument tuples; item {index} is "
+                                f"{type(items).__name__}, e.g. {self.__name__}.starmap([(1, 2), (3, 4)]).")
+            calls.append(self._bind(tuple(items), {}))
+        return calls
+
+    async def map_async(self, *iterables: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
+        """Concurrent calls over zipped iterables, results in input order (``ordered=False``: in the order
+        they finish)."""
+        return await self._run_map_async(self._calls(iterables), return_exceptions, ordered)
+
+    async def _run_map_async(self, calls: list, return_exceptions: bool, ordered: bool) -> list:
+        counter, finished = [0, 0], (None if ordered else [])
         bar = open_map_progress(len(calls))
-        task = asyncio.ensure_future(loop.run_on_loop(self._gather(calls, counter)))
+        task = asyncio.ensure_future(loop.run_on_loop(self._gather(calls, counter, finished)))
         while not task.done():
             await asyncio.wait([task], timeout=0.1)
             bar.update(counter[0], counter[1])
         bar.update(counter[0], counter[1])
         bar.close()
-        return self._collect(task.result(), return_exceptions)
+        return self._collect(task.result(), return_exceptions, finished)
 
-    def map(self, *iterables: Iterable, return_exceptions: bool = False) -> list:
-        """Blocking ``map``: ``square.map([1, 2, 3]) -> [1, 4, 9]``, progress shown in the calling cell."""
-        calls, counter = self._calls(iterables), [0, 0]
+    def map(self, *iterables: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
+        """Blocking ``map``: ``square.map([1, 2, 3]) -> [1, 4, 9]``, progress shown in the calling cell.
+        ``ordered=False`` returns the results in the order they finished; a failed call never holds up
+        the others (all run; the first error is raised at the end, or kept in place with
+        ``return_exceptions=True``)."""
+        return self._run_map(self._calls(iterables), return_exceptions, ordered)
+
+    def starmap(self, arguments: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
+        """``f.starmap([(1, 2), (3, 4)])`` is ``[f(1, 2), f(3, 4)]``, run like ``map``."""
+        return self._run_map(self._starcalls(arguments), return_exceptions, ordered)
+
+    async def starmap_async(self, arguments: Iterable, return_exceptions: bool = False, ordered: bool = True) -> list:
+        return await self._run_map_async(self._starcalls(arguments), return_exceptions, ordered)
+
+    def _run_map(self, calls: list, return_exceptions: bool, ordered: bool) -> list:
+        counter, finished = [0, 0], (None if ordered else [])
         bar = open_map_progress(len(calls))
-        future = loop.submit(self._gather(calls, counter))
+        future = loop.submit(self._gather(calls, counter, finished))
         try:
             while not future.done():
                 concurrent.futures.wait([future], timeout=0.1)
@@ -304,21 +280,61 @@ class RemoteFunction:
             raise
         finally:
             bar.close()
-        return self._collect(future.result(), return_exceptions)
+        return self._collect(future.result(), return_exceptions, finished)
 
-    def _collect(self, outcomes: list, return_exceptions: bool) -> list:
-        """Write each call's output in order, say which items failed, then return values (errors in place
-        with ``return_exceptions``) or raise the first error (its remote traceback shows)."""
-        shown: set[str] = set()
-        for outcome in outcomes:
+    def map_as_completed(self, *iterables: Iterable, return_exceptions: bool = False) -> loop.LoopIterator:
+        """``async for value in f.map_as_completed(xs)`` (or ``for`` in sync code): each result as soon as
+        its call finishes, whatever the input order. A failed call does not hold up the others: with
+        ``return_exceptions=True`` its error is yielded in its turn; otherwise the first error is raised
+        once every other result was yielded. Leaving the loop early cancels the calls still running."""
+        calls = self._calls(iterables)
+
+        def shown(item: tuple[int, Any]) -> Any:
+            outcome = item[1]
             if not isinstance(outcome, BaseException):
-                write_outcome(outcome, shown)
+                write_outcome(outcome)
+            error = _error_of(outcome)
+            if error is None:
+                return outcome.value
+            return error if return_exceptions else loop.LoopIterator.SKIP
+
+        return loop.LoopIterator(self._completed(calls, raise_first=not return_exceptions), shown)
+
+    async def _completed(self, calls: list[inspect.BoundArguments],
+                         raise_first: bool) -> AsyncIterator[tuple[int, Any]]:
+        """(index, outcome or exception) of each call as it finishes, on the background loop; with
+        ``raise_first`` the first failure is raised after the last item. Closing it cancels what still runs."""
+        pending = {asyncio.ensure_future(self._outcome(bound, None)): i for i, bound in enumerate(calls)}
+        first: BaseException | None = None
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=pending.__getitem__):
+                    index = pending.pop(task)
+                    outcome = task.exception() if task.exception() is not None else task.result()
+                    first = first or _error_of(outcome)
+                    yield index, outcome
+        finally:
+            for task in pending:
+                task.cancel()
+        if first is not None and raise_first:
+            raise first
+
+    def _collect(self, outcomes: list, return_exceptions: bool, finished: list[int] | None = None) -> list:
+        """Write each call's output in order, say which items failed, then return values (errors in place
+        with ``return_exceptions``) or raise the first error (its remote traceback shows). ``finished``:
+        the order to return them in (default: input order)."""
+        order = finished if finished is not None else range(len(outcomes))
+        shown: set[str] = set()
+        for index in order:
+            if not isinstance(outcomes[index], BaseException):
+                write_outcome(outcomes[index], shown)
         report = map_failure_report(self.__name__, outcomes, with_traceback=return_exceptions)
         if report:
             sys.stderr.write(report)
             sys.stderr.flush()
-        errors = [_error_of(outcome) for outcome in outcomes]
+        errors = [_error_of(outcomes[index]) for index in order]
         first = next((error for error in errors if error is not None), None)
         if first is not None and not return_exceptions:
             raise first
-        return [error if error is not None else outcome.value for error, outcome in zip(errors, outcomes)]
+        return [error if error is not None else outcomes[index].value for error, index in zip(errors, order)]

@@ -121,6 +121,19 @@ class Backend(Protocol):
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
         """Run one call on a worker; ``classes`` maps shipped classes for pickling by reference."""
 
+    async def spawn(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> str:
+        """Start one call that the backend keeps (``f.spawn``); returns its id at once."""
+
+    async def call_result(self, call_id: str, wait: float, classes: Any) -> CallOutcome | None:
+        """The outcome of a spawned call, waiting up to ``wait`` s; None while it runs. ConfigError when
+        the backend does not keep that call (any more)."""
+
+    async def call_function(self, call_id: str) -> str:
+        """The function a spawned call runs; ConfigError when the backend does not keep that call."""
+
+    async def cancel_call(self, call_id: str) -> str:
+        """``never_ran``, ``requested`` (its outcome tells the rest) or ``finished``."""
+
     async def status(self, name: str, tag: str) -> DeploymentStatus: ...
 
     async def known_deployments(self) -> list[tuple[str, str]]:

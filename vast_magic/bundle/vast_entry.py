@@ -7,7 +7,8 @@ so an envelope-only call binds) plus ``__vast_magic__``:
 - with ``__vast_magic__`` (base64 *text* of our packed pickle-5 message: the
   official JSON wire keeps a ``str`` unchanged but mangles bytes into a dict),
   the call runs through the runtime executor (output capture, timeout, error
-  envelope) and the answer is the same kind of text;
+  envelope) and the answer is the same kind of text; a generator's items are
+  collected into that one answer (``collect``: the worker answers one body);
 - without it, the plain function runs and returns the plain value, so official
   JSON clients keep working. An exception it raises keeps its message there:
   the stock encoder rebuilds exceptions from ``__dict__`` alone, so the shim
@@ -160,7 +161,7 @@ def _vm_unpack(payload):
     message = _vm_wire.loads(main, buffers, _VM_APP.classes)
     if not isinstance(message, dict):
         raise TypeError(f"__vast_magic__ must hold a dict, got {type(message).__name__}")
-    return tuple(message.get("args", ())), dict(message.get("kwargs", {}))
+    return tuple(message.get("args", ())), dict(message.get("kwargs", {})), bool(message.get("collect"))
 
 
 def _vm_stale(header):
@@ -178,8 +179,9 @@ async def _vm_enveloped(name, text):
         opened = _vm_unpack(payload)
     if isinstance(opened, BaseException):
         raise opened
-    args, kwargs = opened
-    response = await _VM_EXECUTOR.handle({"op": "call", "id": 0, "fn": name, "args": args, "kwargs": kwargs})
+    args, kwargs, collect = opened                        # collect: a stream's items, inside the sealed payload
+    response = await _VM_EXECUTOR.handle({"op": "call", "id": 0, "fn": name, "args": args, "kwargs": kwargs,
+                                          "collect": collect})
     response.pop("id", None)
     return _vm_pack(response)
 
@@ -286,7 +288,7 @@ def _vm_workload(name):
             opened = _vm_open_for_workload(name, text)
             if opened is None:
                 return 100.0                               # the call itself refuses it (or answers stale)
-            args, kwargs = opened
+            args, kwargs = opened[:2]
         if entry.option("workload_mode", "params") == "payload":
             return float(entry.workload_calculator(kwargs))
         return float(entry.workload_calculator(*args, **kwargs))
@@ -318,7 +320,7 @@ def _vm_seal(name, message):
 
 def _vm_benchmark_payloads(name):
     payloads = _vm_benchmark._payloads(_VM_APP.remotes[name], _vm_random.Random())
-    return lambda: {"__vast_magic__": _vm_seal(name, {"args": (), "kwargs": next(payloads)})}
+    return lambda: {"__vast_magic__": _vm_seal(name, {"args": (), "kwargs": next(payloads), "collect": True})}
 
 
 async def _vm_check_benchmarks():
@@ -328,7 +330,8 @@ async def _vm_check_benchmarks():
         if items is None and entry.benchmark_generator is not None:
             items = [next(_vm_benchmark._payloads(entry, _vm_random.Random()))]
         for item in items or ():
-            response = await _VM_EXECUTOR.handle({"op": "call", "id": 0, "fn": name, "args": (), "kwargs": item})
+            response = await _VM_EXECUTOR.handle({"op": "call", "id": 0, "fn": name, "args": (), "kwargs": item,
+                                                  "collect": True})
             if not response["ok"]:
                 error = response["error"]
                 raise RuntimeError(f"benchmark call {name}(**{item!r}) failed: {error['type']}: "

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Any
 
-from . import output, wire
+from . import output, streaming, wire
 from .registry import LoadedApp, RemoteEntry
 
-__all__ = ["DEFAULT_COST", "UserExit", "invoke", "Executor"]
+__all__ = ["DEFAULT_COST", "UserExit", "CallState", "cancel_outcome", "invoke", "Executor"]
 
 DEFAULT_COST = 100.0
 
@@ -33,30 +34,71 @@ class UserExit(Exception):
         self.original = original
 
 
-_SIGNATURES: dict = {}     # function -> (signature, positional count or -1, is a coroutine function): µs per call
+@dataclass
+class CallState:
+    """One call as the server sees it: whether the function began (``started``), whether it runs in a
+    thread (a plain ``def``: a cancel cannot stop it), and whether its caller asked to cancel it."""
+
+    started: bool = False
+    in_thread: bool = False
+    cancel_requested: bool = False
+    entered: bool = False           # its task began (a task cancelled before that would never answer)
+    answered: bool = False          # the answer is being sent: too late to cancel
+    credit: Any = None              # streaming.Credit of a stream call
 
 
-def _described(function) -> tuple[inspect.Signature, int, bool]:
+def cancel_outcome(state: CallState) -> str:
+    """What a cancel did: ``never_ran`` (still queued), ``stopped`` (interrupted) or ``still_running``."""
+    if not state.started:
+        return "never_ran"
+    return "still_running" if state.in_thread else "stopped"
+
+
+_CANCEL_WORDS = {"never_ran": "cancelled before it started: it never ran",
+                 "stopped": "cancelled while running: it was interrupted",
+                 "still_running": "cancelled while running, but a plain def cannot be interrupted: it runs to its "
+                                  "end on the worker and its result is dropped"}
+
+
+_SIGNATURES: dict = {}     # function -> (signature, positional count or -1, is async, yields): µs per call
+
+
+def _described(function) -> tuple[inspect.Signature, int, bool, bool]:
     found = _SIGNATURES.get(function)
     if found is None:
         signature = inspect.signature(function)
         params = signature.parameters.values()
         plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
-        found = _SIGNATURES[function] = (signature, len(params) if plain else -1, inspect.iscoroutinefunction(function))
+        found = _SIGNATURES[function] = (signature, len(params) if plain else -1,
+                                         inspect.iscoroutinefunction(function), streaming.is_generator(function))
     return found
 
 
-async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = None) -> Any:
-    """Call the function: coroutine functions on the loop, plain ones in a thread."""
-    signature, positional, is_async = _described(entry.function)
+async def invoke(entry: RemoteEntry, args: tuple = (), kwargs: dict | None = None,
+                 state: CallState | None = None, collect: bool = False) -> Any:
+    """Call the function: coroutine functions on the loop, plain ones in a thread. A generator's items
+    are gathered with ``collect`` (``streaming.collect``: a Vast stream, a benchmark); else it is refused."""
+    signature, positional, is_async, yields = _described(entry.function)
+    if yields:
+        if not collect:
+            raise TypeError(f"{entry.name} yields items: consume it with `for x in {entry.name}.stream(...)` "
+                            f"(or `async for`), not a plain call.")
+        return await streaming.collect(entry.function, tuple(args), dict(kwargs or {}),
+                                       state if state is not None else CallState())
     if kwargs or positional != len(args):       # else every parameter is given by position: nothing to check
         bound = signature.bind(*args, **(kwargs or {}))
         args, kwargs = bound.args, bound.kwargs
     kwargs = kwargs or {}
+    if state is not None:
+        state.started = True
     try:
         if is_async:
             return await entry.function(*args, **kwargs)
+        if state is not None:
+            state.in_thread = True
         result = await asyncio.to_thread(entry.function, *args, **kwargs)
+        if state is not None:
+            state.in_thread = False
         if inspect.isawaitable(result):          # a sync wrapper around an async function
             result = await result
         return result
@@ -76,8 +118,29 @@ class Executor:
         self._locks = {name: asyncio.Lock() for name, e in app.remotes.items()
                        if not e.option("allow_parallel_requests", True)}
 
-    async def handle(self, request: dict) -> dict:
-        """Answer one call request (never raises except on cancellation)."""
+    async def handle(self, request: dict, state: CallState | None = None) -> dict:
+        """Answer one call request (never raises, except on a cancellation nobody asked for: shutdown).
+        ``state``: the server's view of the call, through which it cancels it."""
+        state = state or CallState()
+        collect = isinstance(request, dict) and bool(request.get("collect"))
+        return await self._answer(request, state, (lambda entry, args, kwargs: invoke(
+            entry, args, kwargs, state, collect=True)) if collect else None)
+
+    async def stream(self, request: dict, state: CallState, send) -> dict:
+        """Answer a stream request: ``send(item)`` for each item within the caller's credit (``state.credit``,
+        from ``window``), then the final answer (its ``value``: how many items were sent)."""
+        window = request.get("window") if isinstance(request, dict) else None
+        window = window if isinstance(window, int) and not isinstance(window, bool) else streaming.DEFAULT_WINDOW
+        state.credit = streaming.Credit(min(max(window, 1), streaming.MAX_WINDOW))
+
+        def work(entry: RemoteEntry, args: tuple, kwargs: dict):
+            if not streaming.is_generator(entry.function):
+                raise TypeError(f"{entry.name} does not yield: call it with `await {entry.name}(...)` or "
+                                f"`{entry.name}.call(...)`; .stream(...) is for generators.")
+            return streaming.pump(entry.function, args, kwargs, state, state.credit, send)
+        return await self._answer(request, state, work)
+
+    async def _answer(self, request: dict, state: CallState, work) -> dict:
         call_id = request.get("id") if isinstance(request, dict) else None
         expected = request.get("version") if isinstance(request, dict) else None
         if expected and self.version and expected != self.version:
@@ -94,7 +157,7 @@ class Executor:
         self.inflight_workload += cost
         self.inflight_calls += 1
         try:
-            return {"id": call_id, **await self._run(entry, args, kwargs, timeout)}
+            return {"id": call_id, **await self._run(entry, args, kwargs, timeout, state, work)}
         finally:
             self.inflight_workload -= cost
             self.inflight_calls -= 1
@@ -149,7 +212,7 @@ class Executor:
         return entry, [(args, kwargs) for _, args, kwargs, _, _ in parsed], cost * len(parsed), timeout
 
     def _parse(self, request) -> tuple[RemoteEntry, tuple, dict, float, float]:
-        if not isinstance(request, dict) or request.get("op") != "call":
+        if not isinstance(request, dict) or request.get("op") not in ("call", "stream"):
             raise ValueError(f"not a call request: {type(request).__name__}")
         entry = self.app.remotes.get(request.get("fn"))
         if entry is None:
@@ -177,12 +240,23 @@ class Executor:
                     f"{perf:g}/s is {wait:.1f} s, over max_queue_time {max_wait:g} s for {entry.name}")
         return None
 
-    async def _run(self, entry: RemoteEntry, args: tuple, kwargs: dict, timeout: float | None) -> dict:
-        """One call's answer; ``timeout`` None: the caller bounds it (a map chunk's one timer)."""
+    async def _run(self, entry: RemoteEntry, args: tuple, kwargs: dict, timeout: float | None,
+                   state: CallState | None = None, work=None) -> dict:
+        """One call's answer; ``timeout`` None: the caller bounds it (a map chunk's one timer). ``work``:
+        what runs instead of a plain ``invoke`` (a stream's pump, a collected generator); ``state``: the
+        server's view of the call, through which a cancel it asked for is answered."""
         with output.Capture(entry.name) as out:
             try:
-                call = self._ordered(entry, args, kwargs)
+                if state is not None and state.cancel_requested:    # cancelled before its task began
+                    raise asyncio.CancelledError
+                call = self._ordered(entry, args, kwargs, state, work)
                 value = await (_within(call, timeout) if timeout is not None else call)
+            except asyncio.CancelledError:
+                if state is None or not state.cancel_requested:
+                    raise
+                outcome = cancel_outcome(state)
+                return {"ok": False, "cancelled": outcome, "message": f"{entry.name} was {_CANCEL_WORDS[outcome]}",
+                        "output": out.items()}
             except asyncio.TimeoutError:
                 exc = TimeoutError(f"{entry.name} did not finish within its timeout of {timeout:g} s")
                 return {"ok": False, "error": wire.error_envelope(exc), "output": out.items()}
@@ -192,12 +266,12 @@ class Executor:
                 return {"ok": False, "error": wire.error_envelope(exc), "output": out.items()}
         return {"ok": True, "value": value, "output": out.items()}
 
-    async def _ordered(self, entry: RemoteEntry, args: tuple, kwargs: dict) -> Any:
+    async def _ordered(self, entry: RemoteEntry, args: tuple, kwargs: dict, state: CallState | None, work) -> Any:
         lock = self._locks.get(entry.name)
         if lock is None:
-            return await invoke(entry, args, kwargs)
+            return await (work(entry, args, kwargs) if work is not None else invoke(entry, args, kwargs, state))
         async with lock:
-            return await invoke(entry, args, kwargs)
+            return await (work(entry, args, kwargs) if work is not None else invoke(entry, args, kwargs, state))
 
 
 async def _within(coro, seconds: float) -> Any:

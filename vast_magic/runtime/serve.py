@@ -156,7 +156,7 @@ def _captured_invoke(entry: registry.RemoteEntry):
     """Benchmark calls run like real calls; their output goes to the log, tagged with the function."""
     async def run(payload: dict):
         with output.capture(entry.name):
-            return await executor.invoke(entry, (), payload)
+            return await executor.invoke(entry, (), payload, collect=True)   # a generator: all its items
     return run
 
 

@@ -14,7 +14,7 @@ import contextlib
 import sys
 
 from . import framing, handshake, wire
-from .executor import Executor
+from .executor import CallState, Executor
 
 __all__ = ["CallServer"]
 
@@ -72,6 +72,7 @@ class CallServer:
     async def _serve(self, reader, writer, link) -> None:
         sender = framing.FrameSender(writer, link)          # whole frames, small ones of a loop turn in one write
         resolve = self.executor.app.classes
+        running: dict = {}                       # call id -> (task, CallState), for this connection's cancels
         while True:
             main, buffers = await framing.read_frame(reader, segments=link)
             try:
@@ -80,15 +81,40 @@ class CallServer:
                 await self._send(writer, sender, {"id": None, "ok": False, "error": wire.error_envelope(exc),
                                                 "output": []}, link)
                 continue
-            task = _start(self._answer(request, writer, sender, link))
+            if isinstance(request, dict) and request.get("op") in ("cancel", "credit"):
+                _control(running, request)
+                continue
+            state = CallState()
+            task = _start(self._answer(request, writer, sender, link, state))
             if not task.done():
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
+                call_id = request.get("id") if isinstance(request, dict) else None
+                if call_id is not None:
+                    running[call_id] = (task, state)
+                    task.add_done_callback(lambda _, key=call_id: running.pop(key, None))
 
-    async def _answer(self, request, writer, sender, link) -> None:
-        response = await self.executor.handle(request)
+    async def _answer(self, request, writer, sender, link, state: CallState) -> None:
+        state.entered = True
+        if isinstance(request, dict) and request.get("op") == "stream":
+            call_id = request.get("id")
+
+            async def send(item) -> None:
+                await self._send_item(sender, call_id, item)
+            response = await self.executor.stream(request, state, send)
+        else:
+            response = await self.executor.handle(request, state)
+        state.answered = True
         with contextlib.suppress(ConnectionError):
             await self._send(writer, sender, response, link)
+
+    async def _send_item(self, sender: framing.FrameSender, call_id, item) -> None:
+        """One item of a stream; an item that cannot be pickled ends the stream with that error."""
+        try:
+            main, buffers = wire.dumps({"id": call_id, "item": item}, self.executor.app.class_refs)
+        except Exception as exc:
+            raise TypeError(f"a yielded item could not be pickled: {exc!r}") from None
+        await sender.send(main, buffers)
 
     async def _send(self, writer, sender: framing.FrameSender, response: dict, link) -> None:
         refs = self.executor.app.class_refs
@@ -108,3 +134,20 @@ def _start(coro) -> asyncio.Task:
     if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=loop, eager_start=True)
     return loop.create_task(coro)
+
+
+def _control(running: dict, request: dict) -> None:
+    """``{"op": "cancel", "id": n}``: stop call n of this connection (its answer then says what ran);
+    ``{"op": "credit", "id": n, "n": k}``: stream n may send k more items. Ids that answered are ignored."""
+    found = running.get(request.get("id"))
+    if found is None or found[1].answered:
+        return
+    task, state = found
+    if request["op"] == "credit":
+        if state.credit is not None and isinstance(request.get("n"), int):
+            state.credit.grant(request["n"])
+        return
+    state.cancel_requested = True
+    if state.entered:                    # else the executor sees the request when the task begins
+        task.cancel()
+

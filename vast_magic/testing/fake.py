@@ -62,7 +62,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from ..backends.vast import envelope
-from ..runtime import sealed, wire
+from ..runtime import sealed, streaming, wire
+from ..runtime.executor import CallState
 from ._box_rules import parse_env_string
 from ._fake_worker import BundleWorker, WorkerGone, bundle_from_form, bundle_version
 
@@ -442,7 +443,11 @@ class FakeVast:
         out, err = io.StringIO(), io.StringIO()
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                value = await _maybe_await(functions[name](*request["args"], **request["kwargs"]))
+                function = functions[name]
+                if request.get("collect"):        # a generator: its items in one answer, as the shim does
+                    value = await streaming.collect(function, request["args"], request["kwargs"], CallState())
+                else:
+                    value = await _maybe_await(function(*request["args"], **request["kwargs"]))
             message = {"ok": True, "value": value}
         except Exception as exc:
             message = {"ok": False, "error": wire.error_envelope(exc)}

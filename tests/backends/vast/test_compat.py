@@ -76,6 +76,8 @@ CELLS = [
     "    model = app.get_context(Model)\n    print('adding', x)\n    return helper(x) + model.offset",
     "@app.remote()\ndef scaled(x):\n    return (SCALE * x).tolist()",
     "@app.remote()\nasync def fail(message):\n    print('about to fail')\n    raise ValueError(message)",
+    "@app.remote()\ndef tokens(n, fail_at=None):\n    for i in range(n):\n        if i == fail_at:\n"
+    "            raise ValueError(f'failed at token {i}')\n        yield f't{i}'",
 ]
 
 
@@ -383,6 +385,12 @@ async def backend_calls(standin: str, home: Path) -> dict:
         error = outcome.error
         results[name] = {"value": outcome.value, "output": [list(o) for o in outcome.output],
                          "error": None if error is None else [type(error).__name__, str(error)]}
+    for label, kwargs in (("stream", {}), ("stream_fail", {"fail_at": 2})):     # the collecting fallback
+        spec = CallSpec(name="compat", tag="default", function="tokens", timeout=60.0, max_queue_time=30.0)
+        events = [event async for event in backend.stream(spec, (4,), kwargs, {})]
+        end = events[-1][1]
+        results[label] = {"items": [item for kind, value in events if kind == "items" for item in value],
+                          "error": None if end.error is None else [type(end.error).__name__, str(end.error)]}
     await backend.api.aclose()
     return results
 
@@ -486,6 +494,8 @@ def test_official_worker_serves_our_bundle(tmp_path, style):
         "add": {"value": 18, "output": [["stdout", "adding 7\n"]], "error": None},
         "scaled": {"value": [3.0, 6.0, 9.0], "output": [], "error": None},
         "fail": {"value": None, "output": [["stdout", "about to fail\n"]], "error": ["RemoteValueError", "ValueError: again"]},
+        "stream": {"items": ["t0", "t1", "t2", "t3"], "error": None},
+        "stream_fail": {"items": ["t0", "t1"], "error": ["RemoteValueError", "ValueError: failed at token 2"]},
     }
     route = results["routes"][0]
     assert route["authorization"] == "Bearer endpoint-key-1"

@@ -17,32 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import os
 import site
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from ... import events, settings
-from ... import loop as loop_bridge
-from ...errors import (BackendError, CallTimeoutError, ConfigError, DeployError, EngineUnavailableError,
-                       WorkerLostError)
+from ...errors import BackendError, CallTimeoutError, DeployError, EngineUnavailableError, WorkerLostError
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
 from ...runtime import shm, wire
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
 from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
-from . import chunking
-from .engine_client import EngineClient
+from . import map_calls, spawned_client, streams
+from .engine_client import EngineClient, on_engine_loop as _on_engine_loop
 from .launcher import has_deployments, load_token, running_engine
 from .pool import DeploymentPool, Route
 from .logfiles import deployment_tail, logged_deployments
 from .store import read_only, read_previous_manifest_json
 from .venvs import pip_args_from_env
 
-__all__ = ["STALE_RETRIES", "not_applied_locally", "LocalBackend"]
+__all__ = ["STALE_RETRIES", "not_applied_locally", "LocalBackend", "pickled_call"]
 
 #: re-routes of a call that reached a worker of another version (each one a Retry event)
 STALE_RETRIES = 30
@@ -127,10 +124,7 @@ class LocalBackend:
 
     # -- calls ------------------------------------------------------------------------------
     async def call(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> CallOutcome:
-        timeout = spec.timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
-            raise ConfigError(f"{spec.function}: the call timeout must be a positive number of seconds, got "
-                              f"{timeout!r}; e.g. f.with_timeout(30)(...) or @app.remote(timeout=30).")
+        spawned_client.check_timeout(spec)
         first: _Stale | None = None
         if not spec.retries:                       # nothing to retry but a rollout: the policy only adds its cost
             try:
@@ -213,53 +207,8 @@ class LocalBackend:
         return outcome_from_response(response, spec.function)
 
     async def call_many(self, spec: CallSpec, calls: list, classes: Any, done: Callable[[int, int], None]) -> list:
-        """``f.map``'s calls in chunks (``chunking``): one request per chunk, each item answered on its
-        own, results in input order; a failed item (or a failed chunk, for its items) is its exception.
-        ``calls`` holds (args, kwargs, cost); ``done(finished, failed)`` counts items as chunks end."""
-        if not calls:
-            return []
-        try:
-            pool = self.pools.get((spec.name, spec.tag)) or await _on_engine_loop(self._pool(spec.name, spec.tag))
-            if not pool.routes:
-                await self._route(pool, spec, asyncio.get_running_loop().time() + spec.timeout)
-        except Exception as exc:                    # no worker at all: every item fails the same way
-            done(len(calls), len(calls))
-            return [exc] * len(calls)
-        mean_cost = sum(cost for _, _, cost in calls) / len(calls)
-        size = chunking.chunk_size(len(calls), list(pool.routes.values()), mean_cost, spec.max_queue_time)
-        results: list = [None] * len(calls)
-        gate = asyncio.Semaphore(chunking.chunks_in_flight(len(pool.routes), size, -(-len(calls) // size)))
-
-        async def run(start: int) -> None:
-            part = calls[start:start + size]
-            async with gate:
-                try:
-                    answers = await self._chunk_once(dataclasses.replace(spec, cost=mean_cost * len(part)),
-                                                     part, mean_cost, classes)
-                except Exception as exc:            # the chunk as a whole: its items share the error
-                    answers = [exc] * len(part)
-            results[start:start + len(part)] = answers
-            done(len(part), sum(isinstance(a, BaseException) or a.error is not None for a in answers))
-
-        await asyncio.gather(*(run(start) for start in range(0, len(calls), size)))
-        return results
-
-    async def _chunk_once(self, spec: CallSpec, part: list, mean_cost: float, classes: Any) -> list:
-        # items run concurrently on the worker, each within the timeout; a chunk waits at most for all in turn
-        request = {"op": "map", "fn": spec.function, "items": [(tuple(a), dict(k)) for a, k, _ in part],
-                   "cost": mean_cost, "timeout": spec.timeout}
-
-        def pickled(call_id: int) -> tuple[bytes, list]:
-            try:
-                return wire.dumps({**request, "id": call_id}, classes)
-            except Exception as exc:
-                raise unpicklable_arguments(spec.function, exc) from exc
-
-        response = await self._exchange(spec, spec.timeout * len(part), classes, pickled)
-        if "items" not in response:
-            outcome = outcome_from_response(response, spec.function)    # the whole chunk was refused
-            return [outcome.error or RuntimeError("the worker sent no items")] * len(part)
-        return [_item_outcome(item, spec.function) for item in response["items"]]
+        """``f.map``'s calls in chunks (``map_calls.call_many``), results in input order."""
+        return await map_calls.call_many(self, spec, calls, classes, done)
 
     async def _exchange(self, spec: CallSpec, timeout: float, classes: Any, pickle_request) -> dict:
         """Send one request (``pickle_request(call_id)``) to the best worker and wait for its answer."""
@@ -298,6 +247,36 @@ class LocalBackend:
                 f"{str(spec.version)[:12]}, which ensure_ready() deployed; the rollout has not finished. Retry later "
                 "or check app.status()."), f"worker runs version {other[:12]}, expected {str(spec.version)[:12]}")
         return response
+
+    # -- streams (backends/local/streams.py): on the background loop, where LoopIterator steps them --------
+    def stream(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> AsyncIterator[tuple]:
+        """A remote generator's items as ``("items", [x, ...])`` while the worker runs, then
+        ``("end", CallOutcome)``; see ``streams.stream`` (a stale worker's refusal routes it again)."""
+        spawned_client.check_timeout(spec)
+        return streams.stream(self, spec, lambda call_id: pickled_call(
+            spec, call_id, args, kwargs, classes or {}, op="stream", window=streams.STREAM_WINDOW), classes or {},
+            STALE_RETRIES)
+
+    # -- spawned calls (kept by the engine: spawned.py; this side: spawned_client.py) ---------------
+    async def spawn(self, spec: CallSpec, args: tuple, kwargs: dict, classes: Any) -> str:
+        """Hand the call to the engine, which runs it on a worker of ``spec.version`` and keeps its answer;
+        returns the call's id."""
+        spawned_client.check_timeout(spec)
+        main, buffers = pickled_call(spec, spawned_client.SPAWNED_CALL_ID, args, kwargs, classes or {})
+        return await _on_engine_loop(spawned_client.spawn(self.engine, spec, (main, buffers)))
+
+    async def call_result(self, call_id: str, wait: float, classes: Any) -> CallOutcome | None:
+        """The outcome of a spawned call once it finished (None before), waiting up to ``wait`` s for it."""
+        return await _on_engine_loop(spawned_client.call_result(self.engine, call_id, wait, classes or {}))
+
+    async def call_function(self, call_id: str) -> str:
+        """The function a spawned call runs; ConfigError when the engine does not keep that call."""
+        return await _on_engine_loop(spawned_client.call_function(self.engine, call_id))
+
+    async def cancel_call(self, call_id: str) -> str:
+        """``never_ran``, ``requested`` (the answer tells the rest) or ``finished``."""
+        return await _on_engine_loop(self.engine.request("cancel_call", autostart=False, call=call_id,
+                                                         answer_timeout=30))
 
     async def _log_tail(self, worker: str) -> tuple[str, ...]:
         try:
@@ -361,14 +340,6 @@ class LocalBackend:
         self.engine.close()
 
 
-def _item_outcome(item: dict, function: str):
-    """One map item's answer: its CallOutcome, or the error the answer raises (refused, timed out)."""
-    try:
-        return outcome_from_response(item, function)
-    except Exception as exc:
-        return exc
-
-
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(asyncio.TimeoutError())
@@ -378,20 +349,15 @@ async def _set_routes(pool: DeploymentPool, routes: list | None) -> None:
     pool.set_routes(routes)                # on the background loop: it owns the routes' events
 
 
-def _on_engine_loop(coro):
-    """``coro`` (which talks to the engine) as an awaitable on the running loop: as it is on the
-    background loop, else handed to it."""
-    return coro if loop_bridge.on_loop_thread() else loop_bridge.run_on_loop(coro)
-
-
-def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any) -> tuple[bytes, list]:
+def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classes: Any, op: str = "call",
+                 **extra: Any) -> tuple[bytes, list]:
     """The call request pickled for the wire: the one step where the caller's arguments can be at fault.
 
     Their CaptureError is raised here, chained to the pickling error, before any worker is
     chosen; what fails later (the connection, the worker, a retry) is a BackendError.
     """
-    request = {"op": "call", "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
-               "cost": spec.cost, "timeout": spec.timeout, "version": spec.version}
+    request = {"op": op, "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
+               "cost": spec.cost, "timeout": spec.timeout, "version": spec.version, **extra}
     try:
         return wire.dumps(request, classes)
     except Exception as exc:

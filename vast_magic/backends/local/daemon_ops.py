@@ -5,7 +5,8 @@ A request is ``{"op": str, "id": int, ...}``; the answer is
 "error": {"kind": "DeployError", "message": str}}``. ``apply`` also streams
 ``{"id": id, "event": (kind, fields)}`` before its answer. Subscribers get
 ``{"push": "routes", "name", "tag", "routes": [(worker, port, perf, version)]}``
-whenever the ready workers of a deployment change. Every value is plain data.
+whenever the ready workers of a deployment change. Every value is plain data (a spawned call's
+request and answer stay pickled bytes: ``spawned.py``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from dataclasses import asdict
 
 from ...errors import BackendError, ConfigError, DeployError, VastMagicError
-from . import rollout
+from . import rollout, spawned
 from .bundles import DISK_HINT, is_disk_error
 from .channel import Channel
 from . import logfiles
@@ -22,7 +23,7 @@ from .engine import Engine, status_of
 
 __all__ = [
     "handle", "op_apply", "op_route", "op_subscribe", "op_status", "op_list", "op_logs", "op_worker_log",
-    "op_teardown", "op_heartbeat", "op_cancel_apply", "op_ping", "OPS"
+    "op_teardown", "op_heartbeat", "op_cancel_apply", "op_ping", "op_spawn", "op_call_result", "op_cancel_call", "OPS"
 ]
 
 
@@ -86,30 +87,42 @@ async def op_route(engine: Engine, channel: Channel, req: dict):
     dep = _deployment(engine, req)
     deadline = time.monotonic() + float(req.get("wait") or 0.0)
     version = req.get("version")
+    _check_version(engine, dep, version)
+    return await spawned.wait_for_routes(engine, dep, deadline, float(req.get("cost") or 0.0), version)
 
-    def usable() -> bool:
-        return any(not version or route[3] == version for route in dep.routes())
 
+def _check_version(engine: Engine, dep, version) -> None:
+    """A call pinned to a version the deployment no longer runs nor rolls out is refused (ConfigError)."""
     if version and version != dep.rec.version and not dep.rollout and dep.key not in engine.applying:
         raise ConfigError(f"{dep.rec.name}/{dep.rec.tag} now runs another version ({dep.rec.version[:12]}) than "
                           f"this process deployed ({str(version)[:12]}): that deploy did not finish, or it was deployed "
                           "again from elsewhere. Run app.ensure_ready() here to deploy your version.")
-    if usable() or time.monotonic() >= deadline:
-        return dep.routes()
-    cost = float(req.get("cost") or 0.0)
-    dep.waiting, dep.waiting_workload = dep.waiting + 1, dep.waiting_workload + cost
-    try:
-        while not usable() and engine.deployments.get(dep.key) is dep:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                await asyncio.wait_for(dep.routes_changed.wait(), min(left, 1.0))
-            except asyncio.TimeoutError:
-                pass
-    finally:
-        dep.waiting, dep.waiting_workload = dep.waiting - 1, dep.waiting_workload - cost
-    return dep.routes()
+
+
+async def op_spawn(engine: Engine, channel: Channel, req: dict):
+    """Run a call for the client (its pickled request in ``request``) and keep the answer; returns its id."""
+    dep = _deployment(engine, req)
+    _check_version(engine, dep, req.get("version"))
+    call = engine.spawned.add(dep.key, req)
+    call.task = engine.background(spawned.run(engine, call))
+    return call.id
+
+
+async def op_call_result(engine: Engine, channel: Channel, req: dict):
+    """A spawned call's state, and once done its answer; waits up to ``wait`` s for it to finish."""
+    call = engine.spawned.get(req.get("call"))
+    wait = float(req.get("wait") or 0.0)
+    if wait > 0 and not call.settled.is_set():
+        try:
+            await asyncio.wait_for(call.settled.wait(), wait)
+        except asyncio.TimeoutError:
+            pass
+    return call.answer()
+
+
+async def op_cancel_call(engine: Engine, channel: Channel, req: dict):
+    """Cancel a spawned call: ``never_ran``, ``requested`` (its answer says what happened) or ``finished``."""
+    return await spawned.cancel(engine.spawned.get(req.get("call")))
 
 
 async def op_subscribe(engine: Engine, channel: Channel, req: dict):
@@ -184,5 +197,6 @@ async def op_ping(engine: Engine, channel: Channel, req: dict):
 OPS = {
     "apply": op_apply, "route": op_route, "subscribe": op_subscribe, "status": op_status, "list": op_list,
     "logs": op_logs, "worker_log": op_worker_log, "teardown": op_teardown, "heartbeat": op_heartbeat,
-    "ping": op_ping, "cancel_apply": op_cancel_apply,
+    "ping": op_ping, "cancel_apply": op_cancel_apply, "spawn": op_spawn, "call_result": op_call_result,
+    "cancel_call": op_cancel_call,
 }

@@ -28,6 +28,7 @@ from .bundles import worker_dir
 from .channel import Channel
 from .failures import FailedWorker, add_failure, as_info, exit_cause, failures_to_keep, mark_replaced
 from .loops import keep_running
+from .spawned import SpawnedCalls
 from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
 from .store import DeploymentRecord, Store, WorkerRecord
 from .worker_output import OutputPipe
@@ -131,6 +132,7 @@ class Engine:
         self.last_activity = time.monotonic()
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
+        self.spawned = SpawnedCalls()                     # f.spawn: calls run here, answers kept for a while
         self.ticks = 0
 
     def background(self, coro) -> asyncio.Task:

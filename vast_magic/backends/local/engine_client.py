@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ... import errors
+from ... import loop as loop_bridge
 from ...errors import BackendError, EngineConnectionLostError, EngineUnavailableError
 from .channel import Channel, connect
 from .launcher import ensure_engine, load_token, running_engine
 
-__all__ = ["RouteHandler", "IDEMPOTENT", "EngineClient"]
+__all__ = ["RouteHandler", "IDEMPOTENT", "EngineClient", "on_engine_loop"]
 
 RouteHandler = Callable[[list | None], None]
 _ERROR_KINDS = {name: getattr(errors, name) for name in
@@ -25,7 +26,8 @@ _ERROR_KINDS = {name: getattr(errors, name) for name in
 
 
 #: requests safe to send again after the daemon restarted (apply is not: it might have run)
-IDEMPOTENT = {"route", "subscribe", "status", "list", "logs", "worker_log", "teardown", "heartbeat", "ping"}
+IDEMPOTENT = {"route", "subscribe", "status", "list", "logs", "worker_log", "teardown", "heartbeat", "ping",
+              "call_result", "cancel_call"}
 
 
 class EngineClient:
@@ -149,3 +151,9 @@ class EngineClient:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+
+def on_engine_loop(coro):
+    """``coro`` (which talks to the engine) as an awaitable on the running loop: as it is on the
+    background loop, where the engine connection lives, else handed to it."""
+    return coro if loop_bridge.on_loop_thread() else loop_bridge.run_on_loop(coro)

@@ -48,6 +48,7 @@ class WorkerConnection:
         self._on_lost, self._on_gone = on_lost, on_gone
         self.inflight = 0.0
         self.pending: dict[int, asyncio.Future] = {}
+        self.streams: dict[int, asyncio.Queue] = {}    # stream calls: items, then the final answer
         self.alive = True
         self.retired = False
         self._reader = asyncio.ensure_future(self._read())
@@ -55,7 +56,7 @@ class WorkerConnection:
     def retire(self) -> None:
         """The worker left the routes: close once its in-flight calls have answered."""
         self.retired = True
-        if not self.pending:
+        if not self.pending and not self.streams:
             self.close()
 
     def close(self) -> None:
@@ -69,10 +70,17 @@ class WorkerConnection:
         try:
             while True:
                 message = await self.channel.recv()
-                future = self.pending.pop(message.get("id"), None) if isinstance(message, dict) else None
+                if not isinstance(message, dict):
+                    continue
+                stream = self.streams.get(message.get("id"))
+                if stream is not None:        # never full: the worker sends no more than the credit
+                    stream.put_nowait(message)
+                    if "item" not in message:
+                        self.streams.pop(message.get("id"), None)
+                future = self.pending.pop(message.get("id"), None)
                 if future is not None and not future.done():
                     future.set_result(message)
-                if self.retired and not self.pending:
+                if self.retired and not self.pending and not self.streams:
                     return
         except asyncio.CancelledError:
             cancelled = True                      # closed here, or its loop is shutting down: the worker is fine
@@ -90,6 +98,9 @@ class WorkerConnection:
                 if not future.done():
                     future.set_exception(WorkerLostError(f"worker {self.route.worker} closed the connection mid-call"))
             self.pending.clear()
+            for stream in self.streams.values():
+                stream.put_nowait({"lost": True})
+            self.streams.clear()
 
     async def call(self, call_id: int, pickled: tuple[bytes, list], class_refs: Mapping[type, str]) -> asyncio.Future:
         """Send call ``call_id`` (its request as ``wire.dumps`` made it); the future resolves to the response.
@@ -111,6 +122,30 @@ class WorkerConnection:
                 raise WorkerLostError(f"worker {self.route.worker} is unreachable ({exc!r})") from exc
             raise
         return future
+
+    async def stream(self, call_id: int, pickled: tuple[bytes, list], class_refs: Mapping[type, str]) -> asyncio.Queue:
+        """Send stream call ``call_id``; its items, then its final answer (or ``{"lost": True}``), arrive in
+        the returned queue."""
+        if not self.alive:
+            raise WorkerLostError(f"worker {self.route.worker} is gone")
+        queue: asyncio.Queue = asyncio.Queue()
+        self.streams[call_id] = queue
+        self.channel.resolve = {name: cls for cls, name in class_refs.items()}
+        try:
+            await self.channel.send_pickled(*pickled)
+        except BaseException as exc:
+            self.streams.pop(call_id, None)
+            if isinstance(exc, Exception):
+                raise WorkerLostError(f"worker {self.route.worker} is unreachable ({exc!r})") from exc
+            raise
+        return queue
+
+    async def control(self, message: dict) -> None:
+        """A credit or cancel for a call on this connection; a closed connection already ended it."""
+        try:
+            await self.channel.send(message)
+        except (ConnectionError, OSError):
+            pass
 
     def _abandon(self, call_id: int, future: asyncio.Future) -> None:
         """Forget a call that was not sent. The reader may already have failed its future when the

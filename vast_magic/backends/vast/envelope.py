@@ -85,9 +85,15 @@ def decode(text: str, resolve_class: Mapping[str, type] | None = None, policy: t
     return wire.loads(main, buffers, resolve_class)
 
 
-def request_payload(args: tuple, kwargs: dict, class_refs: Mapping[type, str] | None = None) -> bytes:
-    """The packed request message, pickled once per call (each attempt seals it anew)."""
-    main, buffers = wire.dumps({"args": tuple(args), "kwargs": dict(kwargs)}, class_refs)
+def request_payload(args: tuple, kwargs: dict, class_refs: Mapping[type, str] | None = None,
+                    collect: bool = False) -> bytes:
+    """The packed request message, pickled once per call (each attempt seals it anew). ``collect``: the
+    function is a generator whose items the worker gathers into one answer (``runtime/streaming.py``);
+    the flag travels inside the sealed payload like the arguments."""
+    message = {"args": tuple(args), "kwargs": dict(kwargs)}
+    if collect:
+        message["collect"] = True
+    main, buffers = wire.dumps(message, class_refs)
     return pack(main, buffers)
 
 

@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -155,11 +155,14 @@ def route_timeout_message(endpoint: str, function: str, waited: float, status: s
 
 
 async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kwargs: dict,
-               classes: dict | None, key: bytes) -> CallOutcome:
-    """One call with routing and bounded retries; see the module docstring."""
+               classes: dict | None, key: bytes, may_send: Callable[[], bool] | None = None,
+               collect: bool = False) -> CallOutcome:
+    """One call with routing and bounded retries; see the module docstring. ``may_send`` is asked just
+    before each worker POST (from then on the call may run, whatever happens here): False means the call
+    was cancelled, and nothing is sent. ``collect``: a stream's items gathered by the worker (sealed)."""
     deadline = asyncio.get_running_loop().time() + spec.timeout
     try:
-        message = envelope.request_payload(args, kwargs, classes)
+        message = envelope.request_payload(args, kwargs, classes, collect)
     except Exception as exc:
         raise unpicklable_arguments(spec.function, exc) from exc
     check_size(spec.function, len(message), settings.resolve("vast_max_request_bytes"))
@@ -180,6 +183,8 @@ async def call(router: Router, endpoint_id: int, spec: CallSpec, args: tuple, kw
 
     async def attempt() -> CallOutcome:
         route = await router.route(endpoint, spec.cost, deadline, spec.function, waits)
+        if may_send is not None and not may_send():
+            raise asyncio.CancelledError
         payload = {"kwargs": envelope.call_kwargs(key, message, function=spec.function, version=spec.version,
                                                   url=str(route.get("url") or ""), digest=digest)}
         return decode_response(router.api, await _post(router, endpoint, route, spec, payload, deadline), spec, resolve)
