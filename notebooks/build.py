@@ -335,10 +335,16 @@ def main(names: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="vast-magic-nb-") as home:
-        os.environ["VAST_MAGIC_HOME"] = home
+    with tempfile.TemporaryDirectory(prefix="vast-magic-nb-") as root:
+        homes = []
         try:
             for name in names or NOTEBOOKS:
+                # each notebook in its own home: what one lists (e.g. known deployments) must not depend on
+                # which notebooks ran before it here (nbval runs errors.ipynb first, in a fresh home)
+                home = os.path.join(root, name)
+                os.makedirs(home, mode=0o700)
+                homes.append(home)
+                os.environ["VAST_MAGIC_HOME"] = home
                 if name == "quickstart":
                     with VastBox() as box:     # the quickstart's Vast section runs against the box
                         os.environ.update(box.env())
@@ -349,7 +355,8 @@ def main(names: list[str] | None = None) -> int:
                     write_and_run(name, NOTEBOOKS[name], name)
         finally:
             from vast_magic.backends.local import launcher
-            launcher.engine_stop(Path(home))
+            for home in homes:
+                launcher.engine_stop(Path(home))
     return 0
 
 
