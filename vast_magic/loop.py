@@ -156,14 +156,17 @@ class LoopIterator:
                 more, item = await run_on_loop(_step(self._source))
                 if not more:
                     return
-                item = self._convert(item)
-                if isinstance(item, _Many):
-                    for one in item:
-                        yield one
-                elif item is not self.SKIP:
-                    yield item
+                for one in self._expanded(item):
+                    yield one
         finally:
             await run_on_loop(_close(self._source))
+
+    def _expanded(self, item: Any) -> "tuple | list":
+        """What the consumer sees of one step: its converted item, the items of a ``many``, or nothing."""
+        item = self._convert(item)
+        if isinstance(item, _Many):
+            return item
+        return () if item is self.SKIP else (item,)
 
     def __iter__(self) -> "Iterator[Any]":
         self._claim()
@@ -175,12 +178,8 @@ class LoopIterator:
                 more, item = run_sync(_step(self._source))
                 if not more:
                     return
-                item = self._convert(item)
-                if isinstance(item, _Many):
-                    for one in item:
-                        yield one
-                elif item is not self.SKIP:
-                    yield item
+                for one in self._expanded(item):
+                    yield one
         finally:
             if not on_loop_thread():
                 run_sync(_close(self._source), timeout=30)
