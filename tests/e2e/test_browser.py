@@ -266,8 +266,24 @@ def _errors(page) -> dict[int, list[dict]]:
     return {index: errors for index, errors in enumerate(found) if errors}
 
 
+#: the notebook cell an element is in
+CELL_OF = "xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' jp-Cell ')][1]"
+#: an element's innerText once the browser has drawn two frames: a cell JupyterLab has just scrolled into
+#: view is still skipped (content-visibility) until the next rendering update, and reads as empty before it
+TEXT_AFTER_RENDER = """el => new Promise(done =>
+  requestAnimationFrame(() => requestAnimationFrame(() => done(el.innerText))))"""
+
+
+def _shown_text(locator) -> str:
+    """The text a user reads in ``locator``: JupyterLab skips rendering cells outside the viewport, and the
+    text of a skipped cell reads as empty, so scroll it into view and read it once it is drawn. The cell is
+    what scrolls: a live card (``%vast_status``) redraws itself, so its own elements do not stay attached."""
+    locator.locator(CELL_OF).scroll_into_view_if_needed()
+    return locator.evaluate(TEXT_AFTER_RENDER)
+
+
 def _no_broken_widgets(page) -> None:
-    text = page.locator(".jp-Notebook").inner_text()
+    text = page.locator(".jp-Notebook").text_content()      # every cell's text, rendered or skipped
     assert "Loading widget" not in text and "Error displaying widget" not in text
 
 
@@ -279,11 +295,11 @@ def test_quickstart_deploy_widget_renders_in_jupyterlab(session):
     card = deploy_cell.locator(".vm-card.vm-deploy")
     assert card.count() == 1, deploy_cell.locator(".jp-OutputArea").inner_html()[:2000]
     assert card.get_attribute("data-phase") == "ready"
-    text = card.inner_text()
+    text = _shown_text(card)
     assert "ready at local://quickstart/default" in text and "tier 4: new deployment" in text, text
     _no_broken_widgets(page)
     answer = page.locator(".jp-CodeCell").filter(has_text="await square(5)").first
-    assert answer.locator(".jp-OutputArea").inner_text().strip().endswith("25")
+    assert _shown_text(answer.locator(".jp-OutputArea")).strip().endswith("25")
     _close_popups(page)
     deploy_cell.scroll_into_view_if_needed()
     session.screenshot(deploy_cell, "quickstart-deploy")
@@ -299,19 +315,19 @@ def _check_deploy(page) -> None:
     assert card.get_attribute("data-phase") == "ready"
     assert _steps(card) == [(key, "done") for key in ("package", "tier", "apply", "workers", "ready")]
     step = card.locator('.vm-step[data-step="package"] .vm-step-result')
-    assert step.inner_text().startswith("packaged ") and "files" in step.inner_text()
+    assert _shown_text(step).startswith("packaged ") and "files" in _shown_text(step)
     tiers = card.locator(".vm-tier-row")
-    assert tiers.count() == 1 and tiers.get_attribute("data-tier") == "4" and "new deployment" in tiers.inner_text()
-    assert "new endpoint: workers started" in card.locator('.vm-step[data-step="apply"]').inner_text()
+    assert tiers.count() == 1 and tiers.get_attribute("data-tier") == "4" and "new deployment" in _shown_text(tiers)
+    assert "new endpoint: workers started" in _shown_text(card.locator('.vm-step[data-step="apply"]'))
     workers = card.locator(".vm-worker")
     assert workers.count() == 2                                               # cold_workers=2: two rows
     assert [row.get_attribute("data-state") for row in workers.all()] == ["ready", "ready"]
     scores = sorted(float(bar.get_attribute("data-score")) for bar in card.locator(".vm-score").all())
     assert scores[-1] == 1.0 and 0 < scores[0] <= 1.0                         # relative to the best worker
-    assert all(figure.inner_text().endswith(" calls/s") for figure in card.locator(".vm-figure").all())
-    assert "benchmark square" not in card.inner_text()                        # worker output is not in the picture
+    assert all(_shown_text(figure).endswith(" calls/s") for figure in card.locator(".vm-figure").all())
+    assert "benchmark square" not in _shown_text(card)                        # worker output is not in the picture
     output = _cell(page, "deploy").locator(".jupyter-widget-Collapse-header")
-    assert output.count() == 1 and "worker output" in output.inner_text()
+    assert output.count() == 1 and "worker output" in _shown_text(output)
     assert not _cell(page, "deploy").locator(".vm-logs").is_visible()        # collapsed
 
 
@@ -319,13 +335,13 @@ def _check_dry_run_and_failure(page) -> None:
     dry = _cell(page, "dry run").locator(".vm-card.vm-deploy")
     assert dry.get_attribute("data-phase") == "dry run"
     assert [state for _, state in _steps(dry)] == ["done", "done", "skipped", "skipped", "done"]
-    assert "nothing applied: dry run" in dry.inner_text()
+    assert "nothing applied: dry run" in _shown_text(dry)
     failed = _cell(page, "failed").locator(".vm-card.vm-deploy")
     assert failed.get_attribute("data-phase") == "failed"
     states = dict(_steps(failed))
     assert list(states.values()).count("failed") == 1 and states["ready"] == "pending"
     failed_step = failed.locator('.vm-step[data-state="failed"]')
-    assert "the model file is missing" in failed_step.inner_text()           # the error stays visible, in its step
+    assert "the model file is missing" in _shown_text(failed_step)           # the error stays visible, in its step
     assert [error["ename"] for error in _errors(page).get(_index(page, "failed"), [])] == ["DeployError"]
 
 
@@ -337,9 +353,9 @@ def _check_status(page) -> None:
     calls = card.locator(".vm-calls")
     assert float(calls.get_attribute("data-rate")) > 0
     assert float(calls.get_attribute("data-p50")) <= float(calls.get_attribute("data-p99"))
-    assert "p50" in calls.inner_text() and "p99" in calls.inner_text() and "300 calls in the last" in calls.inner_text()
+    assert "p50" in _shown_text(calls) and "p99" in _shown_text(calls) and "300 calls in the last" in _shown_text(calls)
     report = _cell(page, "report").locator(".vm-card.vm-report")
-    assert report.count() == 1 and "DeployReport: tier 4" in report.inner_text()
+    assert report.count() == 1 and "DeployReport: tier 4" in _shown_text(report)
     assert _cell(page, "status repr").locator(".vm-card.vm-status .vm-worker").count() == 2
 
 
