@@ -6,12 +6,12 @@ finished (a marker file in a folder the test passes), so the last input finishes
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import os
 import textwrap
 
 import pytest
+
+from tests.scripts import private_engine_home, result_of, run_script
 
 SCRIPT = textwrap.dedent('''
     import asyncio, json, os, sys
@@ -88,22 +88,12 @@ SCRIPT = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     """One script run (a real process, a real engine and worker) whose results every test reads."""
-    from tests.conftest import EngineHome
     tmp = tmp_path_factory.mktemp("shapes")
-    home = tmp / "home"
-    home.mkdir(mode=0o700)
-    handle = EngineHome(home)
-    (tmp / "shapes.py").write_text(SCRIPT)
-    env = {**__import__("os").environ, "VAST_MAGIC_HOME": str(home), "VAST_MAGIC_DISPLAY": "text"}
-    try:
-        proc = subprocess.run([sys.executable, "shapes.py"], capture_output=True, text=True, timeout=240, cwd=tmp,
-                              env=env)
+    with private_engine_home(tmp) as handle:
+        env = {**os.environ, "VAST_MAGIC_HOME": str(handle.path), "VAST_MAGIC_DISPLAY": "text"}
+        proc = run_script(tmp, "shapes.py", SCRIPT, env=env)
         handle.collect()
-    finally:
-        handle.stop_everything()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    return out, proc.stdout, proc.stderr
+    return result_of(proc.stdout), proc.stdout, proc.stderr
 
 
 def test_unordered_map_and_as_completed_yield_in_finishing_order(shapes):

@@ -22,6 +22,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.scripts import result_of
+
 MYLIB = '''
 import json
 from vast_magic import Deployment
@@ -127,12 +129,6 @@ def run(cwd: Path, *argv: str) -> str:
     return proc.stdout
 
 
-def result(output: str) -> dict:
-    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
-    assert lines, output[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
-
-
 def notebook(cwd: Path, *cells: str) -> list[str]:
     """Run cells in a real kernel started in ``cwd``; what each cell printed."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in cells])
@@ -151,17 +147,17 @@ def cli_tier(output: str) -> int:
 def test_one_module_every_load_style_same_fingerprint(tmp_path, engine_home):
     project = write(tmp_path / "project", {"mylib.py": MYLIB, "run.py": IMPORTING_SCRIPT,
                                            "test_mylib.py": PYTEST_FILE})
-    first = result(run(project, sys.executable, "run.py"))                      # import mylib in a script
+    first = result_of(run(project, sys.executable, "run.py"))                      # import mylib in a script
     assert (first["tier"], first["reasons"], first["square"]) == (4, ["new deployment"], 120)
     fingerprint = first["fingerprint"]
 
-    as_script = result(run(project, sys.executable, "mylib.py"))               # python mylib.py (__main__)
+    as_script = result_of(run(project, sys.executable, "mylib.py"))               # python mylib.py (__main__)
     kernel = notebook(project, "%load_ext vast_magic\nfrom mylib import app, square",
                       REPORT + "report = %vast_deploy --app app\nshow(report, await square(3))",
                       "%run mylib.py", "print(await square(3))")
-    in_pytest = result(run(project, sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+    in_pytest = result_of(run(project, sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
                            "test_mylib.py"))
-    for name, seen in (("script", as_script), ("notebook import", result(kernel[1])), ("%run", result(kernel[2])),
+    for name, seen in (("script", as_script), ("notebook import", result_of(kernel[1])), ("%run", result_of(kernel[2])),
                        ("pytest", in_pytest)):
         assert (seen["tier"], seen["fingerprint"], seen["square"]) == (0, fingerprint, 120), name
     assert kernel[3].strip() == "120"
@@ -179,12 +175,12 @@ def test_one_module_every_load_style_same_fingerprint(tmp_path, engine_home):
 @pytest.mark.slow
 def test_package_with_relative_imports_runs_as_python_m(tmp_path, engine_home):
     project = write(tmp_path / "project", PACKAGE)
-    first = result(run(project, sys.executable, "-m", "pkg.app"))
+    first = result_of(run(project, sys.executable, "-m", "pkg.app"))
     assert (first["tier"], first["square"]) == (4, 42)
     vast_magic = [sys.executable, "-m", "vast_magic"]
     for target in ("pkg.app:app", "pkg.app", "pkg/app.py"):
         assert cli_tier(run(project, *vast_magic, "deploy", target)) == 0, target
-    imported = result(run(project, sys.executable, "-c", REPORT + "import pkg.app as m\n"
+    imported = result_of(run(project, sys.executable, "-c", REPORT + "import pkg.app as m\n"
                                                                   "show(m.app.ensure_ready(), m.double.call(21))"))
     assert (imported["tier"], imported["fingerprint"], imported["square"]) == (0, first["fingerprint"], 42)
     out = run(project, *vast_magic, "bundle", "pkg/app.py", "-o", "pkg.tar.gz")
@@ -222,7 +218,7 @@ def test_autoreload_in_a_notebook_is_tier_2_naming_module_and_function(tmp_path,
     cells = notebook(project, "%load_ext autoreload\n%autoreload 2\n%load_ext vast_magic\nfrom mylib import app, square",
                      REPORT + "report = %vast_deploy --app app\nshow(report, await square(3))", edit,
                      "report = %vast_deploy --app app\nshow(report, await square(3))")
-    first, second = result(cells[1]), result(cells[3])
+    first, second = result_of(cells[1]), result_of(cells[3])
     assert (first["tier"], first["square"]) == (4, 120)
     assert (second["tier"], second["reasons"], second["square"]) == (2, ["code: mylib.helper changed"], 150)
     engine_home.collect()

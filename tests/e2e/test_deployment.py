@@ -5,13 +5,12 @@ against a private VAST_MAGIC_HOME, and checks what it printed as JSON.
 """
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 import textwrap
 
-import pytest
+from tests.scripts import result_of
 
 APP = '''
 import json, os, sys
@@ -75,8 +74,7 @@ def run_app(tmp_path, offset: int = 0, **env) -> tuple[dict, str]:
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                           env={**__import__("os").environ, **env}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):]), proc.stdout
+    return result_of(proc.stdout), proc.stdout
 
 
 def check_cli_tables(capsys) -> None:

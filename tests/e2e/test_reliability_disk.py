@@ -21,6 +21,8 @@ import pytest
 
 from vast_magic.backends.local.workers import proc_start_time, stop_now
 
+from tests.scripts import result_of
+
 SCENARIO = r'''
 import json, os, subprocess, sys, time
 from pathlib import Path
@@ -129,8 +131,7 @@ def _run_in_private_mounts(tmp_path, mode: str) -> dict:
             stop_now(pid, start, grace=2.0)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert recorded and not leftover, f"orphan processes left: {leftover}"
-    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
-    return result
+    return result_of(proc.stdout)
 
 
 @pytest.mark.parametrize("mode, words", [

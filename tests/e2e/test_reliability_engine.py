@@ -8,12 +8,13 @@ then says tier 0. A second interpreter (a restarted kernel) reconnects as tier 0
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 from vast_magic.backends.local.workers import proc_start_time
+
+from tests.scripts import result_of
 
 SCRIPT = r'''
 import json, os, signal, sys, threading, time
@@ -73,8 +74,7 @@ def _run(tmp_path, mode: str) -> dict:
     proc = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=150,
                           cwd=tmp_path, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return result_of(proc.stdout)
 
 
 def test_engine_sigkilled_then_next_call_restores_and_a_new_kernel_reconnects(tmp_path, engine_home):

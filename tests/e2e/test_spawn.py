@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+from tests.scripts import private_engine_home, result_of, run_script
 
 APP = textwrap.dedent('''
     import asyncio, json, os, sys, time
@@ -145,36 +146,22 @@ SECOND = APP + textwrap.dedent('''
 ''')
 
 
-def run(tmp_path, script: str, *args: str) -> tuple[dict, str]:
-    (tmp_path / "spawned.py").write_text(script)
-    env = {**os.environ, "FOLDER": str(tmp_path / "marks")}
-    proc = subprocess.run([sys.executable, "spawned.py", *args], capture_output=True, text=True, timeout=240,
-                          cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:]), proc.stdout
+def run(tmp_path, home: Path, script: str, *args: str) -> tuple[dict, str]:
+    env = {**os.environ, "FOLDER": str(tmp_path / "marks"), "VAST_MAGIC_HOME": str(home)}
+    proc = run_script(tmp_path, "spawned.py", script, *args, env=env)
+    return result_of(proc.stdout), proc.stdout
 
 
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory):
     """Two processes in turn on one engine: the first spawns, the second (a "restarted kernel") finds them."""
-    from tests.conftest import EngineHome
     tmp = tmp_path_factory.mktemp("spawn")
     (tmp / "marks").mkdir()
-    home = tmp / "home"
-    home.mkdir(mode=0o700)
-    handle = EngineHome(home)
-    old = os.environ.get("VAST_MAGIC_HOME")
-    os.environ["VAST_MAGIC_HOME"] = str(home)
-    try:
-        first, stdout = run(tmp, FIRST)
+    with private_engine_home(tmp) as handle:
+        first, stdout = run(tmp, handle.path, FIRST)
         handle.collect()
-        second, stdout2 = run(tmp, SECOND, json.dumps({"kept": first["kept"], "pending": first["pending"]}))
-    finally:
-        if old is None:
-            os.environ.pop("VAST_MAGIC_HOME", None)
-        else:
-            os.environ["VAST_MAGIC_HOME"] = old
-        handle.stop_everything()
+        second, stdout2 = run(tmp, handle.path, SECOND,
+                              json.dumps({"kept": first["kept"], "pending": first["pending"]}))
     return first, second, stdout, stdout2
 
 

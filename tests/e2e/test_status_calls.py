@@ -6,10 +6,9 @@ every call (the failed one as failed), and the busy worker reports a load.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
+
+from tests.scripts import result_of, run_script
 
 SCRIPT = textwrap.dedent('''
     import json, threading, time
@@ -51,10 +50,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_status_counts_this_process_calls_and_shows_worker_load(tmp_path, engine_home):
-    (tmp_path / "calls.py").write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, "calls.py"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    out = result_of(run_script(tmp_path, "calls.py", SCRIPT, timeout=120).stdout)
     assert (out["before"]["calls"], out["before"]["total"], out["before"]["p50"]) == (0, 0, None)
     after = out["after"]
     assert (after["calls"], after["failed"], after["total"]) == (21, 1, 21)

@@ -6,13 +6,12 @@ Nothing waits on time: the generator blocks on marker files the consumer writes,
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests.scripts import private_engine_home, result_of, run_script
 
 SCRIPT = textwrap.dedent('''
     import asyncio, json, os, sys, time
@@ -117,22 +116,14 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def streams(tmp_path_factory):
-    from tests.conftest import EngineHome
     tmp = tmp_path_factory.mktemp("streams")
     (tmp / "marks").mkdir()
-    home = tmp / "home"
-    home.mkdir(mode=0o700)
-    handle = EngineHome(home)
-    (tmp / "streams.py").write_text(SCRIPT)
-    env = {**os.environ, "VAST_MAGIC_HOME": str(home), "VAST_MAGIC_DISPLAY": "text", "FOLDER": str(tmp / "marks")}
-    try:
-        proc = subprocess.run([sys.executable, "streams.py"], capture_output=True, text=True, timeout=240, cwd=tmp,
-                              env=env)
+    with private_engine_home(tmp) as handle:
+        env = {**os.environ, "VAST_MAGIC_HOME": str(handle.path), "VAST_MAGIC_DISPLAY": "text",
+               "FOLDER": str(tmp / "marks")}
+        proc = run_script(tmp, "streams.py", SCRIPT, env=env)
         handle.collect()
-    finally:
-        handle.stop_everything()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:]), proc.stdout
+    return result_of(proc.stdout), proc.stdout
 
 
 def test_stream_in_sync_and_async_code(streams):

@@ -14,7 +14,6 @@ of the client that started the engine never reaches them, nor does the token.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import stat
 import subprocess
@@ -24,6 +23,8 @@ from pathlib import Path
 
 from tests.backends.local.engine_harness import make_bundle, plan
 from vast_magic.backends.local import launcher, workers
+
+from tests.scripts import result_of
 
 SECRET = "s3cr3t-value"
 
@@ -70,7 +71,7 @@ def test_a_secret_never_appears_in_plain_text(tmp_path, engine_home):
                           cwd=tmp_path, env=dict(os.environ))
     engine_home.collect()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    result = result_of(proc.stdout)
     assert result["has_token"] is True                              # it did reach the worker
     assert "plain-visible" in proc.stdout and "MANIFEST" in proc.stdout and "REPORT" in proc.stdout
 
