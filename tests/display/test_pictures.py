@@ -26,8 +26,8 @@ from vast_magic.display.html import (PHASE_COLORS, STEP_COLORS, STEP_ICONS, TIER
 from vast_magic.display.steps import LOCAL_APPLIED, STEP_STATES, STEPS, VAST_APPLIED, StepClock, deploy_steps
 from vast_magic.display.widget import DeployWidget
 from vast_magic.events import (PHASES, BenchmarkScored, DeployState, Event, Failed, Packaging, Ready, Retry,
-                               TierDecided, Warned, WorkerState, apply_event, format_event, format_status,
-                               status_lines)
+                               TierDecided, Warned, WorkerRow, WorkerState, apply_event, format_event,
+                               format_status, status_lines)
 from vast_magic.reports import (WORKER_STATES, CallStats, DeploymentStatus, DeployReport, Fingerprint, LogLine,
                                 WorkerInfo)
 
@@ -123,6 +123,15 @@ def test_any_event_sequence_renders_in_both_views(capsys, events):
     view = render_through_both_views(events, capsys)
     assert [step.key for step in view.steps] == [key for key, _ in STEPS]
     assert sum(step.state in ("running", "failed") for step in view.steps) <= 1
+
+
+@pytest.mark.parametrize("figure", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_figure_is_no_figure_in_a_worker_row(figure):
+    """Found by the property test above on Python 3.13: a NaN score made the row unequal to itself."""
+    state = fold([BenchmarkScored("w1", figure), WorkerState("w1", "ready", perf=figure, load=figure,
+                                                             reliability=figure)])
+    assert state.workers == (WorkerRow("w1", "ready"),)
+    assert "nan" not in format_status(state) and "inf" not in format_status(state)
 
 
 @given(st.builds(DeploymentStatus))
