@@ -32,6 +32,9 @@ know: CPython reseeds ``random`` in every child (so a ``random.seed`` at import
 does not carry over), numpy seeds its global generator on first use (so it
 differs per worker unless the import used or seeded it); seed inside a
 context's ``__aenter__`` when each worker must have its own, known stream.
+Also visible: ``ps`` (and ``sys.argv``) show a forked worker with the
+template's command line, and the modules' ``__file__`` is in the template's
+copy of the bundle (kept while the version has workers), not the worker's.
 """
 from __future__ import annotations
 

@@ -93,6 +93,11 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 def fork_unavailable() -> str | None:
     """Why this system cannot fork workers from a template, or None."""
     if not sys.platform.startswith("linux"):
@@ -189,33 +194,14 @@ class Template:
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        rid = next(self.ids)
-        answer = asyncio.get_running_loop().create_future()
-        self.answers[rid] = answer
+        ours = (stdin_w, out_r, err_r)
         try:
-            if self.sock is None:
-                raise OSError(self.failure or "the template is gone")
-            socket.send_fds(self.sock, [json.dumps({"fork": rid, "workdir": str(workdir)}).encode()],
-                            [stdin_r, out_w, err_w])
-        except OSError:
-            self.answers.pop(rid, None)
-            for fd in (stdin_w, out_r, err_r):
-                os.close(fd)
-            raise
-        finally:
-            for fd in (stdin_r, out_w, err_w):
-                os.close(fd)
-        try:
-            msg = await asyncio.wait_for(answer, FORK_TIMEOUT)
-        except asyncio.TimeoutError:
-            msg = {"error": f"the template did not answer a fork request within {FORK_TIMEOUT:g}s"}
+            msg = await self._request_fork(workdir, (stdin_r, out_w, err_w))
         except BaseException:
-            for fd in (stdin_w, out_r, err_r):
-                os.close(fd)
+            _close(*ours)
             raise
         if "pid" not in msg:
-            for fd in (stdin_w, out_r, err_r):
-                os.close(fd)
+            _close(*ours)
             if "refused" not in msg:
                 self._gone(str(msg.get("error")))
             raise OSError(str(msg.get("error")))
@@ -225,6 +211,25 @@ class Template:
             with contextlib.suppress(OSError):      # died at once: its exit is reported and explained
                 stdin.write(json.dumps(dict(launch)).encode())
         return child
+
+    async def _request_fork(self, workdir: Path, theirs: tuple[int, int, int]) -> dict:
+        """Send one fork request with the child's ends of its pipes (closed here either way); its answer."""
+        rid = next(self.ids)
+        answer = asyncio.get_running_loop().create_future()
+        self.answers[rid] = answer
+        try:
+            if self.sock is None:
+                raise OSError(self.failure or "the template is gone")
+            socket.send_fds(self.sock, [json.dumps({"fork": rid, "workdir": str(workdir)}).encode()], list(theirs))
+        except OSError:
+            self.answers.pop(rid, None)
+            raise
+        finally:
+            _close(*theirs)
+        try:
+            return await asyncio.wait_for(answer, FORK_TIMEOUT)
+        except asyncio.TimeoutError:
+            return {"error": f"the template did not answer a fork request within {FORK_TIMEOUT:g}s"}
 
     async def stop(self) -> None:
         """Close its socket (it exits at once), make sure it is gone, remove its folder."""
