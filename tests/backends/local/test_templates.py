@@ -88,46 +88,69 @@ def _templates(harness: Harness) -> list[int]:
     return [pid for pid in processes_in(harness.home / "templates")]
 
 
-def _scale_to(harness: Harness, bundle: Path, count: int) -> None:
-    harness.apply(plan(bundle, tier=1, autoscaling={**SCALING, "cold_workers": count}))
+def _scale_to(harness: Harness, bundle: Path, count: int, scaling=SCALING) -> None:
+    harness.apply(plan(bundle, tier=1, autoscaling={**scaling, "cold_workers": count}))
+
+
+def _template(harness: Harness) -> int:
+    """The version's template (it boots once the first worker is ready): its pid."""
+    [pid] = harness.wait_for(lambda: _templates(harness), what="the template")
+    return pid
+
+
+def _one_forked_worker(harness: Harness, bundle: Path, scaling=SCALING):
+    """Deploy (the first worker is fresh), let the template boot, scale to 2 and back to 1: the autoscaler
+    drains the older worker first, so the one left was forked."""
+    harness.apply(plan(bundle, autoscaling=scaling))
+    _template(harness)
+    _scale_to(harness, bundle, 2, scaling)
+    _scale_to(harness, bundle, 1, scaling)
+    return harness.wait_for(lambda: [w for w in _ready(harness) if w.start == "forked"] if len(
+        harness.workers()) == 1 else None, what="only the forked worker left")[0]
 
 
 def test_a_scale_up_forks_a_worker_that_serves_and_logs(harness):
     bundle = _bundle(harness.folder)
     harness.apply(plan(bundle, autoscaling=SCALING))
-    assert list(_started(harness).values()) == ["forked"]              # the first worker too
-    [template] = _templates(harness)
+    assert list(_started(harness).values()) == ["fresh"]               # the first one: the template boots after it
+    ready = [e for e in harness.events if isinstance(e, events.WorkerState) and e.state == "ready"]
+    assert ready and all(e.startup is not None and e.startup > 0 and e.start == "fresh" for e in ready)
+    template = _template(harness)
     _scale_to(harness, bundle, 2)
     workers = _ready(harness)
-    assert len(workers) == 2 and _starts(harness) == ["forked", "forked"]
-    ready = [e for e in harness.events if isinstance(e, events.WorkerState) and e.state == "ready"]
-    assert ready and all(e.startup is not None and e.startup > 0 for e in ready)
+    assert len(workers) == 2 and _starts(harness) == ["forked", "fresh"]
     assert _templates(harness) == [template]                         # one template per version, not a worker
     assert all(w.pid != template for w in workers)
+    [forked] = [w for w in workers if w.start == "forked"]
+    harness.wait_for(lambda: any(line.text.startswith("imported, numpy") for line in harness.run(
+        harness.backend.logs("demo", "default", None, 100)) if line.worker == forked.id),
+        what="the forked worker's import line, as a fresh one prints it")
+    _scale_to(harness, bundle, 1)
+    harness.wait_for(lambda: [w.id for w in _ready(harness)] == [forked.id], what="the older worker drained")
     assert harness.call("square", 12) == 144
     assert harness.call("shout", "forked") == "FORKED"
-    for worker in workers:                                            # each one printed its import, as if fresh
-        harness.wait_for(lambda: any(line.text.startswith("imported, numpy") for line in harness.run(
-            harness.backend.logs("demo", "default", None, 100)) if line.worker == worker.id),
-            what=f"the import lines of {worker.id}")
-    harness.wait_for(lambda: any(line.text == "shouting forked" for line in harness.run(
+    harness.wait_for(lambda: any(line.text == "shouting forked" and line.worker == forked.id for line in harness.run(
         harness.backend.logs("demo", "default", "shout", 10))), what="the call's line")
     cwd, path = harness.call("cwd_and_path")
-    assert "/workers/" in cwd and path[0] == cwd                       # its own folder, first on sys.path
+    assert cwd.endswith(f"/workers/{forked.id}") and path[0] == cwd     # its own folder, first on sys.path
     assert not any("/templates/" in entry for entry in path)
 
 
 def test_a_forked_worker_gets_exactly_what_a_fresh_one_gets(harness, tmp_path, monkeypatch):
     monkeypatch.setenv("VAST_MAGIC_LEAK_CANARY", "engine-only")        # the engine's environment, not a worker's
-    deployment = dict(env=[("MODE", "fast")], secrets=[("API_SECRET", "s3cret")], autoscaling={"cold_workers": 1})
-    harness.apply(plan(_bundle(harness.folder), **deployment))
-    assert list(_started(harness).values()) == ["forked"]
+    deployment = dict(env=[("MODE", "fast")], secrets=[("API_SECRET", "s3cret")])
+    bundle = _bundle(harness.folder)
+    harness.apply(plan(bundle, autoscaling=SCALING, **deployment))
+    _template(harness)
+    for count in (2, 1):
+        harness.apply(plan(bundle, tier=1, autoscaling={**SCALING, "cold_workers": count}, **deployment))
+    harness.wait_for(lambda: _starts(harness) == ["forked"] and len(_ready(harness)) == 1, what="one forked worker")
     fresh_home = tmp_path / "fresh-home"
     fresh_home.mkdir(mode=0o700)
     monkeypatch.setenv("VAST_MAGIC_WORKER_FORK", "0")                 # read when that engine starts
     fresh = Harness(fresh_home, tmp_path)
     try:
-        fresh.apply(plan(_bundle(tmp_path / "fresh"), **deployment))
+        fresh.apply(plan(_bundle(tmp_path / "fresh"), autoscaling=SCALING, **deployment))
         assert list(_started(fresh).values()) == ["fresh"]
         forked_env, fresh_env = harness.call("environment"), fresh.call("environment")
         assert forked_env == fresh_env
@@ -145,20 +168,28 @@ def test_a_forked_worker_gets_exactly_what_a_fresh_one_gets(harness, tmp_path, m
 def test_forked_workers_do_not_share_numpy_random_state(harness):
     """numpy seeds its global generator on first use, so forked workers draw apart as fresh ones do."""
     bundle = _bundle(harness.folder)
-    harness.apply(plan(bundle, autoscaling={**SCALING, "cold_workers": 2}))
-    assert list(_started(harness).values()) == ["forked", "forked"]
-    draws = {line.worker: line.text for line in harness.run(harness.backend.logs("demo", "default", None, 100))
-             if line.text.startswith("first draw")}
-    assert len(draws) == 2 and len(set(draws.values())) == 2, draws
+    scaling = {**SCALING, "max_workers": 3}
+    harness.apply(plan(bundle, autoscaling=scaling))
+    _template(harness)
+    _scale_to(harness, bundle, 3, scaling)
+    forked = {w.id for w in _ready(harness) if w.start == "forked"}
+    assert len(forked) == 2
+
+    def draws() -> dict | None:
+        found = {line.worker: line.text for line in harness.run(harness.backend.logs("demo", "default", None, 200))
+                 if line.text.startswith("first draw") and line.worker in forked}
+        return found if len(found) == 2 else None
+    draws = harness.wait_for(draws, what="both forked workers' draws")
+    assert len(set(draws.values())) == 2, draws
 
 
 def test_a_killed_template_means_fresh_workers(harness):
     bundle = _bundle(harness.folder)
-    harness.apply(plan(bundle, autoscaling=SCALING))
-    [template] = _templates(harness)
+    forked = _one_forked_worker(harness, bundle)
+    template = _template(harness)
     os.kill(template, signal.SIGKILL)
     harness.wait_for(lambda: proc_start_time(template) is None, what="the template gone")
-    assert harness.call("square", 3) == 9                             # its forked worker serves on
+    assert harness.call("pid") == forked.pid                           # its forked worker serves on
     _scale_to(harness, bundle, 2)
     assert _starts(harness) == ["forked", "fresh"]
     assert len(_ready(harness)) == 2 and _templates(harness) == []
@@ -170,8 +201,7 @@ def test_a_killed_template_means_fresh_workers(harness):
 
 @pytest.mark.parametrize("how, cause", [("signal", "killed by SIGKILL"), ("exit", "exited with code 7")])
 def test_a_forked_worker_crash_is_reported_with_its_cause(harness, how, cause):
-    harness.apply(plan(_bundle(harness.folder), autoscaling={"cold_workers": 1, "max_workers": 1}))
-    [worker] = _ready(harness)
+    worker = _one_forked_worker(harness, _bundle(harness.folder))
     if how == "signal":
         os.kill(worker.pid, signal.SIGKILL)
     else:
@@ -188,11 +218,11 @@ def test_teardown_and_engine_stop_leave_no_template(harness):
     from vast_magic.backends.local import launcher
     bundle = _bundle(harness.folder)
     harness.apply(plan(bundle, autoscaling=SCALING))
-    [first] = _templates(harness)
+    first = _template(harness)
     harness.run(harness.backend.teardown("demo", "default"))
     assert proc_start_time(first) is None and os.listdir(harness.home / "templates") == []
     harness.apply(plan(bundle, autoscaling=SCALING))
-    [second] = _templates(harness)
+    second = _template(harness)
     started = proc_start_time(second)
     workers = [w.pid for w in _ready(harness)]
     launcher.engine_stop(harness.home)
@@ -201,18 +231,24 @@ def test_teardown_and_engine_stop_leave_no_template(harness):
 
 
 def test_set_up_commands_mean_fresh_workers(harness):
-    harness.apply(plan(_bundle(harness.folder, config={"runs": ["true"]}), autoscaling={"cold_workers": 1}))
-    assert list(_started(harness).values()) == ["fresh"]
+    bundle = _bundle(harness.folder, config={"runs": ["true"]})
+    harness.apply(plan(bundle, autoscaling=SCALING))
+    _scale_to(harness, bundle, 2)
+    assert _starts(harness) == ["fresh", "fresh"]
     assert _templates(harness) == [] and harness.call("square", 2) == 4
 
 
 def test_a_bundle_that_starts_threads_on_import_gets_fresh_workers(harness):
     app = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n" + \
         APP.format(version="v1")
-    harness.apply(plan(make_bundle(harness.folder, app=app), autoscaling={"cold_workers": 1}))
+    bundle = make_bundle(harness.folder, app=app)
+    harness.apply(plan(bundle, autoscaling=SCALING))
     assert list(_started(harness).values()) == ["fresh"] and harness.call("square", 3) == 9
-    assert "workers start fresh; importing the bundle started 1 thread(s)" in (harness.home / "engine.log").read_text()
+    harness.wait_for(lambda: "workers start fresh; importing the bundle started 1 thread(s)" in (
+        harness.home / "engine.log").read_text(), what="the template's refusal")
     harness.wait_for(lambda: _templates(harness) == [], what="the refused template gone")
+    _scale_to(harness, bundle, 2)
+    assert _starts(harness) == ["fresh", "fresh"]
 
 
 def test_a_bundle_that_fails_to_import_fails_its_fresh_worker_with_the_traceback(harness):
@@ -241,6 +277,7 @@ def test_a_bad_worker_fork_setting_says_what_it_expects(monkeypatch):
 
 def test_a_call_on_a_deployment_scaled_to_zero_gets_a_forked_worker(harness):
     harness.apply(plan(_bundle(harness.folder), autoscaling={**SCALING, "cold_workers": 0}))
+    _template(harness)                                                # booted once the first worker was ready
     harness.wait_for(lambda: harness.workers() == [], what="scaled to zero")
     assert len(_templates(harness)) == 1                              # the version is current: its template stays
     assert harness.call("square", 9, timeout=30) == 81

@@ -218,13 +218,13 @@ class Engine:
         wid = _safe_id(dep.rec.name, dep.rec.tag)
         workdir = self.home / "workers" / wid
         log_path = logfiles.worker_log_path(self.home, dep.rec.name, dep.rec.tag, wid)
+        env = procs.worker_environment(os.environ, version.env, version.secrets)
+        template_key = (*dep.key, version)
         await asyncio.to_thread(self.prune_logs)
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
-        env = procs.worker_environment(os.environ, version.env, version.secrets)
         launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir,
                   "version": version.version}
-        template_key = (*dep.key, version)
         started = await self.templates.start_worker(template_key, version, workdir, env, launch)
         popen = started.process
         start_time = popen.start_time if isinstance(popen, ForkedProcess) else _start_time(popen.pid)
@@ -317,6 +317,9 @@ class Engine:
                 timing = {"start": worker.start, "startup": time.monotonic() - worker.wanted_at}
                 print(f"worker {rec.id} ready {timing['startup'] * 1000:.0f} ms after it was wanted "
                       f"({worker.start})", flush=True)
+                version = worker.template_key[2]
+                self.templates.warm(worker.template_key,
+                                    procs.worker_environment(os.environ, version.env, version.secrets))
             dep.notify("WorkerState", worker=rec.id, state=rec.state, perf=rec.perf, pid=rec.pid,
                        version=rec.version, error=rec.error, **timing)
         if rec.state == "failed" and worker.role != "draining":

@@ -11,6 +11,9 @@ When a worker is not forked, and a fresh interpreter starts instead
 (``workers.spawn``), is decided here and said in the worker's ``WorkerState``
 event (``start``: ``forked`` or ``fresh``, with ``start_note`` saying why not):
 
+- it is the first worker of its version: the template boots once that one
+  is ready (waiting for the template's import would gain nothing, and two
+  imports at once slow both on a small machine);
 - the ``worker_fork`` setting is off, or this system has no ``fork`` or
   ``SCM_RIGHTS`` (not Linux);
 - the bundle has ``runs`` commands: each worker runs them itself, before any
@@ -20,7 +23,7 @@ event (``start``: ``forked`` or ``fresh``, with ``start_note`` saying why not):
   from then on, with the reason noted once in engine.log.
 
 A pip venv is no reason: the template runs the version's own interpreter.
-The template is started by the first worker its version needs, lives while
+The template lives while
 the version is current or has workers, never counts as a worker, and is
 stopped with its deployment, when its version retires, and with the engine.
 It ends by itself when its control socket closes, so it never outlives the
@@ -258,12 +261,25 @@ class Templates:
         """At engine start: templates die with the engine that started them; their folders may remain."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def _why_fresh(self, key: tuple, version) -> str | None:
+        return self.disabled or self.given_up.get(key) or _bundle_hazard(Path(version.bundle_dir))
+
+    def warm(self, key: tuple, env: Mapping[str, str]) -> None:
+        """A worker of this version is ready: boot the version's template now (when its workers are forked),
+        so the next ones fork. Not earlier: the first worker would only wait for the template's import, and
+        on a small machine two imports at once slow both."""
+        if key not in self.by_key and self._why_fresh(key, key[2]) is None:
+            self._template(key, key[2], env)
+
     async def start_worker(self, key: tuple, version, workdir: Path, env: Mapping[str, str],
                            launch: Mapping) -> Started:
-        """Fork a worker from the version's template when that is safe, else start a fresh interpreter."""
-        note = self.disabled or self.given_up.get(key) or _bundle_hazard(Path(version.bundle_dir))
+        """Fork a worker from the version's template when it has one and that is safe, else start a fresh
+        interpreter (the first worker of a version always: its template boots once it is ready)."""
+        note = self._why_fresh(key, version)
+        if note is None and key not in self.by_key:
+            note = "the first worker of its version"
         if note is None:
-            template = self._template(key, version, env)
+            template = self.by_key[key]
             template.starting += 1             # from here on, retire() leaves it alone
             try:
                 await asyncio.shield(template.launching)
