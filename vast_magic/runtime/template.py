@@ -225,7 +225,7 @@ def main() -> None:
         hazard = "importing the bundle failed:\n" + traceback.format_exc()
     try:
         if hazard is not None:
-            _send(control, {"failed": hazard})
+            _send(control, {"failed": hazard[-_MAX_MESSAGE // 4:]})     # one message: its end, where the cause is
             return
         _send(control, {"ready": True})
         _serve(control, printed)
