@@ -58,6 +58,7 @@ class Worker:
     popen: Popen | ForkedProcess | None
     role: str                                  # candidate | serving | draining
     start: str = "fresh"                       # forked (from its version's template) | fresh
+    start_note: str | None = None              # why it was not forked
     template_key: tuple | None = None          # (name, tag, Version): the template it was or would be forked from
     wanted_at: float = 0.0                     # time.monotonic() when the engine decided to start it
     channel: Channel | None = None
@@ -231,8 +232,8 @@ class Engine:
         rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, start_time, None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())
         self.store.put_worker(rec)
-        worker = Worker(rec, popen, role, start=started.start, template_key=template_key, wanted_at=wanted_at,
-                        log=logfiles.WorkerLog(log_path, self.log_limits))
+        worker = Worker(rec, popen, role, start=started.start, start_note=started.note, template_key=template_key,
+                        wanted_at=wanted_at, log=logfiles.WorkerLog(log_path, self.log_limits))
         output = functools.partial(self._on_output, dep, worker)
         worker.pipes = (OutputPipe(popen.stdout, "stdout", output), OutputPipe(popen.stderr, "stderr", output))
         dep.workers[wid] = worker
@@ -315,8 +316,9 @@ class Engine:
             timing = {}
             if rec.state == "ready":
                 timing = {"start": worker.start, "startup": time.monotonic() - worker.wanted_at}
+                why = f": {worker.start_note}" if worker.start_note else ""
                 print(f"worker {rec.id} ready {timing['startup'] * 1000:.0f} ms after it was wanted "
-                      f"({worker.start})", flush=True)
+                      f"({worker.start}{why})", flush=True)
                 version = worker.template_key[2]
                 self.templates.warm(worker.template_key,
                                     procs.worker_environment(os.environ, version.env, version.secrets))

@@ -8,8 +8,9 @@ started fresh (own session, workdir, stdio pipes, environment, no token until
 its launch message). The protocol is in the runtime module's docstring.
 
 When a worker is not forked, and a fresh interpreter starts instead
-(``workers.spawn``), is decided here and said in the worker's ``WorkerState``
-event (``start``: ``forked`` or ``fresh``, with ``start_note`` saying why not):
+(``workers.spawn``), is decided here; the worker's ``WorkerState`` events and
+``WorkerInfo`` say which (``start``: ``forked`` or ``fresh``), and its "ready"
+line in engine.log says why not:
 
 - it is the first worker of its version: the template boots once that one
   is ready (waiting for the template's import would gain nothing, and two
@@ -322,7 +323,7 @@ class Templates:
     def _give_up(self, key, why: str) -> str:
         """This version starts fresh workers from now on; the template goes."""
         first = key not in self.given_up
-        self.given_up[key] = f"not forked: {why.strip().splitlines()[0] if why.strip() else why}"
+        self.given_up[key] = why.strip().splitlines()[0] if why.strip() else why
         if first:
             print(f"{key[0]}/{key[1]} version {key[2].version[:12]}: workers start fresh; {why.strip()}", flush=True)
         template = self.by_key.pop(key, None)
@@ -357,5 +358,5 @@ def _bundle_hazard(bundle_dir: Path) -> str | None:
     except (OSError, ValueError):
         return None                              # the fresh worker reports what is wrong with it
     if isinstance(config, dict) and config.get("runs"):
-        return "not forked: the bundle has set-up commands (runs), which every worker runs itself"
+        return "the bundle has set-up commands (runs), which every worker runs itself"
     return None
