@@ -11,7 +11,7 @@ import pytest
 
 from vast_magic import errors, events, loop, settings
 from vast_magic.errors import ConfigError, RemoteError, make_remote_error
-from vast_magic.reports import LogLine
+from vast_magic.reports import LogLine, WorkerInfo
 from vast_magic.secret import Secret
 
 
@@ -261,3 +261,8 @@ def test_secret_from_missing_env_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("NOPE_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="environment variable NOPE_TOKEN is not set"):
         Secret.from_env("NOPE_TOKEN")
+
+
+def test_a_worker_from_a_newer_engine_keeps_the_fields_this_client_knows():
+    info = WorkerInfo.from_wire({"id": "w1", "state": "ready", "perf": 2.0, "start": "forked", "added_later": 1})
+    assert info == WorkerInfo("w1", "ready", perf=2.0, start="forked")

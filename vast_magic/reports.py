@@ -58,6 +58,12 @@ class WorkerInfo:
     reliability: float | None = None
     start: str | None = None
 
+    @classmethod
+    def from_wire(cls, fields: dict[str, Any]) -> "WorkerInfo":
+        """A worker as the engine sent it; fields this client does not know (an engine newer than the client
+        that talks to it) are left out instead of failing the status."""
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class DeployReport(_HTMLRepr):

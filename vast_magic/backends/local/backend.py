@@ -107,7 +107,8 @@ class LocalBackend:
             raise
         if plan.ttl:
             self.heartbeats.start((plan.name, plan.tag), plan.ttl)
-        return ApplyResult(endpoint=result["endpoint"], workers=tuple(WorkerInfo(**w) for w in result["workers"]),
+        workers = tuple(WorkerInfo.from_wire(w) for w in result["workers"])
+        return ApplyResult(endpoint=result["endpoint"], workers=workers,
                            benchmark=result["benchmark"], backend_action=None, not_applied=not_applied)
 
     async def _cancel_apply(self, name: str, tag: str) -> None:
@@ -366,7 +367,7 @@ def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classe
 
 def _status(data: dict) -> DeploymentStatus:
     return DeploymentStatus(name=data["name"], tag=data["tag"], endpoint=data["endpoint"], state=data["state"],
-                            workers=tuple(WorkerInfo(**w) for w in data["workers"]),
+                            workers=tuple(WorkerInfo.from_wire(w) for w in data["workers"]),
                             not_applied_locally=tuple(data["not_applied_locally"]))
 
 
