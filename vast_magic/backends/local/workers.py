@@ -35,13 +35,11 @@ def proc_start_time(pid: int | None) -> int | None:
     return procinfo.start_time(pid)
 
 
-def liveness(pid: int | None, start_time: int | None, popen=None) -> bool | None:
+def liveness(pid: int | None, start_time: int | None, popen: subprocess.Popen | None = None) -> bool | None:
     """True alive, False gone, None cannot tell. Our own child's state comes from ``waitpid`` (no file
-    descriptor needed, and an unreaped child's pid cannot have been reused); a worker forked by a template
-    (``templates.ForkedProcess``) answers from that template's exit reports."""
+    descriptor needed, and an unreaped child's pid cannot have been reused)."""
     if popen is not None and pid and popen.pid == pid:
-        running = getattr(popen, "running", None)
-        return running() if running is not None else popen.poll() is None
+        return popen.poll() is None
     return procinfo.liveness(pid, start_time)
 
 
