@@ -10,11 +10,10 @@ pieces. All pure.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Union
 
-from .reports import DeploymentStatus, LogLine
+from .reports import DeploymentStatus, LogLine, figure_or_none
 
 __all__ = [
     "Packaging", "TierDecided", "WorkerState", "BenchmarkScored", "Ready", "Retry", "Waited", "Failed", "Warned",
@@ -166,14 +165,8 @@ def _reason_tiers(state: DeployState, event: TierDecided) -> tuple[int | None, .
                  for i, reason in enumerate(event.reasons))
 
 
-def _figure(value):
-    """A worker's score, load or reliability as shown: a non-finite number (NaN from a broken benchmark or a
-    bad answer from Vast) is no figure at all, never a score, and keeps states comparable (NaN != NaN)."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def _upsert_worker(rows: tuple[WorkerRow, ...], worker: str, **changes) -> tuple[WorkerRow, ...]:
-    changes = {k: _figure(v) for k, v in changes.items()}
+    changes = {k: figure_or_none(v) for k, v in changes.items()}
     out, found = [], False
     for row in rows:
         if row.worker == worker:

@@ -8,13 +8,20 @@ the renderer declines (text display mode), Jupyter shows that text.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["WORKER_STATES", "Fingerprint", "WorkerInfo", "DeployReport", "Bundle", "CallStats", "DeploymentStatus",
+__all__ = ["WORKER_STATES", "figure_or_none", "Fingerprint", "WorkerInfo", "DeployReport", "Bundle", "CallStats", "DeploymentStatus",
            "LogLine", "register_html"]
 
 _HTML_RENDERERS: dict[type, Callable[[Any], "str | None"]] = {}
+
+
+def figure_or_none(value):
+    """A worker's score, load or reliability as shown: a non-finite number (NaN from a broken benchmark or a
+    bad answer from Vast) is no figure at all, never a score, and keeps values comparable (NaN != NaN)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def register_html(cls: type, render: Callable[[Any], "str | None"]) -> None:
@@ -55,6 +62,10 @@ class WorkerInfo:
     detail: str | None = None
     load: float | None = None
     reliability: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("perf", "load", "reliability"):
+            object.__setattr__(self, name, figure_or_none(getattr(self, name)))
 
     @classmethod
     def from_wire(cls, fields: dict[str, Any]) -> "WorkerInfo":

@@ -132,6 +132,9 @@ def test_a_non_finite_figure_is_no_figure_in_a_worker_row(figure):
                                                              reliability=figure)])
     assert state.workers == (WorkerRow("w1", "ready"),)
     assert "nan" not in format_status(state) and "inf" not in format_status(state)
+    status = DeploymentStatus("demo", "default", None, "ready",
+                              (WorkerInfo("w1", "ready", figure, load=figure, reliability=figure),))
+    assert status.workers == (WorkerInfo("w1", "ready"),)
 
 
 @given(st.builds(DeploymentStatus))
