@@ -24,6 +24,8 @@ from .reports import CallStats
 
 __all__ = ["Deployed", "Caller"]
 
+_SPECS_KEPT = 256              # distinct (function, limits) specs remembered; a workload calculator varies cost
+
 
 def _on_its_loop(backend: Any, call):
     """The backend's call as an awaitable here: on the caller's own loop when the backend allows it
@@ -64,6 +66,7 @@ class Caller:
         self._deployed: Deployed | None = None
         self._deploys_in_flight = 0          # ensure_ready runs of this deployment in this process, not yet done
         self._calls: dict[tuple[str, str], CallCounter] = {}   # kept across redeploys of a name and tag
+        self._specs: dict[tuple, tuple[Deployed, CallSpec]] = {}   # (function, limits) -> the deploy's spec
 
     def record(self, deployed: Deployed) -> None:
         """What the last successful deploy made callable."""
@@ -157,10 +160,17 @@ class Caller:
         finally:
             self._calls[(deployed.name, deployed.tag)].record(started, ok)
 
-    @staticmethod
-    def _send(deployed: Deployed, function: str, args: tuple, kwargs: dict, cost: float, timeout: float,
+    def _send(self, deployed: Deployed, function: str, args: tuple, kwargs: dict, cost: float, timeout: float,
               max_queue_time: float, retries: int):
-        spec = _spec(deployed, function, cost, timeout, max_queue_time, retries)
+        key = (function, cost, timeout, max_queue_time, retries)
+        known = self._specs.get(key)
+        if known is not None and known[0] is deployed:
+            spec = known[1]
+        else:                                  # a spec is the same for every call with these limits: made once
+            spec = _spec(deployed, function, cost, timeout, max_queue_time, retries)
+            if len(self._specs) >= _SPECS_KEPT:
+                self._specs.clear()
+            self._specs[key] = (deployed, spec)
         return _on_its_loop(deployed.backend, deployed.backend.call(spec, args, kwargs, deployed.class_refs))
 
     async def _deployed_since(self, deployed: Deployed, deadline: float) -> Deployed | None:

@@ -90,6 +90,7 @@ class RemoteFunction:
         functools.update_wrapper(self, fn)
         self.__vast_magic_wrapped__ = fn
         self.local = fn
+        self._yields = _yields(fn)          # asked on every call: inspect's code-flag checks cost a µs each
         self.options = options
         self._caller = caller
         self._signature = inspect.signature(fn)
@@ -127,7 +128,7 @@ class RemoteFunction:
                     max_queue_time=opts.max_queue_time, retries=opts.retries)
 
     def _not_a_generator(self) -> None:
-        if _yields(self.local):
+        if self._yields:
             raise TypeError(f"{self.__name__} yields items: consume it with `for x in {self.__name__}.stream(...)` "
                             f"(or `async for`), not a plain call.")
 

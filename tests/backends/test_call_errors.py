@@ -20,7 +20,7 @@ import pytest
 from tests.backends.vast.vast_harness import KEY, Harness as VastHarness, make_plan
 from vast_magic.backends.base import CallSpec
 from vast_magic.backends.local.backend import pickled_call
-from vast_magic.backends.local.channel import connect
+from vast_magic.backends.local.channel import connect_worker
 from vast_magic.backends.local.pool import Route, WorkerConnection
 from vast_magic.testing import FakeVast
 from vast_magic.errors import CaptureError, WorkerLostError
@@ -53,7 +53,7 @@ def test_a_send_queued_behind_one_that_loses_the_connection_is_a_worker_loss():
         listener = socket.create_server(("127.0.0.1", 0))
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # accepted sockets take little: the
         server = await asyncio.start_server(worker, sock=listener)          # big frame cannot hide in the kernel
-        conn = WorkerConnection(Route("w", 0, 1.0, "v1"), await connect(server.sockets[0].getsockname()[1], TOKEN))
+        conn = WorkerConnection(Route("w", 0, 1.0, "v1"), await connect_worker(server.sockets[0].getsockname()[1], TOKEN))
         # an array travels out of band, in chunks with a drain each: the writer waits for the reader
         big = asyncio.ensure_future(conn.call(1, pickled_call(SPEC, 1, (np.zeros(16 << 20, np.uint8),), {}, {}), {}))
         await _until(lambda: conn.channel.writer.transport.get_write_buffer_size() > 0, "the big frame to stall")

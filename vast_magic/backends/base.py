@@ -84,7 +84,10 @@ def outcome_from_response(response: dict, function: str | None = None, import_mo
     CallTimeoutError). Answers from a third party (Vast) pass ``import_modules=False``: the
     error's type name then never makes us import a module.
     """
-    output = tuple((str(stream), str(text)) for stream, text in response.get("output") or ())
+    printed = response.get("output")
+    if not printed and response.get("ok"):                  # the common answer: a value, nothing printed
+        return CallOutcome(value=response.get("value"))
+    output = tuple((str(stream), str(text)) for stream, text in printed or ())
     if response.get("ok"):
         return CallOutcome(value=response.get("value"), output=output)
     prefix = f"{function}: " if function else ""

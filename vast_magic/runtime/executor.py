@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import output, streaming, wire
+from . import deadlines, output, streaming, wire
 from .registry import LoadedApp, RemoteEntry
 
 __all__ = ["DEFAULT_COST", "UserExit", "CallState", "cancel_outcome", "invoke", "Executor"]
@@ -45,6 +45,7 @@ class CallState:
     entered: bool = False           # its task began (a task cancelled before that would never answer)
     answered: bool = False          # the answer is being sent: too late to cancel
     credit: Any = None              # streaming.Credit of a stream call
+    task: Any = None                # the server's task running it, once it waited (cancels go to it)
 
 
 def cancel_outcome(state: CallState) -> str:
@@ -223,11 +224,10 @@ class Executor:
             raise TypeError("call args must be a tuple and kwargs a dict")
         cost = request.get("cost", DEFAULT_COST)
         timeout = request.get("timeout") or entry.option("timeout", 600.0)
-        for label, value in (("cost", cost), ("timeout", timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 0:
-                raise ValueError(f"call {label} must be a finite non-negative number, got {value!r}")
-        return entry, tuple(args), kwargs, float(cost), float(timeout)
+        if not (type(cost) is float and type(timeout) is float and 0.0 <= cost < math.inf
+                and 0.0 <= timeout < math.inf):     # what clients send; else the full check
+            cost, timeout = _amount("cost", cost), _amount("timeout", timeout)
+        return entry, tuple(args), kwargs, cost, timeout
 
     def _admission(self, entry: RemoteEntry, cost: float) -> str | None:
         perf = self.perf.get(entry.name)
@@ -250,7 +250,7 @@ class Executor:
                 if state is not None and state.cancel_requested:    # cancelled before its task began
                     raise asyncio.CancelledError
                 call = self._ordered(entry, args, kwargs, state, work)
-                value = await (_within(call, timeout) if timeout is not None else call)
+                value = await (_within(call, timeout, state) if timeout is not None else call)
             except asyncio.CancelledError:
                 if state is None or not state.cancel_requested:
                     raise
@@ -274,26 +274,28 @@ class Executor:
             return await (work(entry, args, kwargs) if work is not None else invoke(entry, args, kwargs, state))
 
 
-async def _within(coro, seconds: float) -> Any:
-    """``await coro`` within ``seconds`` (asyncio.TimeoutError after), in this task: one timer, no second task,
-    and a third of ``asyncio.timeout``'s cost. The timer can only fire between this task's steps, so a
-    cancellation it caused is told from one from outside by ``fired``."""
-    task = asyncio.current_task()
-    fired = []
+def _amount(label: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"call {label} must be a finite non-negative number, got {value!r}")
+    return float(value)
 
-    def expire() -> None:
-        fired.append(True)
-        task.cancel()
 
-    timer = task.get_loop().call_later(seconds, expire)
+async def _within(coro, seconds: float, state: CallState | None = None) -> Any:
+    """``await coro`` within ``seconds`` (asyncio.TimeoutError after), in this task: no second task, and no
+    timer of its own (``deadlines``: one set per loop for every call). The limit can only expire between this
+    task's steps, so a cancellation it caused is told from one from outside by ``expired``. ``state.task``,
+    when the server set it, is this task (found without ``current_task``, a system call before Python 3.12)."""
+    task = state.task if state is not None and state.task is not None else asyncio.current_task()
+    limits = deadlines.on_loop(task.get_loop())
+    limit = limits.add(seconds, task.cancel)
     try:
         return await coro
     except asyncio.CancelledError:
-        if not fired:
+        if not limit.expired:
             raise
         uncancel = getattr(task, "uncancel", None)          # 3.11+: this cancellation is handled here
         if uncancel is not None:
             uncancel()
         raise asyncio.TimeoutError() from None
     finally:
-        timer.cancel()
+        limits.remove(limit)

@@ -130,8 +130,10 @@ class FrameSender:
     send system call and wakes the peer once per frame. Here the first small frame
     of a loop turn is written at once (a lone call waits for nothing) and the
     others written in the same turn are joined and written at its end: one send,
-    one wake-up. Frames with buffers go through ``write_frame`` under the lock,
-    after what is queued, so the stream keeps the order frames were sent in.
+    one wake-up. A frame its sender knows to be ``alone`` (no other call in flight
+    on the connection) is written at once without opening a turn, which would cost
+    one more trip round the loop. Frames with buffers go through ``write_frame``
+    under the lock, after what is queued, so the stream keeps the order frames were sent in.
     """
 
     def __init__(self, writer: asyncio.StreamWriter, segments=None):
@@ -139,15 +141,21 @@ class FrameSender:
         self._lock = asyncio.Lock()
         self._pending: list[bytes] = []
         self._turn = False
+        self._loop: asyncio.AbstractEventLoop | None = None    # the writer's loop, looked up once
 
-    async def send(self, main: bytes, buffers=()) -> None:
+    async def send(self, main: bytes, buffers=(), alone: bool = False) -> None:
         """Send one frame; a closed connection raises a ConnectionError."""
         if buffers or self._lock.locked():
             async with self._lock:
                 self._flush()
                 await write_frame(self.writer, main, buffers, self.segments)
             return
-        self._queue(HEADER.pack(0, len(main)), main)
+        if alone and not self._turn:
+            if self.writer.is_closing():
+                raise ConnectionResetError("the connection is closed")
+            self.writer.write(HEADER.pack(0, len(main)) + main)
+        else:
+            self._queue(HEADER.pack(0, len(main)), main)
         transport = self.writer.transport
         if transport.get_write_buffer_size() > _HIGH_WATER:
             await self.writer.drain()
@@ -160,7 +168,10 @@ class FrameSender:
             return
         self.writer.write(head + main)
         self._turn = True
-        asyncio.get_running_loop().call_soon(self._end_turn)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(self._end_turn)
 
     def _end_turn(self) -> None:
         self._turn = False

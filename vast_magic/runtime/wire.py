@@ -56,7 +56,7 @@ _PLAIN_LIMIT = 64                  # items looked at before giving up on the fas
 
 def _plain(obj: Any, budget: list[int]) -> bool:
     """Only builtin scalars in builtin containers (a call request, a small answer): pickle's own
-    result is then exactly cloudpickle's, at a fifth of its cost. Gives up after ``_PLAIN_LIMIT`` items."""
+    result is then exactly cloudpickle's, at a fifth of its cost. Gives up after ``_PLAIN_LIMIT`` containers."""
     kind = type(obj)
     if kind in _PLAIN_SCALARS:
         return True
@@ -64,15 +64,25 @@ def _plain(obj: Any, budget: list[int]) -> bool:
     if budget[0] < 0:
         return False
     if kind is tuple or kind is list:
-        return all(_plain(item, budget) for item in obj)
+        for item in obj:
+            if type(item) not in _PLAIN_SCALARS and not _plain(item, budget):
+                return False
+        return True
     if kind is dict:
-        return all(type(key) is str and _plain(value, budget) for key, value in obj.items())
+        for key, value in obj.items():
+            if type(key) is not str or (type(value) not in _PLAIN_SCALARS and not _plain(value, budget)):
+                return False
+        return True
     return False
 
 
-def dumps(obj: Any, class_refs: Mapping[type, str] | None = None) -> tuple[bytes, list[memoryview]]:
-    """Pickle ``obj``; big contiguous buffers come back separately, uncopied."""
-    if _plain(obj, [_PLAIN_LIMIT]):
+def dumps(obj: Any, class_refs: Mapping[type, str] | None = None, *,
+          unchecked: Any = None) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj``; big contiguous buffers come back separately, uncopied.
+
+    ``unchecked``: the parts of ``obj`` that may hold more than plain values, when the caller built the
+    rest from plain ones (a request's arguments): only they are looked at for the fast path."""
+    if _plain(obj if unchecked is None else unchecked, [_PLAIN_LIMIT]):
         return pickle.dumps(obj, PROTOCOL), []
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()

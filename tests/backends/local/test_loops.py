@@ -24,7 +24,8 @@ async def _calls_here(backend, pool_key, n: int = 5, together: threading.Barrier
     connections = dict(pool.connections)                        # this loop's own, by worker
     return {"values": values, "loop": asyncio.get_running_loop(), "connections": connections,
             "socknames": {c.channel.writer.get_extra_info("sockname") for c in connections.values()},
-            "on_this_loop": all(c._reader.get_loop() is asyncio.get_running_loop() for c in connections.values())}
+            "on_this_loop": all(c.loop is asyncio.get_running_loop() and c.ended.get_loop() is c.loop
+                                        for c in connections.values())}
 
 
 def test_calls_from_two_loops_never_share_a_connection(harness):

@@ -51,39 +51,40 @@ def test_no_routes_and_route_updates():
     assert pool.routes == {} and pool.connections == {} and retired == ["gone", "b"]
 
 
-class _QueueChannel:
-    """A channel whose answers the test feeds by hand; records whether it was closed."""
+class _HandChannel:
+    """A channel whose answers the test delivers by hand; records whether it was closed."""
 
     def __init__(self):
-        self.inbox: asyncio.Queue = asyncio.Queue()
         self.closed = False
         self.class_refs, self.resolve = {}, {}
 
-    async def recv(self):
-        return await self.inbox.get()
+    def listen(self, on_message, on_closed):
+        self.deliver, self._on_closed = on_message, on_closed
 
-    async def send_pickled(self, main, buffers=()):
+    async def send_pickled(self, main, buffers=(), alone=False):
         pass
 
     def close(self):
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(self._on_closed, None)   # as a transport reports it
 
 
 def test_a_retired_connection_closes_after_its_last_answer():
     async def scenario():
-        channel = _QueueChannel()
+        channel = _HandChannel()
         conn = WorkerConnection(Route("w", 1, 1.0, "v1"), channel)
         answer = await conn.call(7, (b"request 7", []), {})
         conn.retire()                                          # drained while one call is in flight
         assert not channel.closed
-        channel.inbox.put_nowait({"id": 7, "ok": True})
+        channel.deliver({"id": 7, "ok": True})
         assert (await asyncio.wait_for(answer, 1))["ok"]
-        await asyncio.wait_for(conn._reader, 1)                # the reader ends by itself: nothing left to the GC
+        await asyncio.wait_for(conn.ended, 1)                  # it closes by itself: nothing left to the GC
         assert channel.closed and not conn.alive
 
-        idle = WorkerConnection(Route("x", 2, 1.0, "v1"), _QueueChannel())
+        idle = WorkerConnection(Route("x", 2, 1.0, "v1"), _HandChannel())
         idle.retire()                                          # nothing in flight: closed at once
         await asyncio.sleep(0)
-        assert idle.channel.closed and idle._reader.done()
+        assert idle.channel.closed and idle.ended.done()
 
     asyncio.run(scenario())

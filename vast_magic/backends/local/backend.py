@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import site
 import sys
@@ -27,7 +28,7 @@ from typing import Any, AsyncIterator, Callable
 from ... import events, settings
 from ...errors import BackendError, CallTimeoutError, DeployError, EngineUnavailableError, WorkerLostError
 from ...reports import DeploymentStatus, LogLine, WorkerInfo
-from ...runtime import shm, wire
+from ...runtime import deadlines, shm, wire
 from ..base import ApplyResult, CallOutcome, CallSpec, DeployPlan, outcome_from_response, unpicklable_arguments
 from ..heartbeat import HeartbeatScheduler
 from ..retry import IMMEDIATE, Retryable
@@ -220,12 +221,16 @@ class LocalBackend:
             pool = await _on_engine_loop(self._pool(spec.name, spec.tag))
         call_id = pool.next_id()
         pickled = pickle_request(call_id)
-        route, conn = await self._connect(pool, spec, deadline)
+        route = pool.choose(spec.cost, spec.max_queue_time, spec.version)
+        conn = pool.open_connection(route, loop) if route is not None else None
+        if conn is None:                           # no route known yet, or no connection on this loop yet
+            route, conn = await self._connect(pool, spec, deadline)
         conn.inflight += spec.cost
-        timer = None
+        limit = None
         try:
             future = await conn.call(call_id, pickled, classes)
-            timer = loop.call_at(deadline + 1.0, _expire, future)   # cheaper than wait_for (no task, no waiter)
+            # one timer per loop for every call's limit (runtime/deadlines.py): no task, no waiter, no heap push
+            limit = deadlines.on_loop(loop).at(deadline + 1.0, functools.partial(_expire, future))
             response = await future
         except asyncio.TimeoutError:
             conn.pending.pop(call_id, None)
@@ -238,8 +243,8 @@ class LocalBackend:
                                   await _on_engine_loop(self._log_tail(route.worker))) from None
         finally:
             conn.inflight -= spec.cost
-            if timer is not None:
-                timer.cancel()
+            if limit is not None:
+                deadlines.on_loop(loop).remove(limit)
         if response.get("stale"):
             other = str(response.get("version"))
             pool.mark_version(route.worker, other)
@@ -357,10 +362,11 @@ def pickled_call(spec: CallSpec, call_id: int, args: tuple, kwargs: dict, classe
     Their CaptureError is raised here, chained to the pickling error, before any worker is
     chosen; what fails later (the connection, the worker, a retry) is a BackendError.
     """
-    request = {"op": op, "id": call_id, "fn": spec.function, "args": tuple(args), "kwargs": dict(kwargs),
-               "cost": spec.cost, "timeout": spec.timeout, "version": spec.version, **extra}
+    args, kwargs = tuple(args), dict(kwargs)
+    request = {"op": op, "id": call_id, "fn": spec.function, "args": args, "kwargs": kwargs,
+               "cost": float(spec.cost), "timeout": float(spec.timeout), "version": spec.version, **extra}
     try:
-        return wire.dumps(request, classes)
+        return wire.dumps(request, classes, unchecked=(args, kwargs, extra) if extra else (args, kwargs))
     except Exception as exc:
         raise unpicklable_arguments(spec.function, exc) from exc
 

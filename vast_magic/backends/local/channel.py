@@ -1,17 +1,20 @@
 """One message at a time over an authenticated stream, using the runtime's framing and wire.
 
-Both sides of the engine connection (daemon and client) and the client's
-worker connections send whole messages through ``Channel`` so concurrent
-senders never interleave frames.
+Both sides of the engine connection (daemon and client) send whole messages
+through ``Channel`` so concurrent senders never interleave frames. A client's
+connection to a worker is a ``WorkerChannel``: the same sending, but its
+answers are pushed to a listener from the loop's read callback
+(``runtime.frame_protocol``), with no reader task between the socket and the call.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ...runtime import framing, handshake, shm, wire
+from ...runtime.frame_protocol import FrameProtocol, adopt
 
-__all__ = ["Channel", "connect"]
+__all__ = ["Channel", "WorkerChannel", "connect", "connect_worker"]
 
 
 class Channel:
@@ -47,6 +50,70 @@ class Channel:
             pass
 
 
+class WorkerChannel:
+    """A client's connection to a worker: messages out as ``Channel`` sends them; answers in through
+    ``listen``, called with each as it arrives (in the loop's read callback, so the caller it resolves
+    runs on the next turn)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 segments: shm.Segments | None = None):
+        self.segments = segments.link() if segments is not None else None
+        self.class_refs: dict = {}
+        self.resolve: dict = {}
+        self.closed = False
+        self._on_message: Callable[[Any], None] | None = None
+        self.protocol = FrameProtocol(self._frame, self._closed, segments=self.segments)
+        self.protocol.transport = writer.transport
+        self.writer = self.protocol.writer
+        self._sender = framing.FrameSender(self.writer, self.segments)
+        self._streams: tuple | None = (reader, writer)
+        self._on_closed: Callable[[BaseException | None], None] | None = None
+
+    def listen(self, on_message: Callable[[Any], None], on_closed: Callable[[BaseException | None], None]) -> None:
+        """``on_message(message)`` for each answer from now on, then ``on_closed(exc)`` once. Must not raise:
+        an exception (or an answer that does not unpickle) closes the connection."""
+        self._on_message, self._on_closed = on_message, on_closed
+        reader, writer = self._streams
+        self._streams = None
+        adopt(reader, writer, self.protocol)
+
+    def _frame(self, main, buffers) -> None:
+        self._on_message(wire.loads(main, buffers, self.resolve))
+
+    def _closed(self, exc: BaseException | None) -> None:
+        self.closed = True
+        if self.segments is not None:
+            self.segments.close()
+        if self._on_closed is not None:
+            self._on_closed(exc)
+
+    async def send(self, message: Any) -> None:
+        await self.send_pickled(*wire.dumps(message, self.class_refs))
+
+    async def send_pickled(self, main: bytes, buffers=(), alone: bool = False) -> None:
+        """Write a message already pickled by ``wire.dumps``; a closed connection raises a ConnectionError.
+        ``alone``: no other call is in flight here (written at once: ``framing.FrameSender``)."""
+        await self._sender.send(main, buffers, alone)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.segments is not None:
+            self.segments.close()
+        self.protocol.close()
+        if self._streams is not None:            # never listened to: the stream writer still owns it
+            self._streams[1].close()
+
+
+async def _authenticated(port: int, token: str, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), timeout)
+    try:
+        await handshake.client_hello(reader, writer, token)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
 async def connect(port: int, token: str, class_refs: Mapping[type, str] | None = None,
                   timeout: float = 10.0, segments: shm.Segments | None = None) -> Channel:
     """Open a mutually authenticated channel to 127.0.0.1:port (TCP within ``timeout`` s, then the handshake).
@@ -54,10 +121,12 @@ async def connect(port: int, token: str, class_refs: Mapping[type, str] | None =
     Raises ``handshake.HandshakeError`` (a PermissionError) when the listener
     cannot prove it holds the token: nothing was sent to it, nothing read from it.
     """
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), timeout)
-    try:
-        await handshake.client_hello(reader, writer, token)
-    except BaseException:
-        writer.close()
-        raise
+    reader, writer = await _authenticated(port, token, timeout)
     return Channel(reader, writer, class_refs, segments)
+
+
+async def connect_worker(port: int, token: str, timeout: float = 10.0,
+                         segments: shm.Segments | None = None) -> WorkerChannel:
+    """``connect`` for a client's calls to a worker: a ``WorkerChannel`` (answers pushed to ``listen``)."""
+    reader, writer = await _authenticated(port, token, timeout)
+    return WorkerChannel(reader, writer, segments)

@@ -13,8 +13,8 @@ connection per worker, so a caller awaiting on the kernel's loop or its own
 talks to the worker with no thread hop, and the background loop keeps its own
 for sync callers. Routes are shared by every loop; the engine pushes them on
 the background loop, and what they retire is closed on each connection's own
-loop. A loop's connections go when its calls' reader tasks are cancelled
-(``asyncio.run`` does that before closing), or at the next lookup after it closed.
+loop. A loop's connections go when it shuts down (``asyncio.run`` cancels the
+one task each loop keeps for that), or at the next lookup after it closed.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 
 from ...errors import OverloadedError, WorkerLostError
 from ...runtime import shm
-from .channel import Channel, connect
+from .channel import connect_worker
 
 __all__ = ["Route", "WorkerConnection", "DeploymentPool"]
 
@@ -39,19 +39,26 @@ class Route:
 
 
 class WorkerConnection:
-    """One persistent connection to one worker, on one event loop; responses matched to calls by id."""
+    """One persistent connection to one worker, on one event loop; responses matched to calls by id.
 
-    def __init__(self, route: Route, channel: Channel, on_lost: Callable[["WorkerConnection"], None] | None = None,
+    Answers arrive through the channel's ``listen`` callback, in the loop's read
+    callback: the call's future is resolved there, so its caller runs on the very
+    next turn (no reader task in between)."""
+
+    def __init__(self, route: Route, channel, on_lost: Callable[["WorkerConnection"], None] | None = None,
                  on_gone: Callable[["WorkerConnection"], None] | None = None):
         """``on_lost``: the worker closed it (its route goes); ``on_gone``: it closed for any reason."""
         self.route, self.channel = route, channel
+        self.loop = asyncio.get_running_loop()
         self._on_lost, self._on_gone = on_lost, on_gone
         self.inflight = 0.0
         self.pending: dict[int, asyncio.Future] = {}
         self.streams: dict[int, asyncio.Queue] = {}    # stream calls: items, then the final answer
         self.alive = True
         self.retired = False
-        self._reader = asyncio.ensure_future(self._read())
+        self.ended = self.loop.create_future()          # resolved once the connection closed and calls were told
+        self._closing = False
+        channel.listen(self._received, self._closed)
 
     def retire(self) -> None:
         """The worker left the routes: close once its in-flight calls have answered."""
@@ -60,47 +67,44 @@ class WorkerConnection:
             self.close()
 
     def close(self) -> None:
+        """Close it from this side (the worker is fine): calls still in flight fail as lost."""
+        self._closing = True
         self.alive = False
         self.channel.close()
-        if not self._reader.done():
-            self._reader.cancel()
 
-    async def _read(self) -> None:
-        cancelled = False
-        try:
-            while True:
-                message = await self.channel.recv()
-                if not isinstance(message, dict):
-                    continue
-                stream = self.streams.get(message.get("id"))
-                if stream is not None:        # never full: the worker sends no more than the credit
-                    stream.put_nowait(message)
-                    if "item" not in message:
-                        self.streams.pop(message.get("id"), None)
-                future = self.pending.pop(message.get("id"), None)
-                if future is not None and not future.done():
-                    future.set_result(message)
-                if self.retired and not self.pending and not self.streams:
-                    return
-        except asyncio.CancelledError:
-            cancelled = True                      # closed here, or its loop is shutting down: the worker is fine
-            raise
-        except Exception:
-            pass
-        finally:
-            self.alive = False
-            self.channel.close()
-            if not cancelled and not self.retired and self._on_lost is not None:
-                self._on_lost(self)               # the worker is gone: its route goes at once
-            if self._on_gone is not None:
-                self._on_gone(self)
-            for future in self.pending.values():
-                if not future.done():
-                    future.set_exception(WorkerLostError(f"worker {self.route.worker} closed the connection mid-call"))
-            self.pending.clear()
-            for stream in self.streams.values():
-                stream.put_nowait({"lost": True})
-            self.streams.clear()
+    def _received(self, message) -> None:
+        if not isinstance(message, dict):
+            return
+        call_id = message.get("id")
+        future = self.pending.pop(call_id, None)
+        if future is not None:
+            if not future.done():
+                future.set_result(message)
+        else:
+            stream = self.streams.get(call_id)
+            if stream is not None:        # never full: the worker sends no more than the credit
+                stream.put_nowait(message)
+                if "item" not in message:
+                    self.streams.pop(call_id, None)
+        if self.retired and not self.pending and not self.streams:
+            self.close()
+
+    def _closed(self, exc: BaseException | None) -> None:
+        """The connection ended (closed here, by the worker, or broken): every call still waiting is told."""
+        self.alive = False
+        if not self._closing and not self.retired and self._on_lost is not None:
+            self._on_lost(self)               # the worker is gone: its route goes at once
+        if self._on_gone is not None:
+            self._on_gone(self)
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(WorkerLostError(f"worker {self.route.worker} closed the connection mid-call"))
+        self.pending.clear()
+        for stream in self.streams.values():
+            stream.put_nowait({"lost": True})
+        self.streams.clear()
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     async def call(self, call_id: int, pickled: tuple[bytes, list], class_refs: Mapping[type, str]) -> asyncio.Future:
         """Send call ``call_id`` (its request as ``wire.dumps`` made it); the future resolves to the response.
@@ -110,12 +114,13 @@ class WorkerConnection:
         """
         if not self.alive:
             raise WorkerLostError(f"worker {self.route.worker} is gone")
-        future = asyncio.get_running_loop().create_future()
+        future = self.loop.create_future()
+        alone = not self.pending and not self.streams
         self.pending[call_id] = future
         if class_refs or self.channel.resolve:
             self.channel.resolve = {name: cls for cls, name in class_refs.items()}
         try:
-            await self.channel.send_pickled(*pickled)
+            await self.channel.send_pickled(*pickled, alone=alone)
         except BaseException as exc:
             self._abandon(call_id, future)
             if isinstance(exc, Exception):
@@ -158,13 +163,28 @@ class WorkerConnection:
 
 
 class _LoopConnections:
-    """One event loop's connections to the workers of a deployment."""
+    """One event loop's connections to the workers of a deployment, closed when that loop shuts down."""
 
-    __slots__ = ("connections", "opening")
+    __slots__ = ("connections", "opening", "_keeper")
 
     def __init__(self) -> None:
         self.connections: dict[str, WorkerConnection] = {}
         self.opening: dict[str, asyncio.Future] = {}   # one connect per worker, shared by concurrent first calls
+        self._keeper: asyncio.Task | None = None
+
+    def add(self, conn: WorkerConnection) -> None:
+        self.connections[conn.route.worker] = conn
+        if self._keeper is None:                  # one per loop: asyncio.run cancels it before closing
+            self._keeper = conn.loop.create_task(self._close_at_shutdown())
+
+    async def _close_at_shutdown(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:           # the loop shuts down (a loop closed without that: the GC's)
+            for conn in list(self.connections.values()):
+                conn.close()
+            self.connections.clear()
+            raise
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -302,6 +322,13 @@ class DeploymentPool:
                                   f"(best: {waited:.1f}s on {best.worker}); retry later or raise max_workers.")
         return best
 
+    def open_connection(self, route: Route, loop: asyncio.AbstractEventLoop) -> WorkerConnection | None:
+        """``loop``'s live connection to the route's worker, if it has one (no await: the common case).
+        ``loop`` is the running loop (looking it up costs a system call before Python 3.12)."""
+        table = self._loops.get(loop)
+        conn = table.connections.get(route.worker) if table is not None else None
+        return conn if conn is not None and conn.alive else None
+
     async def connection(self, route: Route) -> WorkerConnection:
         """This loop's connection to the route's worker, opened on first use."""
         table = self._here()
@@ -317,12 +344,12 @@ class DeploymentPool:
 
     async def _open(self, route: Route, table: _LoopConnections) -> WorkerConnection:
         try:
-            channel = await connect(route.port, self.token, timeout=5.0, segments=self.segments)
+            channel = await connect_worker(route.port, self.token, timeout=5.0, segments=self.segments)
         except (OSError, asyncio.TimeoutError) as exc:   # HandshakeError is a PermissionError, an OSError
             self.drop(route.worker)
             raise WorkerLostError(f"cannot reach worker {route.worker} on port {route.port} ({exc})") from exc
         conn = WorkerConnection(route, channel, self._lost, lambda c: self._gone(table, c))
-        table.connections[route.worker] = conn
+        table.add(conn)
         return conn
 
     def close(self) -> None:
