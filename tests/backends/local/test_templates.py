@@ -9,9 +9,11 @@ end covers every process whose working directory is in the home.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -282,3 +284,103 @@ def test_a_call_on_a_deployment_scaled_to_zero_gets_a_forked_worker(harness):
     assert len(_templates(harness)) == 1                              # the version is current: its template stays
     assert harness.call("square", 9, timeout=30) == 81
     assert set(_starts(harness)) == {"forked"}                          # as many as the waiting call's workload asks
+
+
+# -- a template's stop against the engine's other tasks (no engine: the Templates on a test loop) ----------------
+
+def _lone_templates(tmp_path: Path):
+    """A Templates in a home of its own and a version whose template is a real process; ``run`` runs a
+    scenario on a fresh loop and then kills by pid whatever process is left in the home, so a failure leaks
+    nothing."""
+    from tests.runtime.worker_harness import write_bundle
+    from vast_magic.backends.local.engine import Version
+    from vast_magic.backends.local.workers import worker_environment
+    bundle = write_bundle(tmp_path / "bundle", APP.format(version="v1"), remotes=REMOTES, with_runtime=True)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    key = ("demo", "default", Version("ab" * 32, str(bundle), sys.executable))
+    env = worker_environment(os.environ, (), ())
+
+    def run(scenario) -> None:
+        try:
+            asyncio.run(scenario(templates.Templates(home), key, env))
+        finally:
+            for pid in processes_in(home):
+                os.kill(pid, signal.SIGKILL)
+    return home, run
+
+
+async def _launched(lone: templates.Templates, key, env) -> templates.Template:
+    lone.warm(key, env)
+    template = lone.by_key[key]
+    await template.launching
+    assert template.alive()
+    return template
+
+
+def _nothing_left(home: Path) -> None:
+    """No template process, and no template folder (stop_all removes the folder itself too)."""
+    folder = home / "templates"
+    assert processes_in(home) == [] and (not folder.exists() or os.listdir(folder) == [])
+
+
+def test_a_teardown_waits_for_the_stop_the_reconciler_began(tmp_path):
+    """The reconciler found the version unwanted first and is stopping its template: the teardown's retire
+    returns once that template is gone too, not at once because it found nothing left to stop."""
+    home, run = _lone_templates(tmp_path)
+
+    async def scenario(lone, key, env):
+        await _launched(lone, key, env)
+        reconciler = asyncio.ensure_future(lone.retire(set()))
+        await asyncio.sleep(0)                      # it took the template and began stopping it
+        await lone.retire(set())                    # the teardown's
+        _nothing_left(home)
+        await reconciler
+    run(scenario)
+
+
+def test_engine_stop_finishes_a_stop_the_cancelled_reconciler_began(tmp_path):
+    home, run = _lone_templates(tmp_path)
+
+    async def scenario(lone, key, env):
+        await _launched(lone, key, env)
+        reconciler = asyncio.ensure_future(lone.retire(set()))
+        await asyncio.sleep(0)
+        reconciler.cancel()                         # the daemon cancels its reconciler, then stops templates
+        await lone.stop_all()
+        _nothing_left(home)
+    run(scenario)
+
+
+def test_engine_stop_while_a_template_starts_leaves_no_template(tmp_path):
+    """A worker's ready line can arrive while the engine stops: no template starts from then on, and one whose
+    start is in flight (its folder being copied) is stopped before its process exists."""
+    home, run = _lone_templates(tmp_path)
+
+    async def scenario(lone, key, env):
+        lone.warm(key, env)                         # its folder being copied
+        stopping = asyncio.ensure_future(lone.stop_all())
+        await asyncio.sleep(0)
+        lone.warm(("demo", "other", key[2]), env)   # a ready line handled meanwhile
+        await stopping
+        lone.warm(("demo", "late", key[2]), env)
+        assert lone.by_key == {}
+        await asyncio.sleep(0.5)                    # what a late start would have copied and started by now
+        _nothing_left(home)
+    run(scenario)
+
+
+def test_a_teardown_stops_its_template_while_a_worker_start_waits_on_it(tmp_path):
+    """The reconciler leaves a template alone while a worker start waits on it (its version may be a rollout's
+    next one); a teardown of its deployment does not: the waiting start gets a fresh worker instead."""
+    home, run = _lone_templates(tmp_path)
+
+    async def scenario(lone, key, env):
+        template = await _launched(lone, key, env)
+        template.starting += 1
+        await lone.retire(set())
+        assert lone.by_key == {key: template} and template.alive()
+        await lone.retire(set(), torn_down=key[:2])
+        _nothing_left(home)
+        template.starting -= 1
+    run(scenario)

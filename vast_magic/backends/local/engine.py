@@ -195,7 +195,7 @@ class Engine:
         await asyncio.gather(*(self.stop_worker(w, grace=2.0) for w in workers))
         for worker in workers:
             self.forget_worker(dep, worker, "stopped", None)
-        await self.templates.retire(self.wanted_templates())
+        await self.templates.retire(self.wanted_templates(), torn_down=dep.key)
         self.touch()
 
     def wanted_templates(self) -> set[tuple]:

@@ -125,6 +125,7 @@ class Template:
         self.ids = itertools.count(1)
         self.starting = 0                        # worker starts waiting on it: it must not be retired meanwhile
         self.launching: asyncio.Future | None = None    # its folder copied and its process started
+        self.stopped: asyncio.Task | None = None        # its one stop, whoever asked first
 
     def start(self, python: str, env: Mapping[str, str]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -235,9 +236,15 @@ class Template:
         except asyncio.TimeoutError:
             return {"error": f"the template did not answer a fork request within {FORK_TIMEOUT:g}s"}
 
-    async def stop(self) -> None:
-        """Close its socket (it exits at once), make sure it is gone, remove its folder."""
-        self._gone("the template was stopped")
+    def stop(self) -> asyncio.Task:
+        """Close its socket now (it forks no more and exits), then, in a task of its own that a caller's
+        cancellation does not end, make sure it is gone and remove its folder. Every caller gets that one task."""
+        if self.stopped is None:
+            self._gone("the template was stopped")
+            self.stopped = asyncio.ensure_future(self._stop())
+        return self.stopped
+
+    async def _stop(self) -> None:
         if self.launching is not None:
             await asyncio.wait([self.launching])    # it sees the stop and starts no process
         if self.popen is not None:
@@ -256,7 +263,7 @@ class Templates:
         self.disabled = None if enabled else "the worker_fork setting is off"
         self.disabled = self.disabled or fork_unavailable()
         self.given_up: dict[tuple, str] = {}   # versions that start fresh workers, and why
-        self.stopping: set[asyncio.Task] = set()
+        self.stopping: set[asyncio.Task] = set()   # stops in flight: each caller of retire or stop_all waits for all
 
     def clear_folder(self) -> None:
         """At engine start: templates die with the engine that started them; their folders may remain."""
@@ -326,28 +333,42 @@ class Templates:
         self.given_up[key] = why.strip().splitlines()[0] if why.strip() else why
         if first:
             print(f"{key[0]}/{key[1]} version {key[2].version[:12]}: workers start fresh; {why.strip()}", flush=True)
-        template = self.by_key.pop(key, None)
-        if template is not None:
-            task = asyncio.ensure_future(template.stop())
-            self.stopping.add(task)
-            task.add_done_callback(self.stopping.discard)
+        self._stop(key)
         return self.given_up[key]
 
-    async def retire(self, wanted: set[tuple]) -> None:
-        """Stop the templates of versions no longer wanted (nor being started from)."""
+    def _stop(self, key: tuple) -> None:
+        """Stop the key's template (in the background); it is in ``stopping`` until it is gone."""
+        template = self.by_key.pop(key, None)
+        if template is not None:
+            task = template.stop()
+            self.stopping.add(task)
+            task.add_done_callback(self.stopping.discard)
+
+    async def _stopped(self) -> None:
+        """Wait for every stop in flight, also those another caller began (the reconciler can be stopping a
+        template when a teardown finds nothing left to stop) or gave up waiting for (a cancelled reconciler)."""
+        while pending := [task for task in self.stopping if not task.done()]:
+            await asyncio.gather(*map(asyncio.shield, pending))
+
+    async def retire(self, wanted: set[tuple], torn_down: tuple[str, str] | None = None) -> None:
+        """Stop the templates of versions no longer wanted (nor being started from, unless their deployment,
+        ``torn_down`` as (name, tag), is gone); returns once they are."""
         for key, template in list(self.by_key.items()):
-            if key not in wanted and not template.starting:
-                self.by_key.pop(key, None)
-                await template.stop()
+            if key not in wanted and (not template.starting or key[:2] == torn_down):
+                self._stop(key)
             elif template.failure is not None and not template.starting:
                 self._give_up(key, template.failure)
         for key in [k for k in self.given_up if k not in wanted]:
             del self.given_up[key]
+        await self._stopped()
 
     async def stop_all(self) -> None:
-        templates = list(self.by_key.values())
-        self.by_key.clear()
-        await asyncio.gather(*(t.stop() for t in templates), *self.stopping)
+        """At engine stop: no template starts from now on (a worker's ready line can still arrive), and every
+        one started or starting is gone when this returns."""
+        self.disabled = "the engine is stopping"
+        for key in list(self.by_key):
+            self._stop(key)
+        await self._stopped()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
