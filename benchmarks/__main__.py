@@ -43,11 +43,12 @@ def run_result(argv: list[str], *, env: dict | None = None, timeout: float = 600
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def run_vast(module: str, quick: bool, extra: tuple[str, ...] = ()) -> dict:
-    """A vast_magic benchmark against a private engine home, stopped and removed afterwards."""
+def run_vast(module: str, quick: bool, extra: tuple[str, ...] = (), settings: dict | None = None) -> dict:
+    """A vast_magic benchmark against a private engine home, stopped and removed afterwards; ``settings``
+    are more environment variables (``VAST_MAGIC_WORKER_FORK``...)."""
     from vast_magic.backends.local.launcher import engine_stop
     home = Path(tempfile.mkdtemp(prefix="vast-magic-bench-"))
-    env = {**os.environ, "VAST_MAGIC_HOME": str(home), "VAST_MAGIC_DISPLAY": "text"}
+    env = {**os.environ, "VAST_MAGIC_HOME": str(home), "VAST_MAGIC_DISPLAY": "text", **(settings or {})}
     try:
         return run_result([sys.executable, "-m", module, *(["--quick"] if quick else []), *extra], env=env)
     finally:
@@ -74,6 +75,8 @@ def measure_all(args) -> tuple[dict, dict]:
         "floor": lambda: run_result([sys.executable, "-m", "benchmarks.floors", *(["--quick"] * args.quick)]),
         "vast_calls": lambda: run_vast("benchmarks.vast_calls", args.quick),
         "lifecycle": lambda: run_vast("benchmarks.lifecycle", args.quick),
+        "scaleup_fresh": lambda: run_vast("benchmarks.scaleup", args.quick, settings={"VAST_MAGIC_WORKER_FORK": "0"}),
+        "scaleup": lambda: run_vast("benchmarks.scaleup", args.quick, settings={"VAST_MAGIC_WORKER_FORK": "1"}),
         "bundle": lambda: run_result([sys.executable, "-m", "benchmarks.bundle", "--emit"]),
         "sim": lambda: run_result([sys.executable, "-m", "benchmarks.autoscaler_sim"]),
     }

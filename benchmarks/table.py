@@ -47,6 +47,12 @@ def _absolute(metric, unit, vast, limit: float, higher_is_better=False, **others
     return Row(metric, unit, vast, target=f"{sign} {limit:,g} {unit}", passed=ok, **others)
 
 
+def _started(r: dict, step: str, key: str, expected: str, label: str) -> str:
+    """A scale-up row's label says how the workers it timed were really started (``status().workers``)."""
+    start = (r.get(step) or {}).get(key)
+    return label if start in (None, expected) else f"{label} (measured: {start})"
+
+
 def build_rows(r: dict) -> list[Row]:
     """Rows in the order of the performance issue; missing measurements stay empty, never invented.
 
@@ -80,6 +86,12 @@ def build_rows(r: dict) -> list[Row]:
         _absolute("cell edit redeployed (tier 2) and serving", "s", _get(r, "lifecycle", "tier2_s"), 1.0),
         _absolute("capture + bundle, 50-function notebook", "ms", _get(r, "bundle", "capture_bundle_ms"), 100),
         _absolute("same, unchanged redeploy (source caches warm)", "ms", _get(r, "bundle", "capture_bundle_warm_ms"), 100),
+        Row(_started(r, "scaleup_fresh", "scale_up_start", "fresh", "scale-up to ready, numpy deployment, fresh interpreter"), "ms",
+            _get(r, "scaleup_fresh", "scale_up_ms")),
+        _absolute(_started(r, "scaleup", "scale_up_start", "forked", "same, forked from template"), "ms",
+                  _get(r, "scaleup", "scale_up_ms"), 150),
+        Row(_started(r, "scaleup", "zero_and_back_start", "forked", "scaled to zero: call to first result, forked"), "ms",
+            _get(r, "scaleup", "zero_and_back_ms")),
         _absolute("engine daemon idle RSS", "MiB", _get(r, "lifecycle", "engine_rss"), 60, **peers("engine_rss")),
         Row("RSS per idle worker", "MiB", _get(r, "lifecycle", "worker_rss"), **peers("worker_rss")),
         Row("stream of 1,000 small items: first item", "ms", ms("vast_calls", "stream", "first_item_s")),

@@ -57,3 +57,17 @@ def test_the_benchmark_command_measures_every_vast_magic_row(tmp_path):
     assert "failed:" not in proc.stdout, proc.stdout[-2000:]
     table = [line for line in out.read_text().splitlines() if line.startswith("| ") and "metric" not in line]
     assert len(table) == len(build_rows({})) and all(line.split(" | ")[1] != "-" for line in table), table
+
+
+def test_scale_up_rows_say_how_the_measured_workers_were_started():
+    measured = {"scaleup_fresh": {"scale_up_ms": 240.0, "scale_up_start": "fresh"},
+                "scaleup": {"scale_up_ms": 30.0, "scale_up_start": "forked", "zero_and_back_ms": 50.0,
+                            "zero_and_back_start": "mixed: forked x2, fresh x1"}}
+    rows = build_rows(measured)
+    by_name = {row.metric: row for row in rows}
+    assert by_name["scale-up to ready, numpy deployment, fresh interpreter"].vast == 240.0
+    warm = by_name["same, forked from template"]
+    assert (warm.vast, warm.target, warm.passed) == (30.0, "<= 150 ms", True)
+    assert by_name["scaled to zero: call to first result, forked (measured: mixed: forked x2, fresh x1)"].vast == 50.0
+    fell_back = {row.metric for row in build_rows({"scaleup": {"scale_up_ms": 200.0, "scale_up_start": "fresh"}})}
+    assert "same, forked from template (measured: fresh)" in fell_back

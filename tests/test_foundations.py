@@ -264,5 +264,5 @@ def test_secret_from_missing_env_is_a_clear_error(monkeypatch):
 
 
 def test_a_worker_from_a_newer_engine_keeps_the_fields_this_client_knows():
-    info = WorkerInfo.from_wire({"id": "w1", "state": "ready", "perf": 2.0, "added_later": 1})
-    assert info == WorkerInfo("w1", "ready", perf=2.0)
+    info = WorkerInfo.from_wire({"id": "w1", "state": "ready", "perf": 2.0, "start": "forked", "added_later": 1})
+    assert info == WorkerInfo("w1", "ready", perf=2.0, start="forked")

@@ -55,6 +55,8 @@ class WorkerState:
     detail: str | None = None        # the backend's own status text (Vast's), shown next to the state
     load: float | None = None
     reliability: float | None = None
+    start: str | None = None         # local engine: how the process was made, "forked" (from a template) or "fresh"
+    startup: float | None = None     # local engine, on "ready": seconds from the engine wanting it to ready
 
 
 @dataclass(frozen=True)

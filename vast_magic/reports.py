@@ -51,7 +51,8 @@ class Fingerprint:
 class WorkerInfo:
     """One worker; ``state`` is one of WORKER_STATES, ``detail`` the backend's own status text (Vast's).
     ``load``: the workload it has now, in the unit of ``perf`` (so ``load / perf`` is how busy it is);
-    ``reliability`` (0-1): the host's, as Vast reports it. Both None when unknown."""
+    ``reliability`` (0-1): the host's, as Vast reports it. Both None when unknown. ``start`` (local engine):
+    how its process was made, ``forked`` from its version's template or a ``fresh`` interpreter."""
 
     id: str
     state: str
@@ -62,6 +63,7 @@ class WorkerInfo:
     detail: str | None = None
     load: float | None = None
     reliability: float | None = None
+    start: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("perf", "load", "reliability"):

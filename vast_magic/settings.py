@@ -90,6 +90,15 @@ def _whole_number(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
+def _switch(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected on or off (true/false, 1/0)")
+
+
 def _path(value: Any) -> str:
     return str(Path(os.path.expanduser(str(value))).absolute())
 
@@ -113,6 +122,9 @@ SETTINGS: dict[str, SettingSpec] = {
                     "bytes of one local worker log file before it rotates (read when the engine starts)"),
         SettingSpec("worker_log_files", 3, _whole_number(1),
                     "log files kept per local worker, the current one included (read when the engine starts)"),
+        SettingSpec("worker_fork", True, _switch,
+                    "fork new local workers from a template that imported the deployment (read when the engine "
+                    "starts); off: every worker is a fresh interpreter"),
     )
 }
 

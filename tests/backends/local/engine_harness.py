@@ -146,6 +146,8 @@ class Harness:
             self.pids.add((info["pid"], info["start_time"]))
         for rec in store.read_only(self.home, "workers"):
             self.pids.add((rec.pid, rec.start_time))
+        for pid in processes_in(self.home):        # templates too: no store knows them
+            self.pids.add((pid, proc_start_time(pid)))
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
         deadline = time.monotonic() + timeout
@@ -181,6 +183,20 @@ class Harness:
 async def _close_on_loop(backend: LocalBackend) -> None:
     backend.close()
     await asyncio.sleep(0)                        # the cancelled connection readers finish
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Processes whose working directory is inside ``folder`` (the engine's workers and templates)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if cwd == str(folder) or cwd.startswith(str(folder) + os.sep):
+                found.append(int(entry))
+    return found
 
 
 def pid_gone(pid: int, start: int | None) -> bool:

@@ -3,6 +3,7 @@ of a call still queued in the engine (no ready worker yet) — it never runs."""
 from __future__ import annotations
 
 import asyncio
+import types
 import time
 
 import pytest
@@ -73,6 +74,8 @@ class _NoWorkerYet:
     def __init__(self):
         self.key, self.waiting, self.waiting_workload = ("app", "default"), 0, 0.0
         self.routes_changed = asyncio.Event()
+        self.committed, self.rollout = True, False
+        self.workers = {"w1": types.SimpleNamespace(role="serving", rec=types.SimpleNamespace(state="starting"))}
 
     def routes(self):
         return []

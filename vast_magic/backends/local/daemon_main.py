@@ -80,11 +80,11 @@ async def _connection(engine: Engine, gate: handshake.PreAuthGate, reader: async
             await engine.on_worker_disconnect(channel)
 
 
-async def serve(home: Path, idle_timeout: float, log_limits: LogLimits = LogLimits()) -> None:
+async def serve(home: Path, idle_timeout: float, log_limits: LogLimits = LogLimits(), fork: bool = True) -> None:
     token = load_token(home)
     store = Store(home)
     segments = _segment_dir(home)
-    engine = Engine(home, store, token, idle_timeout, shm_dir=segments, log_limits=log_limits)
+    engine = Engine(home, store, token, idle_timeout, shm_dir=segments, log_limits=log_limits, fork=fork)
     engine.restore()
     gate = handshake.PreAuthGate(token)
     server = await asyncio.start_server(lambda r, w: _connection(engine, gate, r, w), "127.0.0.1", 0, limit=1 << 20)
@@ -112,6 +112,7 @@ async def serve(home: Path, idle_timeout: float, log_limits: LogLimits = LogLimi
             pipe.close()
         if worker.log is not None:
             worker.log.close()
+    await engine.templates.stop_all()
     for channel in list(engine.channels):
         channel.close()
     await asyncio.sleep(0.05)                  # let connection handlers see the close before the store goes
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, default=600.0)
     parser.add_argument("--worker-log-bytes", type=int, default=LogLimits().max_bytes)
     parser.add_argument("--worker-log-files", type=int, default=LogLimits().files)
+    parser.add_argument("--no-fork", action="store_true", help="start every worker as a fresh interpreter")
     args = parser.parse_args(argv)
     home = Path(args.home)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     except BlockingIOError:
         log("another engine holds the lock for this home; exiting")
         return 0
-    asyncio.run(serve(home, args.idle_timeout, LogLimits(args.worker_log_bytes, args.worker_log_files)))
+    asyncio.run(serve(home, args.idle_timeout, LogLimits(args.worker_log_bytes, args.worker_log_files),
+                      fork=not args.no_fork))
     log("stopped")
     return 0
 

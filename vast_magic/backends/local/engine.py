@@ -31,6 +31,7 @@ from .loops import keep_running
 from .spawned import SpawnedCalls
 from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
 from .store import DeploymentRecord, Store, WorkerRecord
+from .templates import ForkedProcess, Templates
 from .worker_output import OutputPipe
 
 __all__ = ["DRAIN_GRACE", "LOAD_STALE", "Version", "Worker", "Deployment", "Engine", "status_of"]
@@ -54,8 +55,12 @@ class Version:
 @dataclass(eq=False)
 class Worker:
     rec: WorkerRecord
-    popen: Popen | None
+    popen: Popen | ForkedProcess | None
     role: str                                  # candidate | serving | draining
+    start: str = "fresh"                       # forked (from its version's template) | fresh
+    start_note: str | None = None              # why it was not forked
+    template_key: tuple | None = None          # (name, tag, Version): the template it was or would be forked from
+    wanted_at: float = 0.0                     # time.monotonic() when the engine decided to start it
     channel: Channel | None = None
     load: float = 0.0
     load_at: float = 0.0
@@ -69,7 +74,7 @@ class Worker:
 
     def info(self) -> WorkerInfo:
         r = self.rec
-        return WorkerInfo(r.id, r.state, r.perf, r.pid, r.version, r.error, load=self.current_load())
+        return WorkerInfo(r.id, r.state, r.perf, r.pid, r.version, r.error, load=self.current_load(), start=self.start)
 
     def current_load(self) -> float | None:
         """Workload in flight on a ready worker (0 once its last report is stale); None while not ready."""
@@ -94,6 +99,7 @@ class Deployment:
     next_spawn: float = 0.0
     last_error: str | None = None
     failed: tuple[FailedWorker, ...] = ()      # shown by status for a while (failures.failures_to_keep)
+    scaling: asyncio.Lock = field(default_factory=asyncio.Lock)   # one autoscale step at a time
 
     @property
     def key(self) -> tuple[str, str]:
@@ -119,7 +125,7 @@ def _safe_id(name: str, tag: str) -> str:
 
 class Engine:
     def __init__(self, home: Path, store: Store, token: str, idle_timeout: float, shm_dir: str | None = None,
-                 log_limits: logfiles.LogLimits = logfiles.LogLimits()):
+                 log_limits: logfiles.LogLimits = logfiles.LogLimits(), fork: bool = True):
         self.home, self.store, self.token, self.idle_timeout = home, store, token, idle_timeout
         self.shm_dir = shm_dir                            # None: big buffers go inline (no usable /dev/shm)
         self.log_limits = log_limits
@@ -133,6 +139,7 @@ class Engine:
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.spawned = SpawnedCalls()                     # f.spawn: calls run here, answers kept for a while
+        self.templates = Templates(home, enabled=fork)    # warm starts: a template per version, forked per worker
         self.ticks = 0
 
     def background(self, coro) -> asyncio.Task:
@@ -169,6 +176,7 @@ class Engine:
 
     def restore(self) -> None:
         """At start-up: reap workers an earlier daemon left, then bring stored deployments back."""
+        self.templates.clear_folder()          # templates ended with the engine that started them
         for rec in self.store.workers():
             procs.stop_now(rec.pid, rec.start_time, grace=2.0)
             self.store.delete_worker(rec.id)
@@ -187,7 +195,13 @@ class Engine:
         await asyncio.gather(*(self.stop_worker(w, grace=2.0) for w in workers))
         for worker in workers:
             self.forget_worker(dep, worker, "stopped", None)
+        await self.templates.retire(self.wanted_templates(), torn_down=dep.key)
         self.touch()
+
+    def wanted_templates(self) -> set[tuple]:
+        """The versions whose templates stay: each deployment's current one, and those of live workers."""
+        wanted = {(*dep.key, dep.version()) for dep in self.deployments.values()}
+        return wanted | {w.template_key for dep in self.deployments.values() for w in dep.workers.values()}
 
     async def publish_routes(self, dep: Deployment) -> None:
         dep.routes_changed.set()
@@ -201,26 +215,32 @@ class Engine:
 
     # -- workers -------------------------------------------------------------------------
     async def start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
+        wanted_at = time.monotonic()
         wid = _safe_id(dep.rec.name, dep.rec.tag)
         workdir = self.home / "workers" / wid
         log_path = logfiles.worker_log_path(self.home, dep.rec.name, dep.rec.tag, wid)
+        env = procs.worker_environment(os.environ, version.env, version.secrets)
+        template_key = (*dep.key, version)
         await asyncio.to_thread(self.prune_logs)
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
-        env = procs.worker_environment(os.environ, version.env, version.secrets)
         launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir,
                   "version": version.version}
-        popen = procs.spawn(version.python, workdir, env, launch)
-        rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, _start_time(popen.pid), None,
+        started = await self.templates.start_worker(template_key, version, workdir, env, launch)
+        popen = started.process
+        start_time = popen.start_time if isinstance(popen, ForkedProcess) else _start_time(popen.pid)
+        rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, start_time, None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())
         self.store.put_worker(rec)
-        worker = Worker(rec, popen, role, log=logfiles.WorkerLog(log_path, self.log_limits))
+        worker = Worker(rec, popen, role, start=started.start, start_note=started.note, template_key=template_key,
+                        wanted_at=wanted_at, log=logfiles.WorkerLog(log_path, self.log_limits))
         output = functools.partial(self._on_output, dep, worker)
         worker.pipes = (OutputPipe(popen.stdout, "stdout", output), OutputPipe(popen.stderr, "stderr", output))
         dep.workers[wid] = worker
         if role == "serving":
             dep.failed = mark_replaced(dep.failed, wid)
-        dep.notify("WorkerState", worker=wid, state="starting", pid=popen.pid, version=version.version)
+        dep.notify("WorkerState", worker=wid, state="starting", pid=popen.pid, version=version.version,
+                   start=started.start)
         return worker
 
     async def drain(self, dep: Deployment, worker: Worker) -> None:
@@ -293,8 +313,17 @@ class Engine:
         if rec.state == "ready" and rec.perf is not None:
             dep.notify("BenchmarkScored", worker=rec.id, perf=rec.perf, median=msg.get("median"))
         if not repeated:
+            timing = {}
+            if rec.state == "ready":
+                timing = {"start": worker.start, "startup": time.monotonic() - worker.wanted_at}
+                why = f": {worker.start_note}" if worker.start_note else ""
+                print(f"worker {rec.id} ready {timing['startup'] * 1000:.0f} ms after it was wanted "
+                      f"({worker.start}{why})", flush=True)
+                version = worker.template_key[2]
+                self.templates.warm(worker.template_key,
+                                    procs.worker_environment(os.environ, version.env, version.secrets))
             dep.notify("WorkerState", worker=rec.id, state=rec.state, perf=rec.perf, pid=rec.pid,
-                       version=rec.version, error=rec.error)
+                       version=rec.version, error=rec.error, **timing)
         if rec.state == "failed" and worker.role != "draining":
             dep.last_error = f"worker {rec.id} failed:\n{rec.error or 'no traceback'}"
         if rec.state in ("ready", "failed"):
@@ -342,6 +371,11 @@ class Engine:
                 await self._reconcile(dep)
             except Exception as exc:
                 failure = failure or exc
+        if self.templates.by_key:
+            try:
+                await self.templates.retire(self.wanted_templates())
+            except Exception as exc:
+                failure = failure or exc
         serving = any(dep.committed or dep.rollout for dep in self.deployments.values())
         if not serving and time.monotonic() - self.last_activity > self.idle_timeout:
             self.stopping.set()
@@ -380,6 +414,17 @@ class Engine:
 
     async def autoscale(self, dep: Deployment) -> None:
         """Apply the pure policy to this deployment's load; start or drain the difference."""
+        async with dep.scaling:
+            await self._autoscale(dep)
+
+    async def scale_now(self, dep: Deployment) -> None:
+        """An autoscale step out of turn; if it fails, the reconciler's next one tries again."""
+        try:
+            await self.autoscale(dep)
+        except Exception as exc:
+            print(f"scaling {dep.rec.name}/{dep.rec.tag} failed: {type(exc).__name__}: {exc}", flush=True)
+
+    async def _autoscale(self, dep: Deployment) -> None:
         now = time.monotonic()
         active = [w for w in dep.workers.values() if w.role == "serving"]
         ready = [w for w in active if w.rec.state == "ready"]

@@ -83,7 +83,8 @@ def has_deployments(home: Path) -> bool:
 def spawn_daemon(home: Path, idle_timeout: float | None = None) -> subprocess.Popen:
     idle = idle_timeout if idle_timeout is not None else settings.resolve("engine_idle_timeout")
     log_limits = ["--worker-log-bytes", str(settings.resolve("worker_log_bytes")),   # the engine's for its life
-                  "--worker-log-files", str(settings.resolve("worker_log_files"))]
+                  "--worker-log-files", str(settings.resolve("worker_log_files")),
+                  *([] if settings.resolve("worker_fork") else ["--no-fork"])]
     fd = os.open(Path(home) / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
         return subprocess.Popen(

@@ -87,6 +87,8 @@ async def _update_in_place(engine: Engine, dep: Deployment, req: dict, emit: Emi
     rec.autoscaling, rec.manifest, rec.ttl = dict(req["autoscaling"]), req["manifest"], req.get("ttl")
     rec.not_applied, rec.last_heartbeat = list(req["not_applied"]), time.time()
     engine.commit(dep, rec)
+    if dep.params.cold_workers > sum(1 for w in dep.workers.values() if w.role == "serving"):
+        await engine.scale_now(dep)             # more cold workers: started now, not at the reconciler's next look
     if req.get("wait", True):
         await _wait_ready(dep, lambda w: True, max(1, dep.params.cold_workers), req["timeout"], emit)
     return _result(dep, None)

@@ -35,11 +35,13 @@ def proc_start_time(pid: int | None) -> int | None:
     return procinfo.start_time(pid)
 
 
-def liveness(pid: int | None, start_time: int | None, popen: subprocess.Popen | None = None) -> bool | None:
+def liveness(pid: int | None, start_time: int | None, popen=None) -> bool | None:
     """True alive, False gone, None cannot tell. Our own child's state comes from ``waitpid`` (no file
-    descriptor needed, and an unreaped child's pid cannot have been reused)."""
+    descriptor needed, and an unreaped child's pid cannot have been reused); a worker forked by a template
+    (``templates.ForkedProcess``) answers from that template's exit reports."""
     if popen is not None and pid and popen.pid == pid:
-        return popen.poll() is None
+        running = getattr(popen, "running", None)
+        return running() if running is not None else popen.poll() is None
     return procinfo.liveness(pid, start_time)
 
 
