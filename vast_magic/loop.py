@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import sys
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Iterator, TypeVar
 
@@ -79,7 +80,8 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
 
     Works whether or not the calling thread has a running loop (a Jupyter cell,
     a script, a thread). On KeyboardInterrupt the coroutine is cancelled and the
-    interrupt propagates, so Ctrl-C in a notebook stops waiting cleanly.
+    interrupt propagates, so Ctrl-C in a notebook stops waiting cleanly. A
+    timeout cancels it too and raises ``concurrent.futures.TimeoutError``.
     """
     if on_loop_thread():
         coro.close()
@@ -87,15 +89,61 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
             "run_sync() was called on vast_magic's own event loop thread, which would deadlock; "
             "use the async API (await ...) from code running on that loop."
         )
-    future = submit(coro)
+    handoff = _Handoff(coro, get_loop())
     try:
-        return future.result(timeout)
+        finished = handoff.finished.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
     except KeyboardInterrupt:
-        future.cancel()
+        handoff.cancel()
         raise
-    except concurrent.futures.TimeoutError:
-        future.cancel()
-        raise
+    if not finished:
+        handoff.cancel()
+        raise concurrent.futures.TimeoutError()
+    return handoff.outcome()
+
+
+class _Handoff:
+    """One coroutine run on the background loop for a thread that blocks until it ends.
+
+    What ``asyncio.run_coroutine_threadsafe`` does, with less on the way: the task
+    is made in the loop's wake-up callback (from Python 3.12 it starts right there),
+    and its end releases a plain lock the caller waits on, with no concurrent
+    future or condition in between. A blocking call spends most of its overhead here.
+    """
+
+    __slots__ = ("loop", "task", "finished")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop):
+        self.loop, self.task = loop, None
+        self.finished = threading.Lock()
+        self.finished.acquire()
+        loop.call_soon_threadsafe(self._start, coro)
+
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if sys.version_info >= (3, 12):
+            self.task = asyncio.Task(coro, loop=self.loop, eager_start=True)
+        else:
+            self.task = self.loop.create_task(coro)
+        if self.task.done():
+            self.finished.release()
+        else:
+            self.task.add_done_callback(lambda _: self.finished.release())
+
+    def cancel(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._cancel)
+        except RuntimeError:                 # the loop is closed (interpreter exit): nothing runs any more
+            pass
+
+    def _cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def outcome(self) -> Any:
+        """The finished task's result (its exception raised); a cancelled one raises
+        ``concurrent.futures.CancelledError``, as a future of ``run_coroutine_threadsafe`` did."""
+        if self.task.cancelled():
+            raise concurrent.futures.CancelledError()
+        return self.task.result()
 
 
 async def run_on_loop(awaitable: Awaitable[T]) -> T:

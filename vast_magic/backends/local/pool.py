@@ -176,6 +176,7 @@ class _LoopConnections:
         self.connections[conn.route.worker] = conn
         if self._keeper is None:                  # one per loop: asyncio.run cancels it before closing
             self._keeper = conn.loop.create_task(self._close_at_shutdown())
+            self._keeper._log_destroy_pending = False   # a loop closed without shutting down: the GC's, quietly
 
     async def _close_at_shutdown(self) -> None:
         try:
