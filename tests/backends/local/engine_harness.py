@@ -60,6 +60,14 @@ async def shout(text):
     print("shouting", text)
     return text.upper()
 '''
+#: the template's import (only the template's: a fresh worker's argv is serve.py) waits while the file ``gate``
+#: exists, so a worker start waits on a template that is not ready for as long as a test needs
+GATED_APP = '''
+import os, sys, time
+if sys.argv[0].endswith("template.py"):
+    while os.path.exists({gate!r}):
+        time.sleep(0.02)
+''' + APP.format(version="v1")
 REMOTES = [remote_spec("square", benchmark_dataset=[{"x": 2}, {"x": 3}], benchmark_runs=2),
            *(remote_spec(n) for n in ("version", "env", "pid", "slow", "boom", "shout"))]
 

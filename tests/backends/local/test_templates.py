@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends.local.engine_harness import APP, CONTEXTS, REMOTES, Harness, make_bundle, plan, processes_in
+from tests.backends.local.engine_harness import (APP, CONTEXTS, GATED_APP, REMOTES, Harness, make_bundle, plan,
+                                                 processes_in)
 from tests.runtime.worker_harness import remote_spec
 from vast_magic import events
 from vast_magic.backends.local import templates
@@ -288,14 +289,14 @@ def test_a_call_on_a_deployment_scaled_to_zero_gets_a_forked_worker(harness):
 
 # -- a template's stop against the engine's other tasks (no engine: the Templates on a test loop) ----------------
 
-def _lone_templates(tmp_path: Path):
+def _lone_templates(tmp_path: Path, app: str = APP.format(version="v1")):
     """A Templates in a home of its own and a version whose template is a real process; ``run`` runs a
     scenario on a fresh loop and then kills by pid whatever process is left in the home, so a failure leaks
     nothing."""
     from tests.runtime.worker_harness import write_bundle
     from vast_magic.backends.local.engine import Version
     from vast_magic.backends.local.workers import worker_environment
-    bundle = write_bundle(tmp_path / "bundle", APP.format(version="v1"), remotes=REMOTES, with_runtime=True)
+    bundle = write_bundle(tmp_path / "bundle", app, remotes=REMOTES, with_runtime=True)
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     key = ("demo", "default", Version("ab" * 32, str(bundle), sys.executable))
@@ -383,4 +384,46 @@ def test_a_teardown_stops_its_template_while_a_worker_start_waits_on_it(tmp_path
         await lone.retire(set(), torn_down=key[:2])
         _nothing_left(home)
         template.starting -= 1
+    run(scenario)
+
+
+async def _start_and_stop(lone: templates.Templates, key, env, home: Path, wid: str) -> str:
+    """Start a worker of the version as the engine would (in its own folder), stop it by pid; how it started."""
+    from vast_magic.backends.local import workers
+    from vast_magic.backends.local.bundles import worker_dir
+    workdir = home / "workers" / wid
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    worker_dir(Path(key[2].bundle_dir), workdir)
+    launch = {"engine": "127.0.0.1:1", "token": "none", "worker_id": wid, "shm_dir": None, "version": "v1"}
+    started = await lone.start_worker(key, key[2], workdir, env, launch)
+    process = started.process
+    await workers.stop(process.pid, getattr(process, "start_time", None), grace=2.0, popen=process)
+    process.stdout.close()
+    process.stderr.close()
+    return started.start
+
+
+def test_a_start_waiting_on_a_template_its_teardown_stopped_does_not_make_the_version_start_fresh(tmp_path):
+    """A worker start waits on a template that is not ready when its deployment is torn down: that start is
+    fresh, but the template was stopped, it did not fail, so a redeploy of the same version boots a template
+    again and forks from it. (Once, the stopped template's failure was recorded against its version, by key,
+    and that version started fresh workers until it was retired.)"""
+    gate = tmp_path / "gate"
+    gate.touch()
+    home, run = _lone_templates(tmp_path, GATED_APP.format(gate=str(gate)))
+
+    async def scenario(lone, key, env):
+        old = await _launched(lone, key, env)                    # importing, held at the gate
+        waiting = asyncio.ensure_future(_start_and_stop(lone, key, env, home, "w1"))
+        while not old.starting:
+            await asyncio.sleep(0.01)
+        await lone.retire(set(), torn_down=key[:2])              # the teardown
+        assert await waiting == "fresh"
+        assert lone.given_up == {}
+        gate.unlink()
+        lone.warm(key, env)                                      # the redeploy's first worker is ready
+        assert key in lone.by_key and lone.by_key[key] is not old
+        assert await _start_and_stop(lone, key, env, home, "w2") == "forked"
+        await lone.stop_all()
+        _nothing_left(home)
     run(scenario)

@@ -112,7 +112,8 @@ async def serve(home: Path, idle_timeout: float, log_limits: LogLimits = LogLimi
             pipe.close()
         if worker.log is not None:
             worker.log.close()
-    await engine.templates.stop_all()
+    await engine.templates.stop_all()         # starts that waited for a template end now
+    await engine.starts.finished()            # and each stops the worker it started, if any
     for channel in list(engine.channels):
         channel.close()
     await asyncio.sleep(0.05)                  # let connection handlers see the close before the store goes

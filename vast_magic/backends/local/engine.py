@@ -21,6 +21,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
+from ...errors import DeployError
 from ...reports import LogLine, WorkerInfo
 from . import logfiles
 from . import workers as procs
@@ -140,6 +141,7 @@ class Engine:
         self.tasks: set[asyncio.Task] = set()
         self.spawned = SpawnedCalls()                     # f.spawn: calls run here, answers kept for a while
         self.templates = Templates(home, enabled=fork)    # warm starts: a template per version, forked per worker
+        self.starts = procs.StartsInFlight()              # worker starts in flight: engine stop waits for them
         self.ticks = 0
 
     def background(self, coro) -> asyncio.Task:
@@ -214,7 +216,23 @@ class Engine:
                 self.subscribers[dep.key].discard(channel)
 
     # -- workers -------------------------------------------------------------------------
+    def _why_unwanted(self, dep: Deployment) -> str | None:
+        """Why no worker may join ``dep`` now, or None."""
+        if self.stopping.is_set():
+            return "the engine is stopping"
+        if self.deployments.get(dep.key) is not dep:
+            return f"{dep.rec.name}/{dep.rec.tag} was torn down"
+        return None
+
     async def start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
+        """A new worker of ``version`` in ``dep``. Its start can wait long (for its template); one that ends
+        after ``dep`` was torn down or the engine began stopping is stopped at once, as nobody else would,
+        and ``DeployError`` says so."""
+        if why := self._why_unwanted(dep):
+            raise DeployError(f"no worker is started: {why}")
+        return await self.starts.run(self._start_worker(dep, version, role))
+
+    async def _start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
         wanted_at = time.monotonic()
         wid = _safe_id(dep.rec.name, dep.rec.tag)
         workdir = self.home / "workers" / wid
@@ -229,6 +247,9 @@ class Engine:
         started = await self.templates.start_worker(template_key, version, workdir, env, launch)
         popen = started.process
         start_time = popen.start_time if isinstance(popen, ForkedProcess) else _start_time(popen.pid)
+        if why := self._why_unwanted(dep):
+            await self.starts.stop_unwanted(popen, start_time, workdir)
+            raise DeployError(f"worker {wid} was stopped as soon as it started: {why}")
         rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, start_time, None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())
         self.store.put_worker(rec)

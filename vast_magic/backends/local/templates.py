@@ -291,11 +291,11 @@ class Templates:
             template.starting += 1             # from here on, retire() leaves it alone
             try:
                 await asyncio.shield(template.launching)
-                note = await self._wait_ready(key, template)
+                note = await self._wait_ready(template)
                 if note is None:
                     return Started(await template.fork(workdir, launch), "forked")
             except OSError as exc:
-                note = self._give_up(key, f"the template could not fork: {exc}")
+                note = self._give_up(template, f"the template could not fork: {exc}")
             finally:
                 template.starting -= 1
         return Started(procs.spawn(version.python, workdir, env, launch), "fresh", note)
@@ -318,23 +318,27 @@ class Templates:
         except OSError as exc:
             template._gone(f"the template could not start: {exc}")
 
-    async def _wait_ready(self, key, template: Template) -> str | None:
+    async def _wait_ready(self, template: Template) -> str | None:
         try:
             await asyncio.wait_for(template.settled.wait(), READY_TIMEOUT)
         except asyncio.TimeoutError:
             template._gone(f"the template was not ready within {READY_TIMEOUT:g}s")
         if template.ready():
             return None
-        return self._give_up(key, template.failure or "the template ended")
+        return self._give_up(template, template.failure or "the template ended")
 
-    def _give_up(self, key, why: str) -> str:
-        """This version starts fresh workers from now on; the template goes."""
-        first = key not in self.given_up
-        self.given_up[key] = why.strip().splitlines()[0] if why.strip() else why
-        if first:
+    def _give_up(self, template: Template, why: str) -> str:
+        """``template`` failed: its version starts fresh workers from now on, and it goes. Unless it is no
+        longer its version's (stopped by a teardown or retired, maybe replaced by a redeploy's): then only the
+        start that waited on it is fresh. Returns the note for that start."""
+        key, note = template.key, why.strip().splitlines()[0] if why.strip() else why
+        if self.by_key.get(key) is not template:
+            return note
+        if key not in self.given_up:
             print(f"{key[0]}/{key[1]} version {key[2].version[:12]}: workers start fresh; {why.strip()}", flush=True)
+        self.given_up[key] = note
         self._stop(key)
-        return self.given_up[key]
+        return note
 
     def _stop(self, key: tuple) -> None:
         """Stop the key's template (in the background); it is in ``stopping`` until it is gone."""
@@ -357,7 +361,7 @@ class Templates:
             if key not in wanted and (not template.starting or key[:2] == torn_down):
                 self._stop(key)
             elif template.failure is not None and not template.starting:
-                self._give_up(key, template.failure)
+                self._give_up(template, template.failure)
         for key in [k for k in self.given_up if k not in wanted]:
             del self.given_up[key]
         await self._stopped()

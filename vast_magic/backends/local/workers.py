@@ -8,12 +8,16 @@ When ``/proc`` cannot be read (a descriptor flood: EMFILE) we cannot tell, and
 "cannot tell" is never "dead": the worker is kept, and not signalled either.
 Workers run in their own session (``start_new_session``), so the pid is also
 the process group: stopping the group takes any child a ``runs`` script left.
+A start can end after nobody wants the worker any more (its deployment torn
+down, the engine stopping): ``StartsInFlight`` stops it at once, and lets
+engine stop wait for every start and such stop in flight.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -24,7 +28,7 @@ from ...runtime import procinfo
 
 __all__ = [
     "RUNTIME_MODULE", "proc_start_time", "liveness", "is_running", "INHERITED", "worker_environment", "spawn",
-    "stop_now", "stop"
+    "stop_now", "stop", "StartsInFlight"
 ]
 
 RUNTIME_MODULE = "vast_magic_runtime.serve"
@@ -131,3 +135,33 @@ async def stop(pid: int | None, start_time: int | None, grace: float = 2.0,
     """The async form of ``stop_now`` for the daemon's loop."""
     for pause in _stop_steps(pid, start_time, grace, popen):
         await asyncio.sleep(pause)
+
+
+class StartsInFlight:
+    """The engine's worker starts not finished yet, and the stops of workers started for nothing: engine stop
+    waits for all of them, so no worker started meanwhile outlives it."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task] = set()
+
+    def run(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def stop_unwanted(self, popen, start_time: int | None, workdir: Path) -> None:
+        """Stop, by pid and at once, a worker that started after nobody wanted it, and remove its folder; a
+        cancelled caller does not end the stop."""
+        await asyncio.shield(self.run(_stop_unwanted(popen, start_time, workdir)))
+
+    async def finished(self) -> None:
+        while pending := [task for task in self.tasks if not task.done()]:
+            await asyncio.wait(pending)
+
+
+async def _stop_unwanted(popen, start_time: int | None, workdir: Path) -> None:
+    await stop(popen.pid, start_time, grace=2.0, popen=popen)
+    for pipe in (popen.stdout, popen.stderr):
+        pipe.close()
+    await asyncio.to_thread(shutil.rmtree, workdir, True)

@@ -1,0 +1,63 @@
+"""A worker whose start ends after nobody wants it any more is stopped at once, and nothing of it is left.
+
+A warm start can wait up to a minute for its version's template. Here the
+template's import is held at a gate (``GATED_APP``) so that a scale-up's start
+is still waiting when its deployment is torn down, or when the engine stops;
+it then ends with a fresh worker the engine must stop itself, by pid. Real
+engine, real processes; the fixture's check at the end covers every process
+whose working directory is in the home.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from concurrent.futures import Future
+
+import pytest
+
+from tests.backends.local.engine_harness import GATED_APP, Harness, make_bundle, pid_gone, plan, processes_in
+from vast_magic import loop
+from vast_magic.backends.local import launcher, templates
+
+pytestmark = pytest.mark.skipif(templates.fork_unavailable() is not None, reason="no fork here")
+
+SCALING = {"cold_workers": 1, "max_workers": 2, "inactivity_timeout": 0}
+
+
+def _a_start_waiting_on_the_template(harness: Harness) -> Future:
+    """Deploy one (fresh) worker; its template boots and is held at its import; a scale-up to two then waits
+    on it. Returns that scale-up's apply (``wait=False``: it answers once the start has ended)."""
+    gate = harness.folder / "gate"
+    gate.touch()
+    bundle = make_bundle(harness.folder, app=GATED_APP.format(gate=str(gate)))
+    harness.apply(plan(bundle, autoscaling=SCALING))
+    harness.wait_for(lambda: processes_in(harness.home / "templates"), what="the template, held at its import")
+    scale_up = loop.submit(harness.backend.apply(
+        plan(bundle, tier=1, wait=False, autoscaling={**SCALING, "cold_workers": 2}), harness.events.append))
+    harness.wait_for(lambda: len(os.listdir(harness.home / "workers")) == 2, what="the second worker's start")
+    return scale_up
+
+
+def _no_worker_left(harness: Harness) -> None:
+    assert harness.workers() == [], "a worker is still recorded"
+    assert processes_in(harness.home / "workers") == [], "a worker process is still running"
+
+
+def test_a_start_that_ends_after_its_teardown_stops_its_worker(harness):
+    scale_up = _a_start_waiting_on_the_template(harness)
+    harness.run(harness.backend.teardown("demo", "default"))
+    scale_up.result(timeout=60)
+    _no_worker_left(harness)
+    assert "was stopped as soon as it started: demo/default was torn down" in (
+        harness.home / "engine.log").read_text()
+
+
+def test_a_start_that_ends_while_the_engine_stops_stops_its_worker(harness):
+    scale_up = _a_start_waiting_on_the_template(harness)
+    engine = launcher.running_engine(harness.home)
+    os.kill(engine["pid"], signal.SIGTERM)          # `engine stop` without its reaping of recorded workers after
+    harness.wait_for(lambda: pid_gone(engine["pid"], engine["start_time"]), what="the engine gone")
+    _no_worker_left(harness)
+    with contextlib.suppress(Exception):            # its connection closed with the engine
+        scale_up.result(timeout=30)
