@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from vast_magic.runtime import framing, procinfo, shm, wire
+from vast_magic.runtime import framing, procinfo, shm, shm_reuse, wire
 
 
 @pytest.fixture
@@ -59,7 +59,11 @@ def test_a_big_array_travels_as_a_segment_and_comes_out_writable(segments):
     assert sorted(type(b).__name__ for b in buffers) == ["bytearray", "memoryview"]   # only the big one mapped
     value["big"][0] = -1.0                         # copy-on-write: the caller may modify its result
     assert value["big"][0] == -1.0 and array[0] == 0.0
-    assert os.listdir(segments.directory) == []   # the receiver unlinked it at once
+    held = os.listdir(segments.directory)         # the receiver took it out of the sender's reach at once
+    assert len(held) == 1 and held[0].startswith(shm_reuse.HELD)
+    del value, buffers
+    kept = os.listdir(segments.directory)         # and keeps it for its own next big buffer
+    assert len(kept) == 1 and kept[0].startswith(shm_reuse.KEPT)
 
 
 def test_without_segments_on_either_side_big_buffers_go_inline(segments):
@@ -208,6 +212,12 @@ def test_sweep_removes_segments_of_dead_creators_and_old_ones_only(segments):
         _name(0x3FFFFFF1, 1): (2, False),       # dead, but a receiver may be reading its frame right now
         _name(pid, started): (60, False),       # alive and young: its receiver may attach it
         _name(pid, started)[:24] + "cd" * 4: (600, True),    # alive but nobody attached it in 5 minutes
+        "held-" + _name(pid, started): (9999, False),         # an array of a live process still maps it
+        "held-" + _name(0x3FFFFFF2, 7): (1, True),            # its holder died
+        "keep-" + _name(pid, started)[:24] + "01" * 4: (5, False),    # freed 5 s ago: may carry the next one
+        "keep-" + _name(pid, started)[:24] + "02" * 4: (60, True),    # unused for a minute
+        "keep-" + _name(0x3FFFFFF3, 7): (1, True),            # its holder died
+        "keep-x" + _name(pid, started)[1:]: (9999, False),    # not a name we make: never touched
     }
     os.makedirs(segments.directory, mode=0o700, exist_ok=True)
     now = time.time()
@@ -215,7 +225,7 @@ def test_sweep_removes_segments_of_dead_creators_and_old_ones_only(segments):
         path = os.path.join(segments.directory, name)
         open(path, "w").close()
         os.utime(path, (now - age, now - age))
-    assert shm.sweep(segments.directory, older_than=300, dead_after=10) == 3
+    assert shm.sweep(segments.directory, older_than=300, dead_after=10, keep_for=20) == 6
     assert sorted(os.listdir(segments.directory)) == sorted(n for n, (_, gone) in cases.items() if not gone)
     assert shm.sweep(segments.directory, older_than=300, dead_after=0) == 1     # at engine start: no grace
 
@@ -225,5 +235,6 @@ def test_a_link_removes_what_its_peer_never_attached(segments):
     attached, left = link.export(memoryview(b"a" * 10)), link.export(memoryview(b"b" * 10))
     other = segments.export(memoryview(b"c" * 10))                 # another connection's: not ours to remove
     assert bytes(segments.attach(attached, 10)) == b"a" * 10
+    segments.reuse.drop()                                          # (what it kept for reuse is not in question)
     link.close()                                                   # the peer went away
     assert os.listdir(segments.directory) == [other.decode()]

@@ -5,8 +5,10 @@ kernel, out again, and through asyncio's stream buffers on each side. Local
 workers share ``/dev/shm`` with their client, so a buffer of at least
 ``MIN_BYTES`` instead goes into a fresh file there (one ``write``), and the
 frame carries only the file's name; the receiver maps the file copy-on-write
-(``MAP_PRIVATE``: writable arrays, nothing copied until written), unlinks it at
-once, and the memory is freed when the last array using it goes away.
+(``MAP_PRIVATE``: writable arrays, nothing copied until written) and takes it
+out of the sender's reach by renaming it; when the last array using it goes
+away the file carries this process's next big buffer (``shm_reuse``: a fresh
+tmpfs file costs three memory copies, a reused one one) or is removed.
 
 The segment folder is private to one engine home. Its name is predictable, so
 before use it must be a real folder (not a link) owned by this user with mode
@@ -19,7 +21,9 @@ Nothing may outlive a crash for long. A segment's name starts with its
 creator's pid and start time (then random digits), so ``sweep`` removes those
 of dead processes; each connection's ``SegmentLink`` removes what it exported
 and its peer never attached when the peer goes away (a SIGKILLed worker or
-client); and segments nobody attached for ``older_than`` seconds go too.
+client); and segments nobody attached for ``older_than`` seconds go too. Held
+and kept files (``held-``/``keep-`` and a name of their holder) go when their
+holder is dead, kept ones also after ``shm_reuse.KEEP_SECONDS``.
 Standard library only: this module ships in every bundle.
 """
 from __future__ import annotations
@@ -34,6 +38,7 @@ import stat
 import time
 
 from . import procinfo
+from .shm_reuse import HELD, KEEP_SECONDS, KEPT, Reuse
 
 __all__ = [
     "MIN_BYTES", "NAME_BYTES", "segment_dir", "SegmentDirError", "prepare_dir", "segment_name", "creator_gone",
@@ -97,6 +102,7 @@ class Segments:
     def __init__(self, directory: str):
         self.directory = directory
         self._ready = False
+        self.reuse = Reuse(directory, segment_name)
 
     @classmethod
     def open(cls, directory: str) -> "Segments":
@@ -111,9 +117,16 @@ class Segments:
         return SegmentLink(self)
 
     def export(self, view: memoryview) -> bytes | None:
-        """Copy ``view`` into a new segment; its name, or None when shared memory cannot take it."""
+        """Copy ``view`` into a segment (a kept file when there is one); its name, or None when shared
+        memory cannot take it."""
+        name = self._write(view, self.reuse.take(view.nbytes))
+        if name is None and self.reuse.drop():     # /dev/shm full: free what waits for reuse, try once more
+            name = self._write(view, None)
+        return name
+
+    def _write(self, view: memoryview, taken: tuple[int, str] | None) -> bytes | None:
         try:
-            fd, name = self._create()
+            fd, name = taken or self._create()
         except OSError:                            # includes SegmentDirError: inline it is
             return None
         path = os.path.join(self.directory, name)
@@ -153,14 +166,18 @@ class Segments:
         path = os.path.join(self.directory, name.decode())
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            _unlink(path)
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_size != size or size <= 0:
+                _unlink(path)
                 raise ValueError(f"shared-memory segment {name.decode()} is not the announced {size}-byte file")
-            mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE,
-                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            try:
+                mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            except BaseException:
+                _unlink(path)
+                raise
         finally:
             os.close(fd)
+        self.reuse.hold(path, mapped, size)        # renamed out of the sender's reach at once
         return memoryview(mapped)
 
     def discard(self, name: bytes) -> None:
@@ -201,10 +218,11 @@ class SegmentLink:
             self.segments.discard(name)
 
 
-def sweep(directory: str | None, older_than: float, dead_after: float = 0.0) -> int:
+def sweep(directory: str | None, older_than: float, dead_after: float = 0.0, keep_for: float = KEEP_SECONDS) -> int:
     """Remove segments nobody will attach; returns how many: those of a creator known to be dead (older
     than ``dead_after`` s, so a receiver reading its frame right now still finds it) and any older than
-    ``older_than`` s (a receiver died first)."""
+    ``older_than`` s (a receiver died first); held and kept files of a dead holder, and kept files
+    unused for ``keep_for`` s."""
     if not directory or not _private(directory):
         return 0
     removed, now = 0, time.time()
@@ -214,15 +232,23 @@ def sweep(directory: str | None, older_than: float, dead_after: float = 0.0) -> 
         return 0
     for entry in entries:
         try:
-            if not _NAME.match(entry.name.encode()):
-                continue
-            age = now - entry.stat(follow_symlinks=False).st_mtime
-            if age >= older_than or (age >= dead_after and creator_gone(entry.name)):
+            if _gone(entry, now - entry.stat(follow_symlinks=False).st_mtime, older_than, dead_after, keep_for):
                 os.unlink(entry.path)
                 removed += 1
         except OSError:
             pass
     return removed
+
+
+def _gone(entry: os.DirEntry, age: float, older_than: float, dead_after: float, keep_for: float) -> bool:
+    """Whether ``sweep`` removes this file, by the kind its name says."""
+    name = entry.name
+    if _NAME.match(name.encode()):
+        return age >= older_than or (age >= dead_after and creator_gone(name))
+    prefix, holder = name[:len(HELD)], name[len(HELD):]
+    if prefix not in (HELD, KEPT) or not _NAME.match(holder.encode()):
+        return False
+    return (prefix == KEPT and age >= keep_for) or creator_gone(holder)
 
 
 def remove_dir(directory: str | None) -> None:

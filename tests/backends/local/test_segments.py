@@ -5,7 +5,8 @@
   and nothing is ever written into that folder;
 - a SIGKILLed worker leaves no segment of the arguments sent to it, a
   SIGKILLed client none of the result sent to it: the surviving peer removes
-  what the dead one never attached;
+  what the dead one never attached, and the engine what the worker held or
+  kept for reuse;
 - segments of a process killed mid-transfer are swept when an engine starts,
   and `engine stop` leaves nothing, even after the engine itself was SIGKILLed.
 """
@@ -26,7 +27,7 @@ from vast_magic import loop
 from vast_magic.backends.base import CallSpec
 from vast_magic.backends.local import launcher
 from vast_magic.errors import WorkerLostError
-from vast_magic.runtime import shm
+from vast_magic.runtime import shm, shm_reuse
 
 BIG_APP = '''
 import asyncio
@@ -52,10 +53,16 @@ def _deploy_big(harness):
 
 
 def _segments_in(directory: str) -> list[str]:
+    """Every file in the folder: in-flight segments, and those held or kept for reuse."""
     try:
         return os.listdir(directory)
     except FileNotFoundError:
         return []
+
+
+def _in_flight(directory: str) -> list[str]:
+    """Segments sent and not yet attached (held and kept files have a prefix)."""
+    return [name for name in _segments_in(directory) if "-" not in name]
 
 
 @pytest.mark.parametrize("kind", ["mode 0777", "a link to a folder of ours"])
@@ -90,7 +97,8 @@ def test_a_sigkilled_worker_leaves_no_segment_of_its_arguments(harness):
     os.kill(worker.pid, signal.SIGSTOP)                       # it will never attach what comes next
     spec = CallSpec(name="demo", tag="default", function="nbytes", timeout=30.0, max_queue_time=30.0)
     call = loop.submit(harness.backend.call(spec, (np.ones(8 * MIB, dtype=np.uint8),), {}, {}))
-    harness.wait_for(lambda: _segments_in(directory), timeout=10, what="the argument's segment")
+    harness.wait_for(lambda: _in_flight(directory), timeout=10, what="the argument's segment")
+    assert any(n.startswith(shm_reuse.KEPT) for n in _segments_in(directory))    # the first call's, kept
     os.kill(worker.pid, signal.SIGKILL)
     with pytest.raises(WorkerLostError):
         call.result(30)
@@ -119,7 +127,7 @@ def test_a_sigkilled_client_leaves_no_segment_of_its_result(harness, tmp_path):
         assert client.stdout.readline().strip() == "CALLING"
         harness.wait_for(started.exists, timeout=30, what="the call to start on the worker")   # it sleeps 1.5 s
         os.kill(client.pid, signal.SIGSTOP)                   # it will never attach the result
-        harness.wait_for(lambda: _segments_in(directory), timeout=10, what="the result's segment")
+        harness.wait_for(lambda: _in_flight(directory), timeout=10, what="the result's segment")
         os.kill(client.pid, signal.SIGKILL)
         client.wait(10)
         harness.wait_for(lambda: not _segments_in(directory), timeout=10, what="the worker to remove the segment")
@@ -132,7 +140,7 @@ def test_a_sigkilled_client_leaves_no_segment_of_its_result(harness, tmp_path):
 
 EXPORT_THEN_DIE = textwrap.dedent('''
     import os, signal, sys
-    from vast_magic.runtime import shm
+    from vast_magic.runtime import shm, shm_reuse
     name = shm.Segments(sys.argv[1]).export(memoryview(b"x" * (2 << 20)))
     print(name.decode(), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)                      # a crash between export and send

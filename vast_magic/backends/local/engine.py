@@ -23,6 +23,7 @@ from typing import Any
 
 from ...errors import DeployError
 from ...reports import LogLine, WorkerInfo
+from ...runtime import shm
 from . import logfiles
 from . import workers as procs
 from .bundles import worker_dir
@@ -296,6 +297,7 @@ class Engine:
         dep.workers.pop(worker.rec.id, None)
         self.store.delete_worker(worker.rec.id)
         shutil.rmtree(worker.rec.workdir, ignore_errors=True)
+        shm.sweep(self.shm_dir, float("inf"), float("inf"))   # the big buffers it held or kept for reuse
         worker.rec.state, worker.rec.error = state, error
         if state == "failed":                      # gone, but status keeps saying why for a while
             last = logfiles.tail(Path(worker.rec.log_path), 1)
