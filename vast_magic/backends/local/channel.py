@@ -17,7 +17,31 @@ from ...runtime.frame_protocol import FrameProtocol, adopt
 __all__ = ["Channel", "WorkerChannel", "connect", "connect_worker"]
 
 
-class Channel:
+class _Messages:
+    """What both channels share: whole messages out through one ``FrameSender`` (concurrent senders never
+    interleave frames), and on close the shared-memory segments the peer never attached removed."""
+
+    segments: shm.SegmentLink | None
+    class_refs: dict
+    closed: bool
+    _sender: framing.FrameSender
+
+    async def send(self, message: Any) -> None:
+        await self.send_pickled(*wire.dumps(message, self.class_refs))
+
+    async def send_pickled(self, main: bytes, buffers=(), alone: bool = False) -> None:
+        """Write a message already pickled by ``wire.dumps`` (for callers that must tell a failure to pickle
+        from a failure to send); a closed connection raises a ConnectionError. ``alone``: no other call is
+        in flight here (written at once: ``framing.FrameSender``)."""
+        await self._sender.send(main, buffers, alone)
+
+    def _mark_closed(self) -> None:
+        self.closed = True
+        if self.segments is not None:
+            self.segments.close()
+
+
+class Channel(_Messages):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  class_refs: Mapping[type, str] | None = None, segments: shm.Segments | None = None):
         self.reader, self.writer = reader, writer
@@ -28,29 +52,19 @@ class Channel:
         self._sender = framing.FrameSender(writer, self.segments)
         self.closed = False
 
-    async def send(self, message: Any) -> None:
-        await self.send_pickled(*wire.dumps(message, self.class_refs))
-
-    async def send_pickled(self, main: bytes, buffers=()) -> None:
-        """Write a message already pickled by ``wire.dumps`` (for callers that must tell a failure
-        to pickle from a failure to send); a closed connection raises a ConnectionError."""
-        await self._sender.send(main, buffers)
-
     async def recv(self) -> Any:
         main, buffers = await framing.read_frame(self.reader, segments=self.segments)
         return wire.loads(main, buffers, self.resolve)
 
     def close(self) -> None:
-        self.closed = True
-        if self.segments is not None:
-            self.segments.close()
+        self._mark_closed()
         try:
             self.writer.close()
         except Exception:  # the transport may already be gone
             pass
 
 
-class WorkerChannel:
+class WorkerChannel(_Messages):
     """A client's connection to a worker: messages out as ``Channel`` sends them; answers in through
     ``listen``, called with each as it arrives (in the loop's read callback, so the caller it resolves
     runs on the next turn)."""
@@ -81,24 +95,12 @@ class WorkerChannel:
         self._on_message(wire.loads(main, buffers, self.resolve))
 
     def _closed(self, exc: BaseException | None) -> None:
-        self.closed = True
-        if self.segments is not None:
-            self.segments.close()
+        self._mark_closed()
         if self._on_closed is not None:
             self._on_closed(exc)
 
-    async def send(self, message: Any) -> None:
-        await self.send_pickled(*wire.dumps(message, self.class_refs))
-
-    async def send_pickled(self, main: bytes, buffers=(), alone: bool = False) -> None:
-        """Write a message already pickled by ``wire.dumps``; a closed connection raises a ConnectionError.
-        ``alone``: no other call is in flight here (written at once: ``framing.FrameSender``)."""
-        await self._sender.send(main, buffers, alone)
-
     def close(self) -> None:
-        self.closed = True
-        if self.segments is not None:
-            self.segments.close()
+        self._mark_closed()
         self.protocol.close()
         if self._streams is not None:            # never listened to: the stream writer still owns it
             self._streams[1].close()
