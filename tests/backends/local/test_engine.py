@@ -149,9 +149,11 @@ def test_not_applied_locally_lists_image_features():
     assert not_applied_locally(Image("vastai/base:1").spec())[0].startswith("image vastai/base:1")
 
 def test_big_arrays_cross_through_shared_memory_and_leave_nothing(harness):
-    """4 MiB each way: argument and result go through /dev/shm segments that the receivers unlink."""
+    """4 MiB each way: argument and result go through /dev/shm segments that the receivers take over, keep
+    for their next big buffer, and that go with the engine."""
     import numpy as np
-    from vast_magic.runtime import shm
+    from vast_magic.backends.local import launcher
+    from vast_magic.runtime import shm, shm_reuse
     harness.apply(plan(make_bundle(harness.folder)))
     array = np.arange(4 << 17, dtype=np.float64)
     for _ in range(3):
@@ -159,4 +161,9 @@ def test_big_arrays_cross_through_shared_memory_and_leave_nothing(harness):
         assert np.array_equal(result, array * array)
     result[:] = 0                                            # mapped copy-on-write: still a normal writable array
     directory = shm.segment_dir(harness.home)
-    assert directory and os.path.isdir(directory) and os.listdir(directory) == []
+    names = os.listdir(directory)
+    held = [n for n in names if n.startswith(shm_reuse.HELD)]
+    kept = [n for n in names if n.startswith(shm_reuse.KEPT)]
+    assert len(held) == 1 and len(held) + len(kept) == len(names) <= 1 + 2 * shm_reuse.KEEP_FILES   # none in flight
+    assert launcher.engine_stop(harness.home)["stopped"] is True
+    assert not os.path.exists(directory)

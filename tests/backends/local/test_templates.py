@@ -294,7 +294,7 @@ def _lone_templates(tmp_path: Path, app: str = APP.format(version="v1")):
     scenario on a fresh loop and then kills by pid whatever process is left in the home, so a failure leaks
     nothing."""
     from tests.runtime.worker_harness import write_bundle
-    from vast_magic.backends.local.engine import Version
+    from vast_magic.backends.local.engine_model import Version
     from vast_magic.backends.local.workers import worker_environment
     bundle = write_bundle(tmp_path / "bundle", app, remotes=REMOTES, with_runtime=True)
     home = tmp_path / "home"

@@ -19,7 +19,8 @@ from . import rollout, spawned
 from .bundles import DISK_HINT, is_disk_error
 from .channel import Channel
 from . import logfiles
-from .engine import Engine, status_of
+from .engine import Engine
+from .engine_model import status_of
 
 __all__ = [
     "handle", "op_apply", "op_route", "op_subscribe", "op_status", "op_list", "op_logs", "op_worker_log",

@@ -1,8 +1,8 @@
-"""The daemon's in-memory model: deployments, their workers, routes and logs.
+"""The daemon's engine: deployments' workers started, routed, watched, scaled and stopped.
 
-The store (SQLite) is the durable copy; this is the live one, with the
-process handles, engine connections and load reports. Everything runs on the
-daemon's single event loop, so no locks. ``reconcile`` is the engine's
+The store (SQLite) is the durable copy; ``engine_model`` is the live one, with
+the process handles, engine connections and load reports. Everything runs on
+the daemon's single event loop, so no locks. ``reconcile`` is the engine's
 heartbeat: it notices dead workers, expires ttl deployments, applies the pure
 autoscaler policy and shuts an idle engine down.
 """
@@ -16,108 +16,28 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from subprocess import Popen
-from typing import Any
 
 from ...errors import DeployError
-from ...reports import LogLine, WorkerInfo
+from ...reports import LogLine
 from ...runtime import shm
 from . import logfiles
 from . import workers as procs
 from .bundles import worker_dir
 from .channel import Channel
-from .failures import FailedWorker, add_failure, as_info, exit_cause, failures_to_keep, mark_replaced
+from .engine_model import LOAD_STALE, Deployment, Version, Worker
+from .failures import add_failure, exit_cause, failures_to_keep, mark_replaced
 from .loops import keep_running
 from .spawned import SpawnedCalls
-from .policy import AutoscalingParams, LoadSnapshot, PolicyState, desired_workers, effective_params
+from .policy import LoadSnapshot, PolicyState, desired_workers, effective_params
 from .store import DeploymentRecord, Store, WorkerRecord
 from .templates import ForkedProcess, Templates
 from .worker_output import OutputPipe
 
-__all__ = ["DRAIN_GRACE", "LOAD_STALE", "Version", "Worker", "Deployment", "Engine", "status_of"]
+__all__ = ["DRAIN_GRACE", "Engine"]
 
 DRAIN_GRACE = 30.0           # seconds a drained worker may take to finish its in-flight calls
-LOAD_STALE = 3.0             # a load report older than this counts as idle
-_DRAIN_READS = 64            # chunks read before a state change is handled, so the lines that explain it come first
-
-
-@dataclass(frozen=True)
-class Version:
-    """What new workers of a deployment run."""
-
-    version: str
-    bundle_dir: str
-    python: str
-    env: tuple = ()
-    secrets: tuple = ()
-
-
-@dataclass(eq=False)
-class Worker:
-    rec: WorkerRecord
-    popen: Popen | ForkedProcess | None
-    role: str                                  # candidate | serving | draining
-    start: str = "fresh"                       # forked (from its version's template) | fresh
-    start_note: str | None = None              # why it was not forked
-    template_key: tuple | None = None          # (name, tag, Version): the template it was or would be forked from
-    wanted_at: float = 0.0                     # time.monotonic() when the engine decided to start it
-    channel: Channel | None = None
-    load: float = 0.0
-    load_at: float = 0.0
-    settled: asyncio.Event = field(default_factory=asyncio.Event)   # ready, failed or gone
-    log: logfiles.WorkerLog | None = None      # its rotated log (the engine is the only writer)
-    pipes: tuple = ()                          # OutputPipe of its stdout and stderr
-
-    def drain_output(self, reads: int = _DRAIN_READS) -> None:
-        for pipe in self.pipes:
-            pipe.drain(reads)
-
-    def info(self) -> WorkerInfo:
-        r = self.rec
-        return WorkerInfo(r.id, r.state, r.perf, r.pid, r.version, r.error, load=self.current_load(), start=self.start)
-
-    def current_load(self) -> float | None:
-        """Workload in flight on a ready worker (0 once its last report is stale); None while not ready."""
-        if self.rec.state != "ready":
-            return None
-        return self.load if time.monotonic() - self.load_at < LOAD_STALE else 0.0
-
-
-@dataclass(eq=False)
-class Deployment:
-    rec: DeploymentRecord
-    params: AutoscalingParams
-    committed: bool
-    workers: dict[str, Worker] = field(default_factory=dict)
-    policy: PolicyState = field(default_factory=PolicyState)
-    watchers: set = field(default_factory=set)     # callables receiving (kind, fields) events
-    waiting: int = 0
-    waiting_workload: float = 0.0
-    routes_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    rollout: bool = False
-    failures: int = 0
-    next_spawn: float = 0.0
-    last_error: str | None = None
-    failed: tuple[FailedWorker, ...] = ()      # shown by status for a while (failures.failures_to_keep)
-    scaling: asyncio.Lock = field(default_factory=asyncio.Lock)   # one autoscale step at a time
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.rec.name, self.rec.tag
-
-    def version(self) -> Version:
-        r = self.rec
-        return Version(r.version, r.bundle_dir, r.python, tuple(map(tuple, r.env)), tuple(map(tuple, r.secrets)))
-
-    def routes(self) -> list[tuple[str, int, float, str]]:
-        return [(w.rec.id, w.rec.port, w.rec.perf or 0.0, w.rec.version) for w in self.workers.values()
-                if w.role == "serving" and w.rec.state == "ready" and w.rec.port]
-
-    def notify(self, kind: str, **fields: Any) -> None:
-        for watcher in list(self.watchers):
-            watcher(kind, fields)
 
 
 def _safe_id(name: str, tag: str) -> str:
@@ -470,20 +390,3 @@ def _start_time(pid: int) -> int | None:
         return procs.proc_start_time(pid)
     except procs.procinfo.Unknown:
         return None
-
-
-def status_of(dep: Deployment | None, name: str, tag: str) -> dict:
-    """A DeploymentStatus as a plain dict (sent to the client)."""
-    if dep is None:
-        return {"name": name, "tag": tag, "endpoint": None, "state": "stopped", "workers": [], "not_applied_locally": []}
-    now = time.time()
-    infos = [asdict(w.info()) for w in dep.workers.values() if w.role != "draining"]
-    infos += [asdict(as_info(failure, now)) for failure in failures_to_keep(dep.failed, now)]
-    if any(w.role == "serving" and w.rec.state == "ready" for w in dep.workers.values()):
-        state = "ready"
-    elif dep.last_error and not dep.rollout:
-        state = "failed"
-    else:
-        state = "deploying"
-    return {"name": name, "tag": tag, "endpoint": dep.rec.endpoint, "state": state, "workers": infos,
-            "not_applied_locally": list(dep.rec.not_applied)}

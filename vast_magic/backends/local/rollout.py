@@ -19,7 +19,8 @@ from typing import Callable
 
 from ...errors import DeployError
 from .bundles import extracted_bundle
-from .engine import Deployment, Engine, Version, Worker
+from .engine import Engine
+from .engine_model import Deployment, Version, Worker
 from .policy import effective_params
 from .store import DeploymentRecord
 from .venvs import ensure_venv
