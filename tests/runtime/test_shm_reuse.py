@@ -161,3 +161,36 @@ def test_a_process_that_exits_leaves_no_held_or_kept_file(tmp_path):
         assert os.listdir(directory) == []
     finally:
         shm.remove_dir(directory)
+
+
+def test_a_small_dev_shm_keeps_nothing(pair, monkeypatch):
+    sender, receiver = pair
+    free = os.statvfs(receiver.directory).f_bavail * os.statvfs(receiver.directory).f_frsize
+    monkeypatch.setattr(shm_reuse, "ROOM_FACTOR", free // MIB + 1)      # as if /dev/shm had room for less
+    got = _send(sender, receiver, np.zeros(MIB, dtype=np.uint8))
+    del got
+    assert receiver.reuse.kept() == [] and os.listdir(receiver.directory) == []
+
+
+@pytest.mark.parametrize("kept_before, expect_shared", [(True, True), (False, False)])
+def test_full_shared_memory_drops_what_is_kept_and_tries_once_more(pair, monkeypatch, kept_before, expect_shared):
+    import errno
+    sender, receiver = pair
+    if kept_before:
+        got = _send(sender, receiver, np.zeros(MIB, dtype=np.uint8))
+        del got
+        assert len(receiver.reuse.kept()) == 1
+    real_write, failures = os.write, []
+
+    def full_once(fd, data):
+        if not failures:
+            failures.append(fd)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_once)
+    name = receiver.export(memoryview(np.ones(MIB, dtype=np.uint8)))
+    monkeypatch.undo()
+    assert (name is not None) is expect_shared                # shared after freeing room, else inline (None)
+    assert receiver.reuse.kept() == []
+    assert os.listdir(receiver.directory) == ([name.decode()] if name else [])

@@ -119,9 +119,10 @@ class Segments:
     def export(self, view: memoryview) -> bytes | None:
         """Copy ``view`` into a segment (a kept file when there is one); its name, or None when shared
         memory cannot take it."""
-        name = self._write(view, self.reuse.take(view.nbytes))
-        if name is None and self.reuse.drop():     # /dev/shm full: free what waits for reuse, try once more
-            name = self._write(view, None)
+        taken = self.reuse.take(view.nbytes)
+        name = self._write(view, taken)
+        if name is None and (self.reuse.drop() or taken is not None):
+            name = self._write(view, None)         # /dev/shm full: room freed (kept files gone), once more
         return name
 
     def _write(self, view: memoryview, taken: tuple[int, str] | None) -> bytes | None:

@@ -18,7 +18,10 @@ What keeps this safe:
 - at most ``KEEP_FILES`` files and ``KEEP_BYTES`` bytes wait, each at most
   ``KEEP_SECONDS`` (older ones are unlinked at the next export, and by the
   engine's sweep, which also removes every held or kept file of a dead
-  process); a normal exit unlinks them all.
+  process); a normal exit unlinks them all;
+- a file is kept only while ``/dev/shm`` has room for ``ROOM_FACTOR`` more
+  of its size (a container's is often 64 MiB), and when shared memory is
+  full an export drops the kept files and tries once more.
 Standard library only: this module ships in every bundle.
 """
 from __future__ import annotations
@@ -30,12 +33,13 @@ import time
 import weakref
 from typing import Callable
 
-__all__ = ["HELD", "KEPT", "KEEP_FILES", "KEEP_BYTES", "KEEP_SECONDS", "Reuse"]
+__all__ = ["HELD", "KEPT", "KEEP_FILES", "KEEP_BYTES", "KEEP_SECONDS", "ROOM_FACTOR", "Reuse"]
 
 HELD, KEPT = "held-", "keep-"
 KEEP_FILES = 4
 KEEP_BYTES = 1 << 30
 KEEP_SECONDS = 20.0
+ROOM_FACTOR = 4                             # a file is kept only while /dev/shm has room for 4 more like it
 
 _forks = 0                                  # fork() calls made by this process so far
 _all: "weakref.WeakSet[Reuse]" = weakref.WeakSet()
@@ -109,8 +113,8 @@ class Reuse:
             return                           # a forked child's copy of the mapping: the parent owns the file
         with self._lock:
             self._held.discard(held)
-        if forks != _forks:                  # a child forked since may still map it: never write it again
-            _unlink(held)
+        if forks != _forks or not self._room_after(size):   # a child forked since may still map it, or
+            _unlink(held)                                     # /dev/shm is small (64 MiB in a container)
             return
         kept = self._name(KEPT)
         try:
@@ -123,6 +127,15 @@ class Reuse:
         with self._lock:
             self._free.append((kept, size, time.monotonic()))
             self._trim()
+
+    def _room_after(self, size: int) -> bool:
+        """Whether keeping ``size`` bytes leaves room for ``ROOM_FACTOR`` more such buffers (a kept file must
+        not make the peer's next big buffer fall back to the socket)."""
+        try:
+            info = os.statvfs(self.directory)
+        except OSError:
+            return False
+        return info.f_bavail * info.f_frsize >= ROOM_FACTOR * size
 
     def _trim(self) -> None:
         while len(self._free) > KEEP_FILES or sum(f[1] for f in self._free) > KEEP_BYTES:
