@@ -397,14 +397,21 @@ def test_deploy_and_status_pictures_in_both_themes(session):
     assert colors["light"] != colors["dark"], colors                        # the pictures follow the theme
 
 
-def test_missing_tools_skip_locally_and_fail_under_ci(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "no-chromium"))
+@pytest.mark.parametrize("missing", ["chromium", "playwright", "jupyterlab"])
+def test_missing_tools_skip_locally_and_fail_under_ci(monkeypatch, tmp_path, missing):
+    """Whatever is installed here: each tool missing alone skips locally and fails under CI, naming it."""
+    module = sys.modules[__name__]
+    chromium = tmp_path / "chromium"
+    if missing != "chromium":
+        chromium.write_text("")
+    monkeypatch.setattr(module, "CHROMIUM", str(chromium))
+    monkeypatch.setattr(module, "_importable", lambda name: not name.startswith(missing))
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("VAST_MAGIC_REQUIRE_BROWSER", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="chromium not installed"):
+    with pytest.raises(pytest.skip.Exception, match=f"^{missing} not installed; run .ci/install-browser.sh"):
         _require_tools()
     for variable in ("CI", "VAST_MAGIC_REQUIRE_BROWSER"):
         with monkeypatch.context() as patch:
             patch.setenv(variable, "1")
-            with pytest.raises(pytest.fail.Exception, match="required here .CI.: chromium not installed"):
+            with pytest.raises(pytest.fail.Exception, match=f"required here .CI.: {missing} not installed"):
                 _require_tools()
