@@ -110,7 +110,10 @@ class Engine:
             self.store.put_deployment(rec)
             self.new_deployment(rec, committed=True)
 
-    async def teardown(self, dep: Deployment) -> None:
+    async def teardown(self, dep: Deployment, templates_gone: bool = True) -> None:
+        """Drop ``dep`` and stop its workers; with ``templates_gone``, also wait until the templates it no longer
+        needs are gone (a teardown request's answer promises that). The reconciler's ttl expiry passes False:
+        its heartbeat must not wait seconds for a template that has to be killed (engine stop still does)."""
         self.deployments.pop(dep.key, None)
         self.store.delete_deployment(*dep.key)
         await self.publish_routes(dep)
@@ -118,7 +121,10 @@ class Engine:
         await asyncio.gather(*(self.stop_worker(w, grace=2.0) for w in workers))
         for worker in workers:
             self.forget_worker(dep, worker, "stopped", None)
-        await self.templates.retire(self.wanted_templates(), torn_down=dep.key)
+        if templates_gone:
+            await self.templates.retire(self.wanted_templates(), torn_down=dep.key)
+        else:
+            self.templates.retire_soon(self.wanted_templates(), torn_down=dep.key)
         self.touch()
 
     def wanted_templates(self) -> set[tuple]:
@@ -315,8 +321,8 @@ class Engine:
             except Exception as exc:
                 failure = failure or exc
         if self.templates.by_key:
-            try:
-                await self.templates.retire(self.wanted_templates())
+            try:                               # only begun here: a template that must be killed takes seconds
+                self.templates.retire_soon(self.wanted_templates())
             except Exception as exc:
                 failure = failure or exc
         serving = any(dep.committed or dep.rollout for dep in self.deployments.values())
@@ -331,7 +337,7 @@ class Engine:
             dep.failed = failures_to_keep(dep.failed, time.time())
         if dep.committed and dep.key in self.deployments:
             if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
-                await self.teardown(dep)
+                await self.teardown(dep, templates_gone=False)
             elif self.ticks % 4 == 0 and not dep.rollout:
                 await self.autoscale(dep)
 
