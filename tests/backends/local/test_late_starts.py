@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from concurrent.futures import Future
 
 import pytest
@@ -61,3 +62,17 @@ def test_a_start_that_ends_while_the_engine_stops_stops_its_worker(harness):
     _no_worker_left(harness)
     with contextlib.suppress(Exception):            # its connection closed with the engine
         scale_up.result(timeout=30)
+
+
+def test_a_teardown_during_a_scale_up_ends_the_deployment_quietly(harness):
+    """The scale-up's start holds the deployment's scaling lock; the reconciler's own autoscale step waits for
+    it meanwhile. Once, after the teardown that step went on for a deployment that no longer existed (or
+    its own start ended for nothing), raised, and engine.log got a "reconcile failed" traceback."""
+    scale_up = _a_start_waiting_on_the_template(harness)
+    time.sleep(1.5)                                 # the reconciler autoscales every 4 beats (1 s): it waits too
+    harness.run(harness.backend.teardown("demo", "default"))
+    scale_up.result(timeout=60)
+    time.sleep(1.5)                                 # the reconciler's step and a few more beats
+    _no_worker_left(harness)
+    log = (harness.home / "engine.log").read_text()
+    assert "reconcile failed" not in log and "Traceback" not in log, log

@@ -35,9 +35,14 @@ from .store import DeploymentRecord, Store, WorkerRecord
 from .templates import ForkedProcess, Templates
 from .worker_output import OutputPipe
 
-__all__ = ["DRAIN_GRACE", "Engine"]
+__all__ = ["DRAIN_GRACE", "Engine", "Unwanted"]
 
 DRAIN_GRACE = 30.0           # seconds a drained worker may take to finish its in-flight calls
+
+
+class Unwanted(DeployError):
+    """No worker may join the deployment now: it was torn down, or the engine is stopping. A deploy that meets
+    this fails with it; an autoscale step simply ends (the deployment is gone, there is nothing to scale)."""
 
 
 def _safe_id(name: str, tag: str) -> str:
@@ -154,9 +159,9 @@ class Engine:
     async def start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
         """A new worker of ``version`` in ``dep``. Its start can wait long (for its template); one that ends
         after ``dep`` was torn down or the engine began stopping is stopped at once, as nobody else would,
-        and ``DeployError`` says so."""
+        and ``Unwanted`` (a ``DeployError``) says so."""
         if why := self._why_unwanted(dep):
-            raise DeployError(f"no worker is started: {why}")
+            raise Unwanted(f"no worker is started: {why}")
         return await self.starts.run(self._start_worker(dep, version, role))
 
     async def _start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
@@ -176,7 +181,7 @@ class Engine:
         start_time = popen.start_time if isinstance(popen, ForkedProcess) else _start_time(popen.pid)
         if why := self._why_unwanted(dep):
             await self.starts.stop_unwanted(popen, start_time, workdir)
-            raise DeployError(f"worker {wid} was stopped as soon as it started: {why}")
+            raise Unwanted(f"worker {wid} was stopped as soon as it started: {why}")
         rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, start_time, None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())
         self.store.put_worker(rec)
@@ -362,9 +367,16 @@ class Engine:
                 await self.publish_routes(dep)
 
     async def autoscale(self, dep: Deployment) -> None:
-        """Apply the pure policy to this deployment's load; start or drain the difference."""
+        """Apply the pure policy to this deployment's load; start or drain the difference. A teardown can come
+        while this step waits for the lock (another step's start holds it, for as long as a template takes) or
+        while its own start is in flight: then the deployment simply ends here, which is no failure."""
         async with dep.scaling:
-            await self._autoscale(dep)
+            if self._why_unwanted(dep):
+                return
+            try:
+                await self._autoscale(dep)
+            except Unwanted as exc:
+                print(f"scaling {dep.rec.name}/{dep.rec.tag} ended: {exc}", flush=True)
 
     async def scale_now(self, dep: Deployment) -> None:
         """An autoscale step out of turn; if it fails, the reconciler's next one tries again."""
