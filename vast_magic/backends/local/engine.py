@@ -173,10 +173,15 @@ class Engine:
         template_key = (*dep.key, version)
         await asyncio.to_thread(self.prune_logs)
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
         launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir,
                   "version": version.version}
-        started = await self.templates.start_worker(template_key, version, workdir, env, launch)
+        copying = asyncio.ensure_future(asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir))
+        try:
+            await asyncio.shield(copying)
+            started = await self.templates.start_worker(template_key, version, workdir, env, launch)
+        except BaseException:          # no worker (a cancelled deploy, a failed spawn): its folder goes too
+            self.starts.remove_folder(workdir, after=copying)
+            raise
         popen = started.process
         start_time = popen.start_time if isinstance(popen, ForkedProcess) else _start_time(popen.pid)
         if why := self._why_unwanted(dep):
