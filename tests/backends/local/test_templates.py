@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import signal
+import time
 import sys
 from collections import Counter
 from pathlib import Path
@@ -427,3 +428,41 @@ def test_a_start_waiting_on_a_template_its_teardown_stopped_does_not_make_the_ve
         await lone.stop_all()
         _nothing_left(home)
     run(scenario)
+
+
+#: a template that stops slowly: it ignores SIGTERM and is held at its import, so stopping it takes the
+#: SIGTERM grace (2 s) and a SIGKILL; a fresh worker of the bundle is an ordinary one
+STUBBORN_APP = '''
+import os, signal, sys, time
+if sys.argv[0].endswith("template.py"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open({gate!r} + ".held", "w").close()
+    while os.path.exists({gate!r}):
+        time.sleep(0.02)
+''' + APP.format(version="v1")
+
+
+def test_a_template_stopped_by_force_does_not_stall_the_heartbeat(harness):
+    """Once, each heartbeat waited for every template stop in flight, and the reconciler retires templates
+    every beat while any exists: a template that had to be killed held it ~2-7 s, and meanwhile no dead worker
+    was noticed (nor ttl expired, nor autoscaling done). Here "other" has a template, so every beat retires;
+    "demo"'s teardown stops a template that ignores SIGTERM; a worker of "other" killed right then is
+    noticed within a few beats."""
+    gate = harness.folder / "gate"
+    gate.touch()
+    harness.apply(plan(_bundle(harness.folder / "other"), name="other", autoscaling=SCALING))
+    harness.wait_for(lambda: len(_templates(harness)) == 1, what="other's template")
+    stubborn = make_bundle(harness.folder, app=STUBBORN_APP.format(gate=str(gate)))
+    harness.apply(plan(stubborn, autoscaling=SCALING))
+    harness.wait_for(lambda: Path(f"{gate}.held").exists(), what="demo's template, held at its import")
+    from vast_magic import loop
+    teardown = loop.submit(harness.backend.teardown("demo", "default"))
+    harness.wait_for(lambda: harness.workers() == [], what="demo's worker stopped: its template's stop begins")
+    [victim] = harness.workers("other")
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    harness.wait_for(lambda: victim.id not in {w.id for w in harness.workers("other")}, what="the dead worker noticed")
+    noticed_after = time.monotonic() - killed_at
+    teardown.result(timeout=30)
+    assert len(_templates(harness)) == 1                              # demo's went, by SIGKILL; other's stays
+    assert noticed_after < 1.2, f"the dead worker was noticed {noticed_after:.2f}s after it died"

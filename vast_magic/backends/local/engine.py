@@ -35,9 +35,14 @@ from .store import DeploymentRecord, Store, WorkerRecord
 from .templates import ForkedProcess, Templates
 from .worker_output import OutputPipe
 
-__all__ = ["DRAIN_GRACE", "Engine"]
+__all__ = ["DRAIN_GRACE", "Engine", "Unwanted"]
 
 DRAIN_GRACE = 30.0           # seconds a drained worker may take to finish its in-flight calls
+
+
+class Unwanted(DeployError):
+    """No worker may join the deployment now: it was torn down, or the engine is stopping. A deploy that meets
+    this fails with it; an autoscale step simply ends (the deployment is gone, there is nothing to scale)."""
 
 
 def _safe_id(name: str, tag: str) -> str:
@@ -110,7 +115,10 @@ class Engine:
             self.store.put_deployment(rec)
             self.new_deployment(rec, committed=True)
 
-    async def teardown(self, dep: Deployment) -> None:
+    async def teardown(self, dep: Deployment, templates_gone: bool = True) -> None:
+        """Drop ``dep`` and stop its workers; with ``templates_gone``, also wait until the templates it no longer
+        needs are gone (a teardown request's answer promises that). The reconciler's ttl expiry passes False:
+        its heartbeat must not wait seconds for a template that has to be killed (engine stop still does)."""
         self.deployments.pop(dep.key, None)
         self.store.delete_deployment(*dep.key)
         await self.publish_routes(dep)
@@ -118,7 +126,10 @@ class Engine:
         await asyncio.gather(*(self.stop_worker(w, grace=2.0) for w in workers))
         for worker in workers:
             self.forget_worker(dep, worker, "stopped", None)
-        await self.templates.retire(self.wanted_templates(), torn_down=dep.key)
+        if templates_gone:
+            await self.templates.retire(self.wanted_templates(), torn_down=dep.key)
+        else:
+            self.templates.retire_soon(self.wanted_templates(), torn_down=dep.key)
         self.touch()
 
     def wanted_templates(self) -> set[tuple]:
@@ -148,9 +159,9 @@ class Engine:
     async def start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
         """A new worker of ``version`` in ``dep``. Its start can wait long (for its template); one that ends
         after ``dep`` was torn down or the engine began stopping is stopped at once, as nobody else would,
-        and ``DeployError`` says so."""
+        and ``Unwanted`` (a ``DeployError``) says so."""
         if why := self._why_unwanted(dep):
-            raise DeployError(f"no worker is started: {why}")
+            raise Unwanted(f"no worker is started: {why}")
         return await self.starts.run(self._start_worker(dep, version, role))
 
     async def _start_worker(self, dep: Deployment, version: Version, role: str) -> Worker:
@@ -162,15 +173,20 @@ class Engine:
         template_key = (*dep.key, version)
         await asyncio.to_thread(self.prune_logs)
         workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        await asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir)
         launch = {"engine": f"127.0.0.1:{self.port}", "token": self.token, "worker_id": wid, "shm_dir": self.shm_dir,
                   "version": version.version}
-        started = await self.templates.start_worker(template_key, version, workdir, env, launch)
+        copying = asyncio.ensure_future(asyncio.to_thread(worker_dir, Path(version.bundle_dir), workdir))
+        try:
+            await asyncio.shield(copying)
+            started = await self.templates.start_worker(template_key, version, workdir, env, launch)
+        except BaseException:          # no worker (a cancelled deploy, a failed spawn): its folder goes too
+            self.starts.remove_folder(workdir, after=copying)
+            raise
         popen = started.process
         start_time = popen.start_time if isinstance(popen, ForkedProcess) else _start_time(popen.pid)
         if why := self._why_unwanted(dep):
             await self.starts.stop_unwanted(popen, start_time, workdir)
-            raise DeployError(f"worker {wid} was stopped as soon as it started: {why}")
+            raise Unwanted(f"worker {wid} was stopped as soon as it started: {why}")
         rec = WorkerRecord(wid, dep.rec.name, dep.rec.tag, popen.pid, start_time, None,
                            "starting", None, version.version, None, str(workdir), str(log_path), time.time())
         self.store.put_worker(rec)
@@ -315,8 +331,8 @@ class Engine:
             except Exception as exc:
                 failure = failure or exc
         if self.templates.by_key:
-            try:
-                await self.templates.retire(self.wanted_templates())
+            try:                               # only begun here: a template that must be killed takes seconds
+                self.templates.retire_soon(self.wanted_templates())
             except Exception as exc:
                 failure = failure or exc
         serving = any(dep.committed or dep.rollout for dep in self.deployments.values())
@@ -331,7 +347,7 @@ class Engine:
             dep.failed = failures_to_keep(dep.failed, time.time())
         if dep.committed and dep.key in self.deployments:
             if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
-                await self.teardown(dep)
+                await self.teardown(dep, templates_gone=False)
             elif self.ticks % 4 == 0 and not dep.rollout:
                 await self.autoscale(dep)
 
@@ -356,9 +372,16 @@ class Engine:
                 await self.publish_routes(dep)
 
     async def autoscale(self, dep: Deployment) -> None:
-        """Apply the pure policy to this deployment's load; start or drain the difference."""
+        """Apply the pure policy to this deployment's load; start or drain the difference. A teardown can come
+        while this step waits for the lock (another step's start holds it, for as long as a template takes) or
+        while its own start is in flight: then the deployment simply ends here, which is no failure."""
         async with dep.scaling:
-            await self._autoscale(dep)
+            if self._why_unwanted(dep):
+                return
+            try:
+                await self._autoscale(dep)
+            except Unwanted as exc:
+                print(f"scaling {dep.rec.name}/{dep.rec.tag} ended: {exc}", flush=True)
 
     async def scale_now(self, dep: Deployment) -> None:
         """An autoscale step out of turn; if it fails, the reconciler's next one tries again."""

@@ -347,16 +347,20 @@ class Templates:
             task = template.stop()
             self.stopping.add(task)
             task.add_done_callback(self.stopping.discard)
+            task.add_done_callback(_report_failed_stop)
 
     async def _stopped(self) -> None:
         """Wait for every stop in flight, also those another caller began (the reconciler can be stopping a
-        template when a teardown finds nothing left to stop) or gave up waiting for (a cancelled reconciler)."""
+        template when a teardown finds nothing left to stop) or gave up waiting for (a cancelled reconciler).
+        A stop that failed was reported in engine.log when it ended; waiting for it does not raise."""
         while pending := [task for task in self.stopping if not task.done()]:
-            await asyncio.gather(*map(asyncio.shield, pending))
+            await asyncio.wait(pending)
 
-    async def retire(self, wanted: set[tuple], torn_down: tuple[str, str] | None = None) -> None:
-        """Stop the templates of versions no longer wanted (nor being started from, unless their deployment,
-        ``torn_down`` as (name, tag), is gone); returns once they are."""
+    def retire_soon(self, wanted: set[tuple], torn_down: tuple[str, str] | None = None) -> None:
+        """Begin stopping the templates of versions no longer wanted (nor being started from, unless their
+        deployment, ``torn_down`` as (name, tag), is gone); the stops go on in the background, where ``retire``
+        and ``stop_all`` wait for them. The reconciler's form: a template that ignores SIGTERM takes the grace
+        and a SIGKILL (seconds), which the engine's heartbeat must not wait out."""
         for key, template in list(self.by_key.items()):
             if key not in wanted and (not template.starting or key[:2] == torn_down):
                 self._stop(key)
@@ -364,6 +368,10 @@ class Templates:
                 self._give_up(template, template.failure)
         for key in [k for k in self.given_up if k not in wanted]:
             del self.given_up[key]
+
+    async def retire(self, wanted: set[tuple], torn_down: tuple[str, str] | None = None) -> None:
+        """``retire_soon``, then wait for every stop in flight: a teardown answers once its templates are gone."""
+        self.retire_soon(wanted, torn_down)
         await self._stopped()
 
     async def stop_all(self) -> None:
@@ -374,6 +382,13 @@ class Templates:
             self._stop(key)
         await self._stopped()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _report_failed_stop(task: asyncio.Task) -> None:
+    """Nobody may await a stop (the reconciler only begins it): its failure goes to engine.log here."""
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        print(f"stopping a template failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 def _bundle_hazard(bundle_dir: Path) -> str | None:

@@ -10,7 +10,10 @@ Workers run in their own session (``start_new_session``), so the pid is also
 the process group: stopping the group takes any child a ``runs`` script left.
 A start can end after nobody wants the worker any more (its deployment torn
 down, the engine stopping): ``StartsInFlight`` stops it at once, and lets
-engine stop wait for every start and such stop in flight.
+engine stop wait for every start and such stop in flight. A start that ends
+without a worker (a cancelled deploy) removes the worker's folder; a child its
+template forked meanwhile ends by itself, at the end of its stdin, which
+carries its launch message and which nobody else holds.
 """
 from __future__ import annotations
 
@@ -155,9 +158,19 @@ class StartsInFlight:
         cancelled caller does not end the stop."""
         await asyncio.shield(self.run(_stop_unwanted(popen, start_time, workdir)))
 
+    def remove_folder(self, workdir: Path, after: asyncio.Future) -> None:
+        """A start that ended without a worker (cancelled, or its spawn failed) leaves no folder: remove it once
+        ``after`` (the copy into it, a thread that a cancellation does not stop) is done."""
+        self.run(_remove_folder(workdir, after))
+
     async def finished(self) -> None:
         while pending := [task for task in self.tasks if not task.done()]:
             await asyncio.wait(pending)
+
+
+async def _remove_folder(workdir: Path, after: asyncio.Future) -> None:
+    await asyncio.wait([after])
+    await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
 async def _stop_unwanted(popen, start_time: int | None, workdir: Path) -> None:
