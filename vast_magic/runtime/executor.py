@@ -142,14 +142,18 @@ class Executor:
         return await self._answer(request, state, work)
 
     async def _answer(self, request: dict, state: CallState, work) -> dict:
+        """One request, a call or a chunk of ``f.map``, through the one admission: parsed, admitted (or
+        answered ``overloaded``), counted while it runs."""
         call_id = request.get("id") if isinstance(request, dict) else None
         expected = request.get("version") if isinstance(request, dict) else None
         if expected and self.version and expected != self.version:
             return {"id": call_id, "ok": False, "stale": True, "version": self.version}   # rolling update: not run
-        if call_id is not None and request.get("op") == "map":
-            return await self.handle_map(request)
+        items = None
         try:
-            entry, args, kwargs, cost, timeout = self._parse(request)
+            if call_id is not None and request.get("op") == "map":
+                entry, items, cost, timeout = self._parse_map(request)
+            else:
+                entry, args, kwargs, cost, timeout = self._parse(request)
         except Exception as exc:
             return {"id": call_id, "ok": False, "error": wire.error_envelope(exc), "output": []}
         refusal = self._admission(entry, cost)
@@ -158,34 +162,20 @@ class Executor:
         self.inflight_workload += cost
         self.inflight_calls += 1
         try:
-            return {"id": call_id, **await self._run(entry, args, kwargs, timeout, state, work)}
+            if items is None:
+                return {"id": call_id, **await self._run(entry, args, kwargs, timeout, state, work)}
+            return {"id": call_id, "ok": True, "items": await self._map(entry, items, timeout), "output": []}
         finally:
             self.inflight_workload -= cost
             self.inflight_calls -= 1
 
-    async def handle_map(self, request: dict) -> dict:
+    async def _map(self, entry: RemoteEntry, items: list, timeout: float) -> list:
         """A chunk of ``f.map``: many calls of one function in one request, each answered on its own
         (its value or error, its output) so one failure loses nothing else. Admitted as one call whose
         workload is the sum of the items'."""
-        call_id = request["id"]
-        try:
-            entry, items, cost, timeout = self._parse_map(request)
-        except Exception as exc:
-            return {"id": call_id, "ok": False, "error": wire.error_envelope(exc), "output": []}
-        refusal = self._admission(entry, cost)
-        if refusal:
-            return {"id": call_id, "ok": False, "overloaded": True, "message": refusal}
-        self.inflight_workload += cost
-        self.inflight_calls += 1
-        try:
-            if entry.name in self._locks or not _described(entry.function)[2]:   # run in turn: a timeout each
-                answers = await asyncio.gather(*(self._run(entry, args, kwargs, timeout) for args, kwargs in items))
-            else:
-                answers = await self._together(entry, items, timeout)
-            return {"id": call_id, "ok": True, "items": answers, "output": []}
-        finally:
-            self.inflight_workload -= cost
-            self.inflight_calls -= 1
+        if entry.name in self._locks or not _described(entry.function)[2]:   # run in turn: a timeout each
+            return await asyncio.gather(*(self._run(entry, args, kwargs, timeout) for args, kwargs in items))
+        return await self._together(entry, items, timeout)
 
     async def _together(self, entry: RemoteEntry, items: list, timeout: float) -> list:
         """Items of an async function all start at once, so one timer bounds each of them as its own would."""
@@ -230,6 +220,7 @@ class Executor:
         return entry, tuple(args), kwargs, cost, timeout
 
     def _admission(self, entry: RemoteEntry, cost: float) -> str | None:
+        """Why a call (or a map chunk, as one call of its summed cost) may not start now, or None."""
         perf = self.perf.get(entry.name)
         if perf is None or self.inflight_calls == 0:
             return None
