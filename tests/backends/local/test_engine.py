@@ -164,6 +164,7 @@ def test_big_arrays_cross_through_shared_memory_and_leave_nothing(harness):
     names = os.listdir(directory)
     held = [n for n in names if n.startswith(shm_reuse.HELD)]
     kept = [n for n in names if n.startswith(shm_reuse.KEPT)]
-    assert len(held) == 1 and len(held) + len(kept) == len(names) <= 1 + 2 * shm_reuse.KEEP_FILES   # none in flight
+    # none in flight: this process holds the result (the worker may still hold its last argument a moment)
+    assert 1 <= len(held) <= 2 and len(held) + len(kept) == len(names) <= 2 + 2 * shm_reuse.KEEP_FILES
     assert launcher.engine_stop(harness.home)["stopped"] is True
     assert not os.path.exists(directory)

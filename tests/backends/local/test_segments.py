@@ -94,11 +94,12 @@ def test_a_sigkilled_worker_leaves_no_segment_of_its_arguments(harness):
     directory = _deploy_big(harness)
     (worker,) = harness.workers()
     assert harness.call("nbytes", np.ones(2 * MIB, dtype=np.uint8)) == 2 * MIB    # the connection is open
+    harness.wait_for(lambda: any(n.startswith(shm_reuse.KEPT) for n in _segments_in(directory)), timeout=10,
+                     what="the worker to keep the first argument's file (it lets go after answering)")
     os.kill(worker.pid, signal.SIGSTOP)                       # it will never attach what comes next
     spec = CallSpec(name="demo", tag="default", function="nbytes", timeout=30.0, max_queue_time=30.0)
     call = loop.submit(harness.backend.call(spec, (np.ones(8 * MIB, dtype=np.uint8),), {}, {}))
     harness.wait_for(lambda: _in_flight(directory), timeout=10, what="the argument's segment")
-    assert any(n.startswith(shm_reuse.KEPT) for n in _segments_in(directory))    # the first call's, kept
     os.kill(worker.pid, signal.SIGKILL)
     with pytest.raises(WorkerLostError):
         call.result(30)
