@@ -4,7 +4,9 @@ The store (SQLite) is the durable copy; ``engine_model`` is the live one, with
 the process handles, engine connections and load reports. Everything runs on
 the daemon's single event loop, so no locks. ``reconcile`` is the engine's
 heartbeat: it notices dead workers, expires ttl deployments, applies the pure
-autoscaler policy and shuts an idle engine down.
+autoscaler policy and shuts an idle engine down. It never waits for a worker
+start (one can wait a minute for its template): its autoscale steps run beside
+it, one at a time per deployment.
 """
 from __future__ import annotations
 
@@ -121,6 +123,7 @@ class Engine:
         its heartbeat must not wait seconds for a template that has to be killed (engine stop still does)."""
         self.deployments.pop(dep.key, None)
         self.store.delete_deployment(*dep.key)
+        _cancel(dep.scale_step)               # its start leaves nothing behind; engine stop waits for its end
         await self.publish_routes(dep)
         workers = list(dep.workers.values())
         await asyncio.gather(*(self.stop_worker(w, grace=2.0) for w in workers))
@@ -349,7 +352,22 @@ class Engine:
             if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
                 await self.teardown(dep, templates_gone=False)
             elif self.ticks % 4 == 0 and not dep.rollout:
-                await self.autoscale(dep)
+                self._scale_in_background(dep)
+
+    def _scale_in_background(self, dep: Deployment) -> None:
+        """Begin the reconciler's autoscale step for ``dep`` beside the heartbeat: its starts can wait up to a
+        minute for a template, and meanwhile the beat must go on noticing the dead workers, ttl and idleness of
+        every deployment. One step at a time per deployment: a beat that finds the last one still running
+        leaves it be. It runs as a start in flight (engine stop waits for it); ``scale_now`` logs its failure."""
+        if dep.scale_step is None or dep.scale_step.done():
+            dep.scale_step = self.starts.run(self.scale_now(dep))
+
+    def stop_scaling(self) -> None:
+        """At engine stop: the reconciler's autoscale steps end now, rather than wait for a template only to
+        stop what they start; a cancelled start leaves no process nor folder, and ``starts.finished`` waits
+        for each step's end."""
+        for dep in self.deployments.values():
+            _cancel(dep.scale_step)
 
     async def _reap_exited(self, dep: Deployment) -> None:
         for worker in list(dep.workers.values()):
@@ -405,6 +423,11 @@ class Engine:
             idle_first = sorted(active, key=lambda w: (w.rec.state == "ready", w.load))
             for worker in idle_first[: len(active) - want]:
                 await self.drain(dep, worker)
+
+
+def _cancel(task: asyncio.Task | None) -> None:
+    if task is not None:
+        task.cancel()
 
 
 def _start_time(pid: int) -> int | None:

@@ -84,6 +84,7 @@ class Deployment:
     last_error: str | None = None
     failed: tuple[FailedWorker, ...] = ()      # shown by status for a while (failures.failures_to_keep)
     scaling: asyncio.Lock = field(default_factory=asyncio.Lock)   # one autoscale step at a time
+    scale_step: asyncio.Task | None = None     # the reconciler's autoscale step, run beside its heartbeat
 
     @property
     def key(self) -> tuple[str, str]:
