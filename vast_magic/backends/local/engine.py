@@ -399,14 +399,17 @@ class Engine:
             try:
                 await self._autoscale(dep)
             except Unwanted as exc:
-                print(f"scaling {dep.rec.name}/{dep.rec.tag} ended: {exc}", flush=True)
+                _say_once(dep, f"scaling {dep.rec.name}/{dep.rec.tag} ended: {exc}")
+                return
+        dep.scaling_said = None
 
     async def scale_now(self, dep: Deployment) -> None:
-        """An autoscale step out of turn; if it fails, the reconciler's next one tries again."""
+        """An autoscale step out of turn; if it fails, the reconciler's next one tries again (the same failure
+        on every beat, e.g. EMFILE, is logged once until a step succeeds or fails differently)."""
         try:
             await self.autoscale(dep)
         except Exception as exc:
-            print(f"scaling {dep.rec.name}/{dep.rec.tag} failed: {type(exc).__name__}: {exc}", flush=True)
+            _say_once(dep, f"scaling {dep.rec.name}/{dep.rec.tag} failed: {type(exc).__name__}: {exc}")
 
     async def _autoscale(self, dep: Deployment) -> None:
         now = time.monotonic()
@@ -423,6 +426,13 @@ class Engine:
             idle_first = sorted(active, key=lambda w: (w.rec.state == "ready", w.load))
             for worker in idle_first[: len(active) - want]:
                 await self.drain(dep, worker)
+
+
+def _say_once(dep: Deployment, line: str) -> None:
+    """Log ``line`` to engine.log unless it is what this deployment's scaling said last."""
+    if line != dep.scaling_said:
+        print(line, flush=True)
+    dep.scaling_said = line
 
 
 def _cancel(task: asyncio.Task | None) -> None:

@@ -85,6 +85,7 @@ class Deployment:
     failed: tuple[FailedWorker, ...] = ()      # shown by status for a while (failures.failures_to_keep)
     scaling: asyncio.Lock = field(default_factory=asyncio.Lock)   # one autoscale step at a time
     scale_step: asyncio.Task | None = None     # the reconciler's autoscale step, run beside its heartbeat
+    scaling_said: str | None = None            # the last failure scaling logged (a repeat is not logged again)
 
     @property
     def key(self) -> tuple[str, str]:
