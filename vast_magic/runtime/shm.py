@@ -38,7 +38,7 @@ import stat
 import time
 
 from . import procinfo
-from .shm_reuse import HELD, KEEP_SECONDS, KEPT, Reuse
+from .shm_reuse import HELD, KEEP_SECONDS, KEPT, Reuse, _unlink
 
 __all__ = [
     "MIN_BYTES", "NAME_BYTES", "segment_dir", "SegmentDirError", "prepare_dir", "segment_name", "creator_gone",
@@ -265,9 +265,3 @@ def _private(directory: str) -> bool:
         return False
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
