@@ -38,7 +38,7 @@ import stat
 import time
 
 from . import procinfo
-from .shm_reuse import HELD, KEEP_SECONDS, KEPT, Reuse, _unlink
+from .shm_reuse import HELD, KEEP_SECONDS, KEPT, Reuse, unlink_quietly
 
 __all__ = [
     "MIN_BYTES", "NAME_BYTES", "segment_dir", "SegmentDirError", "prepare_dir", "segment_name", "creator_gone",
@@ -136,7 +136,7 @@ class Segments:
             while written < view.nbytes:
                 written += os.write(fd, view[written:])
         except OSError:                            # /dev/shm full: send the bytes inline instead
-            _unlink(path)
+            unlink_quietly(path)
             return None
         finally:
             os.close(fd)
@@ -169,12 +169,12 @@ class Segments:
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_size != size or size <= 0:
-                _unlink(path)
+                unlink_quietly(path)
                 raise ValueError(f"shared-memory segment {name.decode()} is not the announced {size}-byte file")
             try:
                 mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
             except BaseException:
-                _unlink(path)
+                unlink_quietly(path)
                 raise
         finally:
             os.close(fd)
@@ -184,7 +184,7 @@ class Segments:
     def discard(self, name: bytes) -> None:
         """Remove a segment whose frame never left (the receiver will not attach it)."""
         if _NAME.match(name):
-            _unlink(os.path.join(self.directory, name.decode()))
+            unlink_quietly(os.path.join(self.directory, name.decode()))
 
 
 class SegmentLink:

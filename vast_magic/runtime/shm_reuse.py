@@ -33,7 +33,7 @@ import time
 import weakref
 from typing import Callable
 
-__all__ = ["HELD", "KEPT", "KEEP_FILES", "KEEP_BYTES", "KEEP_SECONDS", "ROOM_FACTOR", "Reuse"]
+__all__ = ["HELD", "KEPT", "KEEP_FILES", "KEEP_BYTES", "KEEP_SECONDS", "ROOM_FACTOR", "Reuse", "unlink_quietly"]
 
 HELD, KEPT = "held-", "keep-"
 KEEP_FILES = 4
@@ -62,7 +62,7 @@ class Reuse:
         ``mapped`` is gone (or unlink it now when it is too big to keep)."""
         held = self._name(HELD)
         if size > KEEP_BYTES or not _rename(path, held):
-            _unlink(path)
+            unlink_quietly(path)
             return
         with self._lock:
             self._held.add(held)
@@ -86,13 +86,13 @@ class Reuse:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
-                _unlink(path)
+                unlink_quietly(path)
                 continue
             try:
                 os.ftruncate(fd, nbytes)
             except OSError:
                 os.close(fd)
-                _unlink(path)
+                unlink_quietly(path)
                 continue
             return fd, name
 
@@ -101,7 +101,7 @@ class Reuse:
         with self._lock:
             free, self._free = self._free, []
         for path, _, _ in free:
-            _unlink(path)
+            unlink_quietly(path)
         return len(free)
 
     def kept(self) -> list[str]:
@@ -114,7 +114,7 @@ class Reuse:
         with self._lock:
             self._held.discard(held)
         if forks != _forks or not self._room_after(size):   # a child forked since may still map it, or
-            _unlink(held)                                     # /dev/shm is small (64 MiB in a container)
+            unlink_quietly(held)                                     # /dev/shm is small (64 MiB in a container)
             return
         kept = self._name(KEPT)
         try:
@@ -122,7 +122,7 @@ class Reuse:
         except OSError:
             return
         if not _rename(held, kept):
-            _unlink(held)
+            unlink_quietly(held)
             return
         with self._lock:
             self._free.append((kept, size, time.monotonic()))
@@ -139,11 +139,11 @@ class Reuse:
 
     def _trim(self) -> None:
         while len(self._free) > KEEP_FILES or sum(f[1] for f in self._free) > KEEP_BYTES:
-            _unlink(self._free.pop(0)[0])
+            unlink_quietly(self._free.pop(0)[0])
 
     def _expire(self, now: float) -> None:
         while self._free and now - self._free[0][2] > KEEP_SECONDS:
-            _unlink(self._free.pop(0)[0])
+            unlink_quietly(self._free.pop(0)[0])
 
     def _name(self, prefix: str) -> str:
         return os.path.join(self.directory, prefix + self._new_name())
@@ -159,7 +159,7 @@ class Reuse:
             with self._lock:
                 held, self._held = self._held, set()
             for path in held:
-                _unlink(path)
+                unlink_quietly(path)
             self.drop()
 
 
@@ -186,7 +186,8 @@ def _rename(source: str, target: str) -> bool:
         return False
 
 
-def _unlink(path: str) -> None:
+def unlink_quietly(path: str) -> None:
+    """Remove a segment file that another process (its holder, the sweep) may already have removed."""
     try:
         os.unlink(path)
     except OSError:
