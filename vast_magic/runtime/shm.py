@@ -42,7 +42,7 @@ from .shm_reuse import HELD, KEEP_SECONDS, KEPT, Reuse, unlink_quietly
 
 __all__ = [
     "MIN_BYTES", "NAME_BYTES", "segment_dir", "SegmentDirError", "prepare_dir", "segment_name", "creator_gone",
-    "Segments", "SegmentLink", "sweep", "remove_dir"
+    "Segments", "SegmentLink", "sweep", "sweep_dead_holders", "remove_dir"
 ]
 
 MIN_BYTES = 1 << 20
@@ -239,6 +239,12 @@ def sweep(directory: str | None, older_than: float, dead_after: float = 0.0, kee
         except OSError:
             pass
     return removed
+
+
+def sweep_dead_holders(directory: str | None) -> int:
+    """When a worker is seen to end: remove the held and kept files of holders that are gone now (the big
+    buffers it mapped or kept for reuse), at once rather than at the next periodic sweep; nothing else."""
+    return sweep(directory, older_than=float("inf"), dead_after=float("inf"), keep_for=float("inf"))
 
 
 def _gone(entry: os.DirEntry, age: float, older_than: float, dead_after: float, keep_for: float) -> bool:

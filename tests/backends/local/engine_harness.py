@@ -22,7 +22,9 @@ from tests.runtime.worker_harness import remote_spec, write_bundle
 from vast_magic import loop
 from vast_magic.backends.base import DeployPlan
 from vast_magic.backends.local import launcher, store
+from vast_magic.backends.local.engine import Engine
 from vast_magic.backends.local.backend import LocalBackend
+from vast_magic.backends.local.engine_model import Deployment
 from vast_magic.backends.local.workers import proc_start_time
 from vast_magic.runtime import shm
 
@@ -213,3 +215,14 @@ def pid_gone(pid: int, start: int | None) -> bool:
 
 def env_without(*keys: str) -> dict:
     return {k: v for k, v in os.environ.items() if k not in keys}
+
+
+def engine_with_step(tmp_path: Path, step) -> tuple[Engine, Deployment]:
+    """An engine with no process and one committed deployment whose autoscale step is ``step(dep)``: for
+    the bookkeeping of scale steps without worker starts."""
+    engine = Engine(tmp_path, store.Store(tmp_path), "token", idle_timeout=3600)
+    rec = store.DeploymentRecord("d", "t", "local://d/t", "v1", "{}", "", "", {}, [], [], "python", [], [], None,
+                                 time.time(), "ready", time.time())
+    dep = engine.new_deployment(rec, committed=True)
+    engine._autoscale = step
+    return engine, dep

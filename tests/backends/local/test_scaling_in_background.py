@@ -22,10 +22,10 @@ import time
 
 import pytest
 
-from tests.backends.local.engine_harness import APP, GATED_APP, Harness, make_bundle, pid_gone, plan, processes_in
+from tests.backends.local.engine_harness import (APP, GATED_APP, Harness, engine_with_step, make_bundle, pid_gone, plan,
+                                                 processes_in)
 from vast_magic.backends.local import launcher, templates
 from vast_magic.backends.local.engine import Engine, Unwanted
-from vast_magic.backends.local.store import DeploymentRecord, Store
 
 needs_fork = pytest.mark.skipif(templates.fork_unavailable() is not None, reason="no fork here")
 
@@ -116,17 +116,6 @@ def test_engine_stop_while_the_background_step_waits_leaves_no_worker(harness):
 
 # -- the step's bookkeeping (no processes: an engine whose _autoscale is a stand-in) ------------------------------
 
-def _engine_with(tmp_path, step) -> tuple[Engine, object]:
-    """An engine with one committed deployment whose autoscale step is ``step(dep)``."""
-    store = Store(tmp_path)
-    engine = Engine(tmp_path, store, "token", idle_timeout=3600)
-    rec = DeploymentRecord("d", "t", "local://d/t", "v1", "{}", "", "", {}, [], [], "python", [], [], None,
-                           time.time(), "ready", time.time())
-    dep = engine.new_deployment(rec, committed=True)
-    engine._autoscale = step
-    return engine, dep
-
-
 async def _beats(engine: Engine, count: int) -> None:
     """``count`` heartbeats that each autoscale (every 4th tick does), with a chance to run in between."""
     for _ in range(count):
@@ -142,7 +131,7 @@ def test_a_beat_does_not_wait_for_the_step_and_begins_no_second_one_while_it_run
         began.append(asyncio.Event())
         await began[-1].wait()                     # a start waiting on its template
 
-    engine, dep = _engine_with(tmp_path, step)
+    engine, dep = engine_with_step(tmp_path, step)
 
     async def scenario():
         await asyncio.wait_for(_beats(engine, 3), 2)
@@ -172,7 +161,7 @@ def test_a_failed_step_is_one_plain_line_in_the_log_and_no_failed_beat(tmp_path,
         if outcome is not None:
             raise outcome
 
-    engine, dep = _engine_with(tmp_path, step)
+    engine, dep = engine_with_step(tmp_path, step)
     try:
         asyncio.run(_beats(engine, 5))              # reconcile_once did not raise: the beats themselves went fine
     finally:

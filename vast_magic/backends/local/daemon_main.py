@@ -104,7 +104,7 @@ async def serve(home: Path, idle_timeout: float, log_limits: LogLimits = LogLimi
     reconciler.cancel()
     janitor.cancel()
     engine.stop_scaling()                      # its autoscale steps, which may wait on a template
-    workers = [w for dep in engine.deployments.values() for w in dep.workers.values()]
+    workers = [w for dep in engine.deployments.values() for w in dep.workers.values()] + list(engine.leaving)
     await asyncio.gather(*(procs.stop(w.rec.pid, w.rec.start_time, 2.0, w.popen) for w in workers))
     for worker in workers:
         store.delete_worker(worker.rec.id)

@@ -71,6 +71,7 @@ class Engine:
         self.templates = Templates(home, enabled=fork)    # warm starts: a template per version, forked per worker
         self.starts = procs.StartsInFlight()              # worker starts in flight: engine stop waits for them
         self.ticks = 0
+        self.leaving: set[Worker] = set()                 # workers of torn-down deployments, being stopped
 
     def background(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -120,13 +121,18 @@ class Engine:
     async def teardown(self, dep: Deployment, templates_gone: bool = True) -> None:
         """Drop ``dep`` and stop its workers; with ``templates_gone``, also wait until the templates it no longer
         needs are gone (a teardown request's answer promises that). The reconciler's ttl expiry passes False:
-        its heartbeat must not wait seconds for a template that has to be killed (engine stop still does)."""
+        its heartbeat must not wait seconds for a template that has to be killed (engine stop still does).
+        Its workers stay in ``leaving`` while they are stopped, so an engine stop meanwhile stops them too."""
         self.deployments.pop(dep.key, None)
         self.store.delete_deployment(*dep.key)
         _cancel(dep.scale_step)               # its start leaves nothing behind; engine stop waits for its end
         await self.publish_routes(dep)
         workers = list(dep.workers.values())
-        await asyncio.gather(*(self.stop_worker(w, grace=2.0) for w in workers))
+        self.leaving.update(workers)          # no longer in a deployment: engine stop finds them here
+        try:
+            await asyncio.gather(*(self.stop_worker(w, grace=2.0) for w in workers))
+        finally:
+            self.leaving.difference_update(workers)
         for worker in workers:
             self.forget_worker(dep, worker, "stopped", None)
         if templates_gone:
@@ -236,7 +242,7 @@ class Engine:
         dep.workers.pop(worker.rec.id, None)
         self.store.delete_worker(worker.rec.id)
         shutil.rmtree(worker.rec.workdir, ignore_errors=True)
-        shm.sweep(self.shm_dir, float("inf"), float("inf"))   # the big buffers it held or kept for reuse
+        shm.sweep_dead_holders(self.shm_dir)
         worker.rec.state, worker.rec.error = state, error
         if state == "failed":                      # gone, but status keeps saying why for a while
             last = logfiles.tail(Path(worker.rec.log_path), 1)
@@ -350,15 +356,26 @@ class Engine:
             dep.failed = failures_to_keep(dep.failed, time.time())
         if dep.committed and dep.key in self.deployments:
             if dep.rec.ttl and time.time() - dep.rec.last_heartbeat > dep.rec.ttl:
-                await self.teardown(dep, templates_gone=False)
+                self.background(self._expire(dep))
             elif self.ticks % 4 == 0 and not dep.rollout:
-                self._scale_in_background(dep)
+                self.scale_in_background(dep)
 
-    def _scale_in_background(self, dep: Deployment) -> None:
-        """Begin the reconciler's autoscale step for ``dep`` beside the heartbeat: its starts can wait up to a
-        minute for a template, and meanwhile the beat must go on noticing the dead workers, ttl and idleness of
-        every deployment. One step at a time per deployment: a beat that finds the last one still running
-        leaves it be. It runs as a start in flight (engine stop waits for it); ``scale_now`` logs its failure."""
+    async def _expire(self, dep: Deployment) -> None:
+        """Its ttl ran out with no heartbeat from its owner: tear it down beside the heartbeat, as stopping a
+        worker that does not answer takes seconds (its grace, SIGTERM, SIGKILL)."""
+        print(f"{dep.rec.name}/{dep.rec.tag}: no heartbeat for its ttl of {dep.rec.ttl:g}s; tearing it down",
+              flush=True)
+        try:
+            await self.teardown(dep, templates_gone=False)
+        except Exception as exc:
+            print(f"teardown of {dep.rec.name}/{dep.rec.tag} failed: {type(exc).__name__}: {exc}", flush=True)
+
+    def scale_in_background(self, dep: Deployment) -> None:
+        """Begin an autoscale step for ``dep`` beside the heartbeat (or beside a spawned call that found it
+        scaled to zero): its starts can wait up to a minute for a template, and meanwhile the beat must go on
+        noticing the dead workers, ttl and idleness of every deployment. One step at a time per deployment:
+        a caller that finds the last one still running leaves it be. It runs as a start in flight (engine
+        stop waits for it); ``scale_now`` logs its failure."""
         if dep.scale_step is None or dep.scale_step.done():
             dep.scale_step = self.starts.run(self.scale_now(dep))
 

@@ -136,7 +136,7 @@ async def wait_for_routes(engine, dep, deadline: float, cost: float, version: st
         return dep.routes()
     dep.waiting, dep.waiting_workload = dep.waiting + 1, dep.waiting_workload + cost
     if dep.committed and not dep.rollout and not any(w.role == "serving" for w in dep.workers.values()):
-        engine.background(engine.scale_now(dep))   # scaled to zero: start one now, not at the next look
+        engine.scale_in_background(dep)   # scaled to zero: start one now, not at the next look
     try:
         while not usable() and engine.deployments.get(dep.key) is dep:
             left = deadline - time.monotonic()
