@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import tarfile
 import time
 from dataclasses import dataclass
@@ -149,6 +150,18 @@ class Harness:
 
     def workers(self, name="demo", tag="default"):
         return store.read_only(self.home, "workers", "name = ? AND tag = ?", (name, tag))
+
+    def kill_and_see_noticed(self, name: str, within: float):
+        """SIGKILL ``name``'s one worker and return its record once the engine has noticed, which must take
+        less than ``within`` s: the heartbeat is not held up (by a start, a stop, a template)."""
+        [victim] = self.workers(name)
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        self.wait_for(lambda: victim.id not in {w.id for w in self.workers(name)}, timeout=15,
+                      what=f"{name}'s dead worker noticed")
+        noticed_after = time.monotonic() - killed_at
+        assert noticed_after < within, f"{name}'s dead worker was noticed {noticed_after:.2f}s after it died"
+        return victim
 
     def collect(self) -> None:
         info = launcher.running_engine(self.home)

@@ -11,7 +11,8 @@ step still waiting meets a teardown, or engine stop: it is cancelled, and
 nothing of it is left. Real engine, real processes; the fixture's check at the
 end covers every process whose working directory is in the home. Last, with
 no process: one step at a time per deployment, and a failed step is one plain
-line in engine.log, not a failed beat.
+line in engine.log, not a failed beat; and a spawned call on a deployment
+scaled to zero begins the deployment's one step, not an untracked one.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ import time
 
 import pytest
 
-from tests.backends.local.engine_harness import (APP, GATED_APP, Harness, engine_with_step, make_bundle, pid_gone, plan,
-                                                 processes_in)
-from vast_magic.backends.local import launcher, templates
+from tests.backends.local.engine_harness import (APP, GATED_APP, Harness, engine_with_step, make_bundle,
+                                                 pid_gone, plan, processes_in)
+from vast_magic.backends.local import launcher, spawned, templates
 from vast_magic.backends.local.engine import Engine, Unwanted
 
 needs_fork = pytest.mark.skipif(templates.fork_unavailable() is not None, reason="no fork here")
@@ -64,13 +65,7 @@ def test_a_start_waiting_on_its_template_does_not_stall_the_heartbeat(harness):
     (READY_TIMEOUT, 60 s) or the gate opened."""
     try:
         _a_waits_on_its_template(harness)
-        [victim] = harness.workers("b")
-        os.kill(victim.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        harness.wait_for(lambda: victim.id not in {w.id for w in harness.workers("b")}, timeout=15,
-                         what="b's dead worker noticed")
-        noticed_after = time.monotonic() - killed_at
-        assert noticed_after < 1.5, f"b's dead worker was noticed {noticed_after:.2f}s after it died"
+        victim = harness.kill_and_see_noticed("b", within=1.5)
         failed = [w for w in harness.run(harness.backend.status("b", "default")).workers if w.state == "failed"]
         assert [w.id for w in failed] == [victim.id]
         assert _starting(harness, "a", besides="") != [], "a's start should still be waiting on its template"
@@ -116,6 +111,25 @@ def test_engine_stop_while_the_background_step_waits_leaves_no_worker(harness):
 
 # -- the step's bookkeeping (no processes: an engine whose _autoscale is a stand-in) ------------------------------
 
+def _held_steps(tmp_path) -> tuple[Engine, object, list[asyncio.Event]]:
+    """An engine whose every autoscale step waits, as a start waits on its template, until its event is set."""
+    held: list[asyncio.Event] = []
+
+    async def step(dep):
+        held.append(asyncio.Event())
+        await held[-1].wait()
+
+    engine, dep = engine_with_step(tmp_path, step)
+    return engine, dep, held
+
+
+def _run(engine: Engine, scenario) -> None:
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.store.close()
+
+
 async def _beats(engine: Engine, count: int) -> None:
     """``count`` heartbeats that each autoscale (every 4th tick does), with a chance to run in between."""
     for _ in range(count):
@@ -125,13 +139,7 @@ async def _beats(engine: Engine, count: int) -> None:
 
 
 def test_a_beat_does_not_wait_for_the_step_and_begins_no_second_one_while_it_runs(tmp_path):
-    began: list[asyncio.Event] = []
-
-    async def step(dep):
-        began.append(asyncio.Event())
-        await began[-1].wait()                     # a start waiting on its template
-
-    engine, dep = engine_with_step(tmp_path, step)
+    engine, dep, began = _held_steps(tmp_path)
 
     async def scenario():
         await asyncio.wait_for(_beats(engine, 3), 2)
@@ -143,10 +151,29 @@ def test_a_beat_does_not_wait_for_the_step_and_begins_no_second_one_while_it_run
         engine.stop_scaling()                       # engine stop: the one in flight ends now
         await asyncio.wait_for(engine.starts.finished(), 2)
         assert dep.scale_step.cancelled()
-    try:
-        asyncio.run(scenario())
-    finally:
-        engine.store.close()
+    _run(engine, scenario)
+
+
+def test_a_spawned_call_on_a_scaled_to_zero_deployment_begins_the_tracked_step(tmp_path):
+    """Its step, too, is the deployment's one step: beats leave it be, teardown and engine stop cancel it."""
+    engine, dep, began = _held_steps(tmp_path)
+
+    async def scenario():
+        waiting = asyncio.ensure_future(spawned.wait_for_routes(engine, dep, time.monotonic() + 5, cost=1.0))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if began:
+                break
+        assert dep.scale_step is not None and not dep.scale_step.done()
+        await _beats(engine, 2)
+        assert len(began) == 1 and dep.waiting == 1
+        engine.stop_scaling()
+        await asyncio.wait_for(engine.starts.finished(), 2)
+        assert dep.scale_step.cancelled()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert dep.waiting == 0
+    _run(engine, scenario)
 
 
 @pytest.mark.parametrize("error, line", [
