@@ -391,6 +391,8 @@ class Engine:
             code = worker.popen.poll() if worker.popen is not None else None
             if code is None and procs.is_running(worker.rec.pid, worker.rec.start_time, worker.popen):
                 continue
+            if worker.has_unread_last_words(time.monotonic()):
+                continue
             was_routed = worker.role == "serving" and worker.rec.state == "ready"
             if worker.role == "draining":
                 self.forget_worker(dep, worker, "stopped", None)

@@ -19,9 +19,10 @@ from .policy import AutoscalingParams, PolicyState
 from .store import DeploymentRecord, WorkerRecord
 from .templates import ForkedProcess
 
-__all__ = ["LOAD_STALE", "Version", "Worker", "Deployment", "status_of"]
+__all__ = ["LOAD_STALE", "LAST_WORDS", "Version", "Worker", "Deployment", "status_of"]
 
 LOAD_STALE = 3.0             # a load report older than this counts as idle
+LAST_WORDS = 1.0             # s a dead worker's open link gets to deliver what it sent before its exit
 _DRAIN_READS = 64            # chunks read before a state change is handled, so the lines that explain it come first
 
 
@@ -51,6 +52,17 @@ class Worker:
     settled: asyncio.Event = field(default_factory=asyncio.Event)   # ready, failed or gone
     log: logfiles.WorkerLog | None = None      # its rotated log (the engine is the only writer)
     pipes: tuple = ()                          # OutputPipe of its stdout and stderr
+    exit_seen: float | None = None             # time.monotonic() when the engine first found its process gone
+
+    def has_unread_last_words(self, now: float) -> bool:
+        """Its process is gone but its engine link is still open: what it said just before exiting (a failed
+        start's traceback) may still be unread. Then it is not reaped yet, for at most ``LAST_WORDS`` s after
+        its exit was first seen, or the reaper's guess ("exited with code 1") would stand in for its words."""
+        if self.channel is None or self.channel.closed:
+            return False
+        if self.exit_seen is None:
+            self.exit_seen = now
+        return now - self.exit_seen < LAST_WORDS
 
     def drain_output(self, reads: int = _DRAIN_READS) -> None:
         for pipe in self.pipes:
